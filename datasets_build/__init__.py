@@ -1,0 +1,1 @@
+"""headprobe: datasets_build stage."""

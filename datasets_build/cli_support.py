@@ -1,0 +1,48 @@
+"""Conventions every headprobe command line shares.
+
+Bad input is reported as one line on stderr with exit code 2; every stage's
+``__main__`` runs its entry point through :func:`run_main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from collections.abc import Callable, Sequence
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line and exit with code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None],
+             argv: Sequence[str] | None = None, prog: str = "headprobe") -> int:
+    """Run ``main(argv)`` and turn expected failures into one-line errors."""
+    try:
+        return main(argv) or 0
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            print(f"{prog}: error: disk full while writing ({exc.filename or 'output'})",
+                  file=sys.stderr)
+            return 2
+        raise
+
+
+def split_list(text: str | None) -> list[str]:
+    """Split a comma-separated option value, dropping empty items."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]

@@ -1,0 +1,135 @@
+"""The tagged dataset on disk: writer and reader.
+
+Layout of a dataset directory (format version 1)::
+
+    DIR/manifest.json   provenance, tokenizer fingerprint, counts, alignment statistics
+    DIR/tags.json       {"fine": [...], "coarse": [...]}: tag id -> tag name
+    DIR/tokens/         Hugging Face ``datasets`` Arrow table, one row per model token,
+                        sorted by (story_id, position)
+    DIR/stories/        Arrow table, one row per story
+
+Token columns: ``input_id``, ``story_id``, ``position`` (0 = the BOS token when the
+tokenizer has one), ``char_start``/``char_end`` (span in the story text; -1 for BOS),
+``fine_tag``/``coarse_tag`` (ids into tags.json), ``quoted`` (inside a quotation),
+``straddle`` (the token covers more than one spaCy token), ``split`` (0 train, 1 test).
+
+Story columns: ``story_id``, ``text``, ``split``, ``token_start`` (row of its first
+token in tokens/), ``n_tokens``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets_build.cli_support import UsageError
+from datasets_build.manifest import read_json, write_json
+
+FORMAT = "headprobe-dataset"
+FORMAT_VERSION = 1
+SPLITS = ("train", "test")
+TOKEN_COLUMNS = {
+    "input_id": np.int32, "story_id": np.int32, "position": np.int32,
+    "char_start": np.int32, "char_end": np.int32, "fine_tag": np.int16,
+    "coarse_tag": np.int16, "quoted": np.bool_, "straddle": np.bool_, "split": np.int8,
+}
+STORY_COLUMNS = ("story_id", "text", "split", "token_start", "n_tokens")
+
+
+def split_code(split: str | None) -> int | None:
+    """0/1 for 'train'/'test', None for None (all splits)."""
+    if split is None or split == "all":
+        return None
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    return SPLITS.index(split)
+
+
+def write_dataset(out_dir: str | Path, tokens: dict[str, np.ndarray], stories: dict[str, Any],
+                  tags: dict[str, list[str]], manifest: dict[str, Any]) -> None:
+    """Write a dataset into the (empty, temporary) directory ``out_dir``.
+
+    tokens: column -> array [n_tokens] (see TOKEN_COLUMNS); stories: column -> list/array
+    [n_stories]; tags: {"fine": [...], "coarse": [...]}; manifest: provenance dict.
+    """
+    from datasets import Dataset
+
+    out_dir = Path(out_dir)
+    cols = {k: np.asarray(tokens[k], dtype=t) for k, t in TOKEN_COLUMNS.items()}
+    Dataset.from_dict(cols).save_to_disk(str(out_dir / "tokens"))
+    Dataset.from_dict({k: list(stories[k]) for k in STORY_COLUMNS}).save_to_disk(
+        str(out_dir / "stories"))
+    write_json(out_dir / "tags.json", tags)
+    write_json(out_dir / "manifest.json",
+               {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest})
+
+
+@dataclass
+class TaggedDataset:
+    """A dataset directory opened for reading."""
+
+    path: Path
+    manifest: dict[str, Any]
+    tags: dict[str, list[str]]
+    _tokens: Any = field(repr=False)
+    _stories: Any = field(repr=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def n_stories(self) -> int:
+        return len(self._stories)
+
+    @property
+    def vocab_hash(self) -> str:
+        return self.manifest["tokenizer"]["vocab_hash"]
+
+    def token_table(self, split: str | None = None) -> dict[str, np.ndarray]:
+        """Token columns as arrays [n_tokens], optionally only one split."""
+        table = {k: np.asarray(self._tokens[k], dtype=t) for k, t in TOKEN_COLUMNS.items()}
+        code = split_code(split)
+        if code is None:
+            return table
+        keep = table["split"] == code
+        return {k: v[keep] for k, v in table.items()}
+
+    def story_table(self, split: str | None = None) -> dict[str, np.ndarray]:
+        """Story columns (text as a list), optionally only one split."""
+        table = {k: self._stories[k] for k in STORY_COLUMNS}
+        code = split_code(split)
+        keep = [i for i, s in enumerate(table["split"]) if code is None or s == code]
+        return {k: ([v[i] for i in keep] if k == "text" else np.asarray(v)[keep])
+                for k, v in table.items()}
+
+    def iter_stories(self, split: str | None = None) -> Iterator[tuple[int, np.ndarray, slice]]:
+        """Yield (story_id, input_ids [n], rows) per story; rows index the token table."""
+        ids = np.asarray(self._tokens["input_id"], dtype=np.int64)
+        stories = self.story_table(split)
+        for sid, start, n in zip(stories["story_id"], stories["token_start"],
+                                 stories["n_tokens"], strict=True):
+            rows = slice(int(start), int(start) + int(n))
+            yield int(sid), ids[rows], rows
+
+
+def load_tagged_dataset(path: str | Path) -> TaggedDataset:
+    """Open a dataset directory written by datasets_build; check its format version."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        raise UsageError(f"{path} is not a headprobe dataset (no manifest.json); "
+                         "build one with python -m datasets_build")
+    manifest = read_json(path / "manifest.json")
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise UsageError(f"{path} has dataset format {manifest.get('format')!r} version "
+                         f"{manifest.get('format_version')!r}; this headprobe reads "
+                         f"{FORMAT!r} version {FORMAT_VERSION}")
+    return TaggedDataset(path, manifest, read_json(path / "tags.json"),
+                         load_from_disk(str(path / "tokens")).with_format("numpy"),
+                         load_from_disk(str(path / "stories")))

@@ -1,0 +1,37 @@
+"""Loading tokenizers and fingerprinting their vocabularies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from datasets_build.cli_support import UsageError
+from datasets_build.hub import resolve_pretrained
+
+
+def load_tokenizer(name: str) -> Any:
+    """Load a fast tokenizer (hub name or local dir); refuse ones without offsets."""
+    from transformers import AutoTokenizer
+
+    source = resolve_pretrained(name, "tokenizer", example="../shared/tokenizers/gpt2")
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}") from exc
+    if not getattr(tok, "is_fast", False):
+        raise UsageError(f"tokenizer {name!r} has no offsets support (it is not a fast tokenizer)")
+    return tok
+
+
+def vocab_hash(tok: Any) -> str:
+    """sha256 over the sorted (token, id) pairs: equal hashes mean equal vocabularies."""
+    items = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
+
+
+def bos_id(tok: Any) -> int | None:
+    """The id prepended to every story (BOS, else EOS as GPT-2 style models do)."""
+    if tok.bos_token_id is not None:
+        return int(tok.bos_token_id)
+    return None if tok.eos_token_id is None else int(tok.eos_token_id)

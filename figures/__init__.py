@@ -1,0 +1,1 @@
+"""headprobe: figures stage."""

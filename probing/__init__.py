@@ -1,0 +1,1 @@
+"""headprobe: probing stage."""
