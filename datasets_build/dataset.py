@@ -20,6 +20,7 @@ token in tokens/), ``n_tokens``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +61,40 @@ def write_dataset(out_dir: str | Path, tokens: dict[str, np.ndarray], stories: d
 
     out_dir = Path(out_dir)
     cols = {k: np.asarray(tokens[k], dtype=t) for k, t in TOKEN_COLUMNS.items()}
-    Dataset.from_dict(cols).save_to_disk(str(out_dir / "tokens"))
-    Dataset.from_dict({k: list(stories[k]) for k in STORY_COLUMNS}).save_to_disk(
-        str(out_dir / "stories"))
+    with _quiet_datasets():
+        Dataset.from_dict(cols).save_to_disk(str(out_dir / "tokens"))
+        Dataset.from_dict({k: list(stories[k]) for k in STORY_COLUMNS}).save_to_disk(
+            str(out_dir / "stories"))
     write_json(out_dir / "tags.json", tags)
     write_json(out_dir / "manifest.json",
                {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest})
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Silence the ``datasets`` library's own progress bars for the duration."""
+    from datasets.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def _column(table: Any, name: str) -> np.ndarray:
+    """One column of a saved Arrow table as a numpy array [n_rows], read in bulk.
+
+    (Indexing the ``datasets.Dataset`` by column name converts row by row, which is
+    orders of magnitude slower; the tables here never carry an indices mapping.)
+    """
+    return table.data.column(name).to_numpy()
 
 
 @dataclass
@@ -92,7 +121,8 @@ class TaggedDataset:
 
     def token_table(self, split: str | None = None) -> dict[str, np.ndarray]:
         """Token columns as arrays [n_tokens], optionally only one split."""
-        table = {k: np.asarray(self._tokens[k], dtype=t) for k, t in TOKEN_COLUMNS.items()}
+        table = {k: _column(self._tokens, k).astype(t, copy=False)
+                 for k, t in TOKEN_COLUMNS.items()}
         code = split_code(split)
         if code is None:
             return table
@@ -101,7 +131,7 @@ class TaggedDataset:
 
     def story_table(self, split: str | None = None) -> dict[str, np.ndarray]:
         """Story columns (text as a list), optionally only one split."""
-        table = {k: self._stories[k] for k in STORY_COLUMNS}
+        table = {k: self._stories.data.column(k).to_pylist() for k in STORY_COLUMNS}
         code = split_code(split)
         keep = [i for i, s in enumerate(table["split"]) if code is None or s == code]
         return {k: ([v[i] for i in keep] if k == "text" else np.asarray(v)[keep])
@@ -109,7 +139,7 @@ class TaggedDataset:
 
     def iter_stories(self, split: str | None = None) -> Iterator[tuple[int, np.ndarray, slice]]:
         """Yield (story_id, input_ids [n], rows) per story; rows index the token table."""
-        ids = np.asarray(self._tokens["input_id"], dtype=np.int64)
+        ids = _column(self._tokens, "input_id").astype(np.int64, copy=False)
         stories = self.story_table(split)
         for sid, start, n in zip(stories["story_id"], stories["token_start"],
                                  stories["n_tokens"], strict=True):

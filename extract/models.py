@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ from datasets_build.cli_support import UsageError
 from datasets_build.hub import resolve_pretrained
 
 DEFAULT_MODEL = "roneneldan/TinyStories-1M"
+WEIGHT_FILES = ("*.safetensors", "*.bin")
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32,
@@ -47,3 +50,61 @@ def architecture(model: Any) -> dict[str, Any]:
         "d_model": int(cfg.d_model), "d_vocab": int(cfg.d_vocab), "n_ctx": int(cfg.n_ctx),
         "architecture": str(getattr(cfg, "architecture", "") or ""),
     }
+
+
+def load_hf_model(name: str = DEFAULT_MODEL, device: str = "cpu",
+                  dtype: torch.dtype = torch.float32, reinit_seed: int | None = None) -> Any:
+    """Load ``name`` as a plain Hugging Face causal LM in eval mode.
+
+    With ``reinit_seed`` the weights are not loaded: the same architecture is built with
+    the library's random initialisation, seeded (the "random weights" control).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available")
+    source = resolve_pretrained(name, "model")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            if reinit_seed is None:
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+            else:
+                config = AutoConfig.from_pretrained(source)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(reinit_seed))
+                    model = AutoModelForCausalLM.from_config(config).to(dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval()
+
+
+def bridge_from_hf(hf_model: Any, name: str, device: str = "cpu") -> Any:
+    """Wrap an already loaded HF model (e.g. re-initialised) in a raw-weights TransformerBridge."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    source = resolve_pretrained(name, "model")
+    with contextlib.redirect_stderr(io.StringIO()):
+        model = TransformerBridge.boot_transformers(source, device=device, hf_model=hf_model)
+    model.eval()
+    return model
+
+
+def model_fingerprint(name: str) -> dict[str, str]:
+    """Where the weights came from: resolved path, hub revision (if cached) and sha256."""
+    source = resolve_pretrained(name, "model")
+    path = Path(source)
+    out = {"model": name, "model_path": str(path.resolve()) if path.exists() else source}
+    parts = path.resolve().parts if path.exists() else ()
+    if "snapshots" in parts:
+        out["model_revision"] = parts[parts.index("snapshots") + 1]
+    files = sorted(p for pattern in WEIGHT_FILES for p in path.glob(pattern)) if path.is_dir() \
+        else []
+    if files:
+        digest = hashlib.sha256()
+        for file in files:
+            with open(file, "rb") as handle:
+                for block in iter(lambda h=handle: h.read(1 << 22), b""):
+                    digest.update(block)
+        out["model_weights_sha256"] = digest.hexdigest()
+    return out

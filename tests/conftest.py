@@ -11,7 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HEADPROBE_SHARED", REPO.parent / "shared"))
 
-pytest_plugins = []
+pytest_plugins = ["tests.fixtures_figures", "tests.fixtures_dataset", "tests.fixtures_organisms",
+                  "tests.fixtures_probing"]
 
 
 def _shared(rel: str) -> Path:

@@ -1,0 +1,118 @@
+"""Benchmark: tagged tokens per second, the tagging path of a build vs a plain loop.
+
+Both sides run in one process on the same stories and the same pipeline package:
+
+* plain loop: ``nlp(text)`` per story with every component of the pipeline;
+* headprobe: ``nlp.pipe`` in batches with only tok2vec, tagger and attribute_ruler
+  (optionally in several processes).
+
+The two sides alternate for a few rounds and each keeps its fastest round, so a burst of
+load from other programs does not favour either side.
+
+Both convert their Docs with the same code. The benchmark checks that the fine tags are
+identical and reports how often the coarse tags agree (a few attribute_ruler rules look at
+dependency labels, which only the parser sets).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets_build.build import DEFAULT_BATCH_SIZE, collect_stories
+from datasets_build.cli_support import Parser, UsageError
+from datasets_build.sources import open_source
+from datasets_build.tagging import DocConverter, StoryTags, load_pipeline, tag_stories
+
+WARMUP_STORIES = 8
+
+
+def default_corpus() -> Path:
+    """valid-3117.txt in the shared folder ($HEADPROBE_SHARED, else ../shared)."""
+    shared = os.environ.get("HEADPROBE_SHARED") or Path(__file__).resolve().parents[2] / "shared"
+    return Path(shared) / "data" / "tinystories" / "valid-3117.txt"
+
+
+def _same_fine_tags(a: list[StoryTags], b: list[StoryTags]) -> bool:
+    return len(a) == len(b) and all(
+        np.array_equal(x.start, y.start) and np.array_equal(x.fine, y.fine)
+        for x, y in zip(a, b, strict=True))
+
+
+def _coarse_agreement(a: list[StoryTags], b: list[StoryTags]) -> float:
+    same = sum(int(np.sum(x.coarse == y.coarse)) for x, y in zip(a, b, strict=True))
+    return same / max(1, sum(len(x) for x in a))
+
+
+def _timed(fn: Callable[[], list[StoryTags]]) -> tuple[list[StoryTags], float, float]:
+    """(result, wall seconds, CPU seconds of this process) of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run_bench(source: str, stories: int = 200, batch_size: int = DEFAULT_BATCH_SIZE,
+              n_process: int = 1, spacy_model: str | None = None,
+              rounds: int = 2) -> dict[str, Any]:
+    """Time both tagging paths on the first ``stories`` stories, alternating for ``rounds``
+    rounds and keeping each side's fastest round; return rates and the speedup."""
+    texts, _ = collect_stories(open_source(source), stories)
+    full = load_pipeline(spacy_model, full=True)
+    fast = load_pipeline(spacy_model)
+    convert = DocConverter(full)
+    for text in texts[:WARMUP_STORIES]:  # first calls allocate; keep them out of the timing
+        full(text)
+    list(tag_stories(fast, texts[:WARMUP_STORIES], batch_size=batch_size))
+
+    best = {"plain": (np.inf, np.inf), "batched": (np.inf, np.inf)}
+    for _ in range(rounds):
+        plain, wall, cpu = _timed(lambda: [convert(full(text)) for text in texts])
+        best["plain"] = min(best["plain"], (wall, cpu))
+        batched, wall, cpu = _timed(lambda: list(tag_stories(
+            fast, texts, batch_size=batch_size, n_process=n_process)))
+        best["batched"] = min(best["batched"], (wall, cpu))
+
+    n_tokens = sum(len(t) for t in plain)
+    (plain_wall, plain_cpu), (batched_wall, batched_cpu) = best["plain"], best["batched"]
+    return {"stories": len(texts), "tokens": n_tokens,
+            "plain_tokens_per_s": n_tokens / plain_wall,
+            "batched_tokens_per_s": n_tokens / batched_wall,
+            "speedup": plain_wall / batched_wall,
+            # with one process the CPU time is the work done, whatever else the machine runs
+            "cpu_speedup": plain_cpu / batched_cpu if n_process == 1 else None,
+            "same_fine_tags": _same_fine_tags(plain, batched),
+            "coarse_agreement": _coarse_agreement(plain, batched)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = Parser(prog="python -m datasets_build bench",
+               description="Tagged tokens per second: batched, reduced spaCy pipeline vs a "
+                           "plain nlp(text)-per-story loop with the full pipeline.")
+    p.add_argument("--stories", type=int, default=200, help="stories to tag (default: 200)")
+    p.add_argument("--source", default=str(default_corpus()),
+                   help="corpus (default: valid-3117.txt in the shared folder)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--n-process", type=int, default=1)
+    p.add_argument("--spacy-model", help="spaCy pipeline (default as for a build)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternating timing rounds; each side keeps its best (default: 2)")
+    args = p.parse_args(argv)
+    if min(args.stories, args.batch_size, args.n_process, args.rounds) < 1:
+        raise UsageError("--stories, --batch-size, --n-process and --rounds must be at least 1")
+    r = run_bench(args.source, args.stories, args.batch_size, args.n_process, args.spacy_model,
+                  args.rounds)
+    print(f"{r['stories']} stories, {r['tokens']} spaCy tokens")
+    print(f"plain loop (nlp(text), full pipeline): {r['plain_tokens_per_s']:10.0f} tokens/s")
+    print(f"headprobe (nlp.pipe, batch {args.batch_size}, {args.n_process} process, tagger "
+          f"only): {r['batched_tokens_per_s']:10.0f} tokens/s")
+    cpu = f", {r['cpu_speedup']:.2f}x in CPU time" if r["cpu_speedup"] else ""
+    print(f"speedup: {r['speedup']:.2f}x in wall-clock time{cpu}")
+    print(f"fine tags identical: {'yes' if r['same_fine_tags'] else 'NO'}; coarse tags agree "
+          f"on {100 * r['coarse_agreement']:.1f}% (the rest need the parser, see "
+          f"docs/dataset-format.md)")
+    return 0

@@ -1,0 +1,193 @@
+"""Reading corpora: every source kind yields raw story texts, one string per story.
+
+``open_source(spec)`` picks a reader from the source string:
+
+=====================  ==================================================================
+``chat:PATH``, ...     a chat log cut into stories (datasets_build.chatlog)
+``demo:N[:SEED]``      N synthetic stories (datasets_build.demo_corpus)
+``PATH.txt``           stories separated by ``<|endoftext|>`` (TinyStories' own files)
+``PATH.jsonl``         one JSON object per line with a ``text`` field
+``PATH.parquet``       a table with a ``text`` column
+``NAME``               a Hugging Face dataset (``datasets.load_dataset``), ``text`` column
+=====================  ==================================================================
+
+Readers are lazy (generators), so ``--limit`` on a large file reads only what it needs.
+New kinds are added to ``SOURCE_KINDS``; order matters, the first match wins.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets_build import chatlog
+from datasets_build.cli_support import UsageError
+from datasets_build.demo_corpus import demo_story
+from datasets_build.hub import looks_like_path, resolve_pretrained
+
+STORY_SEPARATOR = "<|endoftext|>"
+TEXT_COLUMN = "text"
+DEFAULT_SOURCE = "roneneldan/TinyStories"
+LOCAL_EXAMPLE = "../shared/data/tinystories/valid-3117.txt"
+
+
+@dataclass
+class Source:
+    """An opened corpus: ``stories()`` yields raw texts; ``info`` goes into the manifest."""
+
+    spec: str
+    kind: str
+    stories: Callable[[], Iterator[str]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def read_separated(path: Path, separator: str = STORY_SEPARATOR,
+                   chunk_chars: int = 1 << 20) -> Iterator[str]:
+    """Yield the pieces of a text file split on ``separator``, reading it in chunks."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        buffer = ""
+        while chunk := fh.read(chunk_chars):
+            buffer += chunk
+            *complete, buffer = buffer.split(separator)
+            yield from complete
+        yield buffer
+
+
+def read_jsonl(path: Path, column: str = TEXT_COLUMN) -> Iterator[str]:
+    """Yield ``column`` of every non-blank line of a JSON-lines file."""
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict) or column not in row:
+                raise UsageError(f"{path}:{number}: no {column!r} field")
+            yield str(row[column] or "")
+
+
+def read_parquet(path: Path, column: str = TEXT_COLUMN) -> Iterator[str]:
+    """Yield ``column`` of a parquet file, batch by batch."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise UsageError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from exc
+    if column not in table.schema_arrow.names:
+        raise UsageError(f"{path} has no {column!r} column "
+                         f"(columns: {', '.join(table.schema_arrow.names)})")
+    for batch in table.iter_batches(columns=[column], batch_size=1024):
+        for text in batch.column(0).to_pylist():
+            yield text or ""
+
+
+def read_hub(name: str, split: str, limit: int | None,
+             column: str = TEXT_COLUMN) -> Iterator[str]:
+    """Yield ``column`` of a Hugging Face dataset split (streamed when ``limit`` is set)."""
+    from datasets import load_dataset
+
+    try:
+        data = load_dataset(name, split=split, streaming=limit is not None)
+    except Exception as exc:  # datasets raises many types for missing names/splits
+        raise UsageError(f"cannot load dataset {name!r} split {split!r}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                         ) from exc
+    for row in data:
+        if column not in row:
+            raise UsageError(f"dataset {name!r} has no {column!r} column")
+        yield row[column] or ""
+
+
+def _demo(spec: str, **_: Any) -> Source:
+    parts = spec.split(":")
+    try:
+        n = int(parts[1])
+        seed = int(parts[2]) if len(parts) > 2 else 0
+        if n < 1 or len(parts) > 3:
+            raise ValueError
+    except (ValueError, IndexError) as exc:
+        raise UsageError(f"bad demo source {spec!r}; write demo:N or demo:N:SEED "
+                         "with N >= 1 (e.g. demo:200)") from exc
+    return Source(spec, "demo", lambda: (demo_story(i, seed) for i in range(n)),
+                  {"stories": n, "demo_seed": seed})
+
+
+def _existing_file(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise UsageError(f"source file {spec!r} does not exist")
+    return path
+
+
+def _text_file(spec: str, **_: Any) -> Source:
+    path = _existing_file(spec)
+    return Source(spec, "txt", lambda: read_separated(path),
+                  {"path": str(path.resolve()), "separator": STORY_SEPARATOR})
+
+
+def _jsonl_file(spec: str, **_: Any) -> Source:
+    path = _existing_file(spec)
+    return Source(spec, "jsonl", lambda: read_jsonl(path),
+                  {"path": str(path.resolve()), "column": TEXT_COLUMN})
+
+
+def _parquet_file(spec: str, **_: Any) -> Source:
+    path = _existing_file(spec)
+    return Source(spec, "parquet", lambda: read_parquet(path),
+                  {"path": str(path.resolve()), "column": TEXT_COLUMN})
+
+
+def _hub_dataset(spec: str, split: str = "validation", limit: int | None = None,
+                 **_: Any) -> Source:
+    if looks_like_path(spec) or Path(spec).suffix:
+        raise UsageError(f"unknown source {spec!r}: not an existing file, a demo:N corpus "
+                         "or a Hugging Face dataset name (local files end in .txt, .jsonl "
+                         "or .parquet)")
+    try:
+        resolve_pretrained(spec, "dataset", repo_type="dataset", example=LOCAL_EXAMPLE)
+    except UsageError as exc:
+        raise UsageError(f"dataset {spec!r} is not a local file and the Hugging Face Hub "
+                         f"cannot be reached; pass a local file instead, e.g. --source "
+                         f"{LOCAL_EXAMPLE}") from exc
+    return Source(spec, "hub", lambda: read_hub(spec, split, limit),
+                  {"name": spec, "split": split, "column": TEXT_COLUMN})
+
+
+def _is_demo(spec: str) -> bool:
+    return spec.startswith("demo:")
+
+
+def _suffix(*suffixes: str) -> Callable[[str], bool]:
+    return lambda spec: spec.lower().endswith(suffixes)
+
+
+def _anything(spec: str) -> bool:
+    return True
+
+
+# (matches(spec), open(spec, split=..., limit=...) -> Source), tried in order. Chat logs
+# (datasets_build/chatlog.py) come before ".txt" because their files end in ".chat.txt".
+SOURCE_KINDS: list[tuple[Callable[[str], bool], Callable[..., Source]]] = [
+    (chatlog.is_chat_source, chatlog.open_chat_source),
+    (_is_demo, _demo),
+    (_suffix(".txt"), _text_file),
+    (_suffix(".jsonl"), _jsonl_file),
+    (_suffix(".parquet"), _parquet_file),
+    (_anything, _hub_dataset),
+]
+
+
+def open_source(spec: str, split: str = "validation", limit: int | None = None) -> Source:
+    """Pick the reader for ``spec`` (see the module docstring) and open it."""
+    if not spec:
+        raise UsageError("empty --source")
+    for matches, opener in SOURCE_KINDS:
+        if matches(spec):
+            return opener(spec, split=split, limit=limit)
+    raise UsageError(f"unknown source {spec!r}")  # unreachable while _anything is last

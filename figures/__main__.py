@@ -1,0 +1,185 @@
+"""``python -m figures``: redraw figures from stored results, list them, or build the viewer.
+
+    python -m figures --results DIR... --out FIGDIR [--run runs/NAME]
+                      [--format png,pdf,svg] [--only NAME,...] [--force]
+    python -m figures list [--results DIR...] [--run runs/NAME]
+    python -m figures viewer --store FILE.h5 --model M --story ID [--layer L] --out page.html
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets_build.cli_support import Parser, UsageError, run_main, split_list
+from datasets_build.rundir import run_path
+from figures import loaders
+from figures.registry import FIGURE_TYPES, Planned, discover, plan_all
+from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
+
+PROG = "python -m figures"
+COMMANDS = ("list", "viewer")
+
+
+def draw_parser() -> Parser:
+    p = Parser(prog=PROG, description="Redraw figures from stored results (nothing is "
+               "recomputed). Subcommands: 'list' (what can be drawn), 'viewer' (attention page).")
+    p.add_argument("--results", nargs="+", metavar="DIR", default=[],
+                   help="probe results dirs, study dirs, or run dirs holding probes/ and studies/")
+    p.add_argument("--run", metavar="DIR", help="run directory: its results, figures into "
+                   "RUN/figures unless --out is given")
+    p.add_argument("--out", metavar="FIGDIR", help="where figures go")
+    p.add_argument("--format", default="png,pdf", help="comma-separated formats out of "
+                   f"{','.join(FORMATS)} (default png,pdf)")
+    p.add_argument("--only", default="", help="comma-separated figure names or patterns "
+                   "(e.g. probes_keys,f1:VBD,f1,repeated_*); see 'list'")
+    p.add_argument("--force", action="store_true", help="redraw even figures that are up to date")
+    return p
+
+
+def list_parser() -> Parser:
+    p = Parser(prog=f"{PROG} list", description="Name the figures that can be drawn; with "
+               "--results or --run, the concrete figures found there.")
+    p.add_argument("--results", nargs="+", metavar="DIR", default=[])
+    p.add_argument("--run", metavar="DIR")
+    return p
+
+
+def viewer_parser() -> Parser:
+    p = Parser(prog=f"{PROG} viewer", description="Write a self-contained HTML page showing "
+               "where every head attends on one story (no network needed to view it).")
+    p.add_argument("--store", metavar="FILE.h5", help="activation store (its token table)")
+    p.add_argument("--run", metavar="DIR", help="run directory (store RUN/activations.h5)")
+    p.add_argument("--model", metavar="M", help="model the patterns come from (hub name or "
+                   "local HF directory; default: the model named in the store, or RUN/model)")
+    p.add_argument("--story", type=int, required=True, metavar="ID", help="story id")
+    p.add_argument("--layer", type=int, default=0, help="layer shown first (default 0)")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="keep only the story's first N tokens")
+    p.add_argument("--out", required=True, metavar="page.html", help="output HTML file")
+    return p
+
+
+def _result_dirs(results: Sequence[str], run: str | None) -> list[str]:
+    dirs = list(results)
+    if run:
+        if not Path(run).is_dir():
+            raise UsageError(f"run directory {run} does not exist")
+        dirs.append(run)
+    if not dirs:
+        raise UsageError("give --results DIR... or --run runs/NAME")
+    return dirs
+
+
+def _formats(text: str) -> list[str]:
+    formats = [f.lower().lstrip(".") for f in split_list(text)]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UsageError(f"unknown --format {','.join(bad) or text!r}; choose from "
+                         f"{','.join(FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
+def draw_main(argv: Sequence[str]) -> int:
+    args = draw_parser().parse_args(argv)
+    formats = _formats(args.format)
+    only = split_list(args.only)
+    if args.out:
+        out = Path(args.out)
+    elif args.run:
+        out = run_path(args.run, "figures")
+    else:
+        raise UsageError("give --out FIGDIR or --run runs/NAME")
+    sources = discover(_result_dirs(args.results, args.run), loaders.LOADERS, loaders.classify)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    planned, skipped = plan_all(sources, only)
+    if only and not planned:
+        reasons = "; ".join(f"{n}: {why}" for n, why in skipped)
+        raise UsageError(f"no figure matches --only {args.only}"
+                         + (f" ({reasons})" if reasons else "; see 'python -m figures list'"))
+    out.mkdir(parents=True, exist_ok=True)
+    written = fresh = 0
+    for item in planned:
+        if _draw_one(item, out, formats, args.force, argv):
+            written += 1
+        else:
+            fresh += 1
+    for name, why in skipped:
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    print(f"{written} figure(s) written, {fresh} up to date, {len(skipped)} skipped -> {out}")
+    return 0
+
+
+def _draw_one(item: Planned, out: Path, formats: list[str], force: bool,
+              argv: Sequence[str]) -> bool:
+    """Draw and save one figure unless it is up to date; True when written."""
+    inputs = input_hashes(item.inputs)
+    params = {"name": item.name, **item.params}
+    if not force and up_to_date(out, item.stem, formats, inputs, params):
+        print(f"up to date  {item.stem}")
+        return False
+    fig = item.draw()
+    paths = save_figure(fig, out, item.stem, formats, inputs, params,
+                        argv=[PROG, *argv])
+    print(f"wrote       {item.stem} ({', '.join(p.suffix[1:] for p in paths)})")
+    return True
+
+
+def list_main(argv: Sequence[str]) -> int:
+    args = list_parser().parse_args(argv)
+    if not args.results and not args.run:
+        width = max(len(t.name) for t in FIGURE_TYPES)
+        for ftype in FIGURE_TYPES:
+            print(f"{ftype.name.ljust(width)}  [{ftype.source}]  {ftype.help}")
+        return 0
+    sources = discover(_result_dirs(args.results, args.run), loaders.LOADERS, loaders.classify)
+    planned, skipped = plan_all(sources)
+    for item in planned:
+        print(f"{item.name}\t{item.stem}\t{', '.join(str(p) for p in item.inputs)}")
+    for name, why in skipped:
+        print(f"{name}\t(cannot be drawn: {why})")
+    return 0
+
+
+def viewer_main(argv: Sequence[str]) -> int:
+    from figures.viewer import build_viewer
+
+    args = viewer_parser().parse_args(argv)
+    store = args.store or (str(run_path(args.run, "store")) if args.run else None)
+    if store is None:
+        raise UsageError("give --store FILE.h5 or --run runs/NAME")
+    model = args.model or _model_of(Path(store), args.run)
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UsageError("--max-tokens must be at least 1")
+    page = build_viewer(store, model, args.story, args.out, args.layer, args.max_tokens)
+    print(f"wrote {page}")
+    return 0
+
+
+def _model_of(store: Path, run: str | None) -> str:
+    """The model named in the store's attributes, else RUN/model."""
+    from extract.store import open_store
+
+    with open_store(store) as st:
+        for key in ("model_path", "model", "model_name"):
+            value = st.attrs.get(key)
+            if isinstance(value, str) and value:
+                return value
+    if run and run_path(run, "model").is_dir():
+        return str(run_path(run, "model"))
+    raise UsageError("give --model M (the store does not name its model)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "list":
+        return list_main(argv[1:])
+    if argv and argv[0] == "viewer":
+        return viewer_main(argv[1:])
+    return draw_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, prog=PROG))

@@ -1,0 +1,59 @@
+"""Activation patching: the layer x position logit-difference map and top-k tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from figures.plotting import DIVERGING, diverging_norm, heatmap, new_figure, set_token_ticks
+
+
+def draw_logit_diff(grid: np.ndarray, tokens: Sequence[str], layer_labels: Sequence[str],
+                    value_label: str = "logit difference", title: str = "") -> Figure:
+    """Effect of patching each (layer, position): rows are layers, columns are positions.
+
+    grid: [n_layers, n_positions]; tokens: [n_positions] labels of the position axis;
+    layer_labels: [n_layers]. Diverging colour scale centred on zero.
+    """
+    grid = np.asarray(grid, dtype=float)
+    n_layers, n_pos = grid.shape
+    if len(tokens) != n_pos or len(layer_labels) != n_layers:
+        raise ValueError(f"grid {grid.shape} does not match {len(layer_labels)} layer labels "
+                         f"and {len(tokens)} tokens")
+    fig = new_figure(float(np.clip(0.35 * n_pos + 2.5, 5.0, 24.0)), 0.35 * n_layers + 2.0)
+    ax = fig.subplots()
+    image = heatmap(ax, grid, diverging_norm(grid), DIVERGING, xlabel="position (token)",
+                    ylabel="layer", title=title or "Activation patching")
+    set_token_ticks(ax, [f"{t} ({i})" for i, t in enumerate(tokens)], "x", rotation=60)
+    ax.set_yticks(np.arange(n_layers))
+    ax.set_yticklabels(list(layer_labels), fontsize=7)
+    fig.colorbar(image, ax=ax, label=value_label)
+    return fig
+
+
+def draw_table(columns: Sequence[str], rows: Sequence[Sequence[object]], title: str) -> Figure:
+    """A table rendered as a figure: ``columns`` headers over ``rows`` of cells."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    fig = new_figure(max(4.0, 0.09 * sum(widths) + 1.0), 0.25 * (len(cells) + 1) + 0.8)
+    ax = fig.subplots()
+    ax.set_axis_off()
+    table = ax.table(cellText=cells or [["" for _ in columns]], colLabels=list(columns),
+                     loc="upper center", cellLoc="left", colLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(columns))))
+    for (r, _), cell in table.get_celld().items():
+        if r == 0:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("0.9")
+    ax.set_title(title)
+    return fig
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4f}"
+    return str(value).replace("\n", "\\n")

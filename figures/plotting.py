@@ -1,0 +1,110 @@
+"""Drawing helpers every figure module shares: new figures, heatmaps, token tick labels.
+
+Figures are built as ``matplotlib.figure.Figure`` objects on the Agg canvas, never
+through ``pyplot``, so no global state is kept between figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+SEQUENTIAL = "viridis"
+DIVERGING = "RdBu_r"
+MAX_TICK_LABELS = 120
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty Figure of ``width`` x ``height`` inches on the Agg canvas."""
+    fig = Figure(figsize=(max(width, 2.0), max(height, 1.5)), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def diverging_norm(values: np.ndarray) -> Normalize:
+    """A colour scale centred on zero and symmetric around it."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    bound = float(np.max(np.abs(finite))) if finite.size else 1.0
+    bound = bound if bound > 0 else 1.0
+    return TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
+
+
+def heatmap(ax: Axes, values: np.ndarray, norm: Normalize | None = None,
+            cmap: str = SEQUENTIAL, xlabel: str = "", ylabel: str = "", title: str = ""):
+    """Draw ``values`` [rows, cols] with row 0 at the top; return the image for a colour bar."""
+    values = np.ma.masked_invalid(np.asarray(values, dtype=float))
+    image = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return image
+
+
+def integer_ticks(ax: Axes, n_rows: int, n_cols: int, max_ticks: int = 16) -> None:
+    """Tick every row/column index when they fit, every k-th one otherwise."""
+    for n, setter in ((n_cols, ax.set_xticks), (n_rows, ax.set_yticks)):
+        step = max(1, int(np.ceil(n / max_ticks)))
+        setter(np.arange(0, n, step))
+    ax.tick_params(labelsize=7)
+
+
+def token_labels(tokens: Sequence[str]) -> list[str]:
+    """Tokens made printable as tick labels: whitespace shown, newlines escaped."""
+    out = []
+    for tok in tokens:
+        tok = str(tok).replace("\n", "\\n").replace("\t", "\\t")
+        out.append(tok.replace(" ", "\u2423") if tok.strip() == "" else tok.strip() or tok)
+    return out
+
+
+def token_fontsize(n_tokens: int) -> float:
+    """A tick-label font size that keeps ``n_tokens`` labels from overlapping."""
+    return float(np.clip(700.0 / max(n_tokens, 1), 4.0, 9.0))
+
+
+def set_token_ticks(ax: Axes, tokens: Sequence[str], axis: str = "x",
+                    rotation: float = 90.0) -> None:
+    """Label positions on ``axis`` ('x' or 'y') with their tokens (thinned if too many)."""
+    labels = token_labels(tokens)
+    step = max(1, int(np.ceil(len(labels) / MAX_TICK_LABELS)))
+    ticks = np.arange(0, len(labels), step)
+    size = token_fontsize(len(ticks))
+    shown = [labels[i] for i in ticks]
+    if axis == "x":
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(shown, rotation=rotation, fontsize=size)
+    else:
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(shown, fontsize=size)
+
+
+def grid_shape(n_panels: int, panel_aspect: float = 1.0) -> tuple[int, int]:
+    """(rows, cols) of small multiples: roughly square overall for panels of ``panel_aspect``."""
+    if n_panels <= 0:
+        return 1, 1
+    cols = max(1, int(round(np.sqrt(n_panels / max(panel_aspect, 1e-3)))))
+    cols = min(cols, n_panels)
+    rows = int(np.ceil(n_panels / cols))
+    return rows, cols
+
+
+def hide_unused(axes: np.ndarray, n_used: int) -> None:
+    """Switch off the axes of empty small-multiple slots."""
+    for ax in axes.ravel()[n_used:]:
+        ax.set_axis_off()
+
+
+def head_name(layer: int, head: int) -> str:
+    """The usual short name of a head, e.g. L2H0."""
+    return f"L{int(layer)}H{int(head)}"

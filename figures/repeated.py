@@ -1,0 +1,81 @@
+"""Repeated random tokens: induction and previous-token scores, per-half loss, MLP patching."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from figures.plotting import (
+    DIVERGING,
+    SEQUENTIAL,
+    diverging_norm,
+    head_name,
+    heatmap,
+    integer_ticks,
+    new_figure,
+)
+
+
+def draw_head_scores(scores: Sequence[np.ndarray], names: Sequence[str],
+                     title: str = "Attention scores on repeated random tokens") -> Figure:
+    """Side-by-side layer x head heatmaps of attention scores in [0, 1], best head boxed.
+
+    scores: one [n_layers, n_heads] array per name (e.g. induction, previous-token).
+    """
+    scores = [np.asarray(s, dtype=float) for s in scores]
+    n_layers, n_heads = scores[0].shape
+    fig = new_figure(len(scores) * (0.32 * n_heads + 1.8), 0.32 * n_layers + 1.6)
+    axes = fig.subplots(1, len(scores), squeeze=False)[0]
+    for ax, grid, name in zip(axes, scores, names, strict=True):
+        layer, head = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+        image = heatmap(ax, grid, Normalize(0.0, 1.0), SEQUENTIAL, xlabel="head", ylabel="layer",
+                        title=f"{name} score (best {head_name(layer, head)} = "
+                              f"{grid[layer, head]:.2f})")
+        ax.title.set_fontsize(9)
+        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red"))
+        integer_ticks(ax, n_layers, n_heads)
+        fig.colorbar(image, ax=ax, label=f"{name} score", shrink=0.9)
+    fig.suptitle(title)
+    return fig
+
+
+def draw_half_losses(first: np.ndarray, second: np.ndarray,
+                     title: str = "Loss on repeated random tokens") -> Figure:
+    """Per-position loss of the first (random) and second (repeated) half.
+
+    first, second: [seq_len] mean loss (nats) at each position of each half.
+    """
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    fig = new_figure(float(np.clip(0.08 * len(first) + 4.0, 5.0, 14.0)), 3.5)
+    ax = fig.subplots()
+    ax.plot(np.arange(len(first)), first, marker=".",
+            label=f"first half (mean {np.nanmean(first):.2f})")
+    ax.plot(np.arange(len(second)), second, marker=".",
+            label=f"second half, repeated (mean {np.nanmean(second):.2f})")
+    ax.set_xlabel("position within the half")
+    ax.set_ylabel("loss (nats)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig
+
+
+def draw_mlp_patching(delta: np.ndarray, title: str = "Patching MLP outputs from the first half",
+                      value_label: str = "loss change (nats)") -> Figure:
+    """Layer x position grid of the loss change after patching one MLP output.
+
+    delta: [n_layers, seq_len]; diverging colour scale centred on zero.
+    """
+    delta = np.asarray(delta, dtype=float)
+    n_layers, n_pos = delta.shape
+    fig = new_figure(float(np.clip(0.12 * n_pos + 2.5, 5.0, 16.0)), 0.35 * n_layers + 1.6)
+    ax = fig.subplots()
+    image = heatmap(ax, delta, diverging_norm(delta), DIVERGING,
+                    xlabel="position in the second half", ylabel="MLP layer", title=title)
+    integer_ticks(ax, n_layers, n_pos, max_ticks=25)
+    fig.colorbar(image, ax=ax, label=value_label)
+    return fig

@@ -1,0 +1,116 @@
+"""An offline attention viewer: one self-contained HTML page for one story.
+
+The page embeds the attention patterns of every layer and head (from the model's
+``blocks.L.attn.hook_pattern`` hooks) as JSON; hovering a token colours the tokens it
+attends to for the chosen head and lists, for every head of the chosen layer, where
+that token attends. No network access, no external scripts or styles.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets_build.atomic import atomic_file
+from datasets_build.cli_support import UsageError
+
+TEMPLATE = Path(__file__).with_name("viewer_template.html")
+SCALE = 10000  # weights are embedded as integers in units of 1 / SCALE
+
+
+def story_tokens(store: Any, story_id: int) -> np.ndarray:
+    """Input ids [T] of story ``story_id`` from a store's token table, in position order."""
+    table = store.tokens(["story_id", "position", "input_id"])
+    rows = np.flatnonzero(table["story_id"] == int(story_id))
+    if rows.size == 0:
+        stories = np.unique(table["story_id"])
+        raise UsageError(f"story {story_id} is not in the store (it holds {stories.size} stories, "
+                         f"ids {int(stories.min())}..{int(stories.max())})" if stories.size
+                         else "the store holds no tokens")
+    order = np.argsort(table["position"][rows], kind="stable")
+    return table["input_id"][rows[order]].astype(np.int64)
+
+
+def attention_patterns(model: Any, input_ids: Sequence[int]) -> np.ndarray:
+    """Attention patterns [n_layers, n_heads, T, T] of ``input_ids`` [T] (row = destination).
+
+    Taken from the ``blocks.L.attn.hook_pattern`` hooks of one forward pass.
+    """
+    import torch
+
+    tokens = torch.as_tensor(np.asarray(input_ids, dtype=np.int64))[None, :]
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    return np.stack([cache[name][0].float().cpu().numpy() for name in names])
+
+
+def token_strings(tokenizer: Any, input_ids: Sequence[int]) -> list[str]:
+    """Readable text of each token; byte fragments fall back to the tokenizer's symbol."""
+    out = []
+    for tid in input_ids:
+        text = tokenizer.decode([int(tid)])
+        if "\ufffd" in text or text == "":
+            text = str(tokenizer.convert_ids_to_tokens(int(tid)))
+        out.append(text)
+    return out
+
+
+def pattern_payload(patterns: np.ndarray, tokens: Sequence[str], title: str,
+                    layer: int = 0) -> dict[str, Any]:
+    """The JSON the page reads: tokens and, per layer and head, the causal rows of the pattern.
+
+    patterns: [n_layers, n_heads, T, T]; row i keeps its first i + 1 weights, as integers
+    in units of 1 / SCALE.
+    """
+    n_layers, n_heads, n, _ = patterns.shape
+    if len(tokens) != n:
+        raise ValueError(f"{len(tokens)} tokens for patterns over {n} positions")
+    scaled = np.rint(np.clip(patterns, 0.0, 1.0) * SCALE).astype(np.int32)
+    rows = [[[scaled[la, h, i, :i + 1].tolist() for i in range(n)] for h in range(n_heads)]
+            for la in range(n_layers)]
+    return {"title": title, "tokens": list(tokens), "n_layers": n_layers, "n_heads": n_heads,
+            "layer": int(layer), "scale": SCALE, "patterns": rows}
+
+
+def render_viewer(patterns: np.ndarray, tokens: Sequence[str], title: str,
+                  layer: int = 0) -> str:
+    """The complete HTML page (inline CSS, JS and data) as a string."""
+    payload = json.dumps(pattern_payload(patterns, tokens, title, layer), separators=(",", ":"))
+    # A token could contain "</script>"; escaping "</" keeps the JSON inside its tag.
+    payload = payload.replace("</", "<\\/")
+    page = TEMPLATE.read_text()
+    return page.replace("{{TITLE}}", html.escape(title)).replace("{{DATA}}", payload)
+
+
+def write_viewer(out: str | Path, patterns: np.ndarray, tokens: Sequence[str], title: str,
+                 layer: int = 0) -> Path:
+    """Write the page atomically to ``out``; return its path."""
+    text = render_viewer(patterns, tokens, title, layer)
+    with atomic_file(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(out)
+
+
+def build_viewer(store_path: str | Path, model_name: str, story_id: int, out: str | Path,
+                 layer: int = 0, max_tokens: int | None = None) -> Path:
+    """Store + model -> page: the story's tokens through the model, patterns into the page."""
+    from extract.models import load_model
+    from extract.store import open_store
+
+    with open_store(store_path) as store:
+        input_ids = story_tokens(store, story_id)
+    if max_tokens is not None:
+        input_ids = input_ids[:max_tokens]
+    model = load_model(model_name)
+    if not 0 <= layer < model.cfg.n_layers:
+        raise UsageError(f"--layer {layer} out of range [0, {model.cfg.n_layers})")
+    patterns = attention_patterns(model, input_ids)
+    tokens = token_strings(model.tokenizer, input_ids)
+    title = f"story {story_id}: {Path(str(model_name)).name}"
+    return write_viewer(out, patterns, tokens, title, layer)

@@ -1,0 +1,180 @@
+"""Command line of the probing stage.
+
+    python -m probing fit --store FILE.h5 --out RESULTS [options]
+    python -m probing export --results RESULTS --format seed004 --out DIR
+    python -m probing top --results RESULTS --tag VBD [--site key] [-k 5]
+    python -m probing bench [--stories N]
+    python -m probing <study> ...        (case studies, see --help)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from datasets_build.cli_support import Parser, UsageError, run_main, split_list
+from datasets_build.rundir import resolve
+from probing.controls import CONTROLS, DEFAULT_CONTROLS, parse_controls
+from probing.solvers import SOLVERS
+from probing.studies import STUDY_MODULES
+
+PROG = "python -m probing"
+
+
+def _add_fit(sub) -> None:
+    p = sub.add_parser("fit", help="fit the probe grid: one probe per (site, layer, head)",
+                       description="Fit a multinomial logistic-regression probe per (site, "
+                                   "layer, head) on the train split and score it on the test "
+                                   "split, with controls. BOS tokens are left out.")
+    p.add_argument("--store", help="activation store (python -m extract)")
+    p.add_argument("--out", help="results directory to write")
+    p.add_argument("--run", help="run directory: read RUN/activations.h5, write RUN/probes")
+    p.add_argument("--sites", default="key,query", help="sites to probe (default key,query)")
+    p.add_argument("--tagset", default="fine", choices=("fine", "coarse"))
+    p.add_argument("--tags", help="comma-separated tags to keep; every other tag becomes OTHER")
+    p.add_argument("--merge-verbs", action="store_true",
+                   help="fold VB, VBD, VBG, VBN, VBP, VBZ into VB")
+    p.add_argument("--min-support", type=int, default=1,
+                   help="fold tags with fewer training tokens into OTHER (default 1)")
+    p.add_argument("--exclude", default="BOS",
+                   help="tags whose tokens are left out (default BOS; '' keeps all)")
+    p.add_argument("--layers", help="comma-separated layers (default: all)")
+    p.add_argument("--solver", default="fast", choices=SOLVERS,
+                   help="fast (batched torch, default) or sklearn (reference)")
+    p.add_argument("-C", type=float, default=1.0, help="inverse L2 strength (default 1.0)")
+    p.add_argument("--controls", default=",".join(DEFAULT_CONTROLS),
+                   help=f"controls among {', '.join(CONTROLS)} (default "
+                        f"{','.join(DEFAULT_CONTROLS)}; random is on with --control-store)")
+    p.add_argument("--control-store",
+                   help="store extracted from the re-initialised model (extract --reinit-seed)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples of test stories (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="parallel workers / threads (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_fit)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from datasets_build.atomic import check_target
+    from probing.grid import GridConfig, run_grid
+    from probing.results import write_results
+
+    store = resolve(args.store, args.run, "store", "--store")
+    out = check_target(resolve(args.out, args.run, "probes", "--out"), args.overwrite)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be positive")
+    controls = parse_controls(split_list(args.controls), bool(args.control_store))
+    config = GridConfig(
+        sites=tuple(split_list(args.sites)), tagset=args.tagset,
+        tags=split_list(args.tags) or None, merge_verbs=args.merge_verbs,
+        min_support=args.min_support, exclude=tuple(split_list(args.exclude)),
+        solver=args.solver, controls=controls,
+        layers=[_int(x, "--layers") for x in split_list(args.layers)] or None, C=args.C,
+        n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs)
+    result = run_grid(str(store), config, args.control_store)
+    labels = result.labels
+    if labels.folded:
+        print("folded tags: " + ", ".join(f"{a}->{b}" for a, b in labels.folded.items()),
+              file=sys.stderr)
+    params = {"store": str(store), "control_store": args.control_store, "tagset": args.tagset,
+              "merge_verbs": args.merge_verbs, "min_support": args.min_support,
+              "kept_tags": config.tags, "excluded_tags": labels.excluded,
+              "folded_tags": labels.folded, "solver": args.solver, "C": args.C,
+              "controls": list(controls), "bootstrap": args.bootstrap, "seed": args.seed,
+              **result.info}
+    write_results(out, result.sites, result.layers, result.tags, result.arrays, params,
+                  {"inputs": {"store": str(store), "control_store": args.control_store},
+                   "params": params}, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{flag} takes integers, got {text!r}") from None
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export probe results (seed004: per-site JSON reports)")
+    p.add_argument("--results", help="results directory of probing fit")
+    p.add_argument("--run", help="run directory: read RUN/probes")
+    p.add_argument("--format", default="seed004", help="export format (seed004)")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from probing.export import export
+
+    results = resolve(args.results, args.run, "probes", "--results")
+    for path in export(results, args.format, args.out, args.overwrite):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_top(sub) -> None:
+    p = sub.add_parser("top", help="best cells for a tag, with their controls")
+    p.add_argument("--results", help="results directory of probing fit")
+    p.add_argument("--run", help="run directory: read RUN/probes")
+    p.add_argument("--tag", required=True, help="tag name (quote it: --tag '``')")
+    p.add_argument("--site", help="only this site (default: all)")
+    p.add_argument("-k", type=int, default=5, help="how many cells (default 5)")
+    p.set_defaults(func=_top)
+
+
+def _top(args: argparse.Namespace) -> int:
+    from probing.results import read_results
+    from probing.top import format_top, top_cells
+
+    results = read_results(resolve(args.results, args.run, "probes", "--results"))
+    rows = top_cells(results, args.tag, [args.site] if args.site else None, args.k)
+    print(format_top(rows, args.tag))
+    return 0
+
+
+def _add_bench(sub) -> None:
+    from probing import bench
+
+    p = sub.add_parser("bench", help=bench.HELP)
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run_bench)
+
+
+def _add_studies(sub) -> None:
+    for name, module_name in STUDY_MODULES.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # not written yet: leave it out
+                continue
+            raise
+        p = sub.add_parser(name, help=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description="Probe what attention heads encode.",
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _add_fit(sub)
+    _add_export(sub)
+    _add_top(sub)
+    _add_bench(sub)
+    _add_studies(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, prog=PROG))

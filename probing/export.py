@@ -1,0 +1,68 @@
+"""Export probe results in other layouts.
+
+``seed004``: one JSON file per site (``key_probes.json``, ``query_probes.json``), a list over
+layers of lists over heads of scikit-learn ``classification_report(output_dict=True)``
+dicts::
+
+    {"NN": {"precision": .., "recall": .., "f1-score": .., "support": ..}, ...,
+     "accuracy": .., "macro avg": {...}, "weighted avg": {...}}
+
+so that plotting code written for that layout reads it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from datasets_build.atomic import atomic_dir
+from datasets_build.cli_support import UsageError
+from probing.results import ProbeResults, read_results
+
+FORMATS = ("seed004",)
+
+
+def classification_report_dict(results: ProbeResults, site: int, layer: int,
+                               head: int) -> dict:
+    """One cell's scores in the shape of classification_report(output_dict=True)."""
+    a = results.arrays
+    support = a["support"][site, layer, head].astype(float)
+    report: dict = {}
+    for k, tag in enumerate(results.tags):
+        report[tag] = {"precision": float(a["precision"][site, layer, head, k]),
+                       "recall": float(a["recall"][site, layer, head, k]),
+                       "f1-score": float(a["f1"][site, layer, head, k]),
+                       "support": int(support[k])}
+    occurs = support > 0
+    total = support.sum()
+    report["accuracy"] = float(a["accuracy"][site, layer, head])
+    for name, weights in (("macro avg", occurs / max(occurs.sum(), 1)),
+                          ("weighted avg", support / max(total, 1))):
+        report[name] = {m: float(np.sum(weights * a[key][site, layer, head]))
+                        for m, key in (("precision", "precision"), ("recall", "recall"),
+                                       ("f1-score", "f1"))}
+        report[name]["support"] = int(total)
+    return report
+
+
+def export_seed004(results: ProbeResults, out_dir: str | Path,
+                   overwrite: bool = False) -> list[Path]:
+    """Write ``<site>_probes.json`` per site into ``out_dir``; return the file paths."""
+    names = []
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for s, site in enumerate(results.sites):
+            grid = [[classification_report_dict(results, s, li, h)
+                     for h in range(results.n_heads)] for li in range(len(results.layers))]
+            (tmp / f"{site}_probes.json").write_text(json.dumps(grid))
+            names.append(Path(out_dir) / f"{site}_probes.json")
+    return names
+
+
+def export(results_dir: str | Path, fmt: str, out_dir: str | Path,
+           overwrite: bool = False) -> list[Path]:
+    """Export the results in ``results_dir`` as ``fmt`` into ``out_dir``."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return export_seed004(read_results(results_dir), out_dir, overwrite)

@@ -1,0 +1,105 @@
+"""The classes a probe predicts: tag ids of the store folded into probe labels.
+
+Folding happens in this order:
+
+1. tokens whose tag is in ``exclude`` (default: ``BOS``) are left out of probing;
+2. ``merge_verbs`` folds VB, VBD, VBG, VBN, VBP, VBZ into VB;
+3. ``keep`` (a list of tag names) folds every other tag into ``OTHER``;
+4. ``min_support`` folds tags with fewer training tokens into ``OTHER``; a tag with no
+   training token at all is always folded (a probe cannot learn it).
+
+The result maps every remaining token to a class id; class names are the kept tags in
+the store's order, then ``OTHER`` if anything was folded into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datasets_build.cli_support import UsageError
+
+VERB_TAGS = ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ")
+OTHER = "OTHER"
+DEFAULT_EXCLUDE = ("BOS",)
+
+
+@dataclass
+class Labels:
+    """Probe classes of the selected tokens.
+
+    names: [K] class names; train_y / test_y: class ids [n_train] / [n_test];
+    train_rows / test_rows: store rows [n_train] / [n_test]; folded: tag -> class it went to;
+    excluded: tags whose tokens were left out.
+    """
+
+    names: list[str]
+    train_rows: np.ndarray
+    train_y: np.ndarray
+    test_rows: np.ndarray
+    test_y: np.ndarray
+    folded: dict[str, str] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.names)
+
+
+def fold_tags(tag_ids: np.ndarray, split: np.ndarray, tag_names: list[str],
+              merge_verbs: bool = False, keep: list[str] | None = None, min_support: int = 1,
+              exclude: tuple[str, ...] | list[str] = DEFAULT_EXCLUDE) -> Labels:
+    """Fold the store's tags into probe classes (see the module docstring).
+
+    tag_ids: [n_tokens] store tag ids; split: [n_tokens] 0 train / 1 test;
+    tag_names: id -> name. Raises UsageError for unknown tags, an empty split or a single
+    class in the training data.
+    """
+    tag_ids = np.asarray(tag_ids)
+    split = np.asarray(split)
+    present = set(np.unique(tag_ids).tolist())
+    for tag in keep or []:
+        if tag not in tag_names or tag_names.index(tag) not in present:
+            raise UsageError(f"tag {tag!r} is not present in the store")
+    target = list(tag_names)  # tag id -> name of the class it goes to
+    if merge_verbs:
+        target = ["VB" if t in VERB_TAGS else t for t in target]
+    if keep:
+        wanted = set(keep) | ({"VB"} if merge_verbs and set(keep) & set(VERB_TAGS) else set())
+        target = [t if t in wanted else OTHER for t in target]
+    use = ~np.isin(tag_ids, [i for i, t in enumerate(tag_names) if t in set(exclude)])
+    for code, name in ((0, "train"), (1, "test")):
+        if not np.any(use & (split == code)):
+            raise UsageError(f"the {name} split has no tokens to probe")
+    counts: dict[str, int] = {}
+    train_ids, train_counts = np.unique(tag_ids[use & (split == 0)], return_counts=True)
+    for tid, count in zip(train_ids, train_counts, strict=True):
+        counts[target[tid]] = counts.get(target[tid], 0) + int(count)
+    rare = {t for t in set(target) if t != OTHER and counts.get(t, 0) < max(min_support, 1)}
+    target = [OTHER if t in rare else t for t in target]
+    used_targets = {target[t] for t in present if tag_names[t] not in set(exclude)}
+    names = [t for t in dict.fromkeys(target) if t != OTHER and t in used_targets]
+    if OTHER in used_targets:
+        names.append(OTHER)
+    index = {name: k for k, name in enumerate(names)}
+    lookup = np.array([index.get(t, -1) for t in target], dtype=np.int64)
+    y = lookup[tag_ids]
+    if OTHER in names and not np.any(use & (split == 0) & (y == index[OTHER])):
+        # only test tokens fell into OTHER: no probe can predict it, leave them out
+        lookup[lookup == index[OTHER]] = -1
+        y = lookup[tag_ids]
+        use &= y >= 0
+        names.pop()
+    train = np.flatnonzero(use & (split == 0))
+    test = np.flatnonzero(use & (split == 1))
+    if len(test) == 0:
+        raise UsageError("the test split has no tokens of a tag seen in training")
+    if len(np.unique(y[train])) < 2:
+        raise UsageError("the training data holds a single class; nothing to probe")
+    folded = {tag_names[t]: target[t] for t in sorted(present)
+              if target[t] != tag_names[t] and tag_names[t] not in set(exclude)
+              and lookup[t] >= 0}
+    excluded = [tag_names[t] for t in sorted(present)
+                if tag_names[t] in set(exclude) or lookup[t] < 0]
+    return Labels(names, train, y[train], test, y[test], folded, excluded)

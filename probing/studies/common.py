@@ -1,0 +1,284 @@
+"""Helpers the case studies share: command-line arguments, stories from a store, model runs.
+
+Every study writes to ``--out DIR`` or ``--run runs/NAME`` (then ``runs/NAME/studies/<study>``)
+and refuses to replace existing results without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from datasets_build.atomic import check_target
+from datasets_build.cli_support import UsageError, split_list
+from datasets_build.rundir import run_path
+
+# Root attributes of an activation store that may name the model it was extracted from.
+STORE_MODEL_ATTRS = ("model_path", "model", "model_name")
+QUOTE_CHARS = ('"', "\u201c", "\u201d", "''", "``")
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out DIR``, ``--run runs/NAME`` and ``--overwrite``."""
+    parser.add_argument("--out", metavar="DIR", help="results directory")
+    parser.add_argument("--run", metavar="DIR",
+                        help="run directory: inputs default to its files, results go to "
+                             "RUN/studies/<study>")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing results")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--model`` (hub name or local HF directory) and ``--device``."""
+    what = "model (hub name or local HF directory)"
+    if not required:
+        what += "; default: the model named in the store, or RUN/model"
+    parser.add_argument("--model", metavar="M", default=None, required=False, help=what)
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """``--store FILE.h5`` (default RUN/activations.h5)."""
+    parser.add_argument("--store", metavar="FILE.h5",
+                        help="activation store (default: RUN/activations.h5)")
+
+
+def output_dir(args: argparse.Namespace, study: str) -> Path:
+    """Where ``study`` writes: ``--out`` or ``RUN/studies/<study>``; refused if it exists."""
+    if getattr(args, "out", None):
+        out = Path(args.out)
+    elif getattr(args, "run", None):
+        out = run_path(args.run, "studies") / study
+    else:
+        raise UsageError("give --out DIR or --run runs/NAME")
+    return check_target(out, getattr(args, "overwrite", False))
+
+
+def store_path(args: argparse.Namespace) -> Path:
+    """The activation store named by ``--store`` or ``--run``; it must exist."""
+    if getattr(args, "store", None):
+        path = Path(args.store)
+    elif getattr(args, "run", None):
+        path = run_path(args.run, "store")
+    else:
+        raise UsageError("give --store FILE.h5 or --run runs/NAME")
+    if not path.is_file():
+        raise UsageError(f"activation store {path} does not exist")
+    return path
+
+
+def model_name(args: argparse.Namespace, store_attrs: dict[str, Any] | None = None,
+               required: bool = True) -> str | None:
+    """``--model``, else the store's model, else ``RUN/model``; None when optional and unknown."""
+    if getattr(args, "model", None):
+        return str(args.model)
+    for key in STORE_MODEL_ATTRS:
+        value = (store_attrs or {}).get(key)
+        if isinstance(value, str) and value:
+            return value
+    run = getattr(args, "run", None)
+    if run and run_path(run, "model").is_dir():
+        return str(run_path(run, "model"))
+    if required:
+        raise UsageError("give --model M (the store does not name its model)")
+    return None
+
+
+def load_study_model(name: str, device: str = "cpu") -> Any:
+    """Boot ``name`` through TransformerLens (see :func:`extract.models.load_model`)."""
+    from extract.models import load_model
+
+    return load_model(name, device=device)
+
+
+def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    """``"L.H,L.H"`` (also ``LxHy``/``L:H``) -> [(layer, head)], checked against the model."""
+    heads = []
+    for item in split_list(text):
+        norm = item.upper().replace("L", "").replace("H", ".").replace(":", ".")
+        parts = [p for p in norm.split(".") if p]
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise UsageError(f"bad head {item!r}: write heads as LAYER.HEAD, e.g. 2.0")
+        layer, head = int(parts[0]), int(parts[1])
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise UsageError(f"head {item!r} is outside the model ({n_layers} layers x "
+                             f"{n_heads} heads)")
+        heads.append((layer, head))
+    if not heads:
+        raise UsageError("no heads given")
+    return list(dict.fromkeys(heads))
+
+
+def head_label(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """One display string per token id (each decoded on its own)."""
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+def show_tokens(strings: Sequence[str]) -> str:
+    """A one-line rendering of a tokenisation: ``['Tom', ' had', ...]``."""
+    return "[" + ", ".join(repr(s) for s in strings) + "]"
+
+
+def is_quote_mark(text: str) -> bool:
+    """True for a token that holds a quotation mark."""
+    return any(q in text for q in QUOTE_CHARS)
+
+
+@dataclass
+class Story:
+    """One story of a store: its rows in the store and its token ids, in position order."""
+
+    story_id: int
+    rows: np.ndarray       # [n_tok] row indices in the store
+    input_ids: np.ndarray  # [n_tok]
+
+
+def stories_from_table(table: dict[str, np.ndarray], rows: np.ndarray | None = None
+                       ) -> list[Story]:
+    """Group a token table (columns story_id, position, input_id; each [n]) into stories.
+
+    rows: the store rows the table columns come from (default 0..n-1).
+    """
+    n = len(table["story_id"])
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    order = np.lexsort((table["position"], table["story_id"]))
+    sid = table["story_id"][order]
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if n else np.zeros(0, int)
+    ends = np.r_[starts[1:], n] if n else np.zeros(0, int)
+    return [Story(int(sid[a]), rows[order[a:b]], table["input_id"][order[a:b]].astype(np.int64))
+            for a, b in zip(starts, ends, strict=True)]
+
+
+def read_stories(store: Any, split: str | None = None) -> list[Story]:
+    """Every story of ``store`` (optionally one split) with its rows and token ids."""
+    index = store.select(split=split) if split not in (None, "all") else None
+    table = store.tokens(["story_id", "position", "input_id"], index=index)
+    rows = np.arange(store.n_tokens) if index is None else index
+    return stories_from_table(table, rows)
+
+
+# ---------------------------------------------------------------- model runs
+
+
+def batches(items: Sequence[Any], max_tokens: int = 8192, power: int = 1) -> Iterator[list[Any]]:
+    """Consecutive groups of stories with ``len(group) * longest ** power <= max_tokens``.
+
+    ``power=2`` bounds the size of attention patterns instead of token counts.
+    """
+    group: list[Any] = []
+    longest = 0
+    for item in items:
+        n = len(item.input_ids)
+        if group and max(longest, n) ** power * (len(group) + 1) > max_tokens:
+            yield group
+            group, longest = [], 0
+        group.append(item)
+        longest = max(longest, n)
+    if group:
+        yield group
+
+
+def padded(ids: Sequence[np.ndarray], device: str = "cpu") -> torch.Tensor:
+    """Right-pad token id arrays with 0 into [batch, max_len]; causal attention ignores pads."""
+    width = max(len(a) for a in ids)
+    out = torch.zeros(len(ids), width, dtype=torch.long)
+    for i, a in enumerate(ids):
+        out[i, :len(a)] = torch.as_tensor(a, dtype=torch.long)
+    return out.to(device)
+
+
+def check_context(model: Any, stories: Sequence[Story]) -> None:
+    """Refuse stories longer than the model's context."""
+    longest = max((len(s.input_ids) for s in stories), default=0)
+    if longest > int(model.cfg.n_ctx):
+        raise UsageError(f"a story has {longest} tokens, more than the model's context of "
+                         f"{model.cfg.n_ctx}")
+
+
+HookFn = Callable[[torch.Tensor, Any], torch.Tensor | None]
+
+
+def run_hooked(model: Any, tokens: torch.Tensor,
+               hooks: Sequence[tuple[str, HookFn]] = ()) -> torch.Tensor:
+    """Logits [batch, pos, d_vocab] of a no-grad forward pass with forward hooks."""
+    with torch.inference_mode():
+        return model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+
+
+def capture(model: Any, tokens: torch.Tensor, names: Sequence[str],
+            extra_hooks: Sequence[tuple[str, HookFn]] = ()) -> tuple[torch.Tensor,
+                                                                     dict[str, torch.Tensor]]:
+    """Run ``tokens`` and keep the activations of hooks ``names``: (logits, {name: act})."""
+    acts: dict[str, torch.Tensor] = {}
+
+    def keep(act: torch.Tensor, hook: Any) -> None:
+        acts[hook.name] = act.detach().clone()
+
+    logits = run_hooked(model, tokens, [*extra_hooks, *((n, keep) for n in names)])
+    return logits, acts
+
+
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Loss (nats) of predicting each next token: [batch, pos - 1]."""
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
+
+
+def pattern_hook(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def story_patterns(model: Any, stories: Sequence[Story], max_bytes: int = 2**28,
+                   device: str = "cpu") -> Iterator[tuple[Story, torch.Tensor]]:
+    """Attention patterns of each story, taken from the ``hook_pattern`` hooks.
+
+    Yields (story, pattern [n_layers, n_heads, n_tok, n_tok]) in the order of ``stories``;
+    stories are run in batches whose patterns take at most about ``max_bytes``.
+    """
+    check_context(model, stories)
+    names = [pattern_hook(layer) for layer in range(model.cfg.n_layers)]
+    per_cell = 4 * model.cfg.n_layers * model.cfg.n_heads
+    for group in batches(stories, max(1, max_bytes // per_cell), power=2):
+        tokens = padded([s.input_ids for s in group], device)
+        _, acts = capture(model, tokens, names)
+        stacked = torch.stack([acts[n] for n in names], dim=1).float().cpu()
+        for i, story in enumerate(group):
+            n = len(story.input_ids)
+            yield story, stacked[i, :, :, :n, :n]
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table with aligned columns (floats with 4 significant decimals)."""
+    def cell(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.4g}"
+        return str(v)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def top_heads(score: np.ndarray, k: int, largest: bool = True) -> list[tuple[int, int]]:
+    """The ``k`` best (layer, head) of a [n_layers, n_heads] score grid (NaNs last)."""
+    flat = np.where(np.isnan(score), -np.inf if largest else np.inf, score).ravel()
+    order = np.argsort(-flat if largest else flat, kind="stable")[:k]
+    return [tuple(int(x) for x in np.unravel_index(i, score.shape)) for i in order]

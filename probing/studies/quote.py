@@ -1,0 +1,312 @@
+"""Quotation heads: heads that are active inside quotations and attend to the opening mark.
+
+From the activation store (site ``activity``), for every head and every story that has
+tokens both inside and outside quotations, the mean activity inside and outside (BOS
+left out). Heads are ranked by the ratio of the two (means over stories) and tested with
+a paired t-test and a paired Wilcoxon signed-rank test over the per-story means.
+
+With the model, the stories with quotations are run again and the attention patterns
+are read from ``blocks.L.attn.hook_pattern``: for each quoted token, the attention it
+pays to the opening quotation mark of its quotation (averaged over all such tokens),
+and for contrast the attention that tokens after the closing mark still pay to it.
+
+The opening mark of a quotation (a maximal run of quoted tokens; quote marks themselves
+are not quoted) is the nearest token at or before the run's start, at most two tokens
+back, whose text holds a quotation mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from datasets_build.cli_support import UsageError
+from probing.studies.common import (
+    Story,
+    add_model_arguments,
+    add_output_arguments,
+    add_store_argument,
+    format_table,
+    head_label,
+    is_quote_mark,
+    load_study_model,
+    model_name,
+    output_dir,
+    read_stories,
+    store_path,
+    story_patterns,
+    token_strings,
+    top_heads,
+)
+from probing.study_io import write_study
+
+HELP = "heads active inside quotations and attending to the opening quotation mark"
+STUDY = "quote"
+RANK_KEYS = ("ratio", "t", "attention")
+
+
+def quote_spans(quoted: np.ndarray, strings: list[str]) -> list[tuple[int, int, int]]:
+    """Quotations of one story as (opening mark position or -1, first, end) of each
+    maximal run of quoted tokens; quoted [n_tok] bool, strings [n_tok] token texts."""
+    q = np.asarray(quoted, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.r_[0, q.astype(np.int8), 0]))
+    spans = []
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        mark = next((p for p in (start, start - 1, start - 2)
+                     if p >= 0 and is_quote_mark(strings[p])), -1)
+        spans.append((mark, int(start), int(end)))
+    return spans
+
+
+def per_story_activity(store: Any, stories: list[Story], quoted: np.ndarray,
+                       positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-story mean activity inside and outside quotations.
+
+    quoted, positions: token-table columns [n_tokens] of the whole store. Keeps the stories
+    with tokens on both sides. Returns (kept story indices [n_s], inside [n_s, L, H],
+    outside [n_s, L, H]).
+    """
+    n_l, n_h = store.n_layers, store.n_heads
+    story_of = np.full(store.n_tokens, -1)
+    for i, s in enumerate(stories):
+        story_of[s.rows] = i
+    used = story_of >= 0
+    inside = used & quoted
+    outside = used & ~quoted & (positions > 0)
+    n_in = np.bincount(story_of[inside], minlength=len(stories))
+    n_out = np.bincount(story_of[outside], minlength=len(stories))
+    keep = np.flatnonzero((n_in > 0) & (n_out > 0))
+    mean_in = np.zeros((len(stories), n_l, n_h))
+    mean_out = np.zeros((len(stories), n_l, n_h))
+    for layer in range(n_l):
+        act = store.read_layer("activity", layer)                      # [n_tokens, H]
+        for mask, total, count in ((inside, mean_in, n_in), (outside, mean_out, n_out)):
+            sums = np.zeros((len(stories), n_h))
+            np.add.at(sums, story_of[mask], act[mask])
+            total[:, layer] = sums / np.maximum(count, 1)[:, None]
+    return keep, mean_in[keep], mean_out[keep]
+
+
+def paired_tests(inside: np.ndarray, outside: np.ndarray) -> dict[str, np.ndarray]:
+    """Paired tests over stories of inside vs outside means [n_s, L, H] -> each [L, H]."""
+    diff = inside - outside
+    shape = diff.shape[1:]
+    flat = diff.reshape(len(diff), -1)
+    out: dict[str, np.ndarray] = {}
+    if len(diff) >= 2:
+        t = scipy_stats.ttest_1samp(flat, 0.0, axis=0)
+        out["t_stat"], out["t_pvalue"] = t.statistic.reshape(shape), t.pvalue.reshape(shape)
+        w_stat, w_p = np.full(flat.shape[1], np.nan), np.full(flat.shape[1], np.nan)
+        for j in range(flat.shape[1]):
+            if np.any(flat[:, j] != 0):
+                res = scipy_stats.wilcoxon(flat[:, j])
+                w_stat[j], w_p[j] = res.statistic, res.pvalue
+        out["wilcoxon_stat"], out["wilcoxon_pvalue"] = w_stat.reshape(shape), w_p.reshape(shape)
+        sd = flat.std(axis=0, ddof=1)
+        out["effect_size"] = (flat.mean(0) / np.where(sd > 0, sd, np.nan)).reshape(shape)
+    else:
+        for key in ("t_stat", "t_pvalue", "wilcoxon_stat", "wilcoxon_pvalue", "effect_size"):
+            out[key] = np.full(shape, np.nan)
+    return out
+
+
+def quote_attention(model: Any, stories: list[Story], quoted: list[np.ndarray],
+                    strings: list[list[str]]) -> dict[str, Any]:
+    """Mean attention to the opening mark from quoted tokens and from tokens after the quote.
+
+    Returns {"attn_to_open": [L, H], "attn_after_to_open": [L, H], "n_queries": int,
+    "n_after": int, "uniform": mean 1 / (position + 1) over the quoted queries}.
+    """
+    n_l, n_h = model.cfg.n_layers, model.cfg.n_heads
+    inside, after = np.zeros((n_l, n_h)), np.zeros((n_l, n_h))
+    n_in = n_after = 0
+    uniform = 0.0
+    by_id = {s.story_id: i for i, s in enumerate(stories)}
+    for story, pattern in story_patterns(model, stories):
+        i = by_id[story.story_id]
+        spans = [s for s in quote_spans(quoted[i], strings[i]) if s[0] >= 0]
+        for k, (mark, start, end) in enumerate(spans):
+            queries = np.arange(max(start, mark + 1), end)
+            if len(queries):
+                inside += pattern[:, :, queries, mark].sum(-1).numpy()
+                n_in += len(queries)
+                uniform += float(np.sum(1.0 / (queries + 1)))
+            stop = spans[k + 1][0] if k + 1 < len(spans) else len(story.input_ids)
+            later = np.arange(end, stop)
+            later = later[~quoted[i][later]] if len(later) else later
+            if len(later):
+                after += pattern[:, :, later, mark].sum(-1).numpy()
+                n_after += len(later)
+    return {"attn_to_open": inside / max(n_in, 1), "attn_after_to_open": after / max(n_after, 1),
+            "n_queries": n_in, "n_after": n_after, "uniform": uniform / max(n_in, 1)}
+
+
+def pick_example(stories: list[Story], quoted: list[np.ndarray], max_len: int = 120) -> int:
+    """Index of a short story with many quoted tokens (the example for the report)."""
+    best, best_key = 0, (-1.0, 0)
+    for i, s in enumerate(stories):
+        n = len(s.input_ids)
+        key = (float(quoted[i].sum()) if n <= max_len else -n, -n)
+        if key > best_key:
+            best, best_key = i, key
+    return best
+
+
+def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str = "all",
+                max_stories: int = 300, rank_by: str = "ratio", top_k: int = 10
+                ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Run the study on an open store; returns (arrays, meta, report)."""
+    if "activity" not in store.sites:
+        raise UsageError(f"{store.path} has no 'activity' site (it has {', '.join(store.sites)})")
+    if rank_by not in RANK_KEYS:
+        raise UsageError(f"unknown --rank-by {rank_by!r}; choose from {', '.join(RANK_KEYS)}")
+    if rank_by == "attention" and model is None:
+        raise UsageError("--rank-by attention needs the model (--model)")
+    tokenizer = model.tokenizer if model is not None else tokenizer
+    table = store.tokens(["quoted", "position"])
+    quoted_col, positions = table["quoted"].astype(bool), table["position"]
+    stories = read_stories(store, split)
+    keep, mean_in, mean_out = per_story_activity(store, stories, quoted_col, positions)
+    if len(keep) == 0:
+        raise UsageError(f"no story in {store.path} has tokens both inside and outside quotations")
+    kept = [stories[i] for i in keep]
+    avg_in, avg_out = mean_in.mean(0), mean_out.mean(0)
+    ratio = avg_in / np.where(avg_out > 0, avg_out, np.nan)
+    arrays: dict[str, Any] = {
+        "ratio": ratio, "mean_in": avg_in, "mean_out": avg_out,
+        **paired_tests(mean_in, mean_out),
+        "story_ids": np.array([s.story_id for s in kept]),
+        "story_mean_in": mean_in, "story_mean_out": mean_out,
+    }
+    quoted = [quoted_col[s.rows] for s in kept]
+    strings = ([token_strings(tokenizer, s.input_ids) for s in kept] if tokenizer is not None
+               else None)
+    attn: dict[str, Any] = {}
+    if model is not None:
+        if model.cfg.n_layers != store.n_layers or model.cfg.n_heads != store.n_heads:
+            raise UsageError("the model's layers/heads do not match the store's")
+        chosen = kept[:max_stories]
+        attn = quote_attention(model, chosen, quoted[:len(chosen)], strings[:len(chosen)])
+        arrays["attn_to_open"], arrays["attn_after_to_open"] = (attn["attn_to_open"],
+                                                                attn["attn_after_to_open"])
+    key = {"ratio": ratio, "t": arrays["t_stat"], "attention": arrays.get("attn_to_open")}[rank_by]
+    ranked = top_heads(key, top_k)
+    best = ranked[0]
+    arrays["top_heads"] = np.array(ranked)
+    ex = pick_example(kept, quoted)
+    story = kept[ex]
+    arrays["example_activity"] = store.read("activity", best[0], best[1], index=story.rows)
+    arrays["example_quoted"] = quoted[ex]
+    arrays["example_ids"] = story.input_ids
+    if strings is not None:
+        arrays["example_tokens"] = np.array(strings[ex])
+    if model is not None:
+        _, pattern = next(story_patterns(model, [story]))
+        arrays["example_pattern"] = pattern[best[0], best[1]].numpy()
+        arrays["example_attn_target"] = arrays["example_pattern"].argmax(-1)
+    meta = {
+        "study": STUDY, "store": str(store.path), "split": split, "rank_by": rank_by,
+        "n_stories": len(kept), "n_stories_attention": len(kept[:max_stories]) if attn else 0,
+        "n_quoted_queries": attn.get("n_queries", 0), "n_after_queries": attn.get("n_after", 0),
+        "uniform_attention": attn.get("uniform"), "best_head": list(best),
+        "example_story_id": story.story_id,
+        "best": {k: float(arrays[k][best]) for k in
+                 ("ratio", "mean_in", "mean_out", "t_stat", "t_pvalue", "wilcoxon_pvalue",
+                  "effect_size", "attn_to_open", "attn_after_to_open") if k in arrays},
+        "axes": {**{k: ["layer", "head"] for k in
+                    ("ratio", "mean_in", "mean_out", "t_stat", "t_pvalue", "wilcoxon_stat",
+                     "wilcoxon_pvalue", "effect_size", "attn_to_open", "attn_after_to_open")},
+                 "story_mean_in": ["story", "layer", "head"],
+                 "story_mean_out": ["story", "layer", "head"], "story_ids": ["story"],
+                 "top_heads": ["rank", "(layer, head)"],
+                 "example_tokens": ["position"], "example_activity": ["position"],
+                 "example_quoted": ["position"], "example_ids": ["position"],
+                 "example_pattern": ["destination position", "source position"],
+                 "example_attn_target": ["position"]},
+        "definitions": {
+            "ratio": "mean over stories of the mean activity inside quotations / outside",
+            "t_stat": "paired t over stories of (inside - outside) per-story mean activity",
+            "wilcoxon_pvalue": "paired Wilcoxon signed-rank test of the same differences",
+            "effect_size": "mean / sd of the per-story differences (Cohen's d_z)",
+            "attn_to_open": "mean attention from quoted tokens to their opening mark",
+            "attn_after_to_open": "mean attention from tokens after a quotation (up to the "
+                                  "next one) to its opening mark",
+            "example_*": "the example story under the best head",
+        },
+    }
+    return arrays, meta, report(meta, arrays, ranked)
+
+
+def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int, int]]) -> str:
+    has_attn = "attn_to_open" in arrays
+    header = ["head", "in/out", "mean in", "mean out", "t", "p (Wilcoxon)"]
+    header += ["attn->open", "after->open"] if has_attn else []
+    rows = []
+    for h in ranked:
+        row = [head_label(*h), arrays["ratio"][h], arrays["mean_in"][h], arrays["mean_out"][h],
+               arrays["t_stat"][h], arrays["wilcoxon_pvalue"][h]]
+        if has_attn:
+            row += [arrays["attn_to_open"][h], arrays["attn_after_to_open"][h]]
+        rows.append(row)
+    lines = [f"Quotation heads from {meta['store']} ({meta['n_stories']} stories with quotations, "
+             f"split {meta['split']}); ranked by {meta['rank_by']}.", format_table(header, rows)]
+    if has_attn:
+        lines += [f"attention measured on {meta['n_quoted_queries']} quoted tokens of "
+                  f"{meta['n_stories_attention']} stories (uniform attention would give "
+                  f"{meta['uniform_attention']:.3f})"]
+        best_attn = top_heads(arrays["attn_to_open"], 3)
+        lines += ["heads attending most to the opening mark: " + ", ".join(
+            f"{head_label(*h)} {arrays['attn_to_open'][h]:.3f}" for h in best_attn)]
+    best = tuple(meta["best_head"])
+    lines += ["", f"Example story {meta['example_story_id']} under {head_label(*best)}:"]
+    tokens = arrays.get("example_tokens", arrays["example_ids"].astype(str))
+    cells = []
+    for i, tok in enumerate(tokens):
+        mark = "q" if arrays["example_quoted"][i] else ""
+        target = ""
+        if "example_attn_target" in arrays:
+            j = int(arrays["example_attn_target"][i])
+            target = f"{j} {tokens[j]!r}"
+        cells.append((i, repr(tok), mark, float(arrays["example_activity"][i]), target))
+    lines.append(format_table(["pos", "token", "quoted", "activity", "attends most to"], cells))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_store_argument(parser)
+    add_model_arguments(parser, required=False)
+    parser.add_argument("--no-model", action="store_true",
+                        help="activity statistics only; do not rerun stories for attention")
+    parser.add_argument("--split", default="all", choices=["all", "train", "test"])
+    parser.add_argument("--max-stories", type=int, default=300,
+                        help="stories rerun through the model for attention (default 300)")
+    parser.add_argument("--rank-by", default="ratio", choices=list(RANK_KEYS))
+    parser.add_argument("--top", type=int, default=10, help="heads listed in the report")
+    add_output_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from extract.store import open_store
+
+    out = output_dir(args, STUDY)
+    path = store_path(args)
+    with open_store(path) as store:
+        name = model_name(args, store.attrs, required=False)
+        model = tokenizer = None
+        if name and not args.no_model:
+            model = load_study_model(name, args.device)
+        elif name:
+            from datasets_build.tokenizer import load_tokenizer
+            tokenizer = load_tokenizer(name)
+        arrays, meta, text = quote_study(store, model, tokenizer, args.split, args.max_stories,
+                                         args.rank_by, args.top)
+    meta["model"] = name
+    write_study(out, STUDY, arrays, meta, text, overwrite=args.overwrite)
+    print(text)
+    print(f"wrote {out}")
+    return 0
+
+

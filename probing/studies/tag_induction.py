@@ -1,0 +1,238 @@
+"""Part-of-speech induction heads: active just before a tag, attending to earlier tokens of it.
+
+For a tag set T (``--before VBD``, ``--before NN,NNS``), the *before* positions of a story
+are the tokens whose next token has a tag in T and which have at least one earlier token
+(at or before them) tagged T. At each such position and for every head, the score is the
+attention paid to all earlier T tokens (patterns from ``blocks.L.attn.hook_pattern``).
+The same score at the other positions that also have an earlier T token is the
+random-position baseline (the expectation of the score at a random such position); the
+score a uniform head would get is reported too.
+
+The activation store gives each head's activity at the before positions against its
+mean activity over all tokens (BOS left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from datasets_build.cli_support import UsageError, split_list
+from probing.studies.common import (
+    Story,
+    add_model_arguments,
+    add_output_arguments,
+    add_store_argument,
+    format_table,
+    head_label,
+    load_study_model,
+    model_name,
+    output_dir,
+    read_stories,
+    store_path,
+    story_patterns,
+    token_strings,
+    top_heads,
+)
+from probing.study_io import write_study
+
+HELP = "heads active before a part-of-speech tag that attend to earlier tokens of that tag"
+STUDY = "tag-induction"
+
+
+def resolve_tags(tags: dict[str, list[str]], text: str) -> tuple[str, list[int], list[str]]:
+    """``"VBD"`` or ``"NN,NNS"`` -> (kind 'fine' or 'coarse', tag ids, tag names)."""
+    names = split_list(text)
+    if not names:
+        raise UsageError("give --before TAG[,TAG...]")
+    for kind in ("fine", "coarse"):
+        if all(n in tags.get(kind, []) for n in names):
+            return kind, [tags[kind].index(n) for n in names], names
+    known = ", ".join(tags.get("fine", []))
+    raise UsageError(f"unknown tag(s) in {text!r}; fine tags of this store: {known}")
+
+
+def positions_of(is_tag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(before positions, other positions) of one story; is_tag [n_tok] bool.
+
+    Both only hold positions i with an earlier tag token j <= i; before positions are
+    those whose next token carries the tag.
+    """
+    n = len(is_tag)
+    seen = np.cumsum(is_tag) > 0                                  # a tag token at j <= i
+    eligible = seen[:n - 1]
+    nxt = is_tag[1:]
+    idx = np.arange(n - 1)
+    return idx[eligible & nxt], idx[eligible & ~nxt]
+
+
+def tag_attention(pattern: Any, is_tag: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Attention from each of ``positions`` to earlier tag tokens: [L, H] summed over them.
+
+    pattern: [L, H, n_tok, n_tok] tensor (causal, so later tokens get no attention).
+    """
+    if len(positions) == 0:
+        return np.zeros(pattern.shape[:2])
+    cols = np.flatnonzero(is_tag)
+    block = pattern[:, :, positions][:, :, :, cols]               # [L, H, n_pos, n_tag]
+    return block.sum(-1).sum(-1).numpy()
+
+
+def induction_scores(model: Any, stories: list[Story], is_tag: list[np.ndarray]
+                     ) -> dict[str, Any]:
+    """Mean attention to earlier tag tokens at before positions and at the other positions."""
+    n_l, n_h = model.cfg.n_layers, model.cfg.n_heads
+    sums = {"before": np.zeros((n_l, n_h)), "other": np.zeros((n_l, n_h))}
+    counts = {"before": 0, "other": 0}
+    uniform = 0.0
+    by_id = {s.story_id: i for i, s in enumerate(stories)}
+    for story, pattern in story_patterns(model, stories):
+        tag = is_tag[by_id[story.story_id]]
+        before, other = positions_of(tag)
+        for name, pos in (("before", before), ("other", other)):
+            sums[name] += tag_attention(pattern, tag, pos)
+            counts[name] += len(pos)
+        earlier = np.cumsum(tag)
+        uniform += float(np.sum(earlier[before] / (before + 1)))
+    return {"score_before": sums["before"] / max(counts["before"], 1),
+            "score_random": sums["other"] / max(counts["other"], 1),
+            "n_before": counts["before"], "n_other": counts["other"],
+            "uniform": uniform / max(counts["before"], 1)}
+
+
+def activity_means(store: Any, stories: list[Story], is_tag: list[np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean activity [L, H] at before positions and over all non-BOS tokens of ``stories``."""
+    before_rows = np.concatenate([s.rows[positions_of(t)[0]]
+                                  for s, t in zip(stories, is_tag, strict=True)])
+    all_rows = np.concatenate([s.rows[1:] for s in stories])
+    mean_before = np.zeros((store.n_layers, store.n_heads))
+    mean_all = np.zeros((store.n_layers, store.n_heads))
+    for layer in range(store.n_layers):
+        act = store.read_layer("activity", layer)
+        mean_before[layer] = act[before_rows].mean(0) if len(before_rows) else np.nan
+        mean_all[layer] = act[all_rows].mean(0)
+    return mean_before, mean_all
+
+
+def pick_example(stories: list[Story], is_tag: list[np.ndarray], max_len: int = 120) -> int:
+    """A short story with many before positions."""
+    keys = [(len(positions_of(t)[0]) if len(s.input_ids) <= max_len else -len(s.input_ids))
+            for s, t in zip(stories, is_tag, strict=True)]
+    return int(np.argmax(keys))
+
+
+def tag_induction_study(store: Any, model: Any, before: str, split: str = "all",
+                        max_stories: int = 300, top_k: int = 10
+                        ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Run the study; returns (arrays, meta, report)."""
+    if "activity" not in store.sites:
+        raise UsageError(f"{store.path} has no 'activity' site (it has {', '.join(store.sites)})")
+    if model.cfg.n_layers != store.n_layers or model.cfg.n_heads != store.n_heads:
+        raise UsageError("the model's layers/heads do not match the store's")
+    kind, ids, names = resolve_tags(store.tags, before)
+    column = store.tokens([f"{kind}_tag"])[f"{kind}_tag"]
+    stories = [s for s in read_stories(store, split) if len(s.input_ids) > 1][:max_stories]
+    is_tag = [np.isin(column[s.rows], ids) for s in stories]
+    scores = induction_scores(model, stories, is_tag)
+    if scores["n_before"] == 0:
+        raise UsageError(f"no token before a {before} token with an earlier {before} token in "
+                         f"the {len(stories)} stories")
+    act_before, act_all = activity_means(store, stories, is_tag)
+    diff = scores["score_before"] - scores["score_random"]
+    ranked = top_heads(diff, top_k)
+    best = ranked[0]
+    ex = pick_example(stories, is_tag)
+    story = stories[ex]
+    _, pattern = next(story_patterns(model, [story]))
+    tag_names = store.tags[kind]
+    arrays: dict[str, Any] = {
+        "score_before": scores["score_before"], "score_random": scores["score_random"],
+        "score_diff": diff, "activity_before": act_before, "activity_all": act_all,
+        "activity_ratio": act_before / np.where(act_all > 0, act_all, np.nan),
+        "top_heads": np.array(ranked),
+        "example_tokens": np.array(token_strings(model.tokenizer, story.input_ids)),
+        "example_tags": np.array([tag_names[int(t)] for t in column[story.rows]]),
+        "example_is_tag": is_tag[ex],
+        "example_before": np.isin(np.arange(len(story.input_ids)), positions_of(is_tag[ex])[0]),
+        "example_activity": store.read("activity", best[0], best[1], index=story.rows),
+        "example_pattern": pattern[best[0], best[1]].numpy(),
+    }
+    arrays["example_attn_target"] = arrays["example_pattern"].argmax(-1)
+    grid_axes = ["layer", "head"]
+    meta = {
+        "study": STUDY, "store": str(store.path), "before": names, "tag_kind": kind,
+        "split": split, "n_stories": len(stories), "n_before": scores["n_before"],
+        "n_other": scores["n_other"], "uniform_score": scores["uniform"],
+        "best_head": list(best), "example_story_id": story.story_id,
+        "best": {k: float(arrays[k][best]) for k in
+                 ("score_before", "score_random", "score_diff", "activity_before",
+                  "activity_all", "activity_ratio")},
+        "axes": {**{k: grid_axes for k in ("score_before", "score_random", "score_diff",
+                                            "activity_before", "activity_all", "activity_ratio")},
+                 "top_heads": ["rank", "(layer, head)"],
+                 **{f"example_{k}": ["position"] for k in
+                    ("tokens", "tags", "is_tag", "before", "activity", "attn_target")},
+                 "example_pattern": ["destination position", "source position"]},
+        "definitions": {
+            "score_before": "mean attention from tokens just before a tag token to all earlier "
+                            "tokens of the tag",
+            "score_random": "the same at the other positions that have an earlier tag token",
+            "activity_before": "mean activity at the before positions",
+            "activity_all": "mean activity over all tokens (BOS left out)",
+        },
+    }
+    return arrays, meta, report(meta, arrays, ranked)
+
+
+def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int, int]]) -> str:
+    tags = ",".join(meta["before"])
+    rows = [(head_label(*h), arrays["score_before"][h], arrays["score_random"][h],
+             arrays["score_diff"][h], arrays["activity_ratio"][h]) for h in ranked]
+    lines = [f"Induction heads for {tags}: {meta['n_before']} positions before a {tags} token "
+             f"in {meta['n_stories']} stories ({meta['n_other']} other positions as baseline; "
+             f"a uniform head would score {meta['uniform_score']:.3f}).",
+             format_table(["head", "attn before", "attn random", "difference",
+                           "activity before/all"], rows), "",
+             f"Example story {meta['example_story_id']} under "
+             f"{head_label(*meta['best_head'])} (* = before position):"]
+    tokens = arrays["example_tokens"]
+    cells = []
+    for i, tok in enumerate(tokens):
+        j = int(arrays["example_attn_target"][i])
+        cells.append((i, repr(tok), arrays["example_tags"][i],
+                      "*" if arrays["example_before"][i] else "",
+                      float(arrays["example_activity"][i]), f"{j} {tokens[j]!r}"))
+    lines.append(format_table(["pos", "token", "tag", "before", "activity", "attends most to"],
+                              cells))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_store_argument(parser)
+    add_model_arguments(parser, required=False)
+    parser.add_argument("--before", required=True, metavar="TAG[,TAG]",
+                        help="tag(s) whose preceding tokens are studied, e.g. VBD or NN,NNS")
+    parser.add_argument("--split", default="all", choices=["all", "train", "test"])
+    parser.add_argument("--max-stories", type=int, default=300)
+    parser.add_argument("--top", type=int, default=10, help="heads listed in the report")
+    add_output_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from extract.store import open_store
+
+    out = output_dir(args, STUDY)
+    path = store_path(args)
+    with open_store(path) as store:
+        name = model_name(args, store.attrs)
+        model = load_study_model(name, args.device)
+        arrays, meta, text = tag_induction_study(store, model, args.before, args.split,
+                                                 args.max_stories, args.top)
+    meta["model"] = name
+    write_study(out, STUDY, arrays, meta, text, overwrite=args.overwrite)
+    print(text)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,155 @@
+"""Each drawing function on small synthetic arrays: a Figure with the expected axes and labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from figures.ablation import draw_ablation
+from figures.chat import draw_histogram, histogram_of
+from figures.patching import draw_logit_diff, draw_table
+from figures.plotting import token_labels
+from figures.probe_grids import best_head, draw_tag_detail, draw_tag_grids, selectivity
+from figures.repeated import draw_half_losses, draw_head_scores, draw_mlp_patching
+from figures.stats import draw_layer_boxes, draw_layer_histograms
+from figures.traces import draw_activity_trace, draw_attention_pattern, spans
+
+RNG = np.random.default_rng(0)
+
+
+def labels(fig) -> list[tuple[str, str]]:
+    return [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.get_axes() if ax.axison]
+
+
+def image_limits(fig) -> list[tuple[float, float]]:
+    return [(im.norm.vmin, im.norm.vmax) for ax in fig.get_axes() for im in ax.get_images()]
+
+
+def test_tag_grids_one_panel_per_tag_with_shared_scale():
+    values = RNG.uniform(size=(4, 6, 5))
+    fig = draw_tag_grids(values, ["NN", "VBD", "PRP$", "``", "''"], "Key probes", "F1",
+                         support=np.array([10, 20, 30, 40, 50]))
+    panels = [ax for ax in fig.get_axes() if ax.get_images()]
+    assert [ax.get_title() for ax in panels] == ["NN (n=10)", "VBD (n=20)", "PRP$ (n=30)",
+                                                 "`` (n=40)", "'' (n=50)"]
+    assert all(ax.get_images()[0].get_array().shape == (4, 6) for ax in panels)
+    np.testing.assert_allclose(panels[2].get_images()[0].get_array(), values[:, :, 2])
+    assert ("head", "layer") in labels(fig) or any(x == "head" for x, _ in labels(fig))
+    assert any(y == "layer" for _, y in labels(fig))
+    assert set(image_limits(fig)) == {(0.0, 1.0)}
+    assert any(ax.get_ylabel() == "F1" for ax in fig.get_axes())  # the colour bar
+
+
+def test_tag_grids_diverging_scale_is_centred_on_zero():
+    values = RNG.normal(size=(3, 4, 2)) * 0.3
+    fig = draw_tag_grids(values, ["A", "B"], "selectivity", "F1 - shuffled F1", diverging=True)
+    (lo, hi), = set(image_limits(fig))
+    assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(values).max())
+
+
+def test_tag_detail_marks_best_head_and_shows_selectivity():
+    f1 = RNG.uniform(0, 0.5, size=(2, 3, 4))
+    f1[1, 2, 3] = 0.95
+    shuffled = RNG.uniform(0, 0.2, size=(2, 3, 4))
+    fig = draw_tag_detail(f1, shuffled, ["keys", "queries"], "VBD", support=77)
+    heat = [ax for ax in fig.get_axes() if ax.get_images()]
+    assert len(heat) == 6
+    assert heat[3].get_title().startswith("queries: F1 (best L2H3 = 0.95")
+    np.testing.assert_allclose(heat[5].get_images()[0].get_array(), f1[1] - shuffled[1])
+    assert all((ax.get_xlabel(), ax.get_ylabel()) == ("head", "layer") for ax in heat)
+    assert "n=77" in fig._suptitle.get_text()
+    assert best_head(f1[1]) == (2, 3)
+    np.testing.assert_allclose(selectivity(f1, shuffled), f1 - shuffled)
+
+
+def test_activity_trace_bars_and_strip_shade_quoted_spans():
+    tokens = ["Tom", " said", ' "', "Hi", "!", '"', " and", " left"]
+    quoted = np.array([0, 0, 1, 1, 1, 1, 0, 0], bool)
+    activity = RNG.uniform(size=8)
+    fig = draw_activity_trace(tokens, activity, "L2H0", shaded=quoted)
+    ax = fig.get_axes()[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("token", "activity (||head output||)")
+    assert [t.get_text() for t in ax.get_xticklabels()] == token_labels(tokens)
+    assert np.allclose([p.get_height() for p in ax.patches if p.get_width() == 0.8], activity)
+    assert spans(quoted) == [(2, 6)]
+    strip = draw_activity_trace(tokens, activity, "L2H0", shaded=quoted, style="strip")
+    assert strip.get_axes()[0].get_images()[0].get_array().shape == (1, 8)
+    with pytest.raises(ValueError):
+        draw_activity_trace(tokens, activity[:3], "L2H0")
+
+
+def test_attention_pattern_masks_the_future_and_labels_tokens():
+    n = 6
+    pattern = np.tril(RNG.uniform(size=(n, n)))
+    pattern /= pattern.sum(1, keepdims=True)
+    tokens = ["<bos>", "A", " b", "\n", " c", " d"]
+    fig = draw_attention_pattern(pattern, tokens, "L5H5")
+    ax = fig.get_axes()[0]
+    assert ax.get_xlabel().startswith("source") and ax.get_ylabel().startswith("destination")
+    shown = ax.get_images()[0].get_array()
+    assert shown.mask[0, 1] and not shown.mask[1, 0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["<bos>", "A", "b", "\\n", "c", "d"]
+
+
+def test_repeated_figures():
+    ind, prev = RNG.uniform(size=(2, 3, 4))
+    fig = draw_head_scores([ind, prev], ["induction", "previous-token"])
+    heat = [ax for ax in fig.get_axes() if ax.get_images()]
+    assert [ax.get_xlabel() for ax in heat] == ["head", "head"]
+    assert heat[0].get_title().startswith("induction score (best L")
+    loss = draw_half_losses(np.full(5, 7.0), np.full(5, 0.5))
+    ax = loss.get_axes()[0]
+    assert ax.get_ylabel() == "loss (nats)" and len(ax.get_lines()) == 2
+    assert "mean 0.50" in ax.get_legend().get_texts()[1].get_text()
+    grid = draw_mlp_patching(RNG.normal(size=(3, 5)))
+    assert grid.get_axes()[0].get_ylabel() == "MLP layer"
+    (lo, hi), = set(image_limits(grid))
+    assert lo == pytest.approx(-hi)
+
+
+def test_patching_heatmap_labels_positions_with_tokens():
+    grid = RNG.normal(size=(3, 4))
+    fig = draw_logit_diff(grid, ["The", " cat", " sat", " on"], ["L0", "L1", "L2"], "logit diff")
+    ax = fig.get_axes()[0]
+    assert ax.get_xlabel() == "position (token)" and ax.get_ylabel() == "layer"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["The (0)", "cat (1)", "sat (2)",
+                                                            "on (3)"]
+    (lo, hi), = set(image_limits(fig))
+    assert lo == pytest.approx(-hi)
+    with pytest.raises(ValueError):
+        draw_logit_diff(grid, ["a"], ["L0", "L1", "L2"])
+
+
+def test_table_figure_holds_every_cell():
+    fig = draw_table(["rank", "token", "p"], [[1, "Jones", 0.14], [2, "was", 0.0912345]], "Top 2")
+    table = fig.get_axes()[0].tables[0]
+    texts = {c.get_text().get_text() for c in table.get_celld().values()}
+    assert {"rank", "token", "p", "Jones", "was", "0.1400", "0.0912"} <= texts
+
+
+def test_ablation_sorts_tags_by_excess_over_random():
+    tags = ["NN", "VBD", "DT"]
+    ablated = np.array([0.1, 0.9, 0.2])
+    random = RNG.normal(0.1, 0.01, size=(20, 3))
+    fig = draw_ablation(tags, ablated, random, "L6H4")
+    ax = fig.get_axes()[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["VBD", "DT", "NN"]
+    assert ax.get_ylabel() == "loss change (nats)" and ax.get_xlabel().startswith("tag")
+
+
+def test_layer_distributions():
+    q = np.sort(RNG.normal(size=(4, 5)), axis=1)
+    fig = draw_layer_boxes(q, ["L0", "L1", "L2", "L3"], "activity", means=q[:, 2])
+    ax = fig.get_axes()[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("layer", "activity")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["L0", "L1", "L2", "L3"]
+    counts = RNG.integers(0, 10, size=(3, 8))
+    fig = draw_layer_histograms(counts, np.linspace(0, 1, 9), ["L0", "L1", "L2"], "activity")
+    assert fig.get_axes()[0].get_ylabel() == "layer"
+
+
+def test_histogram():
+    counts, edges = histogram_of(np.r_[RNG.normal(size=50), np.nan], bins=5)
+    assert counts.sum() == 50 and len(edges) == 6
+    fig = draw_histogram(counts, edges, "predicted minus previous time (s)", "Time order")
+    assert fig.get_axes()[0].get_xlabel() == "predicted minus previous time (s)"

@@ -1,0 +1,138 @@
+"""The probe grid end to end: fit, results reader, seed-format export, top, bad input."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from extract.store import write_store
+from probing.__main__ import main
+from probing.results import read_results
+
+TAGS = {"fine": ["BOS", "NN", "VBD", "``", "DT"], "coarse": ["BOS", "NOUN", "VERB", "PUNCT",
+                                                              "DET"]}
+
+
+def _store(path, n_stories=30, signal_head=(1, 2), seed=0, single_class=False):
+    """A tiny store where only head signal_head=(layer, head) of the keys encodes the tag."""
+    rng = np.random.default_rng(seed)
+    per = 20
+    n = n_stories * per
+    story = np.repeat(np.arange(n_stories), per)
+    position = np.tile(np.arange(per), n_stories)
+    fine = rng.integers(1, 5, n)
+    if single_class:
+        fine[:] = 1
+    fine[position == 0] = 0
+    keys = rng.normal(size=(n, 2, 3, 4)).astype(np.float32)
+    queries = rng.normal(size=(n, 2, 3, 4)).astype(np.float32)
+    layer, head = signal_head
+    keys[:, layer, head] += 4 * np.eye(5)[fine][:, 1:]
+    table = {"input_id": fine + 10, "story_id": story, "position": position,
+             "fine_tag": fine, "coarse_tag": fine, "split": (story >= n_stories * 3 // 4)}
+    return write_store(path, table, {"key": keys, "query": queries}, tags=TAGS,
+                       dtype="float32")
+
+
+def test_fit_writes_readable_results_with_controls(tmp_path, capsys):
+    store = _store(tmp_path / "a.h5")
+    control = _store(tmp_path / "r.h5", signal_head=(0, 0), seed=0)
+    out = tmp_path / "probes"
+    assert main(["fit", "--store", str(store), "--out", str(out), "--control-store",
+                 str(control), "--bootstrap", "100", "--solver", "sklearn"]) == 0
+    res = read_results(out)
+    assert res.sites == ["key", "query"] and res.layers == [0, 1]
+    assert res.tags == ["NN", "VBD", "``", "DT"]  # BOS left out
+    assert res.arrays["f1"].shape == (2, 2, 3, 4)
+    assert res.arrays["coef"].shape == (2, 2, 3, 4, 4)
+    for name in ("f1_shuffled", "f1_random", "f1_lo", "f1_hi", "f1_majority", "selectivity"):
+        assert res.arrays[name].shape == (2, 2, 3, 4)
+    macro = res.grid("macro_f1", "key")
+    assert macro.argmax() == np.ravel_multi_index((1, 2), macro.shape)  # the planted head
+    assert macro[1, 2] > 0.9 and np.delete(macro.ravel(), 5).max() < 0.5
+    assert res.grid("f1_random", "key", "VBD")[1, 2] < 0.5  # random model lacks the signal
+    lo, f1, hi = (res.grid(m, "key", "``")[1, 2] for m in ("f1_lo", "f1", "f1_hi"))
+    assert lo <= f1 <= hi
+    assert json.loads((out / "manifest.json").read_text())["stage"] == "probing fit"
+
+    # seed-format export, read back the way plotting code reads it
+    exp = tmp_path / "export"
+    assert main(["export", "--results", str(out), "--format", "seed004",
+                 "--out", str(exp)]) == 0
+    data = json.loads((exp / "key_probes.json").read_text())
+    grid = np.array([[head["VBD"]["f1-score"] for head in layer] for layer in data])
+    np.testing.assert_allclose(grid, res.grid("f1", "key", "VBD"))
+    assert {"accuracy", "macro avg", "weighted avg"} <= set(data[0][0])
+    assert (exp / "query_probes.json").is_file()
+
+    capsys.readouterr()
+    assert main(["top", "--results", str(out), "--tag", "``", "--site", "key", "-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:2] == ["key", "L1H2"] and len(lines) == 4
+
+
+def test_fast_and_sklearn_grids_agree_and_merge_verbs(tmp_path):
+    store = _store(tmp_path / "a.h5")
+    for solver in ("fast", "sklearn"):
+        assert main(["fit", "--store", str(store), "--out", str(tmp_path / solver),
+                     "--solver", solver, "--sites", "key", "--controls", "shuffled",
+                     "--tags", "VBD,NN"]) == 0
+    fast, ref = read_results(tmp_path / "fast"), read_results(tmp_path / "sklearn")
+    assert fast.tags == ["NN", "VBD", "OTHER"] and fast.sites == ["key"]
+    assert np.abs(fast.arrays["macro_f1"] - ref.arrays["macro_f1"]).max() <= 0.01
+    assert "f1_lo" not in fast.arrays and "f1_shuffled" in fast.arrays
+
+
+def _fails(capsys, argv, words):
+    with pytest.raises(SystemExit) as exc:
+        import sys
+
+        from datasets_build.cli_support import run_main
+        sys.exit(run_main(main, argv, prog="python -m probing"))
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and words in err, err
+
+
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys):
+    store = _store(tmp_path / "a.h5")
+    out = tmp_path / "probes"
+    out.mkdir()
+    base = ["fit", "--store", str(store)]
+    _fails(capsys, base + ["--out", str(out)], "already exists")
+    _fails(capsys, base + ["--out", str(tmp_path / "x"), "--tags", "JJ"], "not present")
+    single = _store(tmp_path / "one.h5", single_class=True)
+    _fails(capsys, ["fit", "--store", str(single), "--out", str(tmp_path / "x")],
+           "single class")
+    with h5py.File(_store(tmp_path / "old.h5"), "r+") as f:
+        f.attrs["schema_version"] = 99
+    _fails(capsys, ["fit", "--store", str(tmp_path / "old.h5"), "--out", str(tmp_path / "x")],
+           "schema version")
+    empty = _store(tmp_path / "e.h5", n_stories=1)  # one story, in the test split
+    _fails(capsys, ["fit", "--store", str(empty), "--out", str(tmp_path / "x")],
+           "train split has no tokens")
+    other = _store(tmp_path / "o.h5", n_stories=20)
+    _fails(capsys, base + ["--out", str(tmp_path / "x"), "--control-store", str(other)],
+           "tokens")
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_lists_subcommands(capsys):
+    from probing.__main__ import build_parser
+
+    text = build_parser().format_help()
+    for name in ("fit", "export", "top", "bench"):
+        assert name in text
+
+
+def test_shared_store_quote_heads_beat_shuffled_control(probing_results, capsys):
+    res = read_results(probing_results)
+    f1 = res.arrays["f1"][res.site_index("key"), :, :, res.tag_index("``")]
+    shuffled = res.arrays["f1_shuffled"][res.site_index("key"), :, :, res.tag_index("``")]
+    assert (f1 > shuffled).any()
+    capsys.readouterr()
+    assert main(["top", "--results", str(probing_results), "--tag", "``", "--site", "key"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 5
+    best = rows[0].split()
+    assert float(best[2]) > float(best[5])  # F1 above the shuffled-label control
