@@ -7,7 +7,8 @@ the shared validation text with the model's tokenizer and measures, side by side
       on every layer's k/q projections and on the input of ``out_proj``, results collected
       in Python lists (the straightforward way of collecting head activations);
   (b) the plain HF forward with no hooks, at its best batch size;
-  (c) this package's extractor writing a complete store (fast path, default settings).
+  (c) this package's extractor writing a complete store (fast path; gzip level 1, the
+      default, and uncompressed).
 
 ``--rss-check`` also extracts 1000 and 3000 stories in fresh subprocesses and compares
 their peak resident memory (the extractor streams, so the ratio should stay near 1).
@@ -193,19 +194,25 @@ def run_bench(args: argparse.Namespace) -> int:
             runs[bt] = bench_extractor(dataset, args.model, work / f"store-{bt}.h5",
                                        batch_tokens=bt, sites=args.sites.split(","))
         best_bt = min(runs, key=runs.get)
+        raw = bench_extractor(dataset, args.model, work / "store-raw.h5", batch_tokens=best_bt,
+                              sites=args.sites.split(","), compression=0)
         rate = {"a": n_tokens / t_a, "b": n_tokens / plain[best_b],
-                "c": n_tokens / runs[best_bt]}
+                "c": n_tokens / runs[best_bt], "c0": n_tokens / raw}
         print(f"(a) HF + forward hooks, one story per pass : {rate['a']:9.0f} tokens/s")
         for b, sec in plain.items():
-            print(f"(b) plain HF forward, batch {b:<3d}            : {n_tokens / sec:9.0f} tokens/s")
-        for bt, sec in runs.items():
-            print(f"(c) extract (store written), batch-tokens {bt:<5d}: "
+            print(f"(b) plain HF forward, batch {b:<3d}           : "
                   f"{n_tokens / sec:9.0f} tokens/s")
-        print(f"ratios: extract / (a) = {rate['c'] / rate['a']:.2f}x   "
-              f"extract / (b, batch {best_b}) = {rate['c'] / rate['b']:.2f}x")
-        size = (work / f"store-{best_bt}.h5").stat().st_size
-        print(f"store size {size / 2**20:.1f} MiB; peak RSS of this process "
-              f"{peak_rss_mb():.0f} MiB")
+        for bt, sec in runs.items():
+            print(f"(c) extract, gzip-1 store, batch-tokens {bt:<5d}: "
+                  f"{n_tokens / sec:9.0f} tokens/s")
+        print(f"(c0) extract, uncompressed store, batch-tokens {best_bt}: "
+              f"{rate['c0']:9.0f} tokens/s")
+        for key, label in (("c", "gzip-1 (default)"), ("c0", "uncompressed")):
+            print(f"ratios, {label}: extract / (a) = {rate[key] / rate['a']:.2f}x   "
+                  f"extract / (b, batch {best_b}) = {rate[key] / rate['b']:.2f}x")
+        for name in (f"store-{best_bt}.h5", "store-raw.h5"):
+            print(f"{name}: {(work / name).stat().st_size / 2**20:.1f} MiB")
+        print(f"peak RSS of this process {peak_rss_mb():.0f} MiB")
         if args.rss_check:
             small, large = (_rss_child(args, n, work) for n in (1000, 3000))
             print(f"peak RSS extracting 1000 stories {small:.0f} MiB, 3000 stories "
@@ -219,9 +226,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_BENCH_MODEL, help="local GPT-Neo HF dir")
     parser.add_argument("--sites", default="key,query,activity")
     parser.add_argument("--batch-tokens", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1024, 4096, 16384], help="comma list to try")
+                        default=[1024, 2048, 8192], help="comma list to try")
     parser.add_argument("--hf-batches", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 4, 16], help="batch sizes to try for (b)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for every measurement")
     parser.add_argument("--rss-check", action="store_true",
                         help="also compare peak RSS for 1000 vs 3000 stories")
 
@@ -232,4 +240,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stories < 1:
         raise UsageError("--stories must be positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return run_bench(args)

@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,11 @@ from extract.store import (
     create_store,
     decode_attrs,
     reopen_store,
+    row_bytes,
 )
 
-DEFAULT_BATCH_TOKENS = 4096
+DEFAULT_BATCH_TOKENS = 2048
+GROUP_BYTES = 128 * 2**20
 # Fault injection for testing --resume: SIGKILL the process after this many chunks.
 KILL_AFTER_ENV = "HEADPROBE_EXTRACT_KILL_AFTER_CHUNKS"
 # Options that must match for --resume to continue a partial store.
@@ -260,7 +263,8 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
                   device: str = "cpu", reinit_seed: int | None = None, resume: bool = False,
                   overwrite: bool = False, shard: str | tuple[int, int] | None = None,
                   path: str = "auto", chunk_rows: int | None = None,
-                  group_tokens: int | None = None, progress: bool = False) -> Path:
+                  group_tokens: int | None = None, compression: int = 1,
+                  progress: bool = False) -> Path:
     """Extract per-head activations of ``dataset_dir`` with ``model`` into the store ``out``.
 
     model: hub name, local HF directory, or a loaded Hugging Face causal LM. Returns ``out``.
@@ -272,6 +276,9 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
     partial = partial_path(out)
     if out.exists() and not (overwrite or resume):
         raise UsageError(f"{out} already exists; pass --overwrite to replace it")
+    if partial.exists() and not (resume or overwrite):
+        raise UsageError(f"{partial} holds an interrupted run; pass --resume to continue it "
+                         "or --overwrite to start again")
     if resume and not partial.exists():
         if out.exists():
             raise UsageError(f"{out} is already complete; nothing to resume")
@@ -304,7 +311,10 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
     chunk_rows = int(chunk_rows or chunk_rows_for(arch["n_layers"], arch["n_heads"],
                                                   arch["d_head"], sites))
     chunk_rows = max(1, min(chunk_rows, rows_total))
-    group_tokens = int(group_tokens or max(4 * batch_tokens, 8192))
+    if not group_tokens:   # bigger groups sort lengths better; keep one under ~128 MiB
+        budget = GROUP_BYTES // row_bytes(arch["n_layers"], arch["n_heads"], arch["d_head"], sites)
+        group_tokens = max(batch_tokens, min(16 * batch_tokens, budget))
+    group_tokens = int(group_tokens)
     options = {"sites": sites, "dtype": dtype, "chunk_rows": chunk_rows,
                "batch_tokens": int(batch_tokens), "group_tokens": group_tokens,
                "device": device, "reinit_seed": -1 if reinit_seed is None else int(reinit_seed)}
@@ -322,7 +332,7 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
     else:
         partial.parent.mkdir(parents=True, exist_ok=True)
         writer = create_store(partial, rows_total, arch, sites, dtype, attrs, dataset.tags,
-                              chunk_rows)
+                              chunk_rows, compression)
         writer.write_tokens(_rows_table(table, stories))
         writer.set_progress(0)
 
@@ -331,29 +341,39 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
     bar = _progress_bar(rows_total, first_row, progress)
     t0 = time.perf_counter()
+    # Compressing and writing a block runs in a second thread while the next block is
+    # computed (zlib and torch both release the GIL); at most one block waits.
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending: Future | None = None
     try:
-        chunks = 0
         for start, block in _iter_chunks(extractor, plan_groups(stories, group_tokens),
                                          first_row, chunk_rows, rows_total):
-            writer.write_block(start, _cast(block, dtype))
-            rows = start + len(next(iter(block.values())))
-            writer.set_progress(rows)
-            bar.update(rows - bar.n)
-            chunks += 1
-            if kill_after and chunks >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if pending is not None:
+                bar.update(pending.result() - bar.n)
+            pending = pool.submit(_write_block, writer, start, block, dtype, kill_after)
+        if pending is not None:
+            bar.update(pending.result() - bar.n)
         writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3)})
         writer.finish()
     finally:
+        pool.shutdown(wait=True)
         writer.close()
         bar.close()
     os.replace(partial, out)
     return out
 
 
-def _cast(block: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
-    return {k: v if v.dtype.kind == "i" else v.astype(dtype, copy=False)
-            for k, v in block.items()}
+def _write_block(writer: Any, start: int, block: dict[str, np.ndarray], dtype: str,
+                 kill_after: int) -> int:
+    """Write one block, flush the progress attribute; return rows now complete."""
+    block = {k: v if v.dtype.kind == "i" else v.astype(dtype, copy=False)
+             for k, v in block.items()}
+    writer.write_block(start, block)
+    rows = start + len(next(iter(block.values())))
+    writer.set_progress(rows)
+    if kill_after and writer.blocks_written >= kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return rows
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:

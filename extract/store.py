@@ -22,6 +22,7 @@ arrays whatever the stored dtype.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,17 +75,30 @@ MIN_CHUNK_ROWS = 256
 BUFFER_BYTES = 64 * 2**20
 
 
+def row_bytes(n_layers: int, n_heads: int, d_head: int, sites: Sequence[str]) -> int:
+    """Bytes of one token's float32 values for all ``sites``."""
+    return max(1, sum(n_layers * n_heads * (d_head if SITES[s][1] == "vector" else 1) * 4
+                      for s in sites))
+
+
 def chunk_rows_for(n_layers: int, n_heads: int, d_head: int, sites: Sequence[str],
                    budget: int = BUFFER_BYTES) -> int:
     """Rows per chunk: a power of two so that one block of rows for all sites fits ``budget``.
 
     The extractor holds one block of float32 rows in memory before writing it.
     """
-    per_row = sum(n_layers * n_heads * (d_head if SITES[s][1] == "vector" else 1) * 4
-                  for s in sites)
-    rows = max(1, budget // max(per_row, 1))
+    rows = max(1, budget // row_bytes(n_layers, n_heads, d_head, sites))
     rows = 1 << (rows.bit_length() - 1)
     return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
+
+
+def encode_chunk(data: np.ndarray, level: int) -> bytes:
+    """Bytes of one chunk as HDF5 stores it with the shuffle + gzip filters (level 0: raw)."""
+    raw = np.ascontiguousarray(data)
+    if level <= 0:
+        return raw.tobytes()
+    shuffled = raw.view(np.uint8).reshape(-1, raw.itemsize).T.tobytes()
+    return zlib.compress(shuffled, level)
 
 
 def encode_attrs(target: h5py.AttributeManager, attrs: dict[str, Any]) -> None:
@@ -128,6 +142,7 @@ class StoreWriter:
         self.sites: list[str] = json.loads(file.attrs["sites"])
         self.n_tokens = int(file.attrs["n_tokens"])
         self.chunk_rows = int(file.attrs["chunk_rows"])
+        self.blocks_written = 0   # by this writer, since it was opened
 
     @property
     def rows_written(self) -> int:
@@ -147,13 +162,39 @@ class StoreWriter:
 
         arrays: site -> [rows, n_layers, n_heads, d_head] (vector sites) or
         [rows, n_layers, n_heads] (activity, entropy, argmax). Every stored site must be given.
+        Blocks that cover whole chunks (chunk-aligned start, a multiple of chunk_rows rows
+        or up to the end of the file) are compressed here and written as raw chunks.
         """
         missing = set(self.sites) - set(arrays)
         if missing:
             raise ValueError(f"block lacks sites {sorted(missing)}")
         for site in self.sites:
-            data = np.asarray(arrays[site])
-            self.file[SITES[site][0]][start:start + len(data)] = data
+            ds = self.file[SITES[site][0]]
+            data = np.asarray(arrays[site], dtype=ds.dtype)
+            rows = len(data)
+            whole = (start % self.chunk_rows == 0
+                     and (rows % self.chunk_rows == 0 or start + rows == self.n_tokens))
+            if whole and ds.chunks is not None:
+                for at in range(0, rows, self.chunk_rows):
+                    self._write_chunks(ds, start + at, data[at:at + self.chunk_rows])
+            else:
+                ds[start:start + rows] = data
+        self.blocks_written += 1
+
+    def _write_chunks(self, ds: h5py.Dataset, start: int, data: np.ndarray) -> None:
+        level = ds.compression_opts if ds.compression == "gzip" else 0
+        if len(data) < self.chunk_rows:          # edge chunks are stored at full size
+            pad = np.zeros((self.chunk_rows - len(data), *data.shape[1:]), dtype=data.dtype)
+            data = np.concatenate([data, pad])
+        n_layers, n_heads = data.shape[1], data.shape[2]
+        if ds.ndim == 4:
+            for layer in range(n_layers):
+                for head in range(n_heads):
+                    ds.id.write_direct_chunk((start, layer, head, 0),
+                                             encode_chunk(data[:, layer, head], level))
+        else:
+            for layer in range(n_layers):
+                ds.id.write_direct_chunk((start, layer, 0), encode_chunk(data[:, layer], level))
 
     def set_progress(self, rows_written: int) -> None:
         """Record that rows [0, rows_written) are complete and flush the file."""
@@ -189,11 +230,12 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
                  sites: Sequence[str] = DEFAULT_SITES, dtype: str = "float16",
                  attrs: dict[str, Any] | None = None,
                  tags: dict[str, list[str]] | None = None,
-                 chunk_rows: int | None = None, compression: int = 4) -> StoreWriter:
+                 chunk_rows: int | None = None, compression: int = 1) -> StoreWriter:
     """Create an empty store at ``path`` (replacing any file there) and return its writer.
 
     arch: needs n_layers, n_heads, d_head (other entries are kept as attributes).
-    sites: names from SITES; dtype: storage dtype of float sites ('float16' or 'float32').
+    sites: names from SITES; dtype: storage dtype of float sites ('float16' or 'float32');
+    compression: gzip level 0-9 of the per-head datasets (0 = uncompressed).
     """
     sites = list(dict.fromkeys(sites))
     unknown = [s for s in sites if s not in SITES]
@@ -211,8 +253,12 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
         "n_tokens": int(n_tokens), "n_layers": n_layers, "n_heads": n_heads, "d_head": d_head,
         "architecture": dict(arch), "sites": sites, "dtype": dtype, "chunk_rows": rows,
         "tags": tags or {"fine": [], "coarse": []}, "rows_written": 0, "complete": 0,
+        "compression": f"gzip level {compression}, shuffle" if compression > 0 else "none",
     }
     encode_attrs(file.attrs, {**root, **(attrs or {})})
+    # gzip (+ byte shuffle) is readable by every HDF5 tool without plugins
+    filters = ({"compression": "gzip", "compression_opts": int(compression), "shuffle": True}
+               if n_tokens and compression > 0 else {})
     shapes = {"vector": (n_layers, n_heads, d_head), "scalar": (n_layers, n_heads),
               "index": (n_layers, n_heads)}
     for site in sites:
@@ -221,9 +267,7 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
         chunks = (rows, 1, 1, d_head) if kind == "vector" else (rows, 1, n_heads)
         ds = file.create_dataset(
             name, shape=(n_tokens, *inner), chunks=chunks if n_tokens else None,
-            dtype="int32" if kind == "index" else dtype,
-            compression="gzip" if n_tokens else None, compression_opts=compression if n_tokens
-            else None, shuffle=bool(n_tokens))
+            dtype="int32" if kind == "index" else dtype, **filters)
         ds.attrs["site"] = site
         ds.attrs["dims"] = ("token, layer, head, d_head" if kind == "vector"
                             else "token, layer, head")

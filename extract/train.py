@@ -327,8 +327,8 @@ def train_model(data: Sequence[str] | Sequence[Sequence[int]] | BatchFn, out_dir
     cfg.check()
     out_dir = Path(out_dir)
     ckpt = checkpoint_path(out_dir)
+    check_target(out_dir, overwrite)
     if not resume:
-        check_target(out_dir, overwrite)
         if ckpt.exists() and not overwrite:
             raise UsageError(f"{ckpt.parent} holds an interrupted run; pass --resume to "
                              "continue it or --overwrite to start over")
@@ -374,6 +374,9 @@ def train_model(data: Sequence[str] | Sequence[Sequence[int]] | BatchFn, out_dir
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             ids, mask = _split_batch(sample(gen, cfg.batch))
+            if ids.shape[1] > cfg.ctx + 1:
+                raise UsageError(f"the sampler gave sequences of {ids.shape[1]} tokens; "
+                                 f"at most ctx + 1 = {cfg.ctx + 1} fit the model")
             loss = batch_loss(model, ids, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -410,7 +413,7 @@ def train_model(data: Sequence[str] | Sequence[Sequence[int]] | BatchFn, out_dir
         if cfg.arch == "attn-only" else None,
         "manifest": base_manifest("extract train"),
     }
-    _save_final(out_dir, model, tok, record, overwrite or resume)
+    _save_final(out_dir, model, tok, record, overwrite)
     shutil.rmtree(ckpt.parent, ignore_errors=True)
     return TrainResult(out_dir, log, loss_value, eval_loss)
 

@@ -19,7 +19,7 @@ def test_shared_dataset_contents(shared_dataset, shared_model, valid_text):
     m = ds.manifest
     assert m["tokenizer"]["vocab_hash"] == vocab_hash(tok) == ds.vocab_hash
     assert m["tokenizer"]["bos_id"] == 0 and m["tokenizer"]["prepend_bos"]
-    assert m["spacy"]["components"] == ["tok2vec", "tagger", "attribute_ruler"]
+    assert m["spacy"]["components"] == ["tok2vec", "tagger"] and m["spacy"]["ruler_as_table"]
     assert m["counts"]["stories"] == 40 and m["seed"] == 0 and m["test_fraction"] == 0.25
     assert m["alignment"]["aligned_fraction"] >= 0.99
     for name in ("BOS", "SPACE", "UNK", "``", "''", "NNP", "VBD", "PRP$"):

@@ -53,16 +53,33 @@ DEFAULT_CORRUPT = "Sue had a red ball. Sue gave the ball to"
 TOP_K = 20
 
 
+def check_lengths(tokenizer: Any, clean: list[int], corrupt: list[int]) -> None:
+    """UsageError showing both tokenisations when the prompts differ in length."""
+    if len(clean) != len(corrupt):
+        raise UsageError(
+            f"clean and corrupted prompts must have the same number of tokens: clean has "
+            f"{len(clean)} {show_tokens(token_strings(tokenizer, clean))}, corrupted has "
+            f"{len(corrupt)} {show_tokens(token_strings(tokenizer, corrupt))}")
+
+
 def tokenize_pair(model: Any, clean: str, corrupt: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids [1, n] of both prompts (with BOS); refused when the lengths differ."""
     a, b = model.to_tokens(clean), model.to_tokens(corrupt)
-    if a.shape[-1] != b.shape[-1]:
-        tok = model.tokenizer
-        raise UsageError(
-            f"clean and corrupted prompts must have the same number of tokens: clean has "
-            f"{a.shape[-1]} {show_tokens(token_strings(tok, a[0].tolist()))}, corrupted has "
-            f"{b.shape[-1]} {show_tokens(token_strings(tok, b[0].tolist()))}")
+    check_lengths(model.tokenizer, a[0].tolist(), b[0].tolist())
     return a, b
+
+
+def precheck_lengths(name: str, clean: str, corrupt: str) -> None:
+    """Refuse prompts of unequal length from the tokenizer alone, before booting the model."""
+    from datasets_build.tokenizer import load_tokenizer
+
+    try:
+        tok = load_tokenizer(name)
+    except UsageError:
+        return  # the model load reports it
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    check_lengths(tok, bos + tok.encode(clean, add_special_tokens=False),
+                  bos + tok.encode(corrupt, add_special_tokens=False))
 
 
 def single_token(model: Any, text: str, flag: str) -> int:
@@ -157,12 +174,18 @@ def normalise(grid: np.ndarray, corrupted: float, clean: float) -> np.ndarray:
     return (grid - corrupted) / (clean - corrupted)
 
 
-def default_answers(model: Any, clean_logits: torch.Tensor,
-                    corrupt_logits: torch.Tensor) -> tuple[int, int]:
-    """Target = the clean prompt's top token; foil = the corrupted prompt's best other token."""
-    target = int(clean_logits.argmax())
-    order = corrupt_logits.argsort(descending=True)
-    foil = int(order[0]) if int(order[0]) != target else int(order[1])
+def default_answers(clean_logits: torch.Tensor, corrupt_logits: torch.Tensor,
+                    k: int = TOP_K) -> tuple[int, int]:
+    """(target, foil) when none are given: among the clean prompt's top-k tokens the one whose
+    log-probability the corruption lowers most, and among the corrupted prompt's top-k the
+    one it raises most (logits [d_vocab] each)."""
+    clean_lp = torch.log_softmax(clean_logits.float(), -1)
+    corrupt_lp = torch.log_softmax(corrupt_logits.float(), -1)
+    top = clean_logits.topk(k).indices
+    target = int(top[(clean_lp - corrupt_lp)[top].argmax()])
+    top = corrupt_logits.topk(k + 1).indices
+    top = top[top != target][:k]
+    foil = int(top[(corrupt_lp - clean_lp)[top].argmax()])
     return target, foil
 
 
@@ -181,7 +204,7 @@ def patch_study(model: Any, clean_text: str, corrupt_text: str, target: str | No
     if (target is None) != (foil is None):
         raise UsageError("give both --target and --foil, or neither")
     if target is None:
-        target_id, foil_id = default_answers(model, clean_logits, corrupt_logits)
+        target_id, foil_id = default_answers(clean_logits, corrupt_logits)
     else:
         target_id, foil_id = single_token(model, target, "--target"), single_token(
             model, foil, "--foil")
@@ -228,7 +251,7 @@ def report(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
              f"clean:     {meta['clean']!r}", f"corrupted: {meta['corrupt']!r}",
              f"target {meta['target']!r} (id {meta['target_id']}), foil {meta['foil']!r} "
              f"(id {meta['foil_id']})" + ("" if meta["answers_given"] else
-                                          " (chosen as the top predictions)"),
+                                          " (chosen from the top predictions)"),
              f"logit difference: clean {meta['clean_logit_diff']:.3f}, corrupted "
              f"{meta['corrupt_logit_diff']:.3f}", ""]
     for which in ("clean", "corrupt"):
@@ -236,7 +259,7 @@ def report(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
         columns = [arrays[f"{which}_top_{k}"] for k in ("rank", "id", "token", "prob")]
         rows = zip(*columns, strict=True)
         lines.append(format_table(["rank", "id", "token", "probability"],
-                                  [(r, i, repr(t), p) for r, i, t, p in rows]))
+                                  [(r, i, repr(str(t)), p) for r, i, t, p in rows]))
         lines.append("")
     grid = arrays["grid"]
     flat = np.argsort(-np.abs(grid - (0 if meta["normalized"] else meta["corrupt_logit_diff"])),
@@ -245,7 +268,7 @@ def report(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
     cells = []
     for i in flat:
         layer, j = np.unravel_index(i, grid.shape)
-        label = f"H{j}" if column == "head" else f"{j} {arrays['corrupt_tokens'][j]!r}"
+        label = f"H{j}" if column == "head" else f"{j} {str(arrays['corrupt_tokens'][j])!r}"
         cells.append((f"L{layer}", label, grid[layer, j]))
     lines.append(f"Cells that move the result most ({meta['value']}):")
     lines.append(format_table(["layer", column, "value"], cells))
@@ -260,7 +283,7 @@ def bench(model: Any, clean_text: str, corrupt_text: str, site: str = "resid_pre
     """
     clean, corrupt = tokenize_pair(model, clean_text, corrupt_text)
     with torch.inference_mode():
-        target, foil = default_answers(model, model(clean)[0, -1], model(corrupt)[0, -1])
+        target, foil = default_answers(model(clean)[0, -1], model(corrupt)[0, -1])
     metric = logit_diff_metric(target, foil)
     times = {}
     grids = {}
@@ -280,10 +303,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean", default=DEFAULT_CLEAN, help="clean prompt")
     parser.add_argument("--corrupt", default=DEFAULT_CORRUPT,
                         help="corrupted prompt (same number of tokens)")
-    parser.add_argument("--target", help="answer token favoured by the clean prompt "
-                                         "(default: the clean prompt's top prediction)")
-    parser.add_argument("--foil", help="answer token favoured by the corrupted prompt "
-                                       "(default: the corrupted prompt's top other prediction)")
+    parser.add_argument("--target", help="answer token favoured by the clean prompt (default: "
+                                         "of the clean prompt's top 20, the one the corruption "
+                                         "lowers most)")
+    parser.add_argument("--foil", help="answer token favoured by the corrupted prompt (default: "
+                                       "of the corrupted prompt's top 20, the one it raises "
+                                       "most)")
     parser.add_argument("--site", default="resid_pre", choices=list(SITES),
                         help="activation to patch (default resid_pre)")
     parser.add_argument("--normalize", action="store_true",
@@ -299,8 +324,8 @@ def run(args: argparse.Namespace) -> int:
     out = output_dir(args, STUDY) if writing else None
     if not args.model:
         raise UsageError("give --model M")
+    precheck_lengths(args.model, args.clean, args.corrupt)
     model = load_study_model(args.model, args.device)
-    tokenize_pair(model, args.clean, args.corrupt)
     if args.bench:
         site = args.site if args.site != "resid_post" else "resid_pre"
         result = bench(model, args.clean, args.corrupt, site)

@@ -269,8 +269,8 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
         target = ""
         if "example_attn_target" in arrays:
             j = int(arrays["example_attn_target"][i])
-            target = f"{j} {tokens[j]!r}"
-        cells.append((i, repr(tok), mark, float(arrays["example_activity"][i]), target))
+            target = f"{j} {str(tokens[j])!r}"
+        cells.append((i, repr(str(tok)), mark, float(arrays["example_activity"][i]), target))
     lines.append(format_table(["pos", "token", "quoted", "activity", "attends most to"], cells))
     return "\n".join(lines)
 

@@ -151,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
     out = output_dir(args, STUDY)
     if not args.model:
         raise UsageError("give --model M")
-    if args.top_k < 1 or args.bins < 1:
-        raise UsageError("--top-k and --bins must be positive")
+    if args.top_k < 1 or args.bins < 1 or args.threshold < 0:
+        raise UsageError("--top-k and --bins must be positive, --threshold >= 0")
     model = load_study_model(args.model, args.device)
     arrays, meta, text = stats_study(model, args.prompt, args.threshold, args.top_k, args.bins)
     meta["model"] = args.model

@@ -202,9 +202,9 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
     cells = []
     for i, tok in enumerate(tokens):
         j = int(arrays["example_attn_target"][i])
-        cells.append((i, repr(tok), arrays["example_tags"][i],
+        cells.append((i, repr(str(tok)), arrays["example_tags"][i],
                       "*" if arrays["example_before"][i] else "",
-                      float(arrays["example_activity"][i]), f"{j} {tokens[j]!r}"))
+                      float(arrays["example_activity"][i]), f"{j} {str(tokens[j])!r}"))
     lines.append(format_table(["pos", "token", "tag", "before", "activity", "attends most to"],
                               cells))
     return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Join shard stores (``--shard i/n``) into one store through HDF5 virtual datasets.
+
+The merged file holds no activations itself: each dataset is a virtual dataset that maps
+consecutive row ranges onto the shard files (referenced by paths relative to the merged
+file, so keep them side by side). Shards are concatenated in shard order, which restores
+the row order of an unsharded run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+
+from datasets_build.atomic import atomic_file
+from datasets_build.cli_support import UsageError
+from datasets_build.manifest import command_line, now_iso
+from extract.store import SITES, decode_attrs, encode_attrs, open_store
+
+# Attributes on which every shard must agree.
+AGREE = ("schema_version", "model", "model_weights_sha256", "reinit_seed", "forward_path",
+         "tokenizer_vocab_hash", "dataset_vocab_hash", "dataset_n_tokens", "split", "sites",
+         "dtype", "n_layers", "n_heads", "d_head", "tags")
+
+
+def _shard_index(attrs: dict, path: Path) -> tuple[int, int]:
+    shard = attrs.get("shard") or ""
+    if not shard:
+        raise UsageError(f"{path} is not a shard (it was extracted without --shard)")
+    i, n = (int(x) for x in shard.split("/"))
+    return i, n
+
+
+def merge_stores(out: str | Path, shards: Sequence[str | Path], overwrite: bool = False) -> Path:
+    """Write ``out`` as a virtual concatenation of the complete shard stores ``shards``."""
+    out = Path(out)
+    if not shards:
+        raise UsageError("give the shard stores to merge")
+    infos = []
+    for path in map(Path, shards):
+        with open_store(path) as store:
+            infos.append((path, store.attrs))
+    first_path, first = infos[0]
+    for path, attrs in infos[1:]:
+        differ = [k for k in AGREE if attrs.get(k) != first.get(k)]
+        if differ:
+            raise UsageError(f"{path} and {first_path} disagree on {', '.join(differ)}")
+    indexed = sorted(((_shard_index(a, p), p, a) for p, a in infos), key=lambda t: t[0])
+    counts = {n for (_, n), _, _ in indexed}
+    if len(counts) != 1:
+        raise UsageError(f"shards come from different splittings: {sorted(counts)}")
+    n = counts.pop()
+    got = [i for (i, _), _, _ in indexed]
+    if got != list(range(n)):
+        missing = sorted(set(range(n)) - set(got))
+        if missing:
+            raise UsageError(f"shards {', '.join(f'{i}/{n}' for i in missing)} are missing")
+        raise UsageError("a shard is given more than once")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out, overwrite=overwrite) as tmp:
+        _write_virtual(tmp, out, [(p, a) for _, p, a in indexed])
+    return out
+
+
+def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> None:
+    sizes = [int(a["n_tokens"]) for _, a in shards]
+    total = sum(sizes)
+    with h5py.File(shards[0][0], "r") as src, h5py.File(tmp, "w") as dst:
+        names = [SITES[s][0] for s in shards[0][1]["sites"]]
+        names += [f"tokens/{c}" for c in src["tokens"]]
+        for name in names:
+            ds = src[name]
+            layout = h5py.VirtualLayout(shape=(total, *ds.shape[1:]), dtype=ds.dtype)
+            start = 0
+            for (path, _), size in zip(shards, sizes, strict=True):
+                rel = os.path.relpath(path.resolve(), final.resolve().parent)
+                layout[start:start + size] = h5py.VirtualSource(rel, name, (size, *ds.shape[1:]))
+                start += size
+            vds = dst.create_virtual_dataset(name, layout)
+            for key, value in ds.attrs.items():
+                vds.attrs[key] = value
+        dst["tokens"].attrs.update(src["tokens"].attrs)
+        attrs = decode_attrs(src.attrs)
+        attrs.update({
+            "n_tokens": total, "rows_written": total, "complete": 1, "shard": "",
+            "n_stories": sum(int(a.get("n_stories", 0)) for _, a in shards),
+            "merged_from": [os.path.relpath(p.resolve(), final.resolve().parent)
+                            for p, _ in shards],
+            "merged_rows": sizes, "merged_at": now_iso(), "merge_command": command_line(),
+            "description": attrs["description"] + " This file is a merge of shard files "
+            "(listed in 'merged_from', paths relative to this file) through HDF5 virtual "
+            "datasets; keep them beside it.",
+        })
+        encode_attrs(dst.attrs, attrs)

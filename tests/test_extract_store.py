@@ -1,0 +1,120 @@
+"""The HDF5 activation store: writer, reader, schema checks."""
+
+import h5py
+import numpy as np
+import pytest
+
+from datasets_build.cli_support import UsageError
+from extract.store import (
+    SCHEMA_VERSION,
+    create_store,
+    open_store,
+    write_store,
+)
+
+TAGS = {"fine": ["NN", "VBD", "DT"], "coarse": ["NOUN", "VERB"]}
+
+
+def _synthetic(n=700, layers=2, heads=3, d_head=4, seed=0):
+    rng = np.random.default_rng(seed)
+    table = {"input_id": rng.integers(0, 100, n), "story_id": np.repeat(np.arange(7), n // 7),
+             "position": np.tile(np.arange(n // 7), 7), "fine_tag": rng.integers(0, 3, n),
+             "coarse_tag": rng.integers(0, 2, n), "quoted": rng.random(n) < 0.3,
+             "split": np.repeat([0, 1], [n - 200, 200])}
+    arrays = {"key": rng.standard_normal((n, layers, heads, d_head)).astype(np.float32),
+              "query": rng.standard_normal((n, layers, heads, d_head)).astype(np.float32),
+              "activity": rng.random((n, layers, heads)).astype(np.float32)}
+    return table, arrays
+
+
+def test_write_store_round_trip_reads_slices_and_selections(tmp_path):
+    table, arrays = _synthetic()
+    path = write_store(tmp_path / "s.h5", table, arrays, attrs={"model": "m", "extra": {"a": [1]}},
+                       tags=TAGS, dtype="float32", chunk_rows=128)
+    with open_store(path) as store:
+        assert (store.n_tokens, store.n_layers, store.n_heads, store.d_head) == (700, 2, 3, 4)
+        assert store.sites == ["key", "query", "activity"]
+        assert store.tags == TAGS and store.attrs["extra"] == {"a": [1]}
+        np.testing.assert_array_equal(store.read("key", 1, 2), arrays["key"][:, 1, 2])
+        np.testing.assert_array_equal(store.read_layer("activity", 0), arrays["activity"][:, 0])
+        idx = store.select(split="test", fine=["NN", "DT"], quoted=False)
+        want = np.flatnonzero((table["split"] == 1) & np.isin(table["fine_tag"], [0, 2])
+                              & ~table["quoted"])
+        np.testing.assert_array_equal(idx, want)
+        np.testing.assert_array_equal(store.read("query", 0, 1, idx), arrays["query"][idx, 0, 1])
+        assert store.read_layer("key", 1, idx).shape == (len(idx), 3, 4)
+        np.testing.assert_array_equal(store.tokens(["story_id"], idx)["story_id"],
+                                      table["story_id"][idx])
+        assert store.tokens()["char_start"].min() == -1      # filled when not given
+        assert store.select(coarse="VERB").size == int((table["coarse_tag"] == 1).sum())
+        with pytest.raises(KeyError):
+            store.read("value", 0, 0)
+        with pytest.raises(IndexError):
+            store.read("key", 2, 0)
+
+
+def test_float16_store_returns_float32_and_chunks_one_head(tmp_path):
+    table, arrays = _synthetic()
+    path = write_store(tmp_path / "s.h5", table, arrays, tags=TAGS, chunk_rows=256)
+    with open_store(path) as store:
+        got = store.read("key", 0, 0)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, arrays["key"][:, 0, 0], atol=2e-3)
+        assert store.file["keys"].chunks == (256, 1, 1, 4)
+        assert store.file["activity"].chunks == (256, 1, 3)
+        assert store.file["keys"].compression == "gzip"
+
+
+def test_direct_chunk_writes_equal_plain_hdf5_writes(tmp_path):
+    """Chunk-aligned blocks are compressed by the writer; other blocks go through HDF5."""
+    table, arrays = _synthetic(n=700)
+    stores = []
+    for name, step in (("aligned", 256), ("ragged", 100)):
+        writer = create_store(tmp_path / f"{name}.h5", 700, {"n_layers": 2, "n_heads": 3,
+                              "d_head": 4}, list(arrays), "float16", tags=TAGS, chunk_rows=256)
+        writer.write_tokens({k: table.get(k, np.zeros(700)) for k in
+                             ("input_id", "story_id", "position", "char_start", "char_end",
+                              "fine_tag", "coarse_tag", "quoted", "straddle", "split")})
+        for start in range(0, 700, step):
+            writer.write_block(start, {k: v[start:start + step] for k, v in arrays.items()})
+        writer.finish()
+        stores.append(open_store(tmp_path / f"{name}.h5"))
+    for site in arrays:
+        for layer in range(2):
+            np.testing.assert_array_equal(stores[0].read_layer(site, layer),
+                                          stores[1].read_layer(site, layer))
+    for store in stores:
+        store.close()
+
+
+def test_plain_h5py_sees_self_describing_attributes(tmp_path):
+    table, arrays = _synthetic()
+    path = write_store(tmp_path / "s.h5", table, arrays, tags=TAGS)
+    with h5py.File(path, "r") as f:
+        assert "token" in f.attrs["description"]
+        assert f.attrs["schema_version"] == SCHEMA_VERSION
+        assert f["keys"].attrs["dims"] == "token, layer, head, d_head"
+        assert "hook_k" in f["keys"].attrs["description"]
+        assert f["tokens/fine_tag"].shape == (700,)
+
+
+def test_open_store_refuses_non_stores_wrong_versions_and_partial_files(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        open_store(tmp_path / "missing.h5")
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(UsageError, match="not an HDF5"):
+        open_store(tmp_path / "text.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.attrs["x"] = 1
+    with pytest.raises(UsageError, match="not a headprobe"):
+        open_store(tmp_path / "other.h5")
+    table, arrays = _synthetic()
+    path = write_store(tmp_path / "s.h5", table, arrays, tags=TAGS)
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(UsageError, match="version"):
+        open_store(path)
+    writer = create_store(tmp_path / "p.h5", 10, {"n_layers": 1, "n_heads": 1, "d_head": 2})
+    writer.close()
+    with pytest.raises(UsageError, match="unfinished"):
+        open_store(tmp_path / "p.h5")

@@ -1,0 +1,98 @@
+"""Quotation heads: spans, per-story statistics on a synthetic store, attention on the real one."""
+
+import numpy as np
+import pytest
+import torch
+
+from datasets_build.cli_support import run_main
+from extract.store import open_store, write_store
+from probing.__main__ import main
+from probing.studies import quote
+from probing.studies.common import read_stories
+from probing.study_io import read_study
+
+
+def test_quote_spans_find_the_opening_mark():
+    strings = ["<bos>", "Tom", " said", ' "', "I", " am", '."', " Then", ' "', "Go", '!"']
+    quoted = np.array([0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0], bool)
+    assert quote.quote_spans(quoted, strings) == [(3, 4, 6), (8, 9, 10)]
+    # a mark fused with the first quoted word opens its own quotation
+    strings = ["<bos>", " said", ' "I', " am", '."']
+    assert quote.quote_spans(np.array([0, 0, 1, 1, 0], bool), strings) == [(2, 2, 4)]
+    assert quote.quote_spans(np.array([0, 1, 1, 0, 0], bool), ["a", "b", "c", "d", "e"]) == \
+        [(-1, 1, 3)]
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    """12 stories of 20 tokens, quoted at positions 5..11; head L1H2 is 3x as active inside."""
+    rng = np.random.default_rng(0)
+    n_stories, n_tok = 12, 20
+    position = np.tile(np.arange(n_tok), n_stories)
+    quoted = (position >= 5) & (position < 12)
+    activity = rng.uniform(0.5, 1.5, size=(n_stories * n_tok, 2, 3)).astype(np.float32)
+    activity[quoted, 1, 2] *= 3.0
+    table = {"input_id": rng.integers(1, 50, n_stories * n_tok), "position": position,
+             "story_id": np.repeat(np.arange(n_stories), n_tok), "quoted": quoted}
+    path = tmp_path_factory.mktemp("quote") / "synthetic.h5"
+    return write_store(path, table, {"activity": activity}, dtype="float32")
+
+
+def test_activity_statistics_find_the_quotation_head(synthetic_store):
+    with open_store(synthetic_store) as store:
+        arrays, meta, report = quote.quote_study(store)
+        act = store.read("activity", 0, 1)
+        table = store.tokens(["story_id", "position", "quoted"])
+    assert tuple(meta["best_head"]) == (1, 2)
+    assert arrays["ratio"][1, 2] == pytest.approx(3.0, rel=0.15)
+    assert np.delete(arrays["ratio"].ravel(), 5).max() < 1.3
+    assert arrays["t_pvalue"][1, 2] < 1e-4 and arrays["wilcoxon_pvalue"][1, 2] < 0.01
+    assert arrays["story_mean_in"].shape == (12, 2, 3) and meta["n_stories"] == 12
+    story = table["story_id"] == 4
+    inside = act[story & table["quoted"]].mean()
+    outside = act[story & ~table["quoted"] & (table["position"] > 0)].mean()
+    assert arrays["story_mean_in"][4, 0, 1] == pytest.approx(inside, rel=1e-5)
+    assert arrays["story_mean_out"][4, 0, 1] == pytest.approx(outside, rel=1e-5)
+    assert arrays["example_activity"].shape == arrays["example_quoted"].shape
+    assert "L1H2" in report and "attn" not in report.splitlines()[1]
+
+
+def test_attention_to_the_opening_mark_matches_the_pattern_hooks(studies_store, study_model):
+    with open_store(studies_store) as store:
+        arrays, meta, report = quote.quote_study(store, study_model, max_stories=3)
+        stories = read_stories(store)
+        quoted_col = store.tokens(["quoted"])["quoted"].astype(bool)
+    assert meta["n_stories"] > 0 and meta["n_quoted_queries"] > 0
+    assert arrays["attn_to_open"].shape == (8, 16)
+    assert np.all((arrays["attn_to_open"] >= 0) & (arrays["attn_to_open"] <= 1))
+    # recompute from run_with_cache on the first story with a quotation
+    tok = study_model.tokenizer
+    for story in stories:
+        q = quoted_col[story.rows]
+        strings = [tok.decode([int(i)]) for i in story.input_ids]
+        spans = [s for s in quote.quote_spans(q, strings) if s[0] >= 0]
+        if spans:
+            break
+    one = quote.quote_attention(study_model, [story], [q], [strings])
+    _, cache = study_model.run_with_cache(torch.as_tensor(story.input_ids)[None])
+    values = [cache["blocks.3.attn.hook_pattern"][0, 5, p, mark].item()
+              for mark, start, end in spans for p in range(max(start, mark + 1), end)]
+    assert one["attn_to_open"][3, 5] == pytest.approx(np.mean(values), abs=1e-5)
+    best = tuple(meta["best_head"])
+    n = len(arrays["example_tokens"])
+    assert arrays["example_pattern"].shape == (n, n)
+    np.testing.assert_allclose(arrays["example_pattern"].sum(-1), 1.0, atol=1e-4)
+    assert arrays["ratio"][best] == np.nanmax(arrays["ratio"])
+    assert "attends most to" in report
+
+
+def test_quote_cli_without_model(studies_store, tmp_path):
+    out = tmp_path / "quote"
+    assert run_main(main, ["quote", "--store", str(studies_store), "--no-model",
+                           "--out", str(out)]) == 0
+    res = read_study(out)
+    assert res.study == "quote" and "attn_to_open" not in res.arrays
+    assert isinstance(res.arrays["example_tokens"][0], str)
+    assert res.meta["axes"]["ratio"] == ["layer", "head"]
+    assert run_main(main, ["quote", "--store", str(tmp_path / "missing.h5"),
+                           "--out", str(tmp_path / "q2")]) == 2
