@@ -159,12 +159,15 @@ def _rss_child(args: argparse.Namespace, n_stories: int, workdir: Path) -> float
     code = ("import sys, json; from extract.bench import _rss_run; "
             "print(json.dumps(_rss_run(*sys.argv[1:])))")
     result = subprocess.run(
-        [sys.executable, "-c", code, args.text, args.model, str(n_stories), str(workdir)],
+        [sys.executable, "-c", code, args.text, args.model, str(n_stories), str(workdir),
+         str(torch.get_num_threads())],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
     return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"])
 
 
-def _rss_run(text: str, model_dir: str, n_stories: str, workdir: str) -> dict[str, float]:
+def _rss_run(text: str, model_dir: str, n_stories: str, workdir: str,
+             threads: str) -> dict[str, float]:
+    torch.set_num_threads(int(threads))
     work = Path(workdir) / f"rss-{n_stories}"
     tok = load_tokenizer(model_dir)
     dataset = write_untagged_dataset(work / "dataset", read_stories(text, int(n_stories)), tok)

@@ -65,7 +65,7 @@ class TrainConfig:
     ctx: int = 256          # training window = max positions of the model
     window: int = 256       # local attention window of the "local" layers
     vocab_size: int = 0     # 0: taken from the tokenizer
-    steps: int = 1000
+    steps: int = 2000
     batch: int = 32
     lr: float = 3e-3
     warmup: int = -1        # -1: 5% of the steps

@@ -132,7 +132,7 @@ def test_cli_trains_a_chat_model_with_sender_tokens(tmp_path):
     assert sorted(record["sender_tokens"]) == chatlog.sender_names(6)
     with pytest.raises(UsageError, match="already exists"):
         run_train(args)
-    args.resume = True
+    args.resume, args.out = True, str(tmp_path / "other")
     with pytest.raises(UsageError, match="nothing to resume"):
         run_train(args)
 

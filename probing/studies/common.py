@@ -277,6 +277,14 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def example_window(marked: np.ndarray, width: int = 40, before: int = 6) -> range:
+    """Positions of an example shown in a report: ``width`` tokens from a little before the
+    first marked position (marked [n_tok] bool)."""
+    hits = np.flatnonzero(marked)
+    start = max(0, int(hits[0]) - before) if len(hits) else 0
+    return range(start, min(len(marked), start + width))
+
+
 def top_heads(score: np.ndarray, k: int, largest: bool = True) -> list[tuple[int, int]]:
     """The ``k`` best (layer, head) of a [n_layers, n_heads] score grid (NaNs last)."""
     flat = np.where(np.isnan(score), -np.inf if largest else np.inf, score).ravel()

@@ -29,6 +29,7 @@ from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
     add_store_argument,
+    example_window,
     format_table,
     head_label,
     is_quote_mark,
@@ -264,7 +265,8 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
     lines += ["", f"Example story {meta['example_story_id']} under {head_label(*best)}:"]
     tokens = arrays.get("example_tokens", arrays["example_ids"].astype(str))
     cells = []
-    for i, tok in enumerate(tokens):
+    for i in example_window(np.asarray(arrays["example_quoted"])):
+        tok = tokens[i]
         mark = "q" if arrays["example_quoted"][i] else ""
         target = ""
         if "example_attn_target" in arrays:

@@ -25,6 +25,7 @@ from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
     add_store_argument,
+    example_window,
     format_table,
     head_label,
     load_study_model,
@@ -200,7 +201,8 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
              f"{head_label(*meta['best_head'])} (* = before position):"]
     tokens = arrays["example_tokens"]
     cells = []
-    for i, tok in enumerate(tokens):
+    for i in example_window(np.asarray(arrays["example_before"])):
+        tok = tokens[i]
         j = int(arrays["example_attn_target"][i])
         cells.append((i, repr(str(tok)), arrays["example_tags"][i],
                       "*" if arrays["example_before"][i] else "",

@@ -227,7 +227,7 @@ def _generations(args: argparse.Namespace, model: Any, tok: Any, chat: str, bos:
     lines = [f"free generations: {len(texts)} x {args.gen_tokens} tokens, {n} consecutive "
              f"timestamp pairs ({found['malformed']} with an unreadable timestamp)"]
     if not n:
-        return lines
+        return lines + ["backwards in time: n/a (no readable consecutive timestamps)"]
     q = np.percentile(deltas, [5, 25, 50, 75, 95])
     lines.append(f"backwards in time: {backward:.1%}; equal: {float((deltas == 0).mean()):.1%}")
     lines.append("time difference (s) percentiles 5/25/50/75/95: "
