@@ -36,11 +36,13 @@ from datasets_build.tokenizer import load_tokenizer, vocab_hash
 from extract.forward import FastForward, HookForward, fast_supported
 from extract.models import DEFAULT_MODEL, bridge_from_hf, load_hf_model, model_fingerprint
 from extract.store import (
+    DEFAULT_COMPRESSION,
     DEFAULT_SITES,
     SITES,
     chunk_rows_for,
     create_store,
     decode_attrs,
+    parse_compression,
     reopen_store,
     row_bytes,
 )
@@ -138,12 +140,19 @@ def plan_batches(group: Sequence[Story], batch_tokens: int) -> list[list[Story]]
 
 
 class Extractor:
-    """Runs a forward path over stories and returns their rows as float32 numpy arrays."""
+    """Runs a forward path over stories and returns their rows as numpy arrays.
 
-    def __init__(self, forward: Any, input_ids: np.ndarray, batch_tokens: int):
+    forward: a forward path; input_ids: [dataset tokens] int; batch_tokens: padded tokens per
+    forward pass; dtype: 'float32' or 'float16', the dtype float sites are returned in (each
+    batch is converted once, on the torch side).
+    """
+
+    def __init__(self, forward: Any, input_ids: np.ndarray, batch_tokens: int,
+                 dtype: str = "float32"):
         self.forward = forward
         self.input_ids = input_ids
         self.batch_tokens = batch_tokens
+        self.dtype = dtype
         self.n_ctx = forward.n_ctx
 
     def run_group(self, group: Sequence[Story]) -> dict[str, np.ndarray]:
@@ -151,6 +160,7 @@ class Extractor:
         start = group[0].store_start
         total = sum(s.n_tokens for s in group)
         result: dict[str, np.ndarray] = {}
+        float_dtype = getattr(torch, self.dtype)
         for batch in plan_batches(group, self.batch_tokens):
             seq = max(s.n_tokens for s in batch)
             ids = np.zeros((len(batch), seq), dtype=np.int64)
@@ -159,9 +169,11 @@ class Extractor:
                     story.dataset_start:story.dataset_start + story.n_tokens]
             out = self.forward(torch.from_numpy(ids).to(self.forward.device))
             for site, tensor in out.items():
+                if tensor.is_floating_point():
+                    tensor = tensor.to(float_dtype)
                 values = tensor.cpu().numpy()
                 if site not in result:
-                    dtype = np.int32 if site == "argmax" else np.float32
+                    dtype = np.int32 if site == "argmax" else values.dtype
                     result[site] = np.empty((total, *values.shape[2:]), dtype=dtype)
                 for row, story in enumerate(batch):
                     at = story.store_start - start
@@ -263,7 +275,8 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
                   device: str = "cpu", reinit_seed: int | None = None, resume: bool = False,
                   overwrite: bool = False, shard: str | tuple[int, int] | None = None,
                   path: str = "auto", chunk_rows: int | None = None,
-                  group_tokens: int | None = None, compression: int = 1,
+                  group_tokens: int | None = None,
+                  compression: str | int = DEFAULT_COMPRESSION,
                   progress: bool = False) -> Path:
     """Extract per-head activations of ``dataset_dir`` with ``model`` into the store ``out``.
 
@@ -285,6 +298,7 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
         raise UsageError(f"nothing to resume: {partial} does not exist")
     if batch_tokens < 1:
         raise UsageError("--batch-tokens must be positive")
+    parse_compression(compression)
     sites = list(dict.fromkeys(sites))
     unknown = [s for s in sites if s not in SITES]
     if unknown or not sites:
@@ -337,12 +351,13 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
         writer.set_progress(0)
 
     first_row = writer.rows_written
-    extractor = Extractor(forward, table["input_id"], batch_tokens)
+    extractor = Extractor(forward, table["input_id"], batch_tokens, dtype)
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
     bar = _progress_bar(rows_total, first_row, progress)
     t0 = time.perf_counter()
     # Compressing and writing a block runs in a second thread while the next block is
-    # computed (zlib and torch both release the GIL); at most one block waits.
+    # computed (zlib and torch both release the GIL, so this uses a second core); at most
+    # one block waits.
     pool = ThreadPoolExecutor(max_workers=1)
     pending: Future | None = None
     try:

@@ -16,6 +16,8 @@ are garbage and are dropped by the caller.
 - :class:`FastForward` re-implements GPT-Neo and GPT-2 from their Hugging Face weights with
   fused attention (``scaled_dot_product_attention``), skips everything after the last
   attention layer (last MLP, final LayerNorm, LM head) and keeps only the requested sites.
+  Local-attention layers longer than their window attend block by block, so that each
+  query block only meets the keys of its window instead of the whole sequence.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from datasets_build.cli_support import UsageError
 VECTOR_SITES = ("key", "query", "value", "z")
 PATTERN_SITES = ("entropy", "argmax")
 FAST_MODEL_TYPES = ("gpt_neo", "gpt2")
+LOCAL_BLOCK = 128   # queries per block of a local-attention layer past its window
 
 
 def _allocate(sites: Sequence[str], batch: int, seq: int, n_layers: int, n_heads: int,
@@ -59,6 +62,39 @@ def local_mask(seq: int, window: int, device: torch.device) -> torch.Tensor:
     i = torch.arange(seq, device=device)[:, None]
     j = torch.arange(seq, device=device)[None, :]
     return (j <= i) & (i - j < window)
+
+
+def band_mask(queries: int, window: int, device: torch.device) -> torch.Tensor:
+    """[queries, queries + window - 1] bool for a block of queries that starts ``window - 1``
+    keys after its first key: query i may see keys i .. i + window - 1 (the last is itself)."""
+    i = torch.arange(queries, device=device)[:, None]
+    j = torch.arange(queries + window - 1, device=device)[None, :]
+    return (j >= i) & (j < i + window)
+
+
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                    scale: float, block: int = LOCAL_BLOCK) -> torch.Tensor:
+    """Causal attention limited to the last ``window`` keys (GPT-Neo local layers).
+
+    q, k, v: [batch, head, seq, d_head] -> [batch, head, seq, d_head]. The first ``window``
+    queries are plainly causal; later ones go in blocks that see only their window's keys,
+    so the work grows with seq * window rather than seq ** 2.
+    """
+    seq = q.shape[2]
+    z = torch.empty_like(q)
+    first = min(seq, window)
+    z[:, :, :first] = F.scaled_dot_product_attention(
+        q[:, :, :first], k[:, :, :first], v[:, :, :first], is_causal=True, scale=scale)
+    masks: dict[int, torch.Tensor] = {}
+    for start in range(first, seq, block):
+        end = min(start + block, seq)
+        keys = slice(start - window + 1, end)
+        if end - start not in masks:
+            masks[end - start] = band_mask(end - start, window, q.device)
+        z[:, :, start:end] = F.scaled_dot_product_attention(
+            q[:, :, start:end], k[:, :, keys], v[:, :, keys], attn_mask=masks[end - start],
+            scale=scale)
+    return z
 
 
 @dataclass
@@ -163,7 +199,7 @@ class FastForward:
             self._masks = {(seq, window): local_mask(seq, window, self.device)}
         return self._masks[seq, window]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         batch, seq = input_ids.shape
         out = _allocate(self.sites, batch, seq, self.n_layers, self.n_heads, self.d_head,
@@ -180,11 +216,13 @@ class FastForward:
                 if site in out:
                     out[site][:, :, index] = tensor
             qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
-            mask = (self._local_mask(seq, layer.window)
-                    if layer.window is not None and seq > layer.window else None)
-            z = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, is_causal=mask is None,
-                                               scale=layer.scale)
+            local = layer.window is not None and seq > layer.window
+            if local:
+                z = local_attention(qh, kh, vh, layer.window, layer.scale)
+            else:
+                z = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=layer.scale)
             if need_pattern:
+                mask = self._local_mask(seq, layer.window) if local else None
                 self._pattern_sites(out, index, qh, kh, layer.scale, mask)
             z = z.transpose(1, 2)                                   # [batch, seq, head, d_head]
             if "z" in out:

@@ -11,7 +11,10 @@ Layout (schema version 1, see docs/hdf5-schema.md)::
     /attn_argmax   [n_tokens, n_layers, n_heads]          position attended most (optional)
     /tokens/<col>  [n_tokens]                              the token table (input_id, story_id, ...)
 
-Datasets are token-major, chunked along tokens and gzip-compressed. Vector sites use
+Datasets are token-major, chunked along tokens and deflate-compressed (the standard HDF5
+gzip filter after byte shuffle; by default the writer's deflate streams use Huffman coding
+only, which is several times cheaper than gzip level 1 and compresses float16 activations
+about as well). Vector sites use
 chunks of ``(chunk_rows, 1, 1, d_head)`` so reading one (layer, head) decompresses only
 that head; scalar sites use ``(chunk_rows, 1, n_heads)`` so one chunk row holds a layer.
 
@@ -70,6 +73,9 @@ DESCRIPTION = (
     "(see each dataset's 'dims' and 'description'); the token table is in /tokens/<column>. "
     "Root attributes whose names are listed in 'json_attributes' hold JSON text. "
     "'complete' is 1 once every row has been written.")
+# --compression: "fast" (default) = deflate with Huffman coding only, "none", or gzip "1".."9".
+COMPRESSIONS = ("fast", "none", *(str(level) for level in range(1, 10)))
+DEFAULT_COMPRESSION = "fast"
 MAX_CHUNK_ROWS = 16384
 MIN_CHUNK_ROWS = 256
 BUFFER_BYTES = 64 * 2**20
@@ -92,13 +98,72 @@ def chunk_rows_for(n_layers: int, n_heads: int, d_head: int, sites: Sequence[str
     return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
 
 
+def parse_compression(spec: str | int) -> int:
+    """Compression spec -> deflate level: 0 none, 1-9 gzip level, -1 Huffman-only ("fast").
+
+    Accepts "fast", "none", or a gzip level 0-9 (as int or text).
+    """
+    text = str(spec).strip().lower()
+    if text == "fast":
+        return -1
+    if text in ("none", "0"):
+        return 0
+    if text in COMPRESSIONS:
+        return int(text)
+    raise UsageError(f"unknown compression {spec!r}; choose fast, none or a gzip level 1-9")
+
+
+def describe_compression(level: int) -> str:
+    """The root attribute ``compression`` for a level from :func:`parse_compression`."""
+    if level < 0:
+        return "gzip filter (deflate, Huffman coding only), shuffle"
+    return f"gzip level {level}, shuffle" if level > 0 else "none"
+
+
+def _level_of(description: str) -> int:
+    if "huffman" in description.lower():
+        return -1
+    words = description.split()
+    return int(words[2].rstrip(",")) if description.startswith("gzip level") else 0
+
+
+def deflate(data: Any, level: int) -> bytes:
+    """zlib-format deflate stream of ``data`` (what HDF5's gzip filter decodes).
+
+    level -1: Huffman coding only (no match search); zlib releases the GIL while it runs.
+    """
+    if level < 0:
+        packer = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+        return packer.compress(data) + packer.flush()
+    return zlib.compress(data, level)
+
+
+def shuffled_chunks(block: np.ndarray) -> np.ndarray:
+    """Byte-shuffled chunks of a block, one per (layer, head) or per layer, in one copy.
+
+    block: [rows, n_layers, n_heads, d_head] -> uint8 [n_layers, n_heads, chunk bytes] for
+    chunks (rows, 1, 1, d_head); [rows, n_layers, n_heads] -> [n_layers, chunk bytes] for
+    chunks (rows, 1, n_heads). Each row is what HDF5's shuffle filter makes of the chunk:
+    byte k of every element (in row-major element order), for k = 0 .. itemsize - 1.
+    """
+    raw = np.ascontiguousarray(block)
+    size = raw.dtype.itemsize
+    u8 = raw.view(np.uint8).reshape(*raw.shape, size)
+    if raw.ndim == 4:      # [rows, L, H, D, byte] -> [L, H, byte, rows, D]
+        out = np.ascontiguousarray(u8.transpose(1, 2, 4, 0, 3))
+        return out.reshape(raw.shape[1], raw.shape[2], -1)
+    out = np.ascontiguousarray(u8.transpose(1, 3, 0, 2))  # [rows, L, H, byte] -> [L, byte, rows, H]
+    return out.reshape(raw.shape[1], -1)
+
+
 def encode_chunk(data: np.ndarray, level: int) -> bytes:
-    """Bytes of one chunk as HDF5 stores it with the shuffle + gzip filters (level 0: raw)."""
+    """Bytes of one chunk as HDF5 stores it with the shuffle + gzip filters (level 0: raw;
+    -1: Huffman-only deflate)."""
     raw = np.ascontiguousarray(data)
-    if level <= 0:
+    if level == 0:
         return raw.tobytes()
     shuffled = raw.view(np.uint8).reshape(-1, raw.itemsize).T.tobytes()
-    return zlib.compress(shuffled, level)
+    return deflate(shuffled, level)
 
 
 def encode_attrs(target: h5py.AttributeManager, attrs: dict[str, Any]) -> None:
@@ -142,6 +207,7 @@ class StoreWriter:
         self.sites: list[str] = json.loads(file.attrs["sites"])
         self.n_tokens = int(file.attrs["n_tokens"])
         self.chunk_rows = int(file.attrs["chunk_rows"])
+        self.level = _level_of(str(file.attrs.get("compression", "none")))
         self.blocks_written = 0   # by this writer, since it was opened
 
     @property
@@ -182,19 +248,25 @@ class StoreWriter:
         self.blocks_written += 1
 
     def _write_chunks(self, ds: h5py.Dataset, start: int, data: np.ndarray) -> None:
-        level = ds.compression_opts if ds.compression == "gzip" else 0
+        """Write whole chunks: ``data`` holds at most chunk_rows rows from ``start``."""
+        level = self.level if ds.compression == "gzip" else 0
         if len(data) < self.chunk_rows:          # edge chunks are stored at full size
             pad = np.zeros((self.chunk_rows - len(data), *data.shape[1:]), dtype=data.dtype)
             data = np.concatenate([data, pad])
-        n_layers, n_heads = data.shape[1], data.shape[2]
-        if ds.ndim == 4:
-            for layer in range(n_layers):
-                for head in range(n_heads):
-                    ds.id.write_direct_chunk((start, layer, head, 0),
-                                             encode_chunk(data[:, layer, head], level))
+        if level == 0:
+            chunks = np.ascontiguousarray(np.moveaxis(data, 0, 2 if ds.ndim == 4 else 1))
         else:
-            for layer in range(n_layers):
-                ds.id.write_direct_chunk((start, layer, 0), encode_chunk(data[:, layer], level))
+            chunks = shuffled_chunks(data)
+        for layer in range(data.shape[1]):
+            if ds.ndim == 4:
+                for head in range(data.shape[2]):
+                    payload = chunks[layer, head]
+                    ds.id.write_direct_chunk((start, layer, head, 0), payload if level == 0
+                                             else deflate(payload, level))
+            else:
+                payload = chunks[layer]
+                ds.id.write_direct_chunk((start, layer, 0), payload if level == 0
+                                         else deflate(payload, level))
 
     def set_progress(self, rows_written: int) -> None:
         """Record that rows [0, rows_written) are complete and flush the file."""
@@ -230,13 +302,16 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
                  sites: Sequence[str] = DEFAULT_SITES, dtype: str = "float16",
                  attrs: dict[str, Any] | None = None,
                  tags: dict[str, list[str]] | None = None,
-                 chunk_rows: int | None = None, compression: int = 1) -> StoreWriter:
+                 chunk_rows: int | None = None,
+                 compression: str | int = DEFAULT_COMPRESSION) -> StoreWriter:
     """Create an empty store at ``path`` (replacing any file there) and return its writer.
 
     arch: needs n_layers, n_heads, d_head (other entries are kept as attributes).
     sites: names from SITES; dtype: storage dtype of float sites ('float16' or 'float32');
-    compression: gzip level 0-9 of the per-head datasets (0 = uncompressed).
+    compression: of the per-head datasets: "fast" (Huffman-only deflate), "none" or a gzip
+    level 1-9 (:func:`parse_compression`); the token table is always gzip-compressed.
     """
+    level = parse_compression(compression)
     sites = list(dict.fromkeys(sites))
     unknown = [s for s in sites if s not in SITES]
     if unknown:
@@ -253,12 +328,14 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
         "n_tokens": int(n_tokens), "n_layers": n_layers, "n_heads": n_heads, "d_head": d_head,
         "architecture": dict(arch), "sites": sites, "dtype": dtype, "chunk_rows": rows,
         "tags": tags or {"fine": [], "coarse": []}, "rows_written": 0, "complete": 0,
-        "compression": f"gzip level {compression}, shuffle" if compression > 0 else "none",
+        "compression": describe_compression(level),
     }
     encode_attrs(file.attrs, {**root, **(attrs or {})})
-    # gzip (+ byte shuffle) is readable by every HDF5 tool without plugins
-    filters = ({"compression": "gzip", "compression_opts": int(compression), "shuffle": True}
-               if n_tokens and compression > 0 else {})
+    # gzip (+ byte shuffle) is readable by every HDF5 tool without plugins; the "fast"
+    # Huffman-only streams are ordinary deflate streams, and rows HDF5 itself compresses
+    # (blocks not aligned to chunks) use gzip level 1.
+    filters = ({"compression": "gzip", "compression_opts": max(level, 1), "shuffle": True}
+               if n_tokens and level != 0 else {})
     shapes = {"vector": (n_layers, n_heads, d_head), "scalar": (n_layers, n_heads),
               "index": (n_layers, n_heads)}
     for site in sites:

@@ -55,7 +55,7 @@ def test_mean_z_is_the_mean_over_non_bos_tokens(studies_store, study_model):
 def test_ablation_study_and_cli(studies_store, study_model, shared_model, tmp_path):
     with open_store(studies_store) as store:
         arrays, meta, report = ablation.ablation_study(store, study_model, [(1, 2), (1, 7)],
-                                                       "mean", draws=2, max_stories=2)
+                                                       "mean", draws=2, max_stories=1)
     assert arrays["random_delta"].shape == (2, len(arrays["tags"]))
     assert arrays["count"].sum() == meta["n_predictions"]
     weighted = np.nansum(arrays["ablated_delta"] * arrays["count"]) / arrays["count"].sum()

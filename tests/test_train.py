@@ -146,3 +146,15 @@ def test_bad_settings_are_usage_errors(tmp_path, chat_texts):
         train_model(chat_texts, tmp_path / "x", "bpe:many", **TINY)
     with pytest.raises(UsageError, match="vocab_size"):
         train_model(repeated_batches, tmp_path / "x", **TINY)
+
+
+def test_bpe_tokenizer_trained_on_the_corpus(tmp_path, chat_texts):
+    from transformers import AutoTokenizer
+
+    train_model(chat_texts, tmp_path / "bpe", "bpe:300", extra_tokens=["Member 1"],
+                progress=False, **{**TINY, "steps": 2})
+    tok = AutoTokenizer.from_pretrained(tmp_path / "bpe")
+    assert len(tok) <= 301 and tok.convert_ids_to_tokens(0) == "<|endoftext|>"
+    ids = tok("[06/03/2021, 09:00:28] Member 1: ok", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids).count("Member 1") == 1
+    assert len(ids) < 30  # merges learnt from the corpus shorten the text
