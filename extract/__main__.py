@@ -18,7 +18,7 @@ from datasets_build.cli_support import Parser, UsageError, run_main, split_list
 from datasets_build.rundir import resolve
 from extract.extractor import DEFAULT_BATCH_TOKENS
 from extract.models import DEFAULT_MODEL
-from extract.store import DEFAULT_SITES, DTYPES, SITES
+from extract.store import COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_SITES, DTYPES, SITES
 
 PROG = "python -m extract"
 
@@ -48,8 +48,9 @@ def build_parser() -> Parser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--chunk-rows", type=int, help="tokens per HDF5 chunk (default: sized "
                         "so one block of rows takes about 64 MiB)")
-    parser.add_argument("--compression", type=int, default=1, choices=range(10),
-                        metavar="0-9", help="gzip level, 0 = none (default 1)")
+    parser.add_argument("--compression", default=DEFAULT_COMPRESSION, choices=COMPRESSIONS,
+                        metavar="fast|none|1-9", help="per-head datasets: 'fast' (default, "
+                        "Huffman-only deflate), 'none', or a gzip level 1-9 for archives")
     parser.add_argument("--resume", action="store_true", help="continue OUT.partial")
     parser.add_argument("--shard", help="i/n: extract the i-th of n parts of the stories")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")

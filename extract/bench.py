@@ -6,9 +6,15 @@ the shared validation text with the model's tokenizer and measures, side by side
   (a) one story per forward pass through a plain HF model, with ``register_forward_hook``
       on every layer's k/q projections and on the input of ``out_proj``, results collected
       in Python lists (the straightforward way of collecting head activations);
-  (b) the plain HF forward with no hooks, at its best batch size;
-  (c) this package's extractor writing a complete store (fast path; gzip level 1, the
-      default, and uncompressed).
+  (b) the plain HF forward with no hooks, at its best batch size (stories sorted by length
+      so that batches carry little padding);
+  (c) this package's extractor writing a complete store with the default compression, timed
+      over the whole ``extract_store`` call (model and dataset loading included), at its best
+      ``--batch-tokens``.
+
+The three are measured in ``--repeat`` interleaved rounds (the machine may be shared); each
+round prints its own ratios, and the summary uses the median rate of each. The last round
+also times other compression settings for the size/speed table.
 
 ``--rss-check`` also extracts 1000 and 3000 stories in fresh subprocesses and compares
 their peak resident memory (the extractor streams, so the ratio should stay near 1).
@@ -26,15 +32,16 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from datasets_build.cli_support import Parser, UsageError
+from datasets_build.cli_support import Parser, UsageError, split_list
 from datasets_build.dataset import write_dataset
 from datasets_build.sources import read_separated
 from datasets_build.tokenizer import bos_id, load_tokenizer, vocab_hash
+from extract.store import DEFAULT_COMPRESSION, parse_compression
 
 DEFAULT_TEXT = "../shared/data/tinystories/valid-3117.txt"
 DEFAULT_BENCH_MODEL = "../shared/models/tinystories-8L"
@@ -101,6 +108,22 @@ def write_untagged_dataset(out_dir: str | Path, texts: Sequence[str], tokenizer:
     return out_dir
 
 
+class Timing(NamedTuple):
+    """Seconds of one measurement: wall clock and CPU time of this process (all threads)."""
+
+    wall: float
+    cpu: float
+
+
+def _clock() -> Timing:
+    return Timing(time.perf_counter(), time.process_time())
+
+
+def _since(start: Timing) -> Timing:
+    now = _clock()
+    return Timing(now.wall - start.wall, now.cpu - start.cpu)
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -112,7 +135,7 @@ def _hf_model(model_dir: str) -> Any:
     return load_hf_model(model_dir)
 
 
-def bench_hooked_hf(hf: Any, stories: Sequence[np.ndarray]) -> float:
+def bench_hooked_hf(hf: Any, stories: Sequence[np.ndarray]) -> Timing:
     """(a) one story per forward, forward hooks on k/q projections and out_proj input."""
     keys: list[torch.Tensor] = []
     queries: list[torch.Tensor] = []
@@ -123,19 +146,21 @@ def bench_hooked_hf(hf: Any, stories: Sequence[np.ndarray]) -> float:
         handles.append(att.k_proj.register_forward_hook(lambda m, i, o: keys.append(o)))
         handles.append(att.q_proj.register_forward_hook(lambda m, i, o: queries.append(o)))
         handles.append(att.out_proj.register_forward_hook(lambda m, i, o: zs.append(i[0])))
-    t0 = time.perf_counter()
+    start = _clock()
     with torch.no_grad():
         for ids in stories:
             hf(torch.from_numpy(ids)[None])
-    seconds = time.perf_counter() - t0
+    seconds = _since(start)
     for handle in handles:
         handle.remove()
     return seconds
 
 
-def bench_plain_hf(hf: Any, stories: Sequence[np.ndarray], batch: int) -> float:
-    """(b) the plain HF forward, right-padded batches of ``batch`` stories (no hooks)."""
-    t0 = time.perf_counter()
+def bench_plain_hf(hf: Any, stories: Sequence[np.ndarray], batch: int) -> Timing:
+    """(b) the plain HF forward, right-padded batches of ``batch`` stories (no hooks), stories
+    sorted by length."""
+    stories = sorted(stories, key=len)
+    start = _clock()
     with torch.no_grad():
         for i in range(0, len(stories), batch):
             part = stories[i:i + batch]
@@ -143,15 +168,16 @@ def bench_plain_hf(hf: Any, stories: Sequence[np.ndarray], batch: int) -> float:
             for row, story in enumerate(part):
                 ids[row, :len(story)] = story
             hf(torch.from_numpy(ids))
-    return time.perf_counter() - t0
+    return _since(start)
 
 
-def bench_extractor(dataset: Path, model_dir: str, out: Path, **options: Any) -> float:
+def bench_extractor(dataset: Path, model_dir: str, out: Path, **options: Any) -> Timing:
+    """The whole ``extract_store`` call (loading the model and dataset included)."""
     from extract.extractor import extract_store
 
-    t0 = time.perf_counter()
+    start = _clock()
     extract_store(dataset, model_dir, out, overwrite=True, **options)
-    return time.perf_counter() - t0
+    return _since(start)
 
 
 def _rss_child(args: argparse.Namespace, n_stories: int, workdir: Path) -> float:
@@ -175,6 +201,41 @@ def _rss_run(text: str, model_dir: str, n_stories: str, workdir: str,
     return {"peak_rss_mb": peak_rss_mb()}
 
 
+def _bench_round(hf: Any, stories: Sequence[np.ndarray], dataset: Path, work: Path,
+                 args: argparse.Namespace, sites: list[str]) -> dict[str, Any]:
+    """Timings of (a), (b) at each batch size, extract at each batch-tokens; best of each."""
+    t_a = bench_hooked_hf(hf, stories)
+    plain = {b: bench_plain_hf(hf, stories, b) for b in args.hf_batches}
+    runs = {bt: bench_extractor(dataset, args.model, work / f"store-{bt}.h5", batch_tokens=bt,
+                                sites=sites) for bt in args.batch_tokens}
+    best_b = min(plain, key=lambda b: plain[b].wall)
+    best_bt = min(runs, key=lambda bt: runs[bt].wall)
+    return {"a": t_a, "plain": plain, "runs": runs, "b": plain[best_b], "best_b": best_b,
+            "c": runs[best_bt], "best_bt": best_bt}
+
+
+def _rates(n_tokens: int, timing: Timing) -> str:
+    return (f"{n_tokens / timing.wall:7.0f} tokens/s wall, "
+            f"{n_tokens / timing.cpu:7.0f} per CPU-second")
+
+
+def _ratios(res: dict[str, Any], field: str) -> str:
+    a, b, c = (getattr(res[k], field) for k in ("a", "b", "c"))
+    return f"extract / (a) = {a / c:.2f}x   extract / (b) = {b / c:.2f}x"
+
+
+def _print_round(index: int, res: dict[str, Any], n_tokens: int) -> None:
+    print(f"round {index + 1}:")
+    print(f"  (a) HF + forward hooks, one story per pass  : {_rates(n_tokens, res['a'])}")
+    for b, timing in res["plain"].items():
+        print(f"  (b) plain HF forward, batch {b:<3d}            : {_rates(n_tokens, timing)}")
+    for bt, timing in res["runs"].items():
+        print(f"  (c) extract, whole call, batch-tokens {bt:<5d}: {_rates(n_tokens, timing)}")
+    print(f"  ratios, wall clock: {_ratios(res, 'wall')}   (b at batch {res['best_b']}, "
+          f"extract at batch-tokens {res['best_bt']})")
+    print(f"  ratios, CPU time  : {_ratios(res, 'cpu')}")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.model)
     texts = read_stories(args.text, args.stories)
@@ -189,32 +250,30 @@ def run_bench(args: argparse.Namespace) -> int:
               f"{torch.get_num_threads()} torch threads")
         hf = _hf_model(args.model)
         bench_plain_hf(hf, stories[:20], 1)                      # warm-up
-        t_a = bench_hooked_hf(hf, stories)
-        plain = {b: bench_plain_hf(hf, stories, b) for b in args.hf_batches}
-        best_b = min(plain, key=plain.get)
-        runs = {}
-        for bt in args.batch_tokens:
-            runs[bt] = bench_extractor(dataset, args.model, work / f"store-{bt}.h5",
-                                       batch_tokens=bt, sites=args.sites.split(","))
-        best_bt = min(runs, key=runs.get)
-        raw = bench_extractor(dataset, args.model, work / "store-raw.h5", batch_tokens=best_bt,
-                              sites=args.sites.split(","), compression=0)
-        rate = {"a": n_tokens / t_a, "b": n_tokens / plain[best_b],
-                "c": n_tokens / runs[best_bt], "c0": n_tokens / raw}
-        print(f"(a) HF + forward hooks, one story per pass : {rate['a']:9.0f} tokens/s")
-        for b, sec in plain.items():
-            print(f"(b) plain HF forward, batch {b:<3d}           : "
-                  f"{n_tokens / sec:9.0f} tokens/s")
-        for bt, sec in runs.items():
-            print(f"(c) extract, gzip-1 store, batch-tokens {bt:<5d}: "
-                  f"{n_tokens / sec:9.0f} tokens/s")
-        print(f"(c0) extract, uncompressed store, batch-tokens {best_bt}: "
-              f"{rate['c0']:9.0f} tokens/s")
-        for key, label in (("c", "gzip-1 (default)"), ("c0", "uncompressed")):
-            print(f"ratios, {label}: extract / (a) = {rate[key] / rate['a']:.2f}x   "
-                  f"extract / (b, batch {best_b}) = {rate[key] / rate['b']:.2f}x")
-        for name in (f"store-{best_bt}.h5", "store-raw.h5"):
-            print(f"{name}: {(work / name).stat().st_size / 2**20:.1f} MiB")
+        sites = args.sites.split(",")
+        rounds = []
+        for index in range(args.repeat):
+            rounds.append(_bench_round(hf, stories, dataset, work, args, sites))
+            _print_round(index, rounds[-1], n_tokens)
+        median = {key: Timing(*(float(np.median([getattr(r[key], f) for r in rounds]))
+                                for f in Timing._fields)) for key in ("a", "b", "c")}
+        print(f"medians over {len(rounds)} rounds:")
+        for key, label in (("a", "(a) HF + hooks"), ("b", "(b) plain HF  "),
+                           ("c", "extract       ")):
+            print(f"  {label}: {_rates(n_tokens, median[key])}")
+        print(f"  ratios, wall clock: {_ratios(median, 'wall')}")
+        print(f"  ratios, CPU time  : {_ratios(median, 'cpu')}")
+        last = rounds[-1]
+        best_bt = last["best_bt"]
+        print(f"compression settings (batch-tokens {best_bt}, last round):")
+        for comp in args.compare:
+            name = f"store-{best_bt}.h5" if comp == DEFAULT_COMPRESSION else f"store-{comp}.h5"
+            timing = last["c"] if comp == DEFAULT_COMPRESSION else bench_extractor(
+                dataset, args.model, work / name, batch_tokens=best_bt, sites=sites,
+                compression=comp)
+            size = (work / name).stat().st_size / 2**20
+            print(f"  --compression {comp:<5s}: {_rates(n_tokens, timing)}, {size:6.1f} MiB, "
+                  f"extract / (a) = {last['a'].wall / timing.wall:.2f}x wall")
         print(f"peak RSS of this process {peak_rss_mb():.0f} MiB")
         if args.rss_check:
             small, large = (_rss_child(args, n, work) for n in (1000, 3000))
@@ -229,10 +288,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_BENCH_MODEL, help="local GPT-Neo HF dir")
     parser.add_argument("--sites", default="key,query,activity")
     parser.add_argument("--batch-tokens", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1024, 2048, 8192], help="comma list to try")
+                        default=[512, 1024, 2048], help="comma list to try")
     parser.add_argument("--hf-batches", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 4, 16], help="batch sizes to try for (b)")
+                        default=[1, 4], help="batch sizes to try for (b) (default 1,4)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for every measurement")
+    parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds (default 2)")
+    parser.add_argument("--compare", type=split_list, default=["fast", "none", "1"],
+                        help="compression settings for the size table (default fast,none,1)")
     parser.add_argument("--rss-check", action="store_true",
                         help="also compare peak RSS for 1000 vs 3000 stories")
 
@@ -243,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stories < 1:
         raise UsageError("--stories must be positive")
+    if args.repeat < 1:
+        raise UsageError("--repeat must be positive")
+    for comp in args.compare:
+        parse_compression(comp)
     if args.threads:
         torch.set_num_threads(args.threads)
     return run_bench(args)

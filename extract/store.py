@@ -74,7 +74,7 @@ DESCRIPTION = (
     "Root attributes whose names are listed in 'json_attributes' hold JSON text. "
     "'complete' is 1 once every row has been written.")
 # --compression: "fast" (default) = deflate with Huffman coding only, "none", or gzip "1".."9".
-COMPRESSIONS = ("fast", "none", *(str(level) for level in range(1, 10)))
+COMPRESSIONS = ("fast", "none", *(str(level) for level in range(10)))
 DEFAULT_COMPRESSION = "fast"
 MAX_CHUNK_ROWS = 16384
 MIN_CHUNK_ROWS = 256

@@ -11,12 +11,14 @@ from figures.plotting import new_figure
 
 
 def draw_ablation(tags: Sequence[str], ablated: np.ndarray, random: np.ndarray,
-                  heads_label: str, title: str = "") -> Figure:
+                  heads_label: str, title: str = "", counts: np.ndarray | None = None
+                  ) -> Figure:
     """Per-tag loss change when ``heads_label`` are ablated, beside a random-head baseline.
 
     ablated: [n_tags] loss change (nats) on tokens of each tag; random: [n_draws, n_tags]
     loss change for random head sets of the same size (mean bar, 5-95 % whiskers), or
-    [n_tags] when only the mean is known. Tags are sorted by the excess over the baseline.
+    [n_tags] when only the mean is known; counts: [n_tags] predicted tokens of each tag
+    (shown in the tick labels). Tags are sorted by the excess over the baseline.
     """
     ablated = np.asarray(ablated, dtype=float)
     random = np.asarray(random, dtype=float)
@@ -36,8 +38,9 @@ def draw_ablation(tags: Sequence[str], ablated: np.ndarray, random: np.ndarray,
     ax.bar(x + 0.2, mean[order], width=0.4, color="0.6", yerr=yerr, capsize=2, label=label)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xticks(x)
-    ax.set_xticklabels([tags[i] for i in order], rotation=90, fontsize=8)
-    ax.set_xlabel("tag of the predicted token")
+    names = [str(t) if counts is None else f"{t} ({int(counts[i])})" for i, t in enumerate(tags)]
+    ax.set_xticklabels([names[i] for i in order], rotation=90, fontsize=8)
+    ax.set_xlabel("tag of the predicted token" + ("" if counts is None else " (tokens)"))
     ax.set_ylabel("loss change (nats)")
     ax.legend(fontsize=8)
     ax.set_title(title or f"Ablating {heads_label}")

@@ -9,21 +9,21 @@ Nothing here recomputes results: every number drawn is read from the files.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
-from datasets_build.cli_support import UsageError
 from figures.ablation import draw_ablation
-from figures.chat import draw_histogram, histogram_of
+from figures.chat import draw_histogram, draw_prob_table, draw_stacked_fractions, histogram_of
+from figures.heads import draw_head_grids
 from figures.patching import draw_logit_diff, draw_table
 from figures.plotting import head_name
-from figures.probe_grids import draw_tag_detail, draw_tag_grids, selectivity
+from figures.probe_grids import draw_tag_detail, draw_tag_grids
 from figures.registry import PROBES, MissingData, Planned, Source, register
 from figures.repeated import draw_half_losses, draw_head_scores, draw_mlp_patching
-from figures.stats import draw_layer_boxes, draw_layer_histograms
+from figures.stats import draw_layer_fractions, draw_site_boxes, draw_site_histograms
 from figures.traces import draw_activity_trace, draw_attention_pattern
+from probing.results import RESULTS_FILE, ProbeResults, read_results
 from probing.study_io import StudyResults, read_study
 
 # ---------------------------------------------------------------- sources
@@ -45,23 +45,10 @@ def classify(path: Path) -> str | None:
 
 def _is_probe_results(path: Path) -> bool:
     """True when ``path`` holds a probe grid written by ``probing fit``."""
-    try:
-        from probing import results as probe_results
-    except ImportError:  # the probing stage is not installed
-        return False
-    name = getattr(probe_results, "RESULTS_FILE", None)
-    if name is not None:
-        return (path / name).is_file()
-    try:
-        probe_results.read_results(path)
-    except (UsageError, OSError, ValueError, KeyError):
-        return False
-    return True
+    return (path / RESULTS_FILE).is_file()
 
 
-def load_probes(path: Path) -> Any:
-    from probing.results import read_results
-
+def load_probes(path: Path) -> ProbeResults:
     return read_results(path)
 
 
@@ -243,27 +230,75 @@ def plan_tag_attention(source: Source) -> list[Planned]:
                     lambda: draw_attention_pattern(pattern, tokens, head, title), _inputs(st))]
 
 
+@register("quote_heads", "quote",
+          "per head: activity ratio inside/outside quotations, paired t and attention to the "
+          "opening quotation mark (layer x head)")
+def plan_quote_heads(source: Source) -> list[Planned]:
+    st = _study(source)
+    _need(st, "ratio", "t_stat")
+    grids = [("activity ratio inside / outside quotes", "auto"),
+             ("paired t (inside - outside)", "diverging")]
+    arrays = [st.arrays["ratio"], st.arrays["t_stat"]]
+    if "attn_to_open" in st.arrays:
+        grids.append(("attention to the opening quote", "unit"))
+        arrays.append(st.arrays["attn_to_open"])
+    title = f"Quotation heads ({st.meta.get('n_stories', '?')} stories with quotations)"
+    return [Planned("quote_heads", lambda: draw_head_grids(
+        arrays, [g[0] for g in grids], title, [g[1] for g in grids]), _inputs(st))]
+
+
+@register("tag_induction_heads", "tag-induction",
+          "per head: attention to earlier tag tokens just before a tag token, its baseline "
+          "and their difference (layer x head)")
+def plan_tag_heads(source: Source) -> list[Planned]:
+    st = _study(source)
+    _need(st, "score_before", "score_random", "score_diff")
+    tag = _before_label(st)
+    names = [f"attention to earlier {tag} (before {tag})", "the same at other positions",
+             "difference"]
+    arrays = [st.arrays[n] for n in ("score_before", "score_random", "score_diff")]
+    uniform = st.meta.get("uniform_score")
+    title = (f"{tag} induction heads ({st.meta.get('n_before', '?')} positions before {tag}"
+             + (f"; uniform attention would give {uniform:.3f})" if uniform is not None
+                else ")"))
+    return [Planned("tag_induction_heads", lambda: draw_head_grids(
+        arrays, names, title, ["unit", "unit", "diverging"]), _inputs(st))]
+
+
 # ---------------------------------------------------------------- probe grids
 
 SITE_NAMES = {"key": "keys", "query": "queries", "value": "values"}
+# Per-tag F1 controls drawn as grids: array -> (figure suffix, label). The majority-class
+# baseline is left out: it is the same number in every cell.
+PROBE_CONTROLS = {"f1_shuffled": ("shuffled", "shuffled labels"),
+                  "f1_random": ("random", "randomly initialised model")}
 
 
-def _probe_array(res: Any, name: str) -> np.ndarray:
-    """Array ``name`` of a probe grid ([site, layer, head, tag]), as an attribute or entry."""
-    value = getattr(res, name, None)
-    if value is None and isinstance(getattr(res, "arrays", None), dict):
-        value = res.arrays.get(name)
-    if value is None:
-        raise MissingData(f"probe results at {res.path} lack array {name!r}")
-    return np.asarray(value, dtype=float)
+def _probes(source: Source) -> ProbeResults:
+    res = source.data()
+    if "f1" not in res.arrays:
+        raise MissingData(f"probe results at {res.path} lack array 'f1'")
+    return res
 
 
-def _probe_labels(res: Any) -> tuple[list[str], list[str]]:
-    tags = getattr(res, "tags", None) or getattr(res, "tag_names", None)
-    sites = getattr(res, "sites", None) or getattr(res, "site_names", None)
-    if tags is None or sites is None:
-        raise MissingData(f"probe results at {res.path} lack tag or site names")
-    return [str(t) for t in tags], [str(s) for s in sites]
+def _probe_support(res: ProbeResults) -> np.ndarray | None:
+    """Test tokens per tag [K] (the same in every cell), or None."""
+    support = res.arrays.get("support")
+    return None if support is None else support.reshape(-1, support.shape[-1])[0]
+
+
+def _probe_controls(res: ProbeResults) -> dict[str, np.ndarray]:
+    return {name: res.arrays[name].astype(float) for name in PROBE_CONTROLS
+            if name in res.arrays}
+
+
+def _selectivity(res: ProbeResults) -> tuple[np.ndarray | None, str]:
+    """The stored selectivity [S, L, H, K] and the name of its control."""
+    if "selectivity" not in res.arrays:
+        return None, ""
+    control = str(res.attrs.get("selectivity_control") or "control")
+    return res.arrays["selectivity"].astype(float), PROBE_CONTROLS.get(
+        f"f1_{control}", (control, control))[1]
 
 
 def _probe_inputs(source: Source) -> list[Path]:
@@ -277,125 +312,213 @@ def _site_figure(site: str) -> str:
 
 @register("probes_<site>", PROBES,
           "F1 per tag, layer x head small multiples, one figure per site (probes_keys, "
-          "probes_queries), with _shuffled (label-shuffled control) and _selectivity companions")
+          "probes_queries), with _shuffled and _random (control probes) and _selectivity "
+          "companions when the controls were run")
 def plan_probe_grids(source: Source) -> list[Planned]:
-    res = source.data()
-    tags, sites = _probe_labels(res)
-    f1, shuffled = _probe_array(res, "f1"), _probe_array(res, "f1_shuffled")
+    res = _probes(source)
+    tags, layers = list(res.tags), list(res.layers)
+    f1 = res.arrays["f1"].astype(float)
     support = _probe_support(res)
+    sel, sel_control = _selectivity(res)
     inputs = _probe_inputs(source)
     planned = []
-    for s, site in enumerate(sites):
-        name = _site_figure(site)
-        what = SITE_NAMES.get(site, site)
-        planned += [
-            Planned(name, lambda s=s, what=what: draw_tag_grids(
-                f1[s], tags, f"F1 of probes on {what}", "F1", support=support), inputs),
-            Planned(f"{name}_shuffled", lambda s=s, what=what: draw_tag_grids(
-                shuffled[s], tags, f"F1 of probes on {what}, shuffled labels (control)",
-                "F1, shuffled labels", support=support), inputs),
-            Planned(f"{name}_selectivity", lambda s=s, what=what: draw_tag_grids(
-                selectivity(f1[s], shuffled[s]), tags,
-                f"Selectivity of probes on {what} (F1 minus shuffled-label F1)",
-                "selectivity", diverging=True, support=support), inputs),
-        ]
+    for s, site in enumerate(res.sites):
+        name, what = _site_figure(site), SITE_NAMES.get(site, site)
+
+        def grid(values, title, label, diverging=False):
+            return lambda: draw_tag_grids(values, tags, title, label, diverging=diverging,
+                                          support=support, layers=layers)
+
+        planned.append(Planned(name, grid(f1[s], f"F1 of probes on {what} (test split)",
+                                          "F1"), inputs))
+        for array, control in _probe_controls(res).items():
+            suffix, label = PROBE_CONTROLS[array]
+            planned.append(Planned(f"{name}_{suffix}", grid(
+                control[s], f"F1 of control probes on {what}: {label}", f"F1, {label}"),
+                inputs))
+        if sel is not None:
+            planned.append(Planned(f"{name}_selectivity", grid(
+                sel[s], f"Selectivity of probes on {what}: F1 minus F1 with {sel_control}",
+                "selectivity", diverging=True), inputs))
     return planned
-
-
-def _probe_support(res: Any) -> np.ndarray | None:
-    try:
-        support = _probe_array(res, "support")
-    except MissingData:
-        return None
-    return support.reshape(-1, support.shape[-1])[0]
 
 
 @register("f1:<TAG>", PROBES,
-          "one tag in full: per site its F1 grid, shuffled-label control and selectivity "
-          "(e.g. --only f1:VBD; 'f1' selects every tag)")
+          "one tag in full: per site its F1 grid, control grids and selectivity, best head "
+          "boxed (e.g. --only f1:VBD; 'f1' selects every tag)")
 def plan_probe_tags(source: Source) -> list[Planned]:
-    res = source.data()
-    tags, sites = _probe_labels(res)
-    f1, shuffled = _probe_array(res, "f1"), _probe_array(res, "f1_shuffled")
+    res = _probes(source)
+    sites = [SITE_NAMES.get(s, s) for s in res.sites]
+    f1 = res.arrays["f1"].astype(float)
+    controls = _probe_controls(res)
+    sel, sel_control = _selectivity(res)
+    bounds = ((res.arrays["f1_lo"], res.arrays["f1_hi"])
+              if "f1_lo" in res.arrays and "f1_hi" in res.arrays else None)
     support = _probe_support(res)
     inputs = _probe_inputs(source)
     planned = []
-    for k, tag in enumerate(tags):
+    for k, tag in enumerate(res.tags):
         if support is not None and support[k] <= 0:
             continue
-        n = None if support is None else int(support[k])
-        planned.append(Planned(f"f1:{tag}", lambda k=k, tag=tag, n=n: draw_tag_detail(
-            f1[..., k], shuffled[..., k], [SITE_NAMES.get(s, s) for s in sites], tag, n),
-            inputs))
+
+        def draw(k=k, tag=tag):
+            return draw_tag_detail(
+                f1[..., k], {PROBE_CONTROLS[a][1]: c[..., k] for a, c in controls.items()},
+                sites, tag, None if support is None else int(support[k]),
+                sel=None if sel is None else sel[..., k], sel_control=sel_control,
+                layers=list(res.layers),
+                interval=None if bounds is None else (bounds[0][..., k], bounds[1][..., k]))
+
+        planned.append(Planned(f"f1:{tag}", draw, inputs))
     return planned
 
 
-# ---------------------------------------------------------------- ablation, statistics, tables
-
-
-def _first(st: StudyResults, *names: str) -> np.ndarray:
-    """The first of ``names`` the study holds (studies may name an array either way)."""
-    for name in names:
-        if name in st.arrays:
-            return st.arrays[name]
-    raise MissingData(f"study {st.study!r} at {st.path} lacks array {' or '.join(names)}")
+# ---------------------------------------------------------------- ablation, statistics
 
 
 @register("ablation", "ablate",
           "per-tag loss change when the chosen heads are ablated, against random heads")
 def plan_ablation(source: Source) -> list[Planned]:
     st = _study(source)
-    tags = [str(t) for t in _first(st, "tags", "tag_names")]
-    ablated = _first(st, "loss_change", "delta_loss", "ablated_delta")
-    random = _first(st, "random_loss_change", "random_delta_loss", "random_delta")
-    heads = st.meta.get("heads", "heads")
-    label = ", ".join(head_name(*h) for h in heads) if isinstance(heads, list) else str(heads)
-    return [Planned("ablation", lambda: draw_ablation(tags, ablated, random, label),
-                    _inputs(st))]
+    _need(st, "tags", "ablated_delta", "random_delta")
+    a = st.arrays
+    tags = [str(t) for t in a["tags"]]
+    heads = ", ".join(head_name(*h) for h in a["heads"]) if "heads" in a else str(
+        st.meta.get("heads", "heads"))
+    mode = st.meta.get("mode", "zero")
+    title = (f"{str(mode).capitalize()}-ablation of {heads}: loss change on predicted tokens "
+             f"by tag\n({st.meta.get('n_stories', '?')} {st.meta.get('split', '')} stories; "
+             f"overall {st.meta.get('ablated_delta_all', float('nan')):+.3f} nats)")
+    return [Planned("ablation", lambda: draw_ablation(
+        tags, a["ablated_delta"], a["random_delta"], heads, title, counts=a.get("count")),
+        _inputs(st))]
 
 
-@register("activation_stats", "stats", "per-layer distributions of activation statistics")
+STATS_SITES = {"attn_out": "attention output (hook_attn_out)",
+               "ln2_out": "residual after attention + LayerNorm (ln2.hook_out)",
+               "mlp": "MLP neurons after the activation (mlp.hook_post)"}
+BOX_STATS = ("min", "q25", "median", "q75", "max")
+
+
+def _layer_labels(st: StudyResults, n: int) -> list[str]:
+    return [f"L{i}" for i in range(n)]
+
+
+def _prompt_title(st: StudyResults, what: str) -> str:
+    prompt = str(st.meta.get("prompt", ""))
+    short = prompt if len(prompt) <= 70 else prompt[:67] + "..."
+    return f"{what} on {short!r}" if prompt else what
+
+
+@register("activation_stats", "stats",
+          "per-layer box plots (min, quartiles, max, mean) of the attention output, the "
+          "normalised residual and the MLP neurons")
 def plan_stats(source: Source) -> list[Planned]:
     st = _study(source)
-    value = str(st.meta.get("value", st.meta.get("site", "activation")))
-    if "hist_counts" in st.arrays:
-        _need(st, "hist_edges")
-        counts, edges = st.arrays["hist_counts"], st.arrays["hist_edges"]
-        layers = [f"L{i}" for i in range(counts.shape[0])]
-        return [Planned("activation_stats", lambda: draw_layer_histograms(
-            counts, edges, layers, value), _inputs(st))]
-    quantiles = _first(st, "quantiles", "layer_quantiles")
-    means = st.arrays.get("mean")
-    layers = [f"L{i}" for i in range(quantiles.shape[0])]
-    return [Planned("activation_stats", lambda: draw_layer_boxes(
-        quantiles, layers, value, means=means), _inputs(st))]
+    _need(st, "summary_names")
+    names = [str(n) for n in st.arrays["summary_names"]]
+    missing = [n for n in (*BOX_STATS, "mean") if n not in names]
+    if missing:
+        raise MissingData(f"study {st.study!r} at {st.path}: summary_names lacks "
+                          f"{', '.join(missing)}")
+    panels = {}
+    for site, label in STATS_SITES.items():
+        if f"{site}_summary" in st.arrays:
+            table = st.arrays[f"{site}_summary"]
+            panels[label] = (table[:, [names.index(n) for n in BOX_STATS]],
+                             table[:, names.index("mean")])
+    if not panels:
+        raise MissingData(f"study {st.study!r} at {st.path} lacks array(s) attn_out_summary, "
+                          "ln2_out_summary")
+    n_layers = next(iter(panels.values()))[0].shape[0]
+    title = _prompt_title(st, "Activations per layer")
+    return [Planned("activation_stats", lambda: draw_site_boxes(
+        panels, _layer_labels(st, n_layers), title), _inputs(st))]
 
 
-def _table_figure(st: StudyResults, name: str, title: str) -> list[Planned]:
-    """A study's table: meta ``table_columns`` names arrays of equal length, one per column."""
-    _need_meta(st, "table_columns")
-    columns = list(st.meta["table_columns"])
-    _need(st, *columns)
-    rows = [list(r) for r in zip(*(st.arrays[c] for c in columns), strict=True)]
-    return [Planned(name, lambda: draw_table(columns, rows, title), _inputs(st))]
+@register("activation_hist", "stats",
+          "per-layer histograms (ridgelines) of the attention output and the normalised "
+          "residual")
+def plan_stats_hist(source: Source) -> list[Planned]:
+    st = _study(source)
+    panels = {}
+    for site in ("attn_out", "ln2_out"):
+        if f"{site}_hist" in st.arrays:
+            _need(st, f"{site}_hist_edges")
+            panels[STATS_SITES[site]] = (st.arrays[f"{site}_hist"],
+                                         st.arrays[f"{site}_hist_edges"])
+    if not panels:
+        _need(st, "attn_out_hist", "ln2_out_hist")
+    n_layers = next(iter(panels.values()))[0].shape[0]
+    title = _prompt_title(st, "Histograms per layer")
+    return [Planned("activation_hist", lambda: draw_site_histograms(
+        panels, _layer_labels(st, n_layers), title), _inputs(st))]
 
 
-@register("next_token_table", "next-token", "the next-token sweep as a table")
+@register("mlp_sparsity", "stats", "fraction of MLP neuron values near zero, per layer")
+def plan_mlp_sparsity(source: Source) -> list[Planned]:
+    st = _study(source)
+    _need(st, "mlp_near_zero", "mlp_below")
+    thr = st.meta.get("threshold", "threshold")
+    fractions = {f"|x| < {thr}": st.arrays["mlp_near_zero"],
+                 f"x < {thr}": st.arrays["mlp_below"]}
+    layers = _layer_labels(st, len(st.arrays["mlp_near_zero"]))
+    title = _prompt_title(st, "MLP neurons (post-activation)")
+    return [Planned("mlp_sparsity", lambda: draw_layer_fractions(
+        fractions, layers, "fraction of neuron values", title), _inputs(st))]
+
+
+# ---------------------------------------------------------------- chat studies
+
+
+@register("next_token_table", "next-token",
+          "next-token probabilities: one row per prompt (or --vary value), one column per token")
 def plan_next_token(source: Source) -> list[Planned]:
     st = _study(source)
-    return _table_figure(st, "next_token_table", "Next-token predictions")
+    _need(st, "values", "tokens", "probs")
+    a = st.arrays
+    vary = st.meta.get("vary")
+    rows = [str(v) for v in a["values"]] if vary else ["prompt"]
+    prompt = str(st.meta.get("prompt", ""))
+    prompt = prompt if len(prompt) <= 80 else "..." + prompt[-77:]
+    title = f"Next-token probabilities\n{prompt!r}"
+    return [Planned("next_token_table", lambda: draw_prob_table(
+        a["probs"], rows, [str(t) for t in a["tokens"]], str(vary or ""), title), _inputs(st))]
+
+
+@register("time_order_mass", "time-order",
+          "probability of an earlier, the same or a later timestamp digit, by previous digit")
+def plan_time_mass(source: Source) -> list[Planned]:
+    st = _study(source)
+    names = ("past_mass", "same_mass", "future_mass", "non_digit_mass")
+    _need(st, "previous_digit", *names)
+    previous = st.arrays["previous_digit"]
+    digits = sorted({int(d) for d in previous})
+    parts = {n.removesuffix("_mass").replace("_", "-"): np.array(
+        [st.arrays[n][previous == d].mean() for d in digits]) for n in names}
+    counts = [int((previous == d).sum()) for d in digits]
+    field = st.meta.get("field", "minute")
+    title = (f"Next {field} tens digit after a message: earlier, same or later than the "
+             f"previous one\n(mean past mass {st.meta.get('mean_past_mass', float('nan')):.1%})")
+    return [Planned("time_order_mass", lambda: draw_stacked_fractions(
+        parts, [str(d) for d in digits], f"previous {field} tens digit", title, counts),
+        _inputs(st))]
 
 
 @register("time_order_hist", "time-order",
-          "histogram of predicted minus previous timestamp (forward in time is positive)")
+          "histogram of the time between consecutive generated timestamps (negative: "
+          "backwards)")
 def plan_time_order(source: Source) -> list[Planned]:
     st = _study(source)
-    if "delta_counts" in st.arrays:
-        _need(st, "delta_edges")
-        counts, edges = st.arrays["delta_counts"], st.arrays["delta_edges"]
-    else:
-        counts, edges = histogram_of(_first(st, "deltas", "time_deltas"))
-    unit = st.meta.get("unit", "s")
+    _need(st, "gen_deltas")
+    deltas = st.arrays["gen_deltas"]
+    if deltas.size == 0:
+        raise MissingData(f"study {st.study!r} at {st.path} has no consecutive generated "
+                          "timestamps (gen_deltas is empty)")
+    counts, edges = histogram_of(deltas, symlog=True)
+    back = st.meta.get("gen_backward", float((deltas < 0).mean()))
+    title = (f"Generated chats: next minus previous timestamp ({len(deltas)} pairs, "
+             f"{back:.1%} backwards)")
     return [Planned("time_order_hist", lambda: draw_histogram(
-        counts, edges, f"predicted minus previous timestamp ({unit})",
-        "Order of generated timestamps", marker_label="same time"), _inputs(st))]
+        counts, edges, "next minus previous timestamp (s, symmetric log scale)", title,
+        marker_label="same time", symlog=True), _inputs(st))]

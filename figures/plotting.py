@@ -17,6 +17,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 SEQUENTIAL = "viridis"
 DIVERGING = "RdBu_r"
@@ -108,3 +109,10 @@ def hide_unused(axes: np.ndarray, n_used: int) -> None:
 def head_name(layer: int, head: int) -> str:
     """The usual short name of a head, e.g. L2H0."""
     return f"L{int(layer)}H{int(head)}"
+
+
+def mark_cell(ax: Axes, row: int, col: int, color: str = "red") -> None:
+    """Box one heatmap cell: a coloured frame over a white halo, visible on dark and light."""
+    for edge, width in (("white", 3.2), (color, 1.6)):
+        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor=edge,
+                               lw=width, zorder=3))

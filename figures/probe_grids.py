@@ -1,17 +1,17 @@
 """Probe F1 grids: one layer x head heatmap per tag, drawn as small multiples.
 
-Selectivity is the probe's F1 minus the F1 of the same probe trained on shuffled
-labels (the control task): how much of the score the activations themselves earn.
+Selectivity is the probe's F1 minus the F1 of a control (the same probe trained on
+shuffled labels, or on the vectors of a randomly initialised model): how much of the
+score the trained model's activations themselves earn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from figures.plotting import (
     DIVERGING,
@@ -22,38 +22,48 @@ from figures.plotting import (
     heatmap,
     hide_unused,
     integer_ticks,
+    mark_cell,
     new_figure,
 )
 
 PANEL_INCH = 0.16  # inches per grid cell in small multiples
 
 
-def selectivity(f1: np.ndarray, f1_shuffled: np.ndarray) -> np.ndarray:
-    """F1 minus the shuffled-label control's F1, same shape as the inputs."""
-    return np.asarray(f1, dtype=float) - np.asarray(f1_shuffled, dtype=float)
+def selectivity(f1: np.ndarray, f1_control: np.ndarray) -> np.ndarray:
+    """F1 minus a control's F1, same shape as the inputs."""
+    return np.asarray(f1, dtype=float) - np.asarray(f1_control, dtype=float)
 
 
 def best_head(grid: np.ndarray) -> tuple[int, int]:
-    """(layer, head) of the largest finite value of ``grid`` [layer, head]."""
+    """(layer index, head) of the largest finite value of ``grid`` [layer, head]."""
     filled = np.where(np.isfinite(grid), grid, -np.inf)
     layer, head = np.unravel_index(int(np.argmax(filled)), filled.shape)
     return int(layer), int(head)
 
 
+def _layer_ticks(ax, layers: Sequence[int] | None, n_layers: int, n_heads: int,
+                 max_ticks: int) -> None:
+    integer_ticks(ax, n_layers, n_heads, max_ticks=max_ticks)
+    if layers is not None:
+        ax.set_yticklabels([str(layers[int(i)]) for i in ax.get_yticks()])
+
+
 def draw_tag_grids(values: np.ndarray, tags: Sequence[str], title: str, value_label: str,
-                   diverging: bool = False, support: np.ndarray | None = None) -> Figure:
+                   diverging: bool = False, support: np.ndarray | None = None,
+                   layers: Sequence[int] | None = None) -> Figure:
     """Small multiples of layer x head heatmaps, one panel per tag, one shared colour bar.
 
     values: [n_layers, n_heads, n_tags]; support: [n_tags] test tokens per tag (shown in
-    panel titles). Diverging scales are centred on zero; others run from 0 to 1.
+    panel titles); layers: [n_layers] model layer of each row (default 0..n_layers-1).
+    Diverging scales are centred on zero; others run from 0 to 1.
     """
     values = np.asarray(values, dtype=float)
     n_layers, n_heads, n_tags = values.shape
     if len(tags) != n_tags:
         raise ValueError(f"{len(tags)} tag names for {n_tags} tag columns")
     rows, cols = grid_shape(n_tags, panel_aspect=n_layers / max(n_heads, 1))
-    panel_w, panel_h = PANEL_INCH * n_heads + 0.45, PANEL_INCH * n_layers + 0.5
-    fig = new_figure(cols * panel_w + 1.2, rows * panel_h + 0.6)
+    panel_w, panel_h = PANEL_INCH * n_heads + 0.45, PANEL_INCH * n_layers + 0.55
+    fig = new_figure(cols * panel_w + 1.2, rows * panel_h + 0.7)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False))
     norm = diverging_norm(values) if diverging else Normalize(0.0, 1.0)
     cmap = DIVERGING if diverging else SEQUENTIAL
@@ -62,51 +72,74 @@ def draw_tag_grids(values: np.ndarray, tags: Sequence[str], title: str, value_la
         ax = axes.ravel()[k]
         row, col = divmod(k, cols)
         label = tag if support is None else f"{tag} (n={int(support[k])})"
-        image = heatmap(ax, values[:, :, k], norm, cmap,
-                        xlabel="head" if row == rows - 1 or k + cols >= n_tags else "",
+        bottom = row == rows - 1 or k + cols >= n_tags
+        image = heatmap(ax, values[:, :, k], norm, cmap, xlabel="head" if bottom else "",
                         ylabel="layer" if col == 0 else "")
-        ax.set_title(label, fontsize=8)
-        integer_ticks(ax, n_layers, n_heads, max_ticks=8)
+        ax.set_title(label, fontsize=7, pad=2)
+        _layer_ticks(ax, layers, n_layers, n_heads, max_ticks=4)
+        ax.tick_params(labelsize=6, length=2, pad=1)
+        ax.xaxis.label.set_fontsize(7)
+        ax.yaxis.label.set_fontsize(7)
+        if not bottom:
+            ax.set_xticklabels([])
+        if col != 0:
+            ax.set_yticklabels([])
     hide_unused(axes, n_tags)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label=value_label)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5, aspect=30, label=value_label)
     fig.suptitle(title)
     return fig
 
 
-def _mark(ax, layer: int, head: int) -> None:
-    ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
+def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: Sequence[str],
+                    tag: str, support: int | None = None, sel: np.ndarray | None = None,
+                    sel_control: str | None = None, layers: Sequence[int] | None = None,
+                    interval: tuple[np.ndarray, np.ndarray] | None = None) -> Figure:
+    """One tag in full: per site (row), its F1 grid, each control's F1 grid and selectivity.
 
-
-def draw_tag_detail(f1: np.ndarray, f1_shuffled: np.ndarray, sites: Sequence[str],
-                    tag: str, support: int | None = None) -> Figure:
-    """One tag in full: per site, its F1 grid, the shuffled-label control and the selectivity.
-
-    f1, f1_shuffled: [n_sites, n_layers, n_heads]. The best head of each F1 grid is boxed.
+    f1: [n_sites, n_layers, n_heads]; controls: name -> F1 of that control, same shape
+    (e.g. {"shuffled labels": ..., "random model": ...}); sel: selectivity, same shape
+    (default: f1 minus the first control), sel_control names its control; interval:
+    (low, high) bootstrap bounds of f1, shown for the best head. The best head of each
+    site's F1 grid is boxed on every panel of its row.
     """
-    f1, f1_shuffled = np.asarray(f1, dtype=float), np.asarray(f1_shuffled, dtype=float)
+    f1 = np.asarray(f1, dtype=float)
     n_sites, n_layers, n_heads = f1.shape
-    sel = selectivity(f1, f1_shuffled)
-    fig = new_figure(3 * (0.3 * n_heads + 1.6), n_sites * (0.3 * n_layers + 1.0) + 0.5)
-    axes = fig.subplots(n_sites, 3, squeeze=False)
-    unit, centred = Normalize(0.0, 1.0), diverging_norm(sel)
+    controls = {k: np.asarray(v, dtype=float) for k, v in controls.items()}
+    if sel is None and controls:
+        sel_control = sel_control or next(iter(controls))
+        sel = selectivity(f1, next(iter(controls.values())))
+    n_cols = 1 + len(controls) + (sel is not None)
+    fig = new_figure(n_cols * (0.24 * n_heads + 1.5) + 0.3,
+                     n_sites * (0.24 * n_layers + 1.1) + 0.6)
+    axes = fig.subplots(n_sites, n_cols, squeeze=False)
+    unit = Normalize(0.0, 1.0)
+    centred = diverging_norm(sel) if sel is not None else None
     for s, site in enumerate(sites):
         layer, head = best_head(f1[s])
-        panels = (
-            (f1[s], unit, SEQUENTIAL, "F1",
-             f"{site}: F1 (best {head_name(layer, head)} = {f1[s, layer, head]:.2f})"),
-            (f1_shuffled[s], unit, SEQUENTIAL, "F1, shuffled labels",
-             f"{site}: shuffled-label control"),
-            (sel[s], centred, DIVERGING, "selectivity (F1 - shuffled F1)",
-             f"{site}: selectivity"),
-        )
-        for c, (grid, norm, cmap, label, title) in enumerate(panels):
+        name = head_name(layers[layer] if layers is not None else layer, head)
+        ci = ("" if interval is None else
+              f" [{interval[0][s, layer, head]:.2f}, {interval[1][s, layer, head]:.2f}]")
+        panels = [(f1[s], unit, SEQUENTIAL, "F1",
+                   f"{site}: F1, best {name} = {f1[s, layer, head]:.2f}{ci}")]
+        panels += [(grid[s], unit, SEQUENTIAL, "F1", f"{site}: control, {label}\n"
+                    f"({name} = {grid[s, layer, head]:.2f})")
+                   for label, grid in controls.items()]
+        if sel is not None:
+            panels.append((sel[s], centred, DIVERGING, "F1 minus control F1",
+                           f"{site}: selectivity vs {sel_control}\n"
+                           f"({name} = {sel[s, layer, head]:+.2f})"))
+        images = []
+        for c, (grid, norm, cmap, _, title) in enumerate(panels):
             ax = axes[s, c]
-            image = heatmap(ax, grid, norm, cmap, xlabel="head", ylabel="layer", title=title)
-            ax.title.set_fontsize(9)
-            integer_ticks(ax, n_layers, n_heads)
-            fig.colorbar(image, ax=ax, shrink=0.9, label=label)
-            if c != 1:
-                _mark(ax, layer, head)
+            images.append(heatmap(ax, grid, norm, cmap, xlabel="head", ylabel="layer",
+                                  title=title))
+            ax.title.set_fontsize(8)
+            _layer_ticks(ax, layers, n_layers, n_heads, max_ticks=16)
+            mark_cell(ax, layer, head)
+        n_f1 = 1 + len(controls)  # F1 and controls share one 0..1 scale and colour bar
+        fig.colorbar(images[0], ax=axes[s, :n_f1].tolist(), shrink=0.9, label="F1")
+        if sel is not None:
+            fig.colorbar(images[-1], ax=axes[s, -1], shrink=0.9, label=panels[-1][3])
     suffix = "" if support is None else f" (n={int(support)} test tokens)"
-    fig.suptitle(f"Probes for tag {tag}{suffix}")
+    fig.suptitle(f"Probes for tag {tag}{suffix}; box: best head by F1")
     return fig

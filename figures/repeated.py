@@ -5,19 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
-from figures.plotting import (
-    DIVERGING,
-    SEQUENTIAL,
-    diverging_norm,
-    head_name,
-    heatmap,
-    integer_ticks,
-    new_figure,
-)
+from figures.heads import draw_head_grids
+from figures.plotting import DIVERGING, diverging_norm, heatmap, integer_ticks, new_figure
 
 
 def draw_head_scores(scores: Sequence[np.ndarray], names: Sequence[str],
@@ -26,21 +17,7 @@ def draw_head_scores(scores: Sequence[np.ndarray], names: Sequence[str],
 
     scores: one [n_layers, n_heads] array per name (e.g. induction, previous-token).
     """
-    scores = [np.asarray(s, dtype=float) for s in scores]
-    n_layers, n_heads = scores[0].shape
-    fig = new_figure(len(scores) * (0.32 * n_heads + 1.8), 0.32 * n_layers + 1.6)
-    axes = fig.subplots(1, len(scores), squeeze=False)[0]
-    for ax, grid, name in zip(axes, scores, names, strict=True):
-        layer, head = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
-        image = heatmap(ax, grid, Normalize(0.0, 1.0), SEQUENTIAL, xlabel="head", ylabel="layer",
-                        title=f"{name} score (best {head_name(layer, head)} = "
-                              f"{grid[layer, head]:.2f})")
-        ax.title.set_fontsize(9)
-        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red"))
-        integer_ticks(ax, n_layers, n_heads)
-        fig.colorbar(image, ax=ax, label=f"{name} score", shrink=0.9)
-    fig.suptitle(title)
-    return fig
+    return draw_head_grids(scores, [f"{n} score" for n in names], title)
 
 
 def draw_half_losses(first: np.ndarray, second: np.ndarray,

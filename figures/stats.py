@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from figures.plotting import new_figure
 
 QUANTILE_KEYS = ("whislo", "q1", "med", "q3", "whishi")
+
+
+def _boxes(ax: Axes, quantiles: np.ndarray, layer_labels: Sequence[str],
+           means: np.ndarray | None) -> None:
+    stats = []
+    for i, label in enumerate(layer_labels):
+        entry = dict(zip(QUANTILE_KEYS, np.asarray(quantiles[i], dtype=float).tolist(),
+                         strict=True))
+        entry.update(label=str(label), fliers=[])
+        if means is not None:
+            entry["mean"] = float(means[i])
+        stats.append(entry)
+    ax.bxp(stats, showmeans=means is not None, showfliers=False)
+    ax.set_xlabel("layer")
+    ax.tick_params(axis="x", labelsize=8)
 
 
 def draw_layer_boxes(quantiles: np.ndarray, layer_labels: Sequence[str], value_label: str,
@@ -20,46 +36,99 @@ def draw_layer_boxes(quantiles: np.ndarray, layer_labels: Sequence[str], value_l
     quantiles: [n_layers, 5] = (whisker low, 25 %, median, 75 %, whisker high);
     means: [n_layers] drawn as dots when given.
     """
-    quantiles = np.asarray(quantiles, dtype=float)
-    stats = []
-    for i, label in enumerate(layer_labels):
-        entry = dict(zip(QUANTILE_KEYS, quantiles[i].tolist(), strict=True))
-        entry.update(label=str(label), fliers=[])
-        if means is not None:
-            entry["mean"] = float(means[i])
-        stats.append(entry)
-    fig = new_figure(0.6 * len(stats) + 2.5, 4.0)
+    fig = new_figure(0.6 * len(layer_labels) + 2.5, 4.0)
     ax = fig.subplots()
-    ax.bxp(stats, showmeans=means is not None, showfliers=False)
-    ax.set_xlabel("layer")
+    _boxes(ax, quantiles, layer_labels, means)
     ax.set_ylabel(value_label)
     ax.set_title(title or f"Distribution per layer (box: 25-75 %, whiskers: {whisker_label})")
-    ax.tick_params(axis="x", labelsize=8)
     return fig
 
 
+def draw_site_boxes(panels: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+                    layer_labels: Sequence[str], title: str,
+                    whisker_label: str = "min-max") -> Figure:
+    """Per-layer box plots of several activations, one panel each (own y scale).
+
+    panels: panel title -> (quantiles [n_layers, 5] as in :func:`draw_layer_boxes`,
+    means [n_layers] or None).
+    """
+    fig = new_figure(len(panels) * (0.45 * len(layer_labels) + 1.6), 4.0)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, (quantiles, means)) in zip(axes, panels.items(), strict=True):
+        _boxes(ax, quantiles, layer_labels, means)
+        ax.set_ylabel("value")
+        ax.set_title(name, fontsize=9)
+        ax.axhline(0.0, color="0.7", lw=0.6, zorder=0)
+    fig.suptitle(f"{title}\nbox: 25-75 %, line: median, triangle: mean, whiskers: "
+                 f"{whisker_label}", fontsize=10)
+    return fig
+
+
+def _ridges(ax: Axes, counts: np.ndarray, edges: np.ndarray, layer_labels: Sequence[str],
+            log: bool) -> None:
+    n_layers = counts.shape[0]
+    for i in range(n_layers):
+        e = edges if edges.ndim == 1 else edges[i]
+        c = np.log1p(counts[i]) if log else counts[i]
+        peak = c.max() if c.max() > 0 else 1.0
+        y = c / peak * 0.9
+        ax.stairs(i + y, e, baseline=i, fill=True, alpha=0.6)
+        ax.stairs(i + y, e, baseline=None, color="black", lw=0.6)
+    ax.set_yticks(np.arange(n_layers))
+    ax.set_yticklabels(list(layer_labels), fontsize=8)
+    ax.set_ylim(-0.1, n_layers)
+    ax.set_ylabel("layer")
+
+
 def draw_layer_histograms(counts: np.ndarray, edges: np.ndarray, layer_labels: Sequence[str],
-                          value_label: str, title: str = "") -> Figure:
+                          value_label: str, title: str = "", log: bool = False) -> Figure:
     """Per-layer histograms stacked as ridgelines, each scaled to its own peak.
 
     counts: [n_layers, n_bins]; edges: [n_bins + 1] shared by every layer, or
-    [n_layers, n_bins + 1].
+    [n_layers, n_bins + 1]; log: heights are log(1 + count), so tails show.
     """
     counts = np.asarray(counts, dtype=float)
     edges = np.asarray(edges, dtype=float)
-    n_layers = counts.shape[0]
-    fig = new_figure(6.5, 0.45 * n_layers + 1.5)
+    fig = new_figure(6.5, 0.45 * counts.shape[0] + 1.5)
     ax = fig.subplots()
-    for i in range(n_layers):
-        e = edges if edges.ndim == 1 else edges[i]
-        centres = 0.5 * (e[:-1] + e[1:])
-        peak = counts[i].max() if counts[i].max() > 0 else 1.0
-        y = counts[i] / peak * 0.9
-        ax.fill_between(centres, i, i + y, alpha=0.6, step="mid")
-        ax.plot(centres, i + y, lw=0.8, color="black", drawstyle="steps-mid")
-    ax.set_yticks(np.arange(n_layers))
-    ax.set_yticklabels(list(layer_labels), fontsize=8)
+    _ridges(ax, counts, edges, layer_labels, log)
     ax.set_xlabel(value_label)
-    ax.set_ylabel("layer")
     ax.set_title(title or "Distribution per layer")
+    return fig
+
+
+def draw_site_histograms(panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                         layer_labels: Sequence[str], title: str, log: bool = True) -> Figure:
+    """Ridgeline histograms of several activations side by side.
+
+    panels: panel title -> (counts [n_layers, n_bins], edges [n_bins + 1]).
+    """
+    fig = new_figure(4.2 * len(panels) + 0.5, 0.45 * len(layer_labels) + 1.8)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, (counts, edges)) in zip(axes, panels.items(), strict=True):
+        _ridges(ax, np.asarray(counts, dtype=float), np.asarray(edges, dtype=float),
+                layer_labels, log)
+        ax.set_xlabel("value")
+        ax.set_title(name, fontsize=9)
+    scale = "log(1 + count)" if log else "count"
+    fig.suptitle(f"{title}\neach layer scaled to its own peak of {scale}", fontsize=10)
+    return fig
+
+
+def draw_layer_fractions(fractions: Mapping[str, np.ndarray], layer_labels: Sequence[str],
+                         ylabel: str, title: str) -> Figure:
+    """Grouped bars: one bar per named fraction [n_layers] in every layer."""
+    fig = new_figure(0.5 * len(layer_labels) * max(len(fractions), 1) + 2.5, 3.6)
+    ax = fig.subplots()
+    x = np.arange(len(layer_labels))
+    width = 0.8 / max(len(fractions), 1)
+    for k, (name, values) in enumerate(fractions.items()):
+        ax.bar(x + (k - (len(fractions) - 1) / 2) * width, values, width=width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(list(layer_labels), fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
     return fig

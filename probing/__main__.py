@@ -3,6 +3,7 @@
     python -m probing fit --store FILE.h5 --out RESULTS [options]
     python -m probing export --results RESULTS --format seed004 --out DIR
     python -m probing top --results RESULTS --tag VBD [--site key] [-k 5]
+    python -m probing summary --run runs/NAME
     python -m probing bench [--stories N]
     python -m probing <study> ...        (case studies, see --help)
 """
@@ -138,6 +139,19 @@ def _top(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_summary(sub) -> None:
+    p = sub.add_parser("summary", help="headline findings of a run directory")
+    p.add_argument("--run", required=True, help="run directory (runs/NAME)")
+    p.set_defaults(func=_summary)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from probing.summary import summarize
+
+    print(summarize(args.run))
+    return 0
+
+
 def _add_bench(sub) -> None:
     from probing import bench
 
@@ -166,6 +180,7 @@ def build_parser() -> Parser:
     _add_fit(sub)
     _add_export(sub)
     _add_top(sub)
+    _add_summary(sub)
     _add_bench(sub)
     _add_studies(sub)
     return p

@@ -40,12 +40,41 @@ def write_synthetic_studies(studies: Path, rng: np.random.Generator) -> None:
     story_pattern /= story_pattern.sum(1, keepdims=True)
     example = {"example_tokens": story, "example_activity": rng.uniform(size=len(story)),
                "example_pattern": story_pattern}
+    grid = {"size": (N_LAYERS, N_HEADS)}
     write_study(studies / "quote", "quote", {
-        **example, "example_quoted": quoted, "ratio": rng.uniform(size=(N_LAYERS, N_HEADS))},
-        {"best_head": [2, 0], "example_story_id": 5}, "quote")
+        **example, "example_quoted": quoted, "ratio": rng.uniform(0.5, 3, **grid),
+        "t_stat": rng.normal(**grid), "attn_to_open": rng.uniform(**grid)},
+        {"best_head": [2, 0], "example_story_id": 5, "n_stories": 9}, "quote")
     write_study(studies / "tag-induction", "tag-induction", {
-        **example, "example_is_tag": np.isin(np.arange(len(story)), [2, 8])},
-        {"best_head": [1, 3], "before": ["VBD"], "example_story_id": 5}, "tag induction")
+        **example, "example_is_tag": np.isin(np.arange(len(story)), [2, 8]),
+        **{k: rng.uniform(**grid) for k in ("score_before", "score_random", "score_diff")}},
+        {"best_head": [1, 3], "before": ["VBD"], "example_story_id": 5, "uniform_score": 0.1},
+        "tag induction")
+    write_synthetic_chat_studies(studies, rng)
+
+
+def write_synthetic_chat_studies(studies: Path, rng: np.random.Generator) -> None:
+    """``next-token`` and ``time-order`` results with the arrays those studies write."""
+    values = [f"Member {i}" for i in range(1, 4)]
+    probs = rng.dirichlet(np.ones(6), size=3)
+    write_study(studies / "next-token", "next-token", {
+        "values": np.array(values), "prompts": np.array([f"{v}: hi\n[" for v in values]),
+        "token_ids": np.arange(6), "tokens": np.array(list("012345")), "probs": probs,
+        "full_probs": probs}, {"prompt": "{SENDER}: hi\n[", "vary": "SENDER", "k": 3},
+        "next token")
+    previous = rng.integers(1, 6, size=20)
+    digit_mass = rng.dirichlet(np.ones(11), size=20)[:, :10]
+    place = np.arange(10)[None, :]
+    mass = {"past_mass": (digit_mass * (place < previous[:, None])).sum(1),
+            "same_mass": (digit_mass * (place == previous[:, None])).sum(1),
+            "future_mass": (digit_mass * (place > previous[:, None])).sum(1),
+            "non_digit_mass": 1 - digit_mass.sum(1)}
+    write_study(studies / "time-order", "time-order", {
+        "prompts": np.array(["p"] * 20), "previous_digit": previous, "digit_mass": digit_mass,
+        **mass, "gen_deltas": rng.normal(0, 600, size=30),
+        "gen_after_sender": np.array(["Member 1"] * 30)},
+        {"field": "minute", "mean_past_mass": float(mass["past_mass"].mean()),
+         "gen_backward": 0.5}, "time order")
 
 
 @pytest.fixture

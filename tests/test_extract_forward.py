@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from extract.extractor import Extractor, Story
-from extract.forward import FastForward, HookForward
+from extract.forward import FastForward, HookForward, local_attention, local_mask
 from extract.models import load_hf_model, load_model
 
 ALL_SITES = ["key", "query", "value", "z", "activity", "entropy", "argmax"]
@@ -84,6 +84,14 @@ def test_fast_path_equals_hf_with_a_small_local_window(shared_model):
     assert_sites_close(got, want, ALL_SITES)
     wide = FastForward(load_hf_model(str(shared_model)), ["key"])(ids)
     assert not torch.allclose(wide["key"][:, 20:, 3], got["key"][:, 20:, 3], atol=1e-3)
+
+
+@pytest.mark.parametrize(("seq", "window", "block"), [(75, 8, 16), (40, 32, 5), (20, 30, 4)])
+def test_blockwise_local_attention_equals_one_masked_attention(seq, window, block):
+    q, k, v = torch.randn(3, 2, 3, seq, 4, generator=torch.Generator().manual_seed(seq))
+    mask = local_mask(seq, window, q.device)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    torch.testing.assert_close(local_attention(q, k, v, window, 1.0, block), want)
 
 
 def test_fast_path_equals_hf_for_a_small_gpt2():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from datasets_build.cli_support import UsageError
+from datasets_build.dataset import TOKEN_COLUMNS
 from extract.store import (
     SCHEMA_VERSION,
     create_store,
@@ -118,3 +119,32 @@ def test_open_store_refuses_non_stores_wrong_versions_and_partial_files(tmp_path
     writer.close()
     with pytest.raises(UsageError, match="unfinished"):
         open_store(tmp_path / "p.h5")
+
+
+@pytest.mark.parametrize("compression", ["fast", "none", "1", 6])
+def test_every_compression_round_trips_through_plain_h5py(tmp_path, compression):
+    """Chunks the writer deflates itself decode with HDF5's own gzip + shuffle filters."""
+    table, arrays = _synthetic(n=700)
+    writer = create_store(tmp_path / "s.h5", 700, {"n_layers": 2, "n_heads": 3, "d_head": 4},
+                          list(arrays), "float16", tags=TAGS, chunk_rows=256,
+                          compression=compression)
+    writer.write_tokens({k: table.get(k, np.zeros(700)) for k in TOKEN_COLUMNS})
+    writer.write_block(0, arrays)
+    writer.finish()
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        for site, name in (("key", "keys"), ("query", "queries"), ("activity", "activity")):
+            np.testing.assert_array_equal(f[name][()], arrays[site].astype(np.float16))
+            assert f[name].compression == (None if compression == "none" else "gzip")
+            assert f[name].shuffle == (compression != "none")
+        sizes = [f[name].id.get_storage_size() for name in ("keys", "activity")]
+    raw = [arrays["key"].size * 2, arrays["activity"].size * 2]
+    if compression == "none":
+        assert sizes == [768 * 2 * 3 * 4 * 2, 768 * 2 * 3 * 2]   # 3 whole chunks of rows
+    else:   # byte shuffle leaves the float16 high bytes (sign, exponent) easy to compress
+        assert sizes[0] < raw[0] and sizes[1] < raw[1]
+
+
+def test_unknown_compression_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="compression"):
+        create_store(tmp_path / "s.h5", 10, {"n_layers": 1, "n_heads": 1, "d_head": 2},
+                     compression="lzma")

@@ -6,12 +6,19 @@ import numpy as np
 import pytest
 
 from figures.ablation import draw_ablation
-from figures.chat import draw_histogram, histogram_of
+from figures.chat import draw_histogram, draw_prob_table, draw_stacked_fractions, histogram_of
+from figures.heads import draw_head_grids
 from figures.patching import draw_logit_diff, draw_table
 from figures.plotting import token_labels
 from figures.probe_grids import best_head, draw_tag_detail, draw_tag_grids, selectivity
 from figures.repeated import draw_half_losses, draw_head_scores, draw_mlp_patching
-from figures.stats import draw_layer_boxes, draw_layer_histograms
+from figures.stats import (
+    draw_layer_boxes,
+    draw_layer_fractions,
+    draw_layer_histograms,
+    draw_site_boxes,
+    draw_site_histograms,
+)
 from figures.traces import draw_activity_trace, draw_attention_pattern, spans
 
 RNG = np.random.default_rng(0)
@@ -47,19 +54,53 @@ def test_tag_grids_diverging_scale_is_centred_on_zero():
     assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(values).max())
 
 
-def test_tag_detail_marks_best_head_and_shows_selectivity():
+def boxes(ax) -> list[tuple[float, float]]:
+    """Lower-left corners of the unfilled rectangles (best-head boxes) on ``ax``."""
+    return [r.get_xy() for r in ax.patches if not r.get_fill()]
+
+
+def test_tag_detail_boxes_best_head_on_every_panel_with_controls():
     f1 = RNG.uniform(0, 0.5, size=(2, 3, 4))
     f1[1, 2, 3] = 0.95
     shuffled = RNG.uniform(0, 0.2, size=(2, 3, 4))
-    fig = draw_tag_detail(f1, shuffled, ["keys", "queries"], "VBD", support=77)
+    random = RNG.uniform(0, 0.3, size=(2, 3, 4))
+    lo, hi = f1 - 0.05, f1 + 0.03
+    fig = draw_tag_detail(f1, {"shuffled labels": shuffled, "random model": random},
+                          ["keys", "queries"], "VBD", support=77, layers=[2, 3, 5],
+                          interval=(lo, hi))
     heat = [ax for ax in fig.get_axes() if ax.get_images()]
-    assert len(heat) == 6
-    assert heat[3].get_title().startswith("queries: F1 (best L2H3 = 0.95")
-    np.testing.assert_allclose(heat[5].get_images()[0].get_array(), f1[1] - shuffled[1])
+    assert len(heat) == 8  # 2 sites x (F1, 2 controls, selectivity)
+    assert heat[4].get_title() == "queries: F1, best L5H3 = 0.95 [0.90, 0.98]"
+    assert heat[5].get_title().startswith("queries: control, shuffled labels")
+    np.testing.assert_allclose(heat[7].get_images()[0].get_array(), f1[1] - shuffled[1])
     assert all((ax.get_xlabel(), ax.get_ylabel()) == ("head", "layer") for ax in heat)
+    assert [t.get_text() for t in heat[0].get_yticklabels()] == ["2", "3", "5"]
+    for ax in heat[4:]:  # the best head of the row is boxed on each of its panels
+        assert (2.5, 1.5) in boxes(ax)
+    colour_bars = [ax.get_ylabel() for ax in fig.get_axes() if not ax.get_images()]
+    assert colour_bars.count("F1") == 2 and colour_bars.count("F1 minus control F1") == 2
     assert "n=77" in fig._suptitle.get_text()
     assert best_head(f1[1]) == (2, 3)
     np.testing.assert_allclose(selectivity(f1, shuffled), f1 - shuffled)
+    stored = RNG.normal(size=f1.shape)  # a stored selectivity is drawn as given
+    fig = draw_tag_detail(f1, {"shuffled labels": shuffled}, ["keys", "queries"], "VBD",
+                          sel=stored, sel_control="shuffled labels")
+    heat = [ax for ax in fig.get_axes() if ax.get_images()]
+    np.testing.assert_allclose(heat[2].get_images()[0].get_array(), stored[0])
+    assert "selectivity vs shuffled labels" in heat[2].get_title()
+
+
+def test_head_grids_scales_and_best_heads():
+    ratio = RNG.uniform(0.5, 3.0, size=(3, 4))
+    t = RNG.normal(size=(3, 4))
+    fig = draw_head_grids([ratio, t], ["ratio", "t"], "Quote heads", ["auto", "diverging"])
+    heat = [ax for ax in fig.get_axes() if ax.get_images()]
+    layer, head = np.unravel_index(ratio.argmax(), ratio.shape)
+    assert heat[0].get_title().startswith(f"ratio\n(best L{layer}H{head} = ")
+    assert (head - 0.5, layer - 0.5) in boxes(heat[0])
+    (lo0, hi0), (lo1, hi1) = image_limits(fig)
+    assert (lo0, hi0) == pytest.approx((ratio.min(), ratio.max()))
+    assert lo1 == pytest.approx(-hi1)
 
 
 def test_activity_trace_bars_and_strip_shade_quoted_spans():
@@ -96,7 +137,7 @@ def test_repeated_figures():
     fig = draw_head_scores([ind, prev], ["induction", "previous-token"])
     heat = [ax for ax in fig.get_axes() if ax.get_images()]
     assert [ax.get_xlabel() for ax in heat] == ["head", "head"]
-    assert heat[0].get_title().startswith("induction score (best L")
+    assert heat[0].get_title().startswith("induction score\n(best L")
     loss = draw_half_losses(np.full(5, 7.0), np.full(5, 0.5))
     ax = loss.get_axes()[0]
     assert ax.get_ylabel() == "loss (nats)" and len(ax.get_lines()) == 2
@@ -131,9 +172,9 @@ def test_ablation_sorts_tags_by_excess_over_random():
     tags = ["NN", "VBD", "DT"]
     ablated = np.array([0.1, 0.9, 0.2])
     random = RNG.normal(0.1, 0.01, size=(20, 3))
-    fig = draw_ablation(tags, ablated, random, "L6H4")
+    fig = draw_ablation(tags, ablated, random, "L6H4", counts=np.array([5, 6, 7]))
     ax = fig.get_axes()[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["VBD", "DT", "NN"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["VBD (6)", "DT (7)", "NN (5)"]
     assert ax.get_ylabel() == "loss change (nats)" and ax.get_xlabel().startswith("tag")
 
 
@@ -146,6 +187,18 @@ def test_layer_distributions():
     counts = RNG.integers(0, 10, size=(3, 8))
     fig = draw_layer_histograms(counts, np.linspace(0, 1, 9), ["L0", "L1", "L2"], "activity")
     assert fig.get_axes()[0].get_ylabel() == "layer"
+    fig = draw_site_boxes({"attn": (q, q[:, 2]), "ln2": (q * 2, None)},
+                          ["L0", "L1", "L2", "L3"], "Stats")
+    assert [ax.get_title() for ax in fig.get_axes()] == ["attn", "ln2"]
+    medians = [line.get_ydata()[0] for line in fig.get_axes()[1].get_lines()
+               if len(line.get_xdata()) == 2 and line.get_color() == "C1"]
+    np.testing.assert_allclose(medians, 2 * q[:, 2])
+    fig = draw_site_histograms({"a": (counts, np.linspace(0, 1, 9)),
+                                "b": (counts, np.linspace(-1, 1, 9))}, ["L0", "L1", "L2"], "H")
+    assert [ax.get_xlim()[0] for ax in fig.get_axes()] == pytest.approx([0.0, -1.0], abs=0.15)
+    fig = draw_layer_fractions({"near zero": np.array([0.2, 0.5])}, ["L0", "L1"], "fraction",
+                               "MLP")
+    assert [p.get_height() for p in fig.get_axes()[0].patches] == [0.2, 0.5]
 
 
 def test_histogram():
@@ -153,3 +206,26 @@ def test_histogram():
     assert counts.sum() == 50 and len(edges) == 6
     fig = draw_histogram(counts, edges, "predicted minus previous time (s)", "Time order")
     assert fig.get_axes()[0].get_xlabel() == "predicted minus previous time (s)"
+    values = np.array([-3600.0, -5, 0, 0, 10, 60, 600, 7200])
+    counts, edges = histogram_of(values, bins=8, symlog=True)
+    assert counts.sum() == len(values)
+    assert edges[0] == pytest.approx(-3600) and edges[-1] == pytest.approx(7200)
+    assert np.all(np.diff(edges) > 0)
+    fig = draw_histogram(counts, edges, "s", "t", symlog=True)
+    assert fig.get_axes()[0].get_xscale() == "symlog"
+
+
+def test_chat_tables():
+    probs = np.array([[0.9, 0.05], [0.3, 0.6]])
+    fig = draw_prob_table(probs, ["Member 1", "Member 2"], ["2", "\n"], "SENDER", "Next")
+    ax = fig.get_axes()[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "\\n"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Member 1", "Member 2"]
+    assert sorted(t.get_text() for t in ax.texts) == ["30", "5", "60", "90"]
+    parts = {"past": np.array([0.1, 0.2]), "same": np.array([0.5, 0.5]),
+             "future": np.array([0.4, 0.3])}
+    fig = draw_stacked_fractions(parts, ["1", "2"], "previous digit", "Order", counts=[3, 4])
+    ax = fig.get_axes()[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1\n(n=3)", "2\n(n=4)"]
+    tops = [p.get_y() + p.get_height() for p in ax.patches]
+    assert max(tops) == pytest.approx(1.0)

@@ -20,6 +20,7 @@ second-half token has exactly one earlier occurrence.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -105,12 +106,34 @@ def half_metrics(logits: torch.Tensor, tokens: torch.Tensor, seq_len: int) -> di
 
 def second_half_loss(logits: torch.Tensor, tokens: torch.Tensor, seq_len: int) -> torch.Tensor:
     """Mean second-half loss of each sequence: [batch]."""
-    logprobs = torch.log_softmax(logits[:, seq_len:-1].float(), dim=-1)
-    return -logprobs.gather(-1, tokens[:, seq_len + 1:, None])[..., 0].mean(-1)
+    return target_loss(logits[:, seq_len:-1], tokens[:, seq_len + 1:])
+
+
+def target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean loss of predicting ``targets`` [batch, pos] from ``logits`` [batch, pos, d_vocab]:
+    [batch]."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return -logprobs.gather(-1, targets[..., None])[..., 0].mean(-1)
 
 
 def has_mlps(model: Any) -> bool:
     return not bool(getattr(model.cfg, "attn_only", False))
+
+
+def can_resume(model: Any) -> bool:
+    """Whether a block runs on a residual stream alone (positions live in the stream)."""
+    return getattr(model.cfg, "positional_embedding_type", None) == "standard"
+
+
+def run_from(model: Any, resid: torch.Tensor, start: int, positions: slice) -> torch.Tensor:
+    """Logits [rows, len(positions), d_vocab] of blocks ``start..`` run on the residual
+    stream entering block ``start``, resid [rows, pos, d_model]."""
+    with torch.inference_mode():
+        for block in model.blocks[start:]:
+            resid = block(resid)
+            if isinstance(resid, tuple):
+                resid = resid[0]
+        return model.unembed(model.ln_final(resid[:, positions]))
 
 
 def mlp_patching_grid(model: Any, tokens: torch.Tensor, seq_len: int,
@@ -119,34 +142,46 @@ def mlp_patching_grid(model: Any, tokens: torch.Tensor, seq_len: int,
 
     Cell (layer, i): at position ``seq_len + 1 + i`` (the second copy of token i) the output
     of MLP ``layer`` is replaced by its output at position ``1 + i`` (the first copy); the
-    value is the mean second-half loss minus the unpatched loss. Many cells run in one
-    batched forward pass (rows = cells x sequences). Returns [n_layers, seq_len].
+    value is the mean second-half loss minus the unpatched loss. All positions of one layer
+    run batched (rows = positions x sequences, at most ``max_rows`` per forward pass), each
+    starting from the clean residual stream after block ``layer`` with the MLP output
+    swapped, so only the blocks above it run. Returns [n_layers, seq_len].
     """
     n_layers, batch = model.cfg.n_layers, tokens.shape[0]
-    names = [f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)]
-    logits, clean = capture(model, tokens, names)
+    mlp = [f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)]
+    post = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+    resume = can_resume(model)
+    clean: dict[str, torch.Tensor] = {}
+
+    def keep(act: torch.Tensor, hook: Any, name: str) -> None:
+        clean[name] = act.detach().clone()
+
+    names = mlp + post if resume else mlp
+    logits = run_hooked(model, tokens, [(n, partial(keep, name=n)) for n in names])
     base = second_half_loss(logits, tokens, seq_len).mean().item()
-    cells = [(layer, i) for layer in range(n_layers) for i in range(seq_len)]
+    scored = slice(seq_len, 2 * seq_len)
     per_chunk = max(1, max_rows // batch)
     grid = np.zeros((n_layers, seq_len))
-    for start in range(0, len(cells), per_chunk):
-        chunk = cells[start:start + per_chunk]
-        layer_of = torch.tensor([c[0] for c in chunk]).repeat_interleave(batch)
-        dest_of = torch.tensor([seq_len + 1 + c[1] for c in chunk]).repeat_interleave(batch)
-        seq_of = torch.arange(batch).repeat(len(chunk))
+    for layer in range(n_layers):
+        for start in range(0, seq_len, per_chunk):
+            cells = torch.arange(start, min(seq_len, start + per_chunk))
+            dest = (seq_len + 1 + cells).repeat_interleave(batch)     # [rows]
+            seq = torch.arange(batch).repeat(len(cells))               # [rows]
+            rows = torch.arange(len(seq))
+            swap = clean[mlp[layer]][seq, dest - seq_len]              # [rows, d_model]
+            if resume:
+                resid = clean[post[layer]][seq]                        # [rows, pos, d_model]
+                resid[rows, dest] += swap - clean[mlp[layer]][seq, dest]
+                patched = run_from(model, resid, layer + 1, scored)
+            else:
+                def patch(act: torch.Tensor, hook: Any, rows=rows, dest=dest,
+                          swap=swap) -> torch.Tensor:
+                    act[rows, dest] = swap.to(act.dtype)
+                    return act
 
-        def patch(act: torch.Tensor, hook: Any, layer_of=layer_of, dest_of=dest_of,
-                  seq_of=seq_of) -> torch.Tensor:
-            rows = torch.nonzero(layer_of == hook.layer()).flatten()
-            if len(rows):
-                source = clean[hook.name][seq_of[rows], dest_of[rows] - seq_len]
-                act[rows, dest_of[rows]] = source.to(act.dtype)
-            return act
-
-        patched = run_hooked(model, tokens.repeat(len(chunk), 1), [(n, patch) for n in names])
-        loss = second_half_loss(patched, tokens.repeat(len(chunk), 1), seq_len)
-        for j, (layer, i) in enumerate(chunk):
-            grid[layer, i] = loss[j * batch:(j + 1) * batch].mean().item() - base
+                patched = run_hooked(model, tokens[seq], [(mlp[layer], patch)])[:, scored]
+            loss = target_loss(patched, tokens[seq, seq_len + 1:])
+            grid[layer, cells.numpy()] = loss.view(len(cells), batch).mean(1).numpy() - base
     return grid
 
 
