@@ -125,7 +125,17 @@ def _since(start: Timing) -> Timing:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, MiB.
+
+    Reads VmHWM from /proc (Linux): getrusage's ru_maxrss survives exec, so a fresh child
+    process would report its parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -206,6 +206,7 @@ class FastForward:
                         self.device)
         heads = (batch, seq, self.n_heads, self.d_head)
         need_pattern = any(s in PATTERN_SITES for s in self.sites)
+        need_z = need_pattern or "z" in out or "activity" in out
         x = F.embedding(input_ids, self.wte) + self.wpe[:seq]
         for index, layer in enumerate(self.layers):
             h = F.layer_norm(x, (self.d_model,), *layer.ln1)
@@ -215,6 +216,8 @@ class FastForward:
             for site, tensor in (("query", q), ("key", k), ("value", v)):
                 if site in out:
                     out[site][:, :, index] = tensor
+            if index == self.n_layers - 1 and not need_z:
+                break  # key/query/value only: the last attention itself is not needed
             qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
             local = layer.window is not None and seq > layer.window
             if local:

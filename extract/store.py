@@ -12,9 +12,9 @@ Layout (schema version 1, see docs/hdf5-schema.md)::
     /tokens/<col>  [n_tokens]                              the token table (input_id, story_id, ...)
 
 Datasets are token-major, chunked along tokens and deflate-compressed (the standard HDF5
-gzip filter after byte shuffle; by default the writer's deflate streams use Huffman coding
-only, which is several times cheaper than gzip level 1 and compresses float16 activations
-about as well). Vector sites use
+gzip filter after byte shuffle; by default the writer's deflate streams Huffman-code the
+high-order byte planes and store the near-random low-order ones as they are, which costs
+a fraction of gzip level 1 and compresses float16 activations about as well). Vector sites use
 chunks of ``(chunk_rows, 1, 1, d_head)`` so reading one (layer, head) decompresses only
 that head; scalar sites use ``(chunk_rows, 1, n_heads)`` so one chunk row holds a layer.
 
@@ -116,7 +116,7 @@ def parse_compression(spec: str | int) -> int:
 def describe_compression(level: int) -> str:
     """The root attribute ``compression`` for a level from :func:`parse_compression`."""
     if level < 0:
-        return "gzip filter (deflate, Huffman coding only), shuffle"
+        return "gzip filter (deflate: Huffman coding only, low byte planes stored), shuffle"
     return f"gzip level {level}, shuffle" if level > 0 else "none"
 
 
@@ -127,15 +127,25 @@ def _level_of(description: str) -> int:
     return int(words[2].rstrip(",")) if description.startswith("gzip level") else 0
 
 
-def deflate(data: Any, level: int) -> bytes:
+def deflate(data: Any, level: int, raw_prefix: int = 0) -> bytes:
     """zlib-format deflate stream of ``data`` (what HDF5's gzip filter decodes).
 
-    level -1: Huffman coding only (no match search); zlib releases the GIL while it runs.
+    level -1: Huffman coding only (no match search), with the first ``raw_prefix`` bytes
+    kept in stored (uncompressed) deflate blocks; used for the low-order byte planes of
+    shuffled floats, which are close to random. zlib releases the GIL while it runs.
     """
-    if level < 0:
-        packer = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-        return packer.compress(data) + packer.flush()
-    return zlib.compress(data, level)
+    if level >= 0:
+        return zlib.compress(data, level)
+    view = memoryview(data).cast("B")
+    parts = [b"\x78\x01"]                       # zlib header: deflate, 32 KiB window
+    for at in range(0, raw_prefix, 65535):       # stored blocks: 0x00, LEN, ~LEN, bytes
+        size = min(65535, raw_prefix - at)
+        parts += [b"\x00" + size.to_bytes(2, "little") + (size ^ 0xFFFF).to_bytes(2, "little"),
+                  view[at:at + size]]
+    packer = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_HUFFMAN_ONLY)   # raw deflate
+    parts += [packer.compress(view[raw_prefix:]), packer.flush(),
+              zlib.adler32(view).to_bytes(4, "big")]
+    return b"".join(parts)
 
 
 def shuffled_chunks(block: np.ndarray) -> np.ndarray:
@@ -154,16 +164,6 @@ def shuffled_chunks(block: np.ndarray) -> np.ndarray:
         return out.reshape(raw.shape[1], raw.shape[2], -1)
     out = np.ascontiguousarray(u8.transpose(1, 3, 0, 2))  # [rows, L, H, byte] -> [L, byte, rows, H]
     return out.reshape(raw.shape[1], -1)
-
-
-def encode_chunk(data: np.ndarray, level: int) -> bytes:
-    """Bytes of one chunk as HDF5 stores it with the shuffle + gzip filters (level 0: raw;
-    -1: Huffman-only deflate)."""
-    raw = np.ascontiguousarray(data)
-    if level == 0:
-        return raw.tobytes()
-    shuffled = raw.view(np.uint8).reshape(-1, raw.itemsize).T.tobytes()
-    return deflate(shuffled, level)
 
 
 def encode_attrs(target: h5py.AttributeManager, attrs: dict[str, Any]) -> None:
@@ -250,23 +250,28 @@ class StoreWriter:
     def _write_chunks(self, ds: h5py.Dataset, start: int, data: np.ndarray) -> None:
         """Write whole chunks: ``data`` holds at most chunk_rows rows from ``start``."""
         level = self.level if ds.compression == "gzip" else 0
-        if len(data) < self.chunk_rows:          # edge chunks are stored at full size
+        rows = len(data)
+        if rows < self.chunk_rows:               # edge chunks are stored at full size
             pad = np.zeros((self.chunk_rows - len(data), *data.shape[1:]), dtype=data.dtype)
             data = np.concatenate([data, pad])
         if level == 0:
             chunks = np.ascontiguousarray(np.moveaxis(data, 0, 2 if ds.ndim == 4 else 1))
         else:
             chunks = shuffled_chunks(data)
+        # the low half of the byte planes of floats holds mantissa bits: stored as they are,
+        # except the zero padding of an edge chunk, which is left to Huffman coding
+        per_row = chunks.shape[-1] // 2 // self.chunk_rows
+        raw = rows * per_row if data.dtype.kind == "f" else 0
         for layer in range(data.shape[1]):
             if ds.ndim == 4:
                 for head in range(data.shape[2]):
                     payload = chunks[layer, head]
                     ds.id.write_direct_chunk((start, layer, head, 0), payload if level == 0
-                                             else deflate(payload, level))
+                                             else deflate(payload, level, raw))
             else:
                 payload = chunks[layer]
                 ds.id.write_direct_chunk((start, layer, 0), payload if level == 0
-                                         else deflate(payload, level))
+                                         else deflate(payload, level, raw))
 
     def set_progress(self, rows_written: int) -> None:
         """Record that rows [0, rows_written) are complete and flush the file."""

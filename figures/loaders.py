@@ -132,10 +132,14 @@ def plan_patching(source: Source) -> list[Planned]:
     column_labels = st.arrays.get("head_labels" if by_head else "corrupt_tokens")
     if column_labels is None:
         column_labels = [str(i) for i in range(n_cols)]
+    elif not by_head and "clean_tokens" in st.arrays:
+        # positions where the prompts differ read "clean→corrupted"
+        column_labels = [c if c == x else f"{c.strip()}\u2192{x.strip()}" for c, x in
+                         zip(st.arrays["clean_tokens"], column_labels, strict=True)]
     layers = st.arrays.get("layer_labels", [f"L{i}" for i in range(n_layers)])
     value = str(st.meta.get("value", "logit difference"))
-    title = (f"Patching {st.meta.get('site', '')} from clean into corrupted\n"
-             f"clean: {st.meta.get('clean', '')!r}  corrupted: {st.meta.get('corrupt', '')!r}")
+    title = (f"Patching {st.meta.get('site', '')} from the clean into the corrupted run\n"
+             f"clean: {st.meta.get('clean', '')!r}\ncorrupted: {st.meta.get('corrupt', '')!r}")
 
     def draw():
         fig = draw_logit_diff(grid, list(column_labels), list(layers), value, title)
@@ -321,13 +325,20 @@ def plan_probe_grids(source: Source) -> list[Planned]:
     support = _probe_support(res)
     sel, sel_control = _selectivity(res)
     inputs = _probe_inputs(source)
+    # Tags without test tokens have no score; they are left out and named in the title.
+    shown = np.arange(len(tags)) if support is None else np.flatnonzero(support > 0)
+    shown_tags = [tags[k] for k in shown]
+    missing = sorted(set(tags) - set(shown_tags), key=tags.index)
+    dropped = f"\n(no test tokens, not shown: {' '.join(missing)})" if missing else ""
     planned = []
     for s, site in enumerate(res.sites):
         name, what = _site_figure(site), SITE_NAMES.get(site, site)
 
         def grid(values, title, label, diverging=False):
-            return lambda: draw_tag_grids(values, tags, title, label, diverging=diverging,
-                                          support=support, layers=layers)
+            return lambda: draw_tag_grids(values[..., shown], shown_tags, title + dropped,
+                                          label, diverging=diverging,
+                                          support=None if support is None else support[shown],
+                                          layers=layers)
 
         planned.append(Planned(name, grid(f1[s], f"F1 of probes on {what} (test split)",
                                           "F1"), inputs))
@@ -407,7 +418,8 @@ def _layer_labels(st: StudyResults, n: int) -> list[str]:
 def _prompt_title(st: StudyResults, what: str) -> str:
     prompt = str(st.meta.get("prompt", ""))
     short = prompt if len(prompt) <= 70 else prompt[:67] + "..."
-    return f"{what} on {short!r}" if prompt else what
+    short = short.replace("\n", "\\n")
+    return f"{what} on \u2018{short}\u2019" if prompt else what
 
 
 @register("activation_stats", "stats",

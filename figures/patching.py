@@ -26,6 +26,7 @@ def draw_logit_diff(grid: np.ndarray, tokens: Sequence[str], layer_labels: Seque
     ax = fig.subplots()
     image = heatmap(ax, grid, diverging_norm(grid), DIVERGING, xlabel="position (token)",
                     ylabel="layer", title=title or "Activation patching")
+    ax.title.set_fontsize(9)
     set_token_ticks(ax, [f"{t} ({i})" for i, t in enumerate(tokens)], "x", rotation=60)
     ax.set_yticks(np.arange(n_layers))
     ax.set_yticklabels(list(layer_labels), fontsize=7)
@@ -37,7 +38,8 @@ def draw_table(columns: Sequence[str], rows: Sequence[Sequence[object]], title: 
     """A table rendered as a figure: ``columns`` headers over ``rows`` of cells."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    fig = new_figure(max(4.0, 0.09 * sum(widths) + 1.0), 0.25 * (len(cells) + 1) + 0.8)
+    height = 0.2 * (len(cells) + 1) + 0.25 * (title.count("\n") + 1) + 0.3
+    fig = new_figure(max(4.0, 0.09 * sum(widths) + 1.0), height)
     ax = fig.subplots()
     ax.set_axis_off()
     table = ax.table(cellText=cells or [["" for _ in columns]], colLabels=list(columns),

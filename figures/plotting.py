@@ -90,11 +90,13 @@ def set_token_ticks(ax: Axes, tokens: Sequence[str], axis: str = "x",
         ax.set_yticklabels(shown, fontsize=size)
 
 
-def grid_shape(n_panels: int, panel_aspect: float = 1.0) -> tuple[int, int]:
-    """(rows, cols) of small multiples: roughly square overall for panels of ``panel_aspect``."""
+def grid_shape(n_panels: int, panel_aspect: float = 1.0, target: float = 1.6
+               ) -> tuple[int, int]:
+    """(rows, cols) of small multiples whose whole figure is about ``target`` wide per unit
+    of height, for panels of ``panel_aspect`` = height / width."""
     if n_panels <= 0:
         return 1, 1
-    cols = max(1, int(round(np.sqrt(n_panels / max(panel_aspect, 1e-3)))))
+    cols = max(1, int(round(np.sqrt(target * n_panels * max(panel_aspect, 1e-3)))))
     cols = min(cols, n_panels)
     rows = int(np.ceil(n_panels / cols))
     return rows, cols

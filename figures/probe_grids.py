@@ -61,8 +61,8 @@ def draw_tag_grids(values: np.ndarray, tags: Sequence[str], title: str, value_la
     n_layers, n_heads, n_tags = values.shape
     if len(tags) != n_tags:
         raise ValueError(f"{len(tags)} tag names for {n_tags} tag columns")
-    rows, cols = grid_shape(n_tags, panel_aspect=n_layers / max(n_heads, 1))
     panel_w, panel_h = PANEL_INCH * n_heads + 0.45, PANEL_INCH * n_layers + 0.55
+    rows, cols = grid_shape(n_tags, panel_aspect=panel_h / panel_w)
     fig = new_figure(cols * panel_w + 1.2, rows * panel_h + 0.7)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False))
     norm = diverging_norm(values) if diverging else Normalize(0.0, 1.0)

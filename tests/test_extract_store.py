@@ -1,5 +1,7 @@
 """The HDF5 activation store: writer, reader, schema checks."""
 
+import zlib
+
 import h5py
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from datasets_build.dataset import TOKEN_COLUMNS
 from extract.store import (
     SCHEMA_VERSION,
     create_store,
+    deflate,
     open_store,
     write_store,
 )
@@ -148,3 +151,14 @@ def test_unknown_compression_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="compression"):
         create_store(tmp_path / "s.h5", 10, {"n_layers": 1, "n_heads": 1, "d_head": 2},
                      compression="lzma")
+
+
+@pytest.mark.parametrize(("size", "raw_prefix"), [(200_000, 100_000), (5000, 0), (4, 2), (0, 0)])
+def test_fast_deflate_streams_are_plain_zlib(size, raw_prefix):
+    """Stored blocks (several past 64 KiB) followed by a Huffman-only block decode with zlib."""
+    data = np.random.default_rng(size).integers(0, 8, size).astype(np.uint8)
+    data[:raw_prefix] = np.random.default_rng(1).integers(0, 256, raw_prefix)
+    packed = deflate(data, -1, raw_prefix)
+    assert zlib.decompress(packed) == data.tobytes()
+    if size > 1000:
+        assert len(packed) < size

@@ -48,27 +48,34 @@ def test_scores_agree_with_transformer_lens_head_detector(study_model):
             pytest.approx(ref, abs=1e-5)
 
 
-def test_mlp_patching_grid_matches_single_patched_runs(study_model):
+def test_mlp_patching_grid_matches_single_patched_runs(study_model, monkeypatch):
     model, seq_len = study_model, 6
+    n_layers = model.cfg.n_layers
     tokens = repeated.repeated_tokens(model.cfg.d_vocab, seq_len, 2, seed=1)
-    grid = repeated.mlp_patching_grid(model, tokens, seq_len, max_rows=40)
-    assert grid.shape == (model.cfg.n_layers, seq_len)
+    grid = repeated.mlp_patching_grid(model, tokens, seq_len, max_rows=4)   # 2 positions a pass
+    assert grid.shape == (n_layers, seq_len)
     # the last token's MLP output feeds no second-half prediction
     np.testing.assert_allclose(grid[:, -1], 0.0, atol=1e-5)
-    name = "blocks.1.hook_mlp_out"
-    logits, clean = capture(model, tokens, [name])
+    names = [f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)]
+    logits, clean = capture(model, tokens, names)
     base = repeated.second_half_loss(logits, tokens, seq_len).mean().item()
-    i = 2
+    for layer, i in ((0, 0), (1, 2), (n_layers - 1, 3)):
+        name = names[layer]
 
-    def patch(act, hook):
-        act[:, seq_len + 1 + i] = clean[name][:, 1 + i]
-        return act
+        def patch(act, hook, name=name, i=i):
+            act[:, seq_len + 1 + i] = clean[name][:, 1 + i]
+            return act
 
-    with torch.inference_mode():
-        patched = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
-    expected = repeated.second_half_loss(patched, tokens, seq_len).mean().item() - base
-    assert abs(expected) > 1e-4
-    assert grid[1, i] == pytest.approx(expected, abs=1e-4)
+        with torch.inference_mode():
+            patched = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
+        expected = repeated.second_half_loss(patched, tokens, seq_len).mean().item() - base
+        assert abs(expected) > 1e-4
+        assert grid[layer, i] == pytest.approx(expected, abs=1e-4)
+    # models whose blocks cannot run on a residual stream alone take full patched passes
+    assert repeated.can_resume(model)
+    monkeypatch.setattr(repeated, "can_resume", lambda model: False)
+    full = repeated.mlp_patching_grid(model, tokens, seq_len, max_rows=6)
+    np.testing.assert_allclose(full, grid, atol=1e-4)
 
 
 def test_top1_accuracy_in_blocks_matches_dense():
