@@ -108,10 +108,11 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
     if sel is None and controls:
         sel_control = sel_control or next(iter(controls))
         sel = selectivity(f1, next(iter(controls.values())))
-    n_cols = 1 + len(controls) + (sel is not None)
-    fig = new_figure(n_cols * (0.24 * n_heads + 1.5) + 0.3,
-                     n_sites * (0.24 * n_layers + 1.1) + 0.6)
-    axes = fig.subplots(n_sites, n_cols, squeeze=False)
+    n_panels = 1 + len(controls) + (sel is not None)
+    # one row per site; a single site with four panels is drawn 2 x 2 (less wide)
+    rows, cols = (2, 2) if n_sites == 1 and n_panels == 4 else (n_sites, n_panels)
+    fig = new_figure(cols * (0.24 * n_heads + 1.5) + 0.3, rows * (0.24 * n_layers + 1.1) + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False).reshape(n_sites, n_panels)
     unit = Normalize(0.0, 1.0)
     centred = diverging_norm(sel) if sel is not None else None
     for s, site in enumerate(sites):
@@ -137,7 +138,8 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
             _layer_ticks(ax, layers, n_layers, n_heads, max_ticks=16)
             mark_cell(ax, layer, head)
         n_f1 = 1 + len(controls)  # F1 and controls share one 0..1 scale and colour bar
-        fig.colorbar(images[0], ax=axes[s, :n_f1].tolist(), shrink=0.9, label="F1")
+        f1_axes = axes[s, :n_f1] if rows == n_sites else axes[s, :cols]  # 2 x 2: top row
+        fig.colorbar(images[0], ax=f1_axes.tolist(), shrink=0.9, label="F1")
         if sel is not None:
             fig.colorbar(images[-1], ax=axes[s, -1], shrink=0.9, label=panels[-1][3])
     suffix = "" if support is None else f" (n={int(support)} test tokens)"

@@ -54,6 +54,10 @@ def test_tag_grids_diverging_scale_is_centred_on_zero():
     assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(values).max())
 
 
+def heat_axes(fig) -> list:
+    return [ax for ax in fig.get_axes() if ax.get_images()]
+
+
 def boxes(ax) -> list[tuple[float, float]]:
     """Lower-left corners of the unfilled rectangles (best-head boxes) on ``ax``."""
     return [r.get_xy() for r in ax.patches if not r.get_fill()]
@@ -88,6 +92,10 @@ def test_tag_detail_boxes_best_head_on_every_panel_with_controls():
     heat = [ax for ax in fig.get_axes() if ax.get_images()]
     np.testing.assert_allclose(heat[2].get_images()[0].get_array(), stored[0])
     assert "selectivity vs shuffled labels" in heat[2].get_title()
+    one = draw_tag_detail(f1[:1], {"shuffled labels": shuffled[:1], "random": random[:1]},
+                          ["keys"], "VBD")  # one site: 2 x 2 panels
+    spans_ = [ax.get_subplotspec().rowspan.start for ax in heat_axes(one)]
+    assert spans_ == [0, 0, 1, 1]
 
 
 def test_head_grids_scales_and_best_heads():
