@@ -22,7 +22,7 @@ start=$SECONDS
 if [ ! -f "$run/model/config.json" ]; then
     step "training a small model on 4,000 synthetic stories (cached in $run/model)"
     "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:1024 \
-        --layers 4 --heads 8 --d-model 64 --ctx 256 --batch 16 --steps "${DEMO_STEPS:-500}" \
+        --layers 4 --heads 8 --d-model 64 --ctx 256 --batch 16 --steps "${DEMO_STEPS:-300}" \
         --quiet
 else
     step "using the model trained earlier: $run/model"
