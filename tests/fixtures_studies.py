@@ -9,34 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-# Training sequences: BOS, a prefix of 0..max_prefix fresh random tokens, then a segment of
-# min_period..max_period random tokens repeated to the end of the window (no token twice
-# within prefix + segment). Segment length and start vary per sequence, so no fixed
-# positional offset finds the earlier copy: the model has to learn a previous-token head
-# feeding an induction head. The loss counts only the tokens an induction circuit can
-# predict (every repeated token but the first of the second copy).
-INDUCTION = dict(vocab=64, ctx=48, min_period=4, max_period=20, max_prefix=8, layers=2, heads=4,
-                 d_model=64, steps=3000, lr=3e-3, batch=32, seed=0)
+# BOS + seq_len distinct random tokens + the same tokens again, as the study generates them.
+# The repeat offset is fixed, so a model may learn to attend by relative position from
+# layer 0 on; either way it needs a head on the induction diagonal to predict the repeat.
+INDUCTION = dict(vocab=96, seq_len=20, layers=2, heads=4, d_model=64, steps=300, lr=3e-3,
+                 batch=32, seed=0)
 
 
-def induction_sampler(vocab: int, ctx: int, min_period: int, max_period: int, max_prefix: int):
-    """``sample(gen, batch) -> (ids [batch, ctx + 1], loss_mask [batch, ctx])``."""
-    n = ctx + 1
-    if vocab - 1 < n or 1 + 2 * max_period > n:
-        raise ValueError("the window must hold two periods and fewer tokens than the vocabulary")
-    pos = torch.arange(n)
+def induction_sampler(vocab: int, seq_len: int):
+    """``sample(gen, batch) -> ids [batch, 1 + 2 seq_len]``: BOS, random half, same half."""
 
-    def sample(gen: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        fresh = torch.argsort(torch.rand(batch, vocab - 1, generator=gen), dim=1)[:, :n] + 1
-        fresh[:, 0] = 0
-        period = torch.randint(min_period, max_period + 1, (batch,), generator=gen)
-        room = torch.clamp(n - 1 - 2 * period, max=max_prefix)      # two full copies fit
-        start = 1 + (torch.rand(batch, generator=gen) * (room + 1)).long()
-        start, period = start[:, None], period[:, None]
-        source = torch.where(pos >= start, start + (pos - start) % period, pos)
-        ids = fresh.gather(1, source)
-        mask = pos[:-1] >= start + period               # predicts a token after its copy
-        return ids, mask
+    def sample(gen: torch.Generator, batch: int) -> torch.Tensor:
+        half = torch.argsort(torch.rand(batch, vocab - 1, generator=gen), dim=1)[:, :seq_len] + 1
+        return torch.cat([torch.zeros(batch, 1, dtype=torch.long), half, half], dim=1)
 
     return sample
 
@@ -48,9 +33,9 @@ def _cache_dir(settings: dict) -> Path:
 
 @pytest.fixture(scope="session")
 def induction_model_dir() -> Path:
-    """HF directory of a 2-layer attention-only model with an induction circuit.
+    """HF directory of a 2-layer attention-only model that predicts repeated tokens.
 
-    Trained once and cached in the temp directory (keyed by the settings).
+    Trained once (well under a minute on one free core) and cached in the temp directory.
     """
     from extract.train import train_model
 
@@ -58,12 +43,11 @@ def induction_model_dir() -> Path:
     if (out / "config.json").is_file():
         return out
     cfg = dict(INDUCTION)
-    sample = induction_sampler(*(cfg.pop(k) for k in ("vocab", "ctx", "min_period",
-                                                         "max_period", "max_prefix")))
+    sample = induction_sampler(cfg.pop("vocab"), cfg.pop("seq_len"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest
     try:
-        train_model(sample, out, vocab_size=INDUCTION["vocab"], ctx=INDUCTION["ctx"],
+        train_model(sample, out, vocab_size=INDUCTION["vocab"], ctx=1 + 2 * INDUCTION["seq_len"],
                     arch="attn-only", progress=False, overwrite=True, log_every=100,
                     ckpt_every=10**6, **cfg)
     finally:
