@@ -18,6 +18,14 @@ DEFAULT_MODEL = "roneneldan/TinyStories-1M"
 WEIGHT_FILES = ("*.safetensors", "*.bin")
 
 
+def _model_source(name: str, device: str) -> str:
+    """Check the device, resolve ``name`` to a loadable source and quiet transformers."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return resolve_pretrained(name, "model")
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32,
                compat: bool = True) -> Any:
     """Boot ``name`` (hub name or local HF dir) as a TransformerBridge in eval mode.
@@ -27,10 +35,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtyp
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available")
-    source = resolve_pretrained(name, "model")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    source = _model_source(name, device)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
@@ -61,10 +66,7 @@ def load_hf_model(name: str = DEFAULT_MODEL, device: str = "cpu",
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available")
-    source = resolve_pretrained(name, "model")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    source = _model_source(name, device)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             if reinit_seed is None:
