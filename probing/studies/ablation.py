@@ -24,6 +24,7 @@ from probing.studies.common import (
     add_store_argument,
     batches,
     check_context,
+    finish_study,
     format_table,
     head_label,
     load_study_model,
@@ -36,7 +37,6 @@ from probing.studies.common import (
     run_hooked,
     store_path,
 )
-from probing.study_io import write_study
 
 HELP = "per-tag loss change when heads are ablated, against random heads of the same layers"
 STUDY = "ablate"
@@ -232,7 +232,4 @@ def run(args: argparse.Namespace) -> int:
         arrays, meta, text = ablation_study(store, model, heads, args.mode, args.random_draws,
                                             args.split, args.max_stories, args.seed)
     meta["model"] = name
-    write_study(out, STUDY, arrays, meta, text, overwrite=args.overwrite)
-    print(text)
-    print(f"wrote {out}")
-    return 0
+    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)

@@ -62,6 +62,17 @@ def output_dir(args: argparse.Namespace, study: str) -> Path:
     return check_target(out, getattr(args, "overwrite", False))
 
 
+def finish_study(out: Path, study: str, arrays: dict[str, Any], meta: dict[str, Any],
+                 report: str, overwrite: bool) -> int:
+    """Write a study's results directory, print its report and where it went; exit code 0."""
+    from probing.study_io import write_study
+
+    write_study(out, study, arrays, meta, report, overwrite=overwrite)
+    print(report)
+    print(f"wrote {out}")
+    return 0
+
+
 def store_path(args: argparse.Namespace) -> Path:
     """The activation store named by ``--store`` or ``--run``; it must exist."""
     if getattr(args, "store", None):

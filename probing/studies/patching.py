@@ -30,6 +30,7 @@ from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
     capture,
+    finish_study,
     format_table,
     load_study_model,
     output_dir,
@@ -37,7 +38,6 @@ from probing.studies.common import (
     show_tokens,
     token_strings,
 )
-from probing.study_io import write_study
 
 HELP = "activation patching grid of a clean/corrupted prompt pair"
 STUDY = "patch"
@@ -339,7 +339,4 @@ def run(args: argparse.Namespace) -> int:
     arrays, meta, text = patch_study(model, args.clean, args.corrupt, args.target, args.foil,
                                      args.site, args.normalize)
     meta["model"] = args.model
-    write_study(out, STUDY, arrays, meta, text, overwrite=args.overwrite)
-    print(text)
-    print(f"wrote {out}")
-    return 0
+    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)

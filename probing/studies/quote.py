@@ -30,6 +30,7 @@ from probing.studies.common import (
     add_output_arguments,
     add_store_argument,
     example_window,
+    finish_study,
     format_table,
     head_label,
     is_quote_mark,
@@ -42,7 +43,6 @@ from probing.studies.common import (
     token_strings,
     top_heads,
 )
-from probing.study_io import write_study
 
 HELP = "heads active inside quotations and attending to the opening quotation mark"
 STUDY = "quote"
@@ -306,9 +306,6 @@ def run(args: argparse.Namespace) -> int:
         arrays, meta, text = quote_study(store, model, tokenizer, args.split, args.max_stories,
                                          args.rank_by, args.top)
     meta["model"] = name
-    write_study(out, STUDY, arrays, meta, text, overwrite=args.overwrite)
-    print(text)
-    print(f"wrote {out}")
-    return 0
+    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)
 
 

@@ -31,6 +31,7 @@ from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
     capture,
+    finish_study,
     format_table,
     head_label,
     load_study_model,
@@ -40,7 +41,6 @@ from probing.studies.common import (
     token_strings,
     top_heads,
 )
-from probing.study_io import write_study
 
 HELP = "induction and previous-token heads on repeated random tokens"
 STUDY = "repeated"
@@ -330,7 +330,4 @@ def run(args: argparse.Namespace) -> int:
     arrays, meta, text = repeated_study(model, args.seq_len, args.batch, args.seed,
                                         mlp_grid=not args.no_mlp_grid)
     meta["model"] = args.model
-    write_study(out, STUDY, arrays, meta, text, overwrite=args.overwrite)
-    print(text)
-    print(f"wrote {out}")
-    return 0
+    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)

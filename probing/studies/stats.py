@@ -23,12 +23,12 @@ from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
     capture,
+    finish_study,
     format_table,
     load_study_model,
     output_dir,
     token_strings,
 )
-from probing.study_io import write_study
 
 HELP = "per-layer statistics of attention outputs, normalised residuals and MLP neurons"
 STUDY = "stats"
@@ -156,7 +156,4 @@ def run(args: argparse.Namespace) -> int:
     model = load_study_model(args.model, args.device)
     arrays, meta, text = stats_study(model, args.prompt, args.threshold, args.top_k, args.bins)
     meta["model"] = args.model
-    write_study(out, STUDY, arrays, meta, text, overwrite=args.overwrite)
-    print(text)
-    print(f"wrote {out}")
-    return 0
+    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)

@@ -26,6 +26,7 @@ from probing.studies.common import (
     add_output_arguments,
     add_store_argument,
     example_window,
+    finish_study,
     format_table,
     head_label,
     load_study_model,
@@ -37,7 +38,6 @@ from probing.studies.common import (
     token_strings,
     top_heads,
 )
-from probing.study_io import write_study
 
 HELP = "heads active before a part-of-speech tag that attend to earlier tokens of that tag"
 STUDY = "tag-induction"
@@ -234,7 +234,4 @@ def run(args: argparse.Namespace) -> int:
         arrays, meta, text = tag_induction_study(store, model, args.before, args.split,
                                                  args.max_stories, args.top)
     meta["model"] = name
-    write_study(out, STUDY, arrays, meta, text, overwrite=args.overwrite)
-    print(text)
-    print(f"wrote {out}")
-    return 0
+    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)

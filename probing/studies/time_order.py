@@ -30,13 +30,13 @@ from datasets_build.cli_support import UsageError
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
+    finish_study,
     format_table,
     load_study_model,
     model_name,
     output_dir,
 )
 from probing.studies.next_token import encode_prompts, next_token_probs
-from probing.study_io import write_study
 
 HELP = "timestamp order of a chat model: mass on past digits, ordering of generations"
 STUDY = "time-order"
@@ -199,10 +199,7 @@ def run(args: argparse.Namespace) -> int:
             "mean_past_mass": float(split["past"].mean()), **gen_meta,
             "axes": {"digit_mass": ["prompt", "digit"]}}
     report = "\n".join(lines)
-    write_study(out, STUDY, arrays, meta, report, overwrite=args.overwrite)
-    print(report)
-    print(f"\nwrote {out}")
-    return 0
+    return finish_study(out, STUDY, arrays, meta, report, args.overwrite)
 
 
 def _generations(args: argparse.Namespace, model: Any, tok: Any, chat: str, bos: int | None,
