@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from datasets_build.build import DEFAULT_BATCH_SIZE, build_dataset
-from datasets_build.cli_support import Parser, run_main
-from datasets_build.rundir import resolve
 from datasets_build.sources import DEFAULT_SOURCE
+from headprobe.cli import Parser, run_main
+from headprobe.rundir import resolve
 
 PROG = "python -m datasets_build"
 EPILOG = """\

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from datasets_build.build import DEFAULT_BATCH_SIZE, collect_stories
-from datasets_build.cli_support import Parser, UsageError
 from datasets_build.sources import open_source
 from datasets_build.tagging import (
     DocConverter,
@@ -36,6 +35,8 @@ from datasets_build.tagging import (
     ruler_name,
     tag_stories,
 )
+from headprobe.cli import Parser
+from headprobe.errors import UsageError
 
 WARMUP_STORIES = 8
 

@@ -17,11 +17,7 @@ from tqdm import tqdm
 
 from datasets_build import chatlog
 from datasets_build.align import TokenTags, align_story, alignment_stats
-from datasets_build.atomic import atomic_dir, check_target
-from datasets_build.bpe import cached_bpe
-from datasets_build.cli_support import UsageError
 from datasets_build.dataset import SPLITS, TOKEN_COLUMNS, write_dataset
-from datasets_build.manifest import base_manifest
 from datasets_build.sources import Source, open_source
 from datasets_build.split import check_test_fraction, split_stories
 from datasets_build.tagging import (
@@ -30,7 +26,11 @@ from datasets_build.tagging import (
     tag_stories,
     tag_vocabularies,
 )
-from datasets_build.tokenizer import bos_id, load_tokenizer, vocab_hash
+from headprobe.atomic import atomic_dir, check_target
+from headprobe.errors import UsageError
+from headprobe.manifest import base_manifest
+from headprobe.tokenization import bos_id, load_tokenizer, vocab_hash
+from headprobe.tokenization.bpe import cached_bpe
 
 DEFAULT_BATCH_SIZE = 32
 TAGSETS = ("pos", "structure")  # spaCy part of speech, or chat-log fields (chatlog.py)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 
 HEADER = re.compile(
     r"^\u200e?\[(?P<d1>\d{1,2})/(?P<d2>\d{1,2})/(?P<d3>\d{2}|\d{4}), "

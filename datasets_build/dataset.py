@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError
-from datasets_build.manifest import read_json, write_json
+from headprobe.errors import UsageError
+from headprobe.manifest import read_json, write_json
 
 FORMAT = "headprobe-dataset"
 FORMAT_VERSION = 1

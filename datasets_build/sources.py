@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from datasets_build import chatlog
-from datasets_build.cli_support import UsageError
 from datasets_build.demo_corpus import demo_story
-from datasets_build.hub import looks_like_path, resolve_pretrained
+from headprobe.errors import UsageError
+from headprobe.hub import looks_like_path, resolve_pretrained
 
 STORY_SEPARATOR = "<|endoftext|>"
 TEXT_COLUMN = "text"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 
 
 def check_test_fraction(test_fraction: float) -> float:

@@ -14,11 +14,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets_build.cli_support import Parser, UsageError, run_main, split_list
-from datasets_build.rundir import resolve
 from extract.extractor import DEFAULT_BATCH_TOKENS
 from extract.models import DEFAULT_MODEL
 from extract.store import COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_SITES, DTYPES, SITES
+from headprobe.cli import Parser, run_main, split_list
+from headprobe.errors import UsageError
+from headprobe.rundir import resolve
 
 PROG = "python -m extract"
 

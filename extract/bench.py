@@ -37,11 +37,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from datasets_build.cli_support import Parser, UsageError, split_list
 from datasets_build.dataset import write_dataset
 from datasets_build.sources import read_separated
-from datasets_build.tokenizer import bos_id, load_tokenizer, vocab_hash
 from extract.store import DEFAULT_COMPRESSION, parse_compression
+from headprobe.cli import Parser, split_list
+from headprobe.errors import UsageError
+from headprobe.tokenization import bos_id, load_tokenizer, vocab_hash
 
 DEFAULT_TEXT = "../shared/data/tinystories/valid-3117.txt"
 DEFAULT_BENCH_MODEL = "../shared/models/tinystories-8L"

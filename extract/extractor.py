@@ -22,17 +22,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from datasets_build.cli_support import UsageError
 from datasets_build.dataset import SPLITS, TaggedDataset, load_tagged_dataset
-from datasets_build.manifest import base_manifest
-from datasets_build.tokenizer import load_tokenizer, vocab_hash
 from extract.forward import FastForward, HookForward, fast_supported
 from extract.models import DEFAULT_MODEL, bridge_from_hf, load_hf_model, model_fingerprint
 from extract.store import (
@@ -46,6 +42,10 @@ from extract.store import (
     reopen_store,
     row_bytes,
 )
+from headprobe.errors import UsageError
+from headprobe.manifest import base_manifest
+from headprobe.stories import Story
+from headprobe.tokenization import load_tokenizer, vocab_hash
 
 DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
 GROUP_BYTES = 128 * 2**20
@@ -55,16 +55,6 @@ KILL_AFTER_ENV = "HEADPROBE_EXTRACT_KILL_AFTER_CHUNKS"
 RESUME_KEYS = ("model", "model_weights_sha256", "reinit_seed", "dataset_vocab_hash",
                "dataset_n_tokens", "split", "shard", "sites", "dtype", "chunk_rows",
                "batch_tokens", "group_tokens", "forward_path")
-
-
-@dataclass
-class Story:
-    """A story's place in the dataset token table and in the store."""
-
-    story_id: int
-    dataset_start: int   # first row in the dataset token table
-    n_tokens: int
-    store_start: int     # first row in the store
 
 
 def partial_path(out: str | Path) -> Path:
@@ -85,10 +75,14 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def select_stories(dataset: TaggedDataset, split: str,
-                   shard: tuple[int, int] | None) -> list[Story]:
+def select_stories(dataset: TaggedDataset, split: str, shard: tuple[int, int] | None,
+                   input_ids: np.ndarray) -> tuple[list[Story], np.ndarray]:
     """The stories of ``split`` ('train', 'test' or 'all'); with ``shard`` (i, n) the i-th of n
-    contiguous runs of stories holding about equal numbers of tokens."""
+    contiguous runs of stories holding about equal numbers of tokens.
+
+    input_ids: the dataset's input_id column [dataset tokens]. Returns the stories placed in
+    the store (``start`` is a store row) and the dataset row of every store row [rows].
+    """
     if split not in (*SPLITS, "all"):
         raise UsageError(f"unknown split {split!r}; choose from train, test, all")
     table = dataset.story_table(None if split == "all" else split)
@@ -103,9 +97,11 @@ def select_stories(dataset: TaggedDataset, split: str,
         starts, sizes, ids = starts[keep], sizes[keep], ids[keep]
     stories, row = [], 0
     for sid, start, size in zip(ids, starts, sizes, strict=True):
-        stories.append(Story(int(sid), int(start), int(size), row))
+        stories.append(Story(int(sid), row, input_ids[start:start + size]))
         row += int(size)
-    return stories
+    rows = (np.concatenate([np.arange(a, a + n) for a, n in zip(starts, sizes, strict=True)])
+            if len(starts) else np.zeros(0, dtype=np.int64))
+    return stories, rows
 
 
 def plan_groups(stories: Sequence[Story], group_tokens: int) -> list[list[Story]]:
@@ -126,7 +122,7 @@ def plan_groups(stories: Sequence[Story], group_tokens: int) -> list[list[Story]
 
 def plan_batches(group: Sequence[Story], batch_tokens: int) -> list[list[Story]]:
     """A group's stories sorted by length, cut so that batch * longest <= batch_tokens."""
-    ordered = sorted(group, key=lambda s: (s.n_tokens, s.store_start))
+    ordered = sorted(group, key=lambda s: (s.n_tokens, s.start))
     batches: list[list[Story]] = []
     current: list[Story] = []
     for story in ordered:
@@ -142,22 +138,20 @@ def plan_batches(group: Sequence[Story], batch_tokens: int) -> list[list[Story]]
 class Extractor:
     """Runs a forward path over stories and returns their rows as numpy arrays.
 
-    forward: a forward path; input_ids: [dataset tokens] int; batch_tokens: padded tokens per
-    forward pass; dtype: 'float32' or 'float16', the dtype float sites are returned in (each
-    batch is converted once, on the torch side).
+    forward: a forward path; batch_tokens: padded tokens per forward pass; dtype: 'float32'
+    or 'float16', the dtype float sites are returned in (each batch is converted once, on
+    the torch side). Stories are placed in the store: ``story.start`` is a store row.
     """
 
-    def __init__(self, forward: Any, input_ids: np.ndarray, batch_tokens: int,
-                 dtype: str = "float32"):
+    def __init__(self, forward: Any, batch_tokens: int, dtype: str = "float32"):
         self.forward = forward
-        self.input_ids = input_ids
         self.batch_tokens = batch_tokens
         self.dtype = dtype
         self.n_ctx = forward.n_ctx
 
     def run_group(self, group: Sequence[Story]) -> dict[str, np.ndarray]:
         """site -> [sum of story lengths, n_layers, n_heads(, d_head)], stories in store order."""
-        start = group[0].store_start
+        start = group[0].start
         total = sum(s.n_tokens for s in group)
         result: dict[str, np.ndarray] = {}
         float_dtype = getattr(torch, self.dtype)
@@ -165,8 +159,7 @@ class Extractor:
             seq = max(s.n_tokens for s in batch)
             ids = np.zeros((len(batch), seq), dtype=np.int64)
             for row, story in enumerate(batch):
-                ids[row, :story.n_tokens] = self.input_ids[
-                    story.dataset_start:story.dataset_start + story.n_tokens]
+                ids[row, :story.n_tokens] = story.input_ids
             out = self.forward(torch.from_numpy(ids).to(self.forward.device))
             for site, tensor in out.items():
                 if tensor.is_floating_point():
@@ -176,7 +169,7 @@ class Extractor:
                     dtype = np.int32 if site == "argmax" else values.dtype
                     result[site] = np.empty((total, *values.shape[2:]), dtype=dtype)
                 for row, story in enumerate(batch):
-                    at = story.store_start - start
+                    at = story.start - start
                     result[site][at:at + story.n_tokens] = values[row, :story.n_tokens]
         return result
 
@@ -238,27 +231,19 @@ def _store_attrs(dataset: TaggedDataset, info: dict[str, Any], split: str,
     return attrs
 
 
-def _rows_table(table: dict[str, np.ndarray], stories: Sequence[Story]) -> dict[str, np.ndarray]:
-    if not stories:
-        return {k: v[:0] for k, v in table.items()}
-    rows = np.concatenate([np.arange(s.dataset_start, s.dataset_start + s.n_tokens)
-                           for s in stories])
-    return {k: v[rows] for k, v in table.items()}
-
-
 def _iter_chunks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_row: int,
                  chunk_rows: int, n_rows: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Yield (start_row, block) for full chunks from ``first_row`` (chunk-aligned) on."""
     pending: list[dict[str, np.ndarray]] = []
     pending_start, pending_rows = first_row, 0
     for group in groups:
-        end = group[-1].store_start + group[-1].n_tokens
+        end = group[-1].stop
         if end <= first_row:
             continue
         block = extractor.run_group(group)
-        skip = max(0, first_row - group[0].store_start)
+        skip = max(0, first_row - group[0].start)
         pending.append({k: v[skip:] for k, v in block.items()})
-        pending_rows += end - group[0].store_start - skip
+        pending_rows += end - group[0].start - skip
         while pending_rows >= chunk_rows or (pending_rows and pending_start + pending_rows
                                              == n_rows):
             take = min(chunk_rows, pending_rows)
@@ -309,7 +294,7 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
         raise UsageError(f"dataset directory {dataset_dir} does not exist")
     dataset = load_tagged_dataset(dataset_dir)
     table = dataset.token_table()
-    stories = select_stories(dataset, split, shard)
+    stories, dataset_rows = select_stories(dataset, split, shard, table["input_id"])
     if not stories:
         raise UsageError(f"no stories in split {split!r}"
                          + (f" shard {shard[0]}/{shard[1]}" if shard else ""))
@@ -347,11 +332,11 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
         partial.parent.mkdir(parents=True, exist_ok=True)
         writer = create_store(partial, rows_total, arch, sites, dtype, attrs, dataset.tags,
                               chunk_rows, compression)
-        writer.write_tokens(_rows_table(table, stories))
+        writer.write_tokens({k: v[dataset_rows] for k, v in table.items()})
         writer.set_progress(0)
 
     first_row = writer.rows_written
-    extractor = Extractor(forward, table["input_id"], batch_tokens, dtype)
+    extractor = Extractor(forward, batch_tokens, dtype)
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
     bar = _progress_bar(rows_total, first_row, progress)
     t0 = time.perf_counter()

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
+from headprobe.hooks import hook_name
 
 VECTOR_SITES = ("key", "query", "value", "z")
 PATTERN_SITES = ("entropy", "argmax")
@@ -277,13 +278,13 @@ class HookForward:
     def _hooks(self, out: dict[str, torch.Tensor]) -> list[tuple[str, Any]]:
         hooks = []
         for layer in range(self.n_layers):
-            for site, name in (("key", "hook_k"), ("query", "hook_q"), ("value", "hook_v")):
+            for site, point in (("key", "k"), ("query", "q"), ("value", "v")):
                 if site in out:
-                    hooks.append((f"blocks.{layer}.attn.{name}", self._store(out, site, layer)))
+                    hooks.append((hook_name(point, layer), self._store(out, site, layer)))
             if "z" in out or "activity" in out:
-                hooks.append((f"blocks.{layer}.attn.hook_z", self._z_hook(out, layer)))
+                hooks.append((hook_name("z", layer), self._z_hook(out, layer)))
             if any(s in out for s in PATTERN_SITES):
-                hooks.append((f"blocks.{layer}.attn.hook_pattern", self._pattern_hook(out, layer)))
+                hooks.append((hook_name("pattern", layer), self._pattern_hook(out, layer)))
         return hooks
 
     @staticmethod

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import h5py
 
-from datasets_build.atomic import atomic_file
-from datasets_build.cli_support import UsageError
-from datasets_build.manifest import command_line, now_iso
 from extract.store import SITES, decode_attrs, encode_attrs, open_store
+from headprobe.atomic import atomic_file
+from headprobe.errors import UsageError
+from headprobe.manifest import command_line, now_iso
 
 # Attributes on which every shard must agree.
 AGREE = ("schema_version", "model", "model_weights_sha256", "reinit_seed", "forward_path",

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from datasets_build.cli_support import UsageError
-from datasets_build.hub import resolve_pretrained
+from headprobe.errors import UsageError
+from headprobe.hub import resolve_pretrained
 
 DEFAULT_MODEL = "roneneldan/TinyStories-1M"
 WEIGHT_FILES = ("*.safetensors", "*.bin")

@@ -33,8 +33,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from datasets_build.cli_support import UsageError
 from datasets_build.dataset import SPLITS, TOKEN_COLUMNS
+from headprobe.errors import UsageError
 
 SCHEMA = "headprobe-activations"
 SCHEMA_VERSION = 1

@@ -46,9 +46,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets_build.atomic import atomic_dir, atomic_file, check_target
-from datasets_build.cli_support import UsageError
-from datasets_build.manifest import base_manifest, write_json
+from headprobe.atomic import atomic_dir, atomic_file, check_target
+from headprobe.errors import UsageError
+from headprobe.manifest import base_manifest, write_json
+from headprobe.tokenization.spec import tokenizer_from_spec
 
 ARCHES = ("gpt-neo", "attn-only")
 CHECKPOINT_SUFFIX = ".checkpoint"
@@ -169,7 +170,7 @@ BatchFn = Callable[[torch.Generator, int], Any]
 
 def encode_stream(texts: Sequence[str], tok: Any) -> np.ndarray:
     """BOS + tokens of each text, concatenated: token ids [n_tokens]."""
-    from datasets_build.tokenizer import bos_id
+    from headprobe.tokenization import bos_id
 
     bos = bos_id(tok)
     if bos is None:
@@ -227,46 +228,6 @@ def stream_loss(model: Any, stream: np.ndarray, ctx: int, batch: int = 16) -> fl
         chunk = windows[i:i + batch]
         total += float(batch_loss(model, chunk, None)) * len(chunk)
     return total / n
-
-
-# ---------------------------------------------------------------- tokenizers
-
-
-def resolve_tokenizer(spec: Any, texts: Sequence[str] | None,
-                      extra_tokens: Sequence[str] = ()) -> Any:
-    """A tokenizer from a spec: an object, a directory/name, "char" or "bpe:VOCAB"."""
-    if not isinstance(spec, str):
-        return spec
-    from datasets_build.tokenizer import load_tokenizer
-    from extract.char_tokenizer import char_tokenizer
-
-    if spec == "char":
-        if texts is None:
-            raise UsageError("a char tokenizer needs training texts")
-        return char_tokenizer(texts, extra_tokens)
-    if spec.startswith("bpe:"):
-        try:
-            vocab = int(spec[4:])
-        except ValueError as exc:
-            raise UsageError(f"--tokenizer {spec!r}: expected bpe:VOCAB_SIZE, "
-                             "e.g. bpe:4096") from exc
-        if texts is None or vocab < 260:
-            raise UsageError(f"--tokenizer {spec!r} needs texts and a vocabulary of >= 260")
-        return train_bpe_tokenizer(texts, vocab, extra_tokens)
-    return load_tokenizer(spec)
-
-
-def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int,
-                        extra_tokens: Sequence[str] = ()) -> Any:
-    """The dataset stage's byte-level BPE trained on ``texts``, plus ``extra_tokens``."""
-    from tokenizers import AddedToken
-
-    from datasets_build.bpe import train_bpe
-
-    tok = train_bpe(texts, vocab_size)
-    if extra_tokens:
-        tok.add_tokens([AddedToken(t, normalized=False) for t in dict.fromkeys(extra_tokens)])
-    return tok
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -339,7 +300,7 @@ def train_model(data: Sequence[str] | Sequence[Sequence[int]] | BatchFn, out_dir
                                                      eval_texts)
     if cfg.vocab_size <= 0:
         raise UsageError("vocab_size is needed when training without a tokenizer")
-    from datasets_build.tokenizer import bos_id
+    from headprobe.tokenization import bos_id
 
     bos = bos_id(tok) if tok is not None else 0
     model = build_model(cfg, cfg.vocab_size, bos or 0)
@@ -421,12 +382,12 @@ def train_model(data: Sequence[str] | Sequence[Sequence[int]] | BatchFn, out_dir
 def _prepare_data(data: Any, tokenizer: Any, cfg: TrainConfig, extra_tokens: Sequence[str],
                   eval_texts: Sequence[str] | None) -> tuple[BatchFn, Any, Any, Any]:
     """(sampler, train stream or None, eval stream or None, tokenizer); sets vocab_size."""
-    from extract.char_tokenizer import id_tokenizer
+    from headprobe.tokenization.char import id_tokenizer
 
     if callable(data):
         if cfg.vocab_size <= 0 and tokenizer is None:
             raise UsageError("give vocab_size when training from a batch sampler")
-        tok = resolve_tokenizer(tokenizer, None) if tokenizer is not None else None
+        tok = tokenizer_from_spec(tokenizer, None) if tokenizer is not None else None
         if cfg.vocab_size <= 0:
             cfg.vocab_size = len(tok)
         return data, None, None, tok if tok is not None else id_tokenizer(cfg.vocab_size)
@@ -437,7 +398,7 @@ def _prepare_data(data: Any, tokenizer: Any, cfg: TrainConfig, extra_tokens: Seq
         stream = np.fromiter((int(i) for seq in data for i in seq), dtype=np.int64)
         if cfg.vocab_size <= 0:
             cfg.vocab_size = int(stream.max()) + 1
-        tok = resolve_tokenizer(tokenizer, None) if tokenizer is not None else id_tokenizer(
+        tok = tokenizer_from_spec(tokenizer, None) if tokenizer is not None else id_tokenizer(
             cfg.vocab_size)
         return stream_sampler(stream, cfg.ctx), stream, None, tok
     if tokenizer is None:
@@ -449,7 +410,7 @@ def _prepare_data(data: Any, tokenizer: Any, cfg: TrainConfig, extra_tokens: Seq
         eval_texts = data[len(data) - n_eval:]
     else:
         train_texts = data
-    tok = resolve_tokenizer(tokenizer, train_texts, extra_tokens)
+    tok = tokenizer_from_spec(tokenizer, train_texts, extra_tokens)
     cfg.vocab_size = cfg.vocab_size or len(tok)
     if cfg.vocab_size < len(tok):
         raise UsageError(f"vocab_size {cfg.vocab_size} is smaller than the tokenizer ({len(tok)})")
@@ -527,7 +488,7 @@ def add_train_arguments(parser: Any) -> None:
 
 def run_train(args: Any) -> int:
     """Entry point of ``python -m extract train``."""
-    from datasets_build.rundir import resolve
+    from headprobe.rundir import resolve
 
     out = resolve(args.out, args.run, "model", "--out")
     if args.threads:

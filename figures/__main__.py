@@ -12,11 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets_build.cli_support import Parser, UsageError, run_main, split_list
-from datasets_build.rundir import run_path
 from figures import loaders
 from figures.registry import FIGURE_TYPES, Planned, discover, plan_all
 from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
+from headprobe.cli import Parser, run_main, split_list
+from headprobe.errors import UsageError
+from headprobe.rundir import model_of_store, run_path
 
 PROG = "python -m figures"
 COMMANDS = ("list", "viewer")
@@ -163,13 +164,10 @@ def _model_of(store: Path, run: str | None) -> str:
     from extract.store import open_store
 
     with open_store(store) as st:
-        for key in ("model_path", "model", "model_name"):
-            value = st.attrs.get(key)
-            if isinstance(value, str) and value:
-                return value
-    if run and run_path(run, "model").is_dir():
-        return str(run_path(run, "model"))
-    raise UsageError("give --model M (the store does not name its model)")
+        name = model_of_store(st.attrs, run)
+    if name is None:
+        raise UsageError("give --model M (the store does not name its model)")
+    return name
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,12 +12,12 @@ from figures.plotting import (
     DIVERGING,
     SEQUENTIAL,
     diverging_norm,
-    head_name,
     heatmap,
     integer_ticks,
     mark_cell,
     new_figure,
 )
+from headprobe.heads import head_label
 
 
 def draw_head_grids(grids: Sequence[np.ndarray], names: Sequence[str], title: str,
@@ -46,7 +46,7 @@ def draw_head_grids(grids: Sequence[np.ndarray], names: Sequence[str], title: st
         else:
             norm, cmap = Normalize(0.0, 1.0), SEQUENTIAL
         image = heatmap(ax, grid, norm, cmap, xlabel="head", ylabel="layer",
-                        title=f"{name}\n(best {head_name(layer, head)} = "
+                        title=f"{name}\n(best {head_label(layer, head)} = "
                               f"{grid[layer, head]:.2f})")
         ax.title.set_fontsize(9)
         mark_cell(ax, int(layer), int(head))

@@ -17,12 +17,12 @@ from figures.ablation import draw_ablation
 from figures.chat import draw_histogram, draw_prob_table, draw_stacked_fractions, histogram_of
 from figures.heads import draw_head_grids
 from figures.patching import draw_logit_diff, draw_table
-from figures.plotting import head_name
 from figures.probe_grids import draw_tag_detail, draw_tag_grids
 from figures.registry import PROBES, MissingData, Planned, Source, register
 from figures.repeated import draw_half_losses, draw_head_scores, draw_mlp_patching
 from figures.stats import draw_layer_fractions, draw_site_boxes, draw_site_histograms
 from figures.traces import draw_activity_trace, draw_attention_pattern
+from headprobe.heads import head_label
 from probing.results import RESULTS_FILE, ProbeResults, read_results
 from probing.study_io import StudyResults, read_study
 
@@ -114,7 +114,7 @@ def plan_repeated_pattern(source: Source) -> list[Planned]:
     st = _study(source)
     _need(st, "example_pattern", "example_tokens")
     pattern, tokens = st.arrays["example_pattern"], list(st.arrays["example_tokens"])
-    head = head_name(*st.meta.get("best_induction_head", ["?", "?"]))
+    head = head_label(*st.meta.get("best_induction_head", ["?", "?"]))
     return [Planned("repeated_pattern",
                     lambda: draw_attention_pattern(pattern, tokens, head), _inputs(st))]
 
@@ -177,7 +177,7 @@ def _example_tokens(st: StudyResults) -> list[str]:
 
 def _best_head(st: StudyResults) -> str:
     _need_meta(st, "best_head")
-    return head_name(*st.meta["best_head"])
+    return head_label(*st.meta["best_head"])
 
 
 @register("quote_activity", "quote",
@@ -394,7 +394,7 @@ def plan_ablation(source: Source) -> list[Planned]:
     _need(st, "tags", "ablated_delta", "random_delta")
     a = st.arrays
     tags = [str(t) for t in a["tags"]]
-    heads = ", ".join(head_name(*h) for h in a["heads"]) if "heads" in a else str(
+    heads = ", ".join(head_label(*h) for h in a["heads"]) if "heads" in a else str(
         st.meta.get("heads", "heads"))
     mode = st.meta.get("mode", "zero")
     title = (f"{str(mode).capitalize()}-ablation of {heads}: loss change on predicted tokens "

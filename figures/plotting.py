@@ -108,11 +108,6 @@ def hide_unused(axes: np.ndarray, n_used: int) -> None:
         ax.set_axis_off()
 
 
-def head_name(layer: int, head: int) -> str:
-    """The usual short name of a head, e.g. L2H0."""
-    return f"L{int(layer)}H{int(head)}"
-
-
 def mark_cell(ax: Axes, row: int, col: int, color: str = "red") -> None:
     """Box one heatmap cell: a coloured frame over a white halo, visible on dark and light."""
     for edge, width in (("white", 3.2), (color, 1.6)):

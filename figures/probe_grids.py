@@ -18,13 +18,13 @@ from figures.plotting import (
     SEQUENTIAL,
     diverging_norm,
     grid_shape,
-    head_name,
     heatmap,
     hide_unused,
     integer_ticks,
     mark_cell,
     new_figure,
 )
+from headprobe.heads import head_label
 
 PANEL_INCH = 0.16  # inches per grid cell in small multiples
 
@@ -117,7 +117,7 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
     centred = diverging_norm(sel) if sel is not None else None
     for s, site in enumerate(sites):
         layer, head = best_head(f1[s])
-        name = head_name(layers[layer] if layers is not None else layer, head)
+        name = head_label(layers[layer] if layers is not None else layer, head)
         ci = ("" if interval is None else
               f" [{interval[0][s, layer, head]:.2f}, {interval[1][s, layer, head]:.2f}]")
         panels = [(f1[s], unit, SEQUENTIAL, "F1",

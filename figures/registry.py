@@ -18,7 +18,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 
 PROBES = "probes"
 

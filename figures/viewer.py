@@ -16,24 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.atomic import atomic_file
-from datasets_build.cli_support import UsageError
+from headprobe.atomic import atomic_file
+from headprobe.errors import UsageError
+from headprobe.hooks import layer_hooks
+from headprobe.stories import find_story, read_stories
+from headprobe.tokens import token_strings
 
 TEMPLATE = Path(__file__).with_name("viewer_template.html")
 SCALE = 10000  # weights are embedded as integers in units of 1 / SCALE
-
-
-def story_tokens(store: Any, story_id: int) -> np.ndarray:
-    """Input ids [T] of story ``story_id`` from a store's token table, in position order."""
-    table = store.tokens(["story_id", "position", "input_id"])
-    rows = np.flatnonzero(table["story_id"] == int(story_id))
-    if rows.size == 0:
-        stories = np.unique(table["story_id"])
-        raise UsageError(f"story {story_id} is not in the store (it holds {stories.size} stories, "
-                         f"ids {int(stories.min())}..{int(stories.max())})" if stories.size
-                         else "the store holds no tokens")
-    order = np.argsort(table["position"][rows], kind="stable")
-    return table["input_id"][rows[order]].astype(np.int64)
 
 
 def attention_patterns(model: Any, input_ids: Sequence[int]) -> np.ndarray:
@@ -44,21 +34,10 @@ def attention_patterns(model: Any, input_ids: Sequence[int]) -> np.ndarray:
     import torch
 
     tokens = torch.as_tensor(np.asarray(input_ids, dtype=np.int64))[None, :]
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    names = layer_hooks("pattern", model.cfg.n_layers)
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
     return np.stack([cache[name][0].float().cpu().numpy() for name in names])
-
-
-def token_strings(tokenizer: Any, input_ids: Sequence[int]) -> list[str]:
-    """Readable text of each token; byte fragments fall back to the tokenizer's symbol."""
-    out = []
-    for tid in input_ids:
-        text = tokenizer.decode([int(tid)])
-        if "\ufffd" in text or text == "":
-            text = str(tokenizer.convert_ids_to_tokens(int(tid)))
-        out.append(text)
-    return out
 
 
 def pattern_payload(patterns: np.ndarray, tokens: Sequence[str], title: str,
@@ -104,7 +83,7 @@ def build_viewer(store_path: str | Path, model_name: str, story_id: int, out: st
     from extract.store import open_store
 
     with open_store(store_path) as store:
-        input_ids = story_tokens(store, story_id)
+        input_ids = find_story(read_stories(store), story_id).input_ids
     if max_tokens is not None:
         input_ids = input_ids[:max_tokens]
     model = load_model(model_name)

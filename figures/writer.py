@@ -20,8 +20,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from datasets_build.atomic import atomic_file
-from datasets_build.manifest import command_line, library_versions, now_iso, read_json, write_json
+from headprobe.atomic import atomic_file
+from headprobe.manifest import command_line, library_versions, now_iso, read_json, write_json
 
 FORMATS = ("png", "pdf", "svg")
 DPI = 150

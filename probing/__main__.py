@@ -15,8 +15,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from datasets_build.cli_support import Parser, UsageError, run_main, split_list
-from datasets_build.rundir import resolve
+from headprobe.cli import Parser, run_main, split_list
+from headprobe.errors import UsageError
+from headprobe.rundir import resolve
 from probing.controls import CONTROLS, DEFAULT_CONTROLS, parse_controls
 from probing.solvers import SOLVERS
 from probing.studies import STUDY_MODULES
@@ -59,7 +60,7 @@ def _add_fit(sub) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from datasets_build.atomic import check_target
+    from headprobe.atomic import check_target
     from probing.grid import GridConfig, run_grid
     from probing.results import write_results
 

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from datasets_build.cli_support import UsageError, split_list
 from extract.store import open_store
+from headprobe.cli import split_list
+from headprobe.errors import UsageError
 from probing.labels import fold_tags
 from probing.metrics import score
 from probing.solvers import fit_fast, fit_sklearn

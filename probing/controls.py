@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 
 CONTROLS = ("majority", "shuffled", "random", "bootstrap")
 DEFAULT_CONTROLS = ("majority", "shuffled", "bootstrap")

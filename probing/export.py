@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets_build.atomic import atomic_dir
-from datasets_build.cli_support import UsageError
+from headprobe.atomic import atomic_dir
+from headprobe.errors import UsageError
 from probing.results import ProbeResults, read_results
 
 FORMATS = ("seed004",)

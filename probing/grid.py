@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from datasets_build.cli_support import UsageError
 from extract.store import open_store
+from headprobe.errors import UsageError
 from probing.controls import (
     DEFAULT_CONTROLS,
     check_control_store,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 
 VERB_TAGS = ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ")
 OTHER = "OTHER"

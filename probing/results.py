@@ -17,9 +17,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from datasets_build.atomic import atomic_dir
-from datasets_build.cli_support import UsageError
-from datasets_build.manifest import base_manifest, write_json
+from headprobe.atomic import atomic_dir
+from headprobe.errors import UsageError
+from headprobe.manifest import base_manifest, write_json
 
 FORMAT = "headprobe-probes"
 FORMAT_VERSION = 1

@@ -8,22 +8,17 @@ each headline tag (with its shuffled-label control), and for every case study fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError
-from datasets_build.rundir import run_path
+from headprobe.errors import UsageError
+from headprobe.heads import head_label
+from headprobe.rundir import run_path
 from probing.results import ProbeResults, read_results
 from probing.study_io import StudyResults, read_study
 from probing.top import top_cells
 
 HEADLINE_TAGS = ("``", "''", "VBD", "NN", "PRP$", "NNP", "DT")
-
-
-def _head(cell: Any) -> str:
-    layer, head = cell
-    return f"L{layer}H{head}"
 
 
 def probe_lines(results: ProbeResults, tags: tuple[str, ...] = HEADLINE_TAGS) -> list[str]:
@@ -33,7 +28,8 @@ def probe_lines(results: ProbeResults, tags: tuple[str, ...] = HEADLINE_TAGS) ->
         best = top_cells(results, tag, k=1)[0]
         shuffled = best.get("f1_shuffled", np.nan)
         extra = f", random weights {best['f1_random']:.2f}" if "f1_random" in best else ""
-        lines.append(f"  {tag:<5} best {best['site']:<5} L{best['layer']}H{best['head']:<3}"
+        head = head_label(best["layer"], best["head"])
+        lines.append(f"  {tag:<5} best {best['site']:<5} {head:<6}"
                      f" F1 {best['f1']:.2f} (shuffled labels {shuffled:.2f}{extra};"
                      f" {best['support']} test tokens)")
     return lines
@@ -41,7 +37,7 @@ def probe_lines(results: ProbeResults, tags: tuple[str, ...] = HEADLINE_TAGS) ->
 
 def _quote(r: StudyResults) -> str:
     b = r.meta["best"]
-    text = (f"quotation head {_head(r.meta['best_head'])}: activity {b['ratio']:.2f}x higher "
+    text = (f"quotation head {head_label(*r.meta['best_head'])}: activity {b['ratio']:.2f}x higher "
             f"inside quotes (paired t {b['t_stat']:.1f})")
     if "attn_to_open" in b:
         text += f", attention to the opening mark {b['attn_to_open']:.2f}"
@@ -50,7 +46,7 @@ def _quote(r: StudyResults) -> str:
 
 def _repeated(r: StudyResults) -> str:
     m = r.meta
-    head = _head(m["best_induction_head"])
+    head = head_label(*m["best_induction_head"])
     score = float(r.arrays["induction_score"][tuple(m["best_induction_head"])])
     return (f"induction head {head} (score {score:.2f}); top-1 accuracy on repeated random "
             f"tokens {m['accuracy_first']:.2f} -> {m['accuracy_second']:.2f}")

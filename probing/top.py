@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
+from headprobe.heads import head_label
 from probing.results import ProbeResults
 
 COLUMNS = (("f1", "F1"), ("f1_lo", "lo"), ("f1_hi", "hi"), ("f1_shuffled", "shuffled"),
@@ -38,7 +39,7 @@ def format_top(rows: list[dict], tag: str) -> str:
     lines = [f"tag {tag}: best cells by test F1 (support {rows[0]['support'] if rows else 0})",
              "  ".join(["site ", "cell  "] + [f"{title:>8}" for _, title in cols])]
     for r in rows:
-        cells = [f"{r['site']:<5}", f"L{r['layer']}H{r['head']:<3}"]
+        cells = [f"{r['site']:<5}", f"{head_label(r['layer'], r['head']):<6}"]
         cells += [f"{r[key]:8.3f}" if not np.isnan(r[key]) else f"{'-':>8}" for key, _ in cols]
         lines.append("  ".join(cells))
     return "\n".join(lines)

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from datasets_build.sources import read_separated
-from datasets_build.tokenizer import load_tokenizer
 from extract.bench import write_untagged_dataset
 from extract.extractor import extract_store
+from headprobe.tokenization import load_tokenizer
 
 
 @pytest.fixture(scope="session")

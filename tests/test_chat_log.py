@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from datasets_build import chatlog
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 
 EXPORT = (
     "[06/03/2021, 9:04:30] Messages are end-to-end encrypted.\n"
@@ -103,7 +103,7 @@ def test_chat_sources(tmp_path):
 def test_structure_tagged_dataset_from_a_chat(tmp_path):
     from datasets_build.build import build_dataset
     from datasets_build.dataset import load_tagged_dataset
-    from extract.char_tokenizer import char_tokenizer
+    from headprobe.tokenization.char import char_tokenizer
 
     chat = chatlog.generate_chat(60, seed=2)
     tok = char_tokenizer([chat], chatlog.sender_names(6))

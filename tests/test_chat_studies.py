@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from datasets_build import chatlog
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 from probing.studies import next_token, time_order
 from probing.study_io import read_study
 

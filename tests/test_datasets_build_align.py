@@ -18,7 +18,7 @@ from datasets_build.tagging import (
     tag_stories,
     tag_vocabularies,
 )
-from datasets_build.tokenizer import load_tokenizer
+from headprobe.tokenization import load_tokenizer
 
 HARD = 'He said, "Don\'t go." Mr. Jones  \n\n  smiled 😀 at “the café” ok.'
 

@@ -10,7 +10,7 @@ from datasets_build.dataset import TOKEN_COLUMNS, load_tagged_dataset
 from datasets_build.demo_corpus import demo_stories
 from datasets_build.sources import open_source, read_separated
 from datasets_build.tagging import load_pipeline, tag_stories
-from datasets_build.tokenizer import load_tokenizer, vocab_hash
+from headprobe.tokenization import load_tokenizer, vocab_hash
 
 
 def test_shared_dataset_contents(shared_dataset, shared_model, valid_text):
@@ -130,7 +130,7 @@ def test_reduced_pipeline_tags_like_full(valid_text):
 
 @pytest.mark.parametrize("spec", ["demo:0", "demo:x", "demo:3:1:2"])
 def test_bad_demo_spec(spec):
-    from datasets_build.cli_support import UsageError
+    from headprobe.errors import UsageError
 
     with pytest.raises(UsageError):
         open_source(spec)

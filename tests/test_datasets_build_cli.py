@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from datasets_build.__main__ import PROG, main
-from datasets_build.cli_support import run_main
 from datasets_build.dataset import load_tagged_dataset
+from headprobe.cli import run_main
 
 
 def cli(argv, capsys):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from datasets_build.cli_support import UsageError
 from datasets_build.dataset import load_tagged_dataset
 from datasets_build.split import n_test_stories, split_stories
+from headprobe.errors import UsageError
 
 
 def test_split_is_deterministic_and_exact():

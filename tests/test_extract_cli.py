@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from datasets_build.cli_support import run_main
 from datasets_build.dataset import load_tagged_dataset
-from datasets_build.tokenizer import load_tokenizer
 from extract.__main__ import main
 from extract.bench import write_untagged_dataset
 from extract.extractor import KILL_AFTER_ENV, extract_store
 from extract.forward import FastForward
 from extract.models import load_hf_model
 from extract.store import open_store
+from headprobe.cli import run_main
+from headprobe.tokenization import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_usage_errors_are_one_line_exit_2(untagged_dataset, shared_model, gpt2_t
 def test_stories_longer_than_the_context_are_refused(untagged_dataset, shared_model, tmp_path):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from datasets_build.cli_support import UsageError
+    from headprobe.errors import UsageError
 
     config = AutoConfig.from_pretrained(str(shared_model), max_position_embeddings=32)
     config._name_or_path = str(shared_model)

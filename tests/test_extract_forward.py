@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from extract.extractor import Extractor, Story
+from extract.extractor import Extractor
 from extract.forward import FastForward, HookForward, local_attention, local_mask
 from extract.models import load_hf_model, load_model
+from headprobe.stories import Story
 
 ALL_SITES = ["key", "query", "value", "z", "activity", "entropy", "argmax"]
 
@@ -119,11 +120,11 @@ def test_batched_padded_run_equals_one_story_at_a_time(shared_hf):
     lengths = [5, 40, 17, 63, 1, 29]
     ids = rng.integers(0, 4096, sum(lengths))
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    stories = [Story(i, int(s), n, int(s))
+    stories = [Story(i, int(s), ids[s:s + n])
                for i, (s, n) in enumerate(zip(starts, lengths, strict=True))]
     forward = FastForward(shared_hf, ["key", "query", "activity"])
-    batched = Extractor(forward, ids, batch_tokens=4096).run_group(stories)
-    single = Extractor(forward, ids, batch_tokens=1).run_group(stories)
+    batched = Extractor(forward, batch_tokens=4096).run_group(stories)
+    single = Extractor(forward, batch_tokens=1).run_group(stories)
     for site in batched:
         np.testing.assert_allclose(batched[site], single[site], atol=1e-5, rtol=1e-5)
     # and each story equals its own unpadded forward

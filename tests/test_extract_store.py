@@ -6,7 +6,6 @@ import h5py
 import numpy as np
 import pytest
 
-from datasets_build.cli_support import UsageError
 from datasets_build.dataset import TOKEN_COLUMNS
 from extract.store import (
     SCHEMA_VERSION,
@@ -15,6 +14,7 @@ from extract.store import (
     open_store,
     write_store,
 )
+from headprobe.errors import UsageError
 
 TAGS = {"fine": ["NN", "VBD", "DT"], "coarse": ["NOUN", "VERB"]}
 

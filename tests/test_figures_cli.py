@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets_build.cli_support import run_main
 from figures.__main__ import main
 from figures.registry import file_stem, matches
 from figures.writer import sha256_file
+from headprobe.cli import run_main
 from tests.fixtures_figures import write_synthetic_studies
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets_build.cli_support import run_main
 from extract.store import open_store, write_store
 from figures import loaders
 from figures.__main__ import main as figures_main
 from figures.registry import discover, plan_all
+from headprobe.cli import run_main
 from probing.__main__ import main as probing_main
 from probing.results import read_results
 from probing.study_io import write_study

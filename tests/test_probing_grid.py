@@ -88,7 +88,7 @@ def _fails(capsys, argv, words):
     with pytest.raises(SystemExit) as exc:
         import sys
 
-        from datasets_build.cli_support import run_main
+        from headprobe.cli import run_main
         sys.exit(run_main(main, argv, prog="python -m probing"))
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and words in err, err

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from datasets_build.cli_support import UsageError
 from extract.store import open_store
+from headprobe.errors import UsageError
 from probing.labels import fold_tags
 from probing.metrics import score
 from probing.solvers import fit_fast, fit_sklearn

@@ -28,7 +28,7 @@ def test_summary_names_best_probe_heads_and_study_headlines(
 
 
 def test_summary_of_missing_run_is_a_usage_error(tmp_path, capsys):
-    from datasets_build.cli_support import run_main
+    from headprobe.cli import run_main
 
     assert run_main(main, ["summary", "--run", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1

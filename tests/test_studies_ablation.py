@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from datasets_build.cli_support import run_main
 from extract.store import open_store
+from headprobe.cli import run_main
+from headprobe.stories import read_stories
 from probing.__main__ import main
 from probing.studies import ablation
-from probing.studies.common import capture, read_stories
+from probing.studies.common import (
+    capture,
+)
 from probing.study_io import read_study
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformer_lens import patching as tl_patching
 
-from datasets_build.cli_support import UsageError, run_main
+from headprobe.cli import run_main
+from headprobe.errors import UsageError
 from probing.__main__ import main
 from probing.studies import patching
 from probing.study_io import read_study

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from datasets_build.cli_support import run_main
 from extract.store import open_store, write_store
+from headprobe.cli import run_main
+from headprobe.stories import read_stories
 from probing.__main__ import main
 from probing.studies import quote
-from probing.studies.common import read_stories
 from probing.study_io import read_study
 
 

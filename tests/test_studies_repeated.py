@@ -5,10 +5,13 @@ import pytest
 import torch
 from transformer_lens import FactoredMatrix, head_detector
 
-from datasets_build.cli_support import run_main
+from headprobe.cli import run_main
+from headprobe.hooks import hook_name, layer_hooks
 from probing.__main__ import main
 from probing.studies import repeated
-from probing.studies.common import capture, pattern_hook
+from probing.studies.common import (
+    capture,
+)
 from probing.study_io import read_study
 
 TEXT = "Tom and Sue went to the park. Tom saw a big dog and Sue saw a cat."
@@ -29,8 +32,8 @@ def test_scores_agree_with_transformer_lens_head_detector(study_model):
     # previous-token score on a real sentence against head_detector (it divides by all rows)
     ids = model.to_tokens(TEXT)
     n = ids.shape[-1]
-    _, acts = capture(model, ids, [pattern_hook(layer) for layer in range(model.cfg.n_layers)])
-    mine = torch.stack([repeated.diagonal_score(acts[pattern_hook(layer)], -1, 1)
+    _, acts = capture(model, ids, layer_hooks("pattern", model.cfg.n_layers))
+    mine = torch.stack([repeated.diagonal_score(acts[hook_name("pattern", layer)], -1, 1)
                         for layer in range(model.cfg.n_layers)])
     reference = head_detector.detect_head(model, TEXT, "previous_token_head")
     np.testing.assert_allclose(mine.numpy() * (n - 1) / n, reference.numpy(), atol=1e-5)
@@ -39,10 +42,10 @@ def test_scores_agree_with_transformer_lens_head_detector(study_model):
     tokens = repeated.repeated_tokens(model.cfg.d_vocab, seq_len, 1, seed=0)
     _, scores = repeated.head_scores(model, tokens, seq_len)
     detection = head_detector.get_induction_head_detection_pattern(tokens)
-    _, acts = capture(model, tokens, [pattern_hook(2)])
+    _, acts = capture(model, tokens, [hook_name("pattern", 2)])
     for head in (0, 7):
         ref = head_detector.compute_head_attention_similarity_score(
-            acts[pattern_hook(2)][0, head], detection, exclude_bos=False,
+            acts[hook_name("pattern", 2)][0, head], detection, exclude_bos=False,
             exclude_current_token=False, error_measure="mul")
         assert scores["induction_score"][2, head] * seq_len / (2 * seq_len + 1) == \
             pytest.approx(ref, abs=1e-5)

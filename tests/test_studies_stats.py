@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datasets_build.cli_support import run_main
+from headprobe.cli import run_main
 from probing.__main__ import main
 from probing.studies import stats
 from probing.study_io import read_study

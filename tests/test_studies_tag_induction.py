@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets_build.cli_support import UsageError
 from extract.store import open_store
+from headprobe.errors import UsageError
 from probing.studies import tag_induction
 
 

@@ -7,7 +7,6 @@ import torch
 from safetensors.torch import load_file
 
 from datasets_build import chatlog
-from datasets_build.cli_support import Parser, UsageError
 from extract.train import (
     TrainConfig,
     add_train_arguments,
@@ -16,6 +15,8 @@ from extract.train import (
     run_train,
     train_model,
 )
+from headprobe.cli import Parser
+from headprobe.errors import UsageError
 
 TINY = dict(layers=2, d_model=16, heads=2, ctx=32, batch=4, steps=6, ckpt_every=3,
             log_every=2)

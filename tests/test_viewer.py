@@ -21,9 +21,11 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from datasets_build.cli_support import run_main
 from figures.__main__ import main
-from figures.viewer import SCALE, attention_patterns, story_tokens, token_strings, write_viewer
+from figures.viewer import SCALE, attention_patterns, write_viewer
+from headprobe.cli import run_main
+from headprobe.stories import find_story, read_stories
+from headprobe.tokens import token_strings
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)
@@ -152,7 +154,7 @@ def viewer_case(shared_model: Path, valid_text: Path, tmp_path_factory) -> dict:
     from extract.store import open_store
 
     with open_store(store) as st:
-        stored_ids = story_tokens(st, STORY_ID)
+        stored_ids = find_story(read_stories(st), STORY_ID).input_ids
     return {"model": model, "store": store, "ids": stored_ids,
             "patterns": attention_patterns(model, stored_ids),
             "tokens": token_strings(model.tokenizer, stored_ids)}

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets_build.cli_support import UsageError
+from headprobe.cli import split_list
+from headprobe.errors import UsageError
+from headprobe.heads import head_label, parse_heads
+from headprobe.hooks import hook_name, layer_hooks
+from headprobe.stories import Story, read_stories
 from probing.studies.common import (
-    Story,
     add_model_arguments,
     add_output_arguments,
     add_store_argument,
@@ -26,14 +29,11 @@ from probing.studies.common import (
     check_context,
     finish_study,
     format_table,
-    head_label,
     load_study_model,
     model_name,
     next_token_loss,
     output_dir,
     padded,
-    parse_heads,
-    read_stories,
     run_hooked,
     store_path,
 )
@@ -43,10 +43,6 @@ STUDY = "ablate"
 MODES = ("zero", "mean")
 
 Heads = Sequence[tuple[int, int]]
-
-
-def z_hook(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
 
 
 def ablation_hooks(heads: Heads, mode: str, mean_z: torch.Tensor | None = None
@@ -66,7 +62,7 @@ def ablation_hooks(heads: Heads, mode: str, mean_z: torch.Tensor | None = None
                 z[:, :, idx] = mean_z[layer, idx].to(z.dtype)
             return z
 
-        hooks.append((z_hook(layer), hook))
+        hooks.append((hook_name("z", layer), hook))
     return hooks
 
 
@@ -100,7 +96,7 @@ def mean_z(model: Any, stories: list[Story], device: str = "cpu") -> torch.Tenso
         def keep(z: torch.Tensor, hook: Any, mask=mask) -> None:
             total[hook.layer()] += z[mask.to(z.device)].double().sum(0).cpu()
 
-        run_hooked(model, tokens, [(z_hook(layer), keep) for layer in range(cfg.n_layers)])
+        run_hooked(model, tokens, [(name, keep) for name in layer_hooks("z", cfg.n_layers)])
     return (total / max(count, 1)).float()
 
 
@@ -226,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_dir(args, STUDY)
     path = store_path(args)
     with open_store(path) as store:
-        heads = parse_heads(args.heads, store.n_layers, store.n_heads)
+        heads = parse_heads(split_list(args.heads), store.n_layers, store.n_heads)
         name = model_name(args, store.attrs)
         model = load_study_model(name, args.device)
         arrays, meta, text = ablation_study(store, model, heads, args.mode, args.random_draws,

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from datasets_build.atomic import check_target
-from datasets_build.cli_support import UsageError, split_list
-from datasets_build.rundir import run_path
+from headprobe.atomic import check_target
+from headprobe.errors import UsageError
+from headprobe.hooks import layer_hooks
+from headprobe.rundir import model_of_store, run_path, study_path
+from headprobe.stories import Story
 
-# Root attributes of an activation store that may name the model it was extracted from.
-STORE_MODEL_ATTRS = ("model_path", "model", "model_name")
 QUOTE_CHARS = ('"', "\u201c", "\u201d", "''", "``")
 
 
@@ -56,7 +55,7 @@ def output_dir(args: argparse.Namespace, study: str) -> Path:
     if getattr(args, "out", None):
         out = Path(args.out)
     elif getattr(args, "run", None):
-        out = run_path(args.run, "studies") / study
+        out = study_path(args.run, study)
     else:
         raise UsageError("give --out DIR or --run runs/NAME")
     return check_target(out, getattr(args, "overwrite", False))
@@ -91,16 +90,10 @@ def model_name(args: argparse.Namespace, store_attrs: dict[str, Any] | None = No
     """``--model``, else the store's model, else ``RUN/model``; None when optional and unknown."""
     if getattr(args, "model", None):
         return str(args.model)
-    for key in STORE_MODEL_ATTRS:
-        value = (store_attrs or {}).get(key)
-        if isinstance(value, str) and value:
-            return value
-    run = getattr(args, "run", None)
-    if run and run_path(run, "model").is_dir():
-        return str(run_path(run, "model"))
-    if required:
+    name = model_of_store(store_attrs or {}, getattr(args, "run", None))
+    if name is None and required:
         raise UsageError("give --model M (the store does not name its model)")
-    return None
+    return name
 
 
 def load_study_model(name: str, device: str = "cpu") -> Any:
@@ -110,77 +103,12 @@ def load_study_model(name: str, device: str = "cpu") -> Any:
     return load_model(name, device=device)
 
 
-def parse_heads(text: str, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
-    """``"L.H,L.H"`` (also ``LxHy``/``L:H``) -> [(layer, head)], checked against the model."""
-    heads = []
-    for item in split_list(text):
-        norm = item.upper().replace("L", "").replace("H", ".").replace(":", ".")
-        parts = [p for p in norm.split(".") if p]
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise UsageError(f"bad head {item!r}: write heads as LAYER.HEAD, e.g. 2.0")
-        layer, head = int(parts[0]), int(parts[1])
-        if not (0 <= layer < n_layers and 0 <= head < n_heads):
-            raise UsageError(f"head {item!r} is outside the model ({n_layers} layers x "
-                             f"{n_heads} heads)")
-        heads.append((layer, head))
-    if not heads:
-        raise UsageError("no heads given")
-    return list(dict.fromkeys(heads))
-
-
-def head_label(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
 # ---------------------------------------------------------------- tokens
-
-
-def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """One display string per token id (each decoded on its own)."""
-    return [tokenizer.decode([int(i)]) for i in ids]
-
-
-def show_tokens(strings: Sequence[str]) -> str:
-    """A one-line rendering of a tokenisation: ``['Tom', ' had', ...]``."""
-    return "[" + ", ".join(repr(s) for s in strings) + "]"
 
 
 def is_quote_mark(text: str) -> bool:
     """True for a token that holds a quotation mark."""
     return any(q in text for q in QUOTE_CHARS)
-
-
-@dataclass
-class Story:
-    """One story of a store: its rows in the store and its token ids, in position order."""
-
-    story_id: int
-    rows: np.ndarray       # [n_tok] row indices in the store
-    input_ids: np.ndarray  # [n_tok]
-
-
-def stories_from_table(table: dict[str, np.ndarray], rows: np.ndarray | None = None
-                       ) -> list[Story]:
-    """Group a token table (columns story_id, position, input_id; each [n]) into stories.
-
-    rows: the store rows the table columns come from (default 0..n-1).
-    """
-    n = len(table["story_id"])
-    rows = np.arange(n) if rows is None else np.asarray(rows)
-    order = np.lexsort((table["position"], table["story_id"]))
-    sid = table["story_id"][order]
-    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if n else np.zeros(0, int)
-    ends = np.r_[starts[1:], n] if n else np.zeros(0, int)
-    return [Story(int(sid[a]), rows[order[a:b]], table["input_id"][order[a:b]].astype(np.int64))
-            for a, b in zip(starts, ends, strict=True)]
-
-
-def read_stories(store: Any, split: str | None = None) -> list[Story]:
-    """Every story of ``store`` (optionally one split) with its rows and token ids."""
-    index = store.select(split=split) if split not in (None, "all") else None
-    table = store.tokens(["story_id", "position", "input_id"], index=index)
-    rows = np.arange(store.n_tokens) if index is None else index
-    return stories_from_table(table, rows)
 
 
 # ---------------------------------------------------------------- model runs
@@ -250,10 +178,6 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
 
 
-def pattern_hook(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_pattern"
-
-
 def story_patterns(model: Any, stories: Sequence[Story], max_bytes: int = 2**28,
                    device: str = "cpu") -> Iterator[tuple[Story, torch.Tensor]]:
     """Attention patterns of each story, taken from the ``hook_pattern`` hooks.
@@ -262,7 +186,7 @@ def story_patterns(model: Any, stories: Sequence[Story], max_bytes: int = 2**28,
     stories are run in batches whose patterns take at most about ``max_bytes``.
     """
     check_context(model, stories)
-    names = [pattern_hook(layer) for layer in range(model.cfg.n_layers)]
+    names = layer_hooks("pattern", model.cfg.n_layers)
     per_cell = 4 * model.cfg.n_layers * model.cfg.n_heads
     for group in batches(stories, max(1, max_bytes // per_cell), power=2):
         tokens = padded([s.input_ids for s in group], device)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets_build.cli_support import UsageError, split_list
+from headprobe.cli import split_list
+from headprobe.errors import UsageError
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
@@ -124,7 +125,7 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from datasets_build.tokenizer import bos_id, load_tokenizer
+    from headprobe.tokenization import bos_id, load_tokenizer
 
     if args.top_k < 1:
         raise UsageError("-k must be at least 1")

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
+from headprobe.hooks import hook_pattern, layer_hooks
+from headprobe.tokens import show_tokens, token_strings
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
@@ -35,19 +37,13 @@ from probing.studies.common import (
     load_study_model,
     output_dir,
     run_hooked,
-    show_tokens,
-    token_strings,
 )
 
 HELP = "activation patching grid of a clean/corrupted prompt pair"
 STUDY = "patch"
-SITES = {
-    "resid_pre": "blocks.{}.hook_resid_pre",
-    "resid_post": "blocks.{}.hook_resid_post",
-    "attn_out": "blocks.{}.hook_attn_out",
-    "mlp_out": "blocks.{}.hook_mlp_out",
-    "head": "blocks.{}.attn.hook_z",
-}
+# patching site -> hook point (headprobe.hooks)
+SITES = {"resid_pre": "resid_pre", "resid_post": "resid_post", "attn_out": "attn_out",
+         "mlp_out": "mlp_out", "head": "z"}
 DEFAULT_CLEAN = "Tom had a red ball. Tom gave the ball to"
 DEFAULT_CORRUPT = "Sue had a red ball. Sue gave the ball to"
 TOP_K = 20
@@ -71,7 +67,7 @@ def tokenize_pair(model: Any, clean: str, corrupt: str) -> tuple[torch.Tensor, t
 
 def precheck_lengths(name: str, clean: str, corrupt: str) -> None:
     """Refuse prompts of unequal length from the tokenizer alone, before booting the model."""
-    from datasets_build.tokenizer import load_tokenizer
+    from headprobe.tokenization import load_tokenizer
 
     try:
         tok = load_tokenizer(name)
@@ -123,7 +119,7 @@ def patch_grid(model: Any, clean: torch.Tensor, corrupt: torch.Tensor, site: str
     if site not in SITES:
         raise UsageError(f"unknown --site {site!r}; choose from {', '.join(SITES)}")
     n_layers, n_pos = model.cfg.n_layers, clean.shape[-1]
-    names = [SITES[site].format(layer) for layer in range(n_layers)]
+    names = layer_hooks(SITES[site], n_layers)
     _, cache = capture(model, clean, names)
     cells = patch_cells(model, site, n_pos)
     values = torch.zeros(len(cells))
@@ -233,7 +229,7 @@ def patch_study(model: Any, clean_text: str, corrupt_text: str, target: str | No
     names = token_strings(tok, [target_id, foil_id])
     meta = {
         "study": STUDY, "clean": clean_text, "corrupt": corrupt_text, "site": site,
-        "hook": SITES[site].format("L"), "target": names[0], "target_id": target_id,
+        "hook": hook_pattern(SITES[site]), "target": names[0], "target_id": target_id,
         "foil": names[1], "foil_id": foil_id, "answers_given": target is not None,
         "normalized": normalize, "clean_logit_diff": clean_diff,
         "corrupt_logit_diff": corrupt_diff, "n_layers": int(model.cfg.n_layers),

@@ -23,24 +23,23 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
+from headprobe.heads import head_label
+from headprobe.stories import Story, read_stories
+from headprobe.tokens import token_strings
 from probing.studies.common import (
-    Story,
     add_model_arguments,
     add_output_arguments,
     add_store_argument,
     example_window,
     finish_study,
     format_table,
-    head_label,
     is_quote_mark,
     load_study_model,
     model_name,
     output_dir,
-    read_stories,
     store_path,
     story_patterns,
-    token_strings,
     top_heads,
 )
 
@@ -301,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         if name and not args.no_model:
             model = load_study_model(name, args.device)
         elif name:
-            from datasets_build.tokenizer import load_tokenizer
+            from headprobe.tokenization import load_tokenizer
             tokenizer = load_tokenizer(name)
         arrays, meta, text = quote_study(store, model, tokenizer, args.split, args.max_stories,
                                          args.rank_by, args.top)

@@ -26,19 +26,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
+from headprobe.heads import head_label
+from headprobe.hooks import hook_name, layer_hooks
+from headprobe.tokens import token_strings
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
     capture,
     finish_study,
     format_table,
-    head_label,
     load_study_model,
     output_dir,
-    pattern_hook,
     run_hooked,
-    token_strings,
     top_heads,
 )
 
@@ -78,7 +78,7 @@ def head_scores(model: Any, tokens: torch.Tensor, seq_len: int
     "prev_token_score": [n_layers, n_heads]}).
     """
     n_layers = model.cfg.n_layers
-    names = [pattern_hook(layer) for layer in range(n_layers)]
+    names = [hook_name("pattern", layer) for layer in range(n_layers)]
     logits, acts = capture(model, tokens, names)
     induction = torch.stack([diagonal_score(acts[n], 1 - seq_len, seq_len + 1) for n in names])
     prev = torch.stack([diagonal_score(acts[n], -1, 1) for n in names])
@@ -148,8 +148,8 @@ def mlp_patching_grid(model: Any, tokens: torch.Tensor, seq_len: int,
     swapped, so only the blocks above it run. Returns [n_layers, seq_len].
     """
     n_layers, batch = model.cfg.n_layers, tokens.shape[0]
-    mlp = [f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)]
-    post = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+    mlp = layer_hooks("mlp_out", n_layers)
+    post = layer_hooks("resid_post", n_layers)
     resume = can_resume(model)
     clean: dict[str, torch.Tensor] = {}
 
@@ -245,8 +245,8 @@ def repeated_study(model: Any, seq_len: int = 50, batch: int = 30, seed: int = 0
         "example_tokens": np.array(token_strings(model.tokenizer, tokens[0].tolist())),
     }
     ind = top_heads(induction, 1)[0]
-    _, acts = capture(model, tokens[:1], [pattern_hook(ind[0])])
-    arrays["example_pattern"] = acts[pattern_hook(ind[0])][0, ind[1]].float().numpy()
+    _, acts = capture(model, tokens[:1], [hook_name("pattern", ind[0])])
+    arrays["example_pattern"] = acts[hook_name("pattern", ind[0])][0, ind[1]].float().numpy()
     grid_note = "model has no MLPs"
     if mlp_grid and has_mlps(model):
         arrays["mlp_patch_delta"] = mlp_patching_grid(model, tokens, seq_len)

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
+from headprobe.hooks import hook_name, hook_pattern, layer_hooks
+from headprobe.tokens import token_strings
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
@@ -27,7 +29,6 @@ from probing.studies.common import (
     format_table,
     load_study_model,
     output_dir,
-    token_strings,
 )
 
 HELP = "per-layer statistics of attention outputs, normalised residuals and MLP neurons"
@@ -35,8 +36,7 @@ STUDY = "stats"
 DEFAULT_PROMPT = ('One day, Lucy asks Tom: "I am looking for a banana but I can\'t find it". '
                   'Tom says: "Don\'t')
 SUMMARY = ("mean", "std", "min", "q25", "median", "q75", "max")
-SITES = {"attn_out": "blocks.{}.hook_attn_out", "ln2_out": "blocks.{}.ln2.hook_out"}
-MLP_POST = "blocks.{}.mlp.hook_post"
+SITES = ("attn_out", "ln2_out")   # hook points (headprobe.hooks), one summary each
 
 
 def summary(values: np.ndarray) -> np.ndarray:
@@ -64,22 +64,22 @@ def stats_study(model: Any, prompt: str = DEFAULT_PROMPT, threshold: float = 0.0
         raise UsageError(f"the prompt has {tokens.shape[-1]} tokens, more than the model's "
                          f"context of {model.cfg.n_ctx}")
     n_layers = model.cfg.n_layers
-    names = [s.format(layer) for s in SITES.values() for layer in range(n_layers)]
-    mlp = [MLP_POST.format(layer) for layer in range(n_layers)]
+    names = [hook_name(s, layer) for s in SITES for layer in range(n_layers)]
+    mlp = layer_hooks("mlp_post", n_layers)
     has_mlp = not bool(getattr(model.cfg, "attn_only", False))
     _, acts = capture(model, tokens, names + (mlp if has_mlp else []))
     arrays: dict[str, Any] = {"tokens": np.array(token_strings(model.tokenizer,
                                                                tokens[0].tolist())),
                               "summary_names": np.array(SUMMARY)}
-    for site, pattern in SITES.items():
-        values = np.stack([acts[pattern.format(layer)][0].float().numpy()
+    for site in SITES:
+        values = np.stack([acts[hook_name(site, layer)][0].float().numpy()
                            for layer in range(n_layers)])                # [L, pos, d_model]
         arrays[site] = values
         arrays[f"{site}_summary"] = np.stack([summary(v) for v in values])
         arrays[f"{site}_hist"], arrays[f"{site}_hist_edges"] = histograms(values, bins)
         arrays[f"{site}_all_summary"] = summary(values)
     if has_mlp:
-        post = np.stack([acts[MLP_POST.format(layer)][0].float().numpy()
+        post = np.stack([acts[hook_name("mlp_post", layer)][0].float().numpy()
                          for layer in range(n_layers)])                   # [L, pos, d_mlp]
         arrays["mlp_near_zero"] = (np.abs(post) < threshold).mean(axis=(1, 2))
         arrays["mlp_below"] = (post < threshold).mean(axis=(1, 2))
@@ -92,7 +92,7 @@ def stats_study(model: Any, prompt: str = DEFAULT_PROMPT, threshold: float = 0.0
     meta = {
         "study": STUDY, "prompt": prompt, "threshold": threshold, "top_k": top_k,
         "n_layers": n_layers, "n_tokens": int(tokens.shape[-1]), "has_mlp": has_mlp,
-        "hooks": {**SITES, "mlp_post": MLP_POST},
+        "hooks": {s: hook_pattern(s) for s in (*SITES, "mlp_post")},
         "axes": {"tokens": ["position"], "summary_names": ["statistic"],
                  **{s: ["layer", "position", "d_model"] for s in SITES},
                  **{f"{s}_summary": ["layer", "statistic"] for s in SITES},

@@ -19,23 +19,23 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.cli_support import UsageError, split_list
+from headprobe.cli import split_list
+from headprobe.errors import UsageError
+from headprobe.heads import head_label
+from headprobe.stories import Story, read_stories
+from headprobe.tokens import token_strings
 from probing.studies.common import (
-    Story,
     add_model_arguments,
     add_output_arguments,
     add_store_argument,
     example_window,
     finish_study,
     format_table,
-    head_label,
     load_study_model,
     model_name,
     output_dir,
-    read_stories,
     store_path,
     story_patterns,
-    token_strings,
     top_heads,
 )
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from datasets_build import chatlog
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
@@ -164,7 +164,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from datasets_build.tokenizer import bos_id, load_tokenizer
+    from headprobe.tokenization import bos_id, load_tokenizer
 
     _check(args)
     out = output_dir(args, STUDY)

@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from datasets_build.cli_support import UsageError
-from datasets_build.hub import resolve_pretrained
+from headprobe.errors import UsageError
+from headprobe.hub import resolve_pretrained
 
 
 def load_tokenizer(name: str) -> Any:

@@ -1,7 +1,8 @@
 """Conventions every headprobe command line shares.
 
 Bad input is reported as one line on stderr with exit code 2; every stage's
-``__main__`` runs its entry point through :func:`run_main`.
+``__main__`` runs its entry point through :func:`run_main`, which also words the
+options a library error names (:func:`headprobe.errors.opt`) as flags.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import errno
 import sys
 from collections.abc import Callable, Sequence
 
+from headprobe.errors import UsageError
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
+# Parameters whose flag is not ``--`` + the name with dashes.
+FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -24,13 +26,26 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def flag(name: str, value: str = "") -> str:
+    """The command-line flag of Python parameter ``name`` (``value`` is how it was set)."""
+    text = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    if value and value not in ("True", "False", "None"):
+        text += f" {value.strip(chr(39))}"
+    return text
+
+
+def error_line(exc: UsageError) -> str:
+    """A library error as the command line says it."""
+    return exc.cli_message(flag)
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None],
              argv: Sequence[str] | None = None, prog: str = "headprobe") -> int:
     """Run ``main(argv)`` and turn expected failures into one-line errors."""
     try:
         return main(argv) or 0
     except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

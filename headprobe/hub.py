@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError
 
 _PATH_PREFIXES = (".", "/", "~")
 

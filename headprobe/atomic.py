@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from datasets_build.cli_support import UsageError
+from headprobe.errors import UsageError, opt
 
 
-def check_target(final: str | Path, overwrite: bool, flag: str = "--overwrite") -> Path:
+def check_target(final: str | Path, overwrite: bool) -> Path:
     """Refuse an existing output unless ``overwrite``; return ``final`` as a Path."""
     final = Path(final)
     if final.exists() and not overwrite:
-        raise UsageError(f"{final} already exists; pass {flag} to replace it")
+        raise UsageError(f"{final} already exists; pass {opt('overwrite', True)} to replace it")
     return final
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets_build.atomic import atomic_dir
+from headprobe.atomic import atomic_dir
 
 SPECIAL = "<|endoftext|>"
 DEFAULT_VOCAB_SIZE = 2048
@@ -28,13 +28,22 @@ def cache_root() -> Path:
 
 
 def train_bpe(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
-              min_frequency: int = 2) -> Any:
+              min_frequency: int = 2, extra_tokens: Sequence[str] = ()) -> Any:
     """Train a byte-level BPE on ``texts``; returns a transformers fast tokenizer.
 
     The vocabulary holds the 256 byte symbols, ``<|endoftext|>`` (id 0) and up to
-    ``vocab_size`` entries in all; a small corpus may give fewer.
+    ``vocab_size`` entries in all; a small corpus may give fewer. ``extra_tokens`` are
+    added after training, each one token wherever it occurs.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
@@ -45,8 +54,11 @@ def train_bpe(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
                                   special_tokens=[SPECIAL], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     core.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=SPECIAL, eos_token=SPECIAL,
-                                   unk_token=SPECIAL)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=SPECIAL, eos_token=SPECIAL,
+                                  unk_token=SPECIAL)
+    if extra_tokens:
+        tok.add_tokens([AddedToken(t, normalized=False) for t in dict.fromkeys(extra_tokens)])
+    return tok
 
 
 def corpus_key(texts: Sequence[str], vocab_size: int, min_frequency: int) -> str:

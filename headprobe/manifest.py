@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from datasets_build.atomic import atomic_file
+from headprobe.atomic import atomic_file
 
 TRACKED_LIBRARIES = ("headprobe", "torch", "transformer_lens", "transformers", "tokenizers",
                      "spacy", "datasets", "scikit-learn", "h5py", "numpy", "matplotlib")

@@ -1,0 +1,38 @@
+"""TransformerLens hook names, made in one place.
+
+``hook_name("k", 2)`` is ``blocks.2.attn.hook_k``; ``hook_name("resid_pre", 0)`` is
+``blocks.0.hook_resid_pre``. :data:`HOOK_POINTS` lists the points headprobe reads.
+"""
+
+from __future__ import annotations
+
+# point -> hook name inside block L
+HOOK_POINTS = {
+    "q": "attn.hook_q",
+    "k": "attn.hook_k",
+    "v": "attn.hook_v",
+    "z": "attn.hook_z",
+    "pattern": "attn.hook_pattern",
+    "resid_pre": "hook_resid_pre",
+    "resid_mid": "hook_resid_mid",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+    "mlp_post": "mlp.hook_post",
+    "ln2_out": "ln2.hook_out",
+}
+
+
+def hook_name(point: str, layer: int) -> str:
+    """Full hook name of ``point`` (a key of HOOK_POINTS) in block ``layer``."""
+    return f"blocks.{int(layer)}.{HOOK_POINTS[point]}"
+
+
+def hook_pattern(point: str) -> str:
+    """The name with ``L`` for the layer, for documentation: ``blocks.L.attn.hook_k``."""
+    return f"blocks.L.{HOOK_POINTS[point]}"
+
+
+def layer_hooks(point: str, n_layers: int) -> list[str]:
+    """``hook_name(point, layer)`` for every layer."""
+    return [hook_name(point, layer) for layer in range(n_layers)]
