@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    out = resolve(args.out, args.run, "dataset", "--out")
+    out = resolve(args.out, args.run, "dataset", "out")
     build_dataset(args.source, args.tokenizer, out, limit=args.limit,
                   test_fraction=args.test_fraction, seed=args.seed,
                   spacy_model=args.spacy_model, batch_size=args.batch_size,

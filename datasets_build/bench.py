@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.build import DEFAULT_BATCH_SIZE, collect_stories
-from datasets_build.sources import open_source
+from datasets_build.build import DEFAULT_BATCH_SIZE
+from datasets_build.sources import collect_stories, open_source
 from datasets_build.tagging import (
     DocConverter,
     StoryTags,

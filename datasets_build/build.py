@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from datasets_build import chatlog
 from datasets_build.align import TokenTags, align_story, alignment_stats
 from datasets_build.dataset import SPLITS, TOKEN_COLUMNS, write_dataset
-from datasets_build.sources import Source, open_source
+from datasets_build.sources import Source, collect_stories, open_source
 from datasets_build.split import check_test_fraction, split_stories
 from datasets_build.tagging import (
     load_pipeline,
@@ -27,7 +28,7 @@ from datasets_build.tagging import (
     tag_vocabularies,
 )
 from headprobe.atomic import atomic_dir, check_target
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.manifest import base_manifest
 from headprobe.tokenization import bos_id, load_tokenizer, vocab_hash
 from headprobe.tokenization.bpe import cached_bpe
@@ -35,22 +36,6 @@ from headprobe.tokenization.bpe import cached_bpe
 DEFAULT_BATCH_SIZE = 32
 TAGSETS = ("pos", "structure")  # spaCy part of speech, or chat-log fields (chatlog.py)
 TOKENIZE_BATCH = 256
-
-
-def collect_stories(source: Source, limit: int | None = None) -> tuple[list[str], int]:
-    """Stripped non-empty stories (the first ``limit`` of them) and the number dropped."""
-    texts, dropped = [], 0
-    for raw in source.stories():
-        if limit is not None and len(texts) >= limit:
-            break
-        text = raw.strip()
-        if text:
-            texts.append(text)
-        else:
-            dropped += 1
-    if not texts:
-        raise UsageError(f"source {source.spec!r} holds no non-empty story")
-    return texts, dropped
 
 
 def check_offsets(tok: Any, name: str) -> None:
@@ -68,7 +53,8 @@ def open_tokenizer(name: str | None, source: Source, texts: Sequence[str]) -> tu
     """(tokenizer, name, local path or ''); trains a cached BPE for demo corpora without one."""
     if name is None:
         if source.kind != "demo":
-            raise UsageError("give --tokenizer (only demo:N sources can train their own)")
+            raise UsageError(f"give {opt('tokenizer')} (only demo:N sources can train their "
+                             "own)")
         path = str(cached_bpe(texts))
         return load_tokenizer(path), f"bpe trained on {source.spec}", path
     path = Path(name).expanduser()
@@ -120,11 +106,140 @@ def _counts(tokens: dict[str, np.ndarray], codes: np.ndarray, dropped: int) -> d
 
 def _check_numbers(limit: int | None, batch_size: int, n_process: int) -> None:
     if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {limit}")
+        raise UsageError(f"{opt('limit')} must be at least 1, got {limit}")
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+        raise UsageError(f"{opt('batch_size')} must be at least 1, got {batch_size}")
     if n_process < 1:
-        raise UsageError(f"--n-process must be at least 1, got {n_process}")
+        raise UsageError(f"{opt('n_process')} must be at least 1, got {n_process}")
+
+
+@dataclass
+class BuildOptions:
+    """What :func:`build_dataset` was asked to do, checked when made (see its docstring)."""
+
+    source: str
+    tokenizer: str | None
+    out: Path
+    limit: int | None = None
+    test_fraction: float = 0.2
+    seed: int = 0
+    spacy_model: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    n_process: int = 1
+    overwrite: bool = False
+    prepend_bos: bool = True
+    split: str = "validation"
+    verbose: bool = False
+    tagset: str = "pos"
+
+    def __post_init__(self) -> None:
+        check_test_fraction(self.test_fraction)
+        _check_numbers(self.limit, self.batch_size, self.n_process)
+        if self.tagset not in TAGSETS:
+            raise UsageError(f"unknown {opt('tagset')} {self.tagset!r}; choose from "
+                             f"{', '.join(TAGSETS)}")
+        self.out = check_target(self.out, self.overwrite)
+
+
+@dataclass
+class BuildTokenizer:
+    """The tokenizer of a build, how it was named, and the BOS id it prepends (or None)."""
+
+    tok: Any
+    name: str
+    path: str
+    bos: int | None
+    prepend_bos: bool
+
+    def manifest(self) -> dict[str, Any]:
+        return {"name": self.name, "vocab_hash": vocab_hash(self.tok), "bos_id": self.bos,
+                "prepend_bos": self.prepend_bos, "path": self.path,
+                "class": type(self.tok).__name__, "vocab_size": len(self.tok)}
+
+
+def prepare_tokenizer(opts: BuildOptions, source: Source, texts: Sequence[str]) -> BuildTokenizer:
+    """The build's tokenizer, checked for offsets and, when asked for, a BOS token."""
+    tok, name, path = open_tokenizer(opts.tokenizer, source, texts)
+    check_offsets(tok, name)
+    bos = bos_id(tok) if opts.prepend_bos else None
+    if opts.prepend_bos and bos is None:
+        raise UsageError(f"tokenizer {name!r} has no BOS or EOS token; pass "
+                         f"{opt('prepend_bos', False)}")
+    return BuildTokenizer(tok, name, path, bos, opts.prepend_bos)
+
+
+def open_tagger(opts: BuildOptions) -> tuple[Any, dict[str, list[str]]]:
+    """(spaCy pipeline or None, tag vocabularies) of the build's tag set."""
+    if opts.tagset == "pos":
+        nlp = load_pipeline(opts.spacy_model)
+        return nlp, tag_vocabularies(nlp)
+    return None, chatlog.structure_vocabularies()
+
+
+def tag_and_align(opts: BuildOptions, texts: Sequence[str], tokenizer: BuildTokenizer, nlp: Any,
+                  vocab: dict[str, list[str]]) -> tuple[list[TokenTags], list[list[int]]]:
+    """Per story: the tags of its model tokens, and its input ids (BOS first if prepended)."""
+    if nlp is not None:
+        tagged = tag_stories(nlp, texts, batch_size=opts.batch_size, n_process=opts.n_process)
+    else:  # chat structure tags (datasets_build.chatlog), aligned like spaCy's
+        tagged = (chatlog.structure_story_tags(text, vocab) for text in texts)
+    bar = tqdm(tagged, desc="tagging", disable=not opts.verbose, file=sys.stderr,
+               total=len(texts), unit="story")
+    first = [tokenizer.bos] if opts.prepend_bos else []
+    parts, ids = [], []
+    for text, tags, (story_ids, offsets) in zip(texts, bar, encode(tokenizer.tok, texts),
+                                                strict=True):
+        parts.append(align_story(text, offsets, tags, vocab, bos=opts.prepend_bos))
+        ids.append(first + story_ids)
+    return parts, ids
+
+
+CONVENTIONS = {
+    "alignment": "a model token takes the tags of the spaCy token covering its first "
+                 "non-space character; whitespace-only tokens are SPACE, BOS is BOS",
+    "quoted": "strictly between an opening and its closing double quote mark; the "
+              "marks are not quoted; straight quotes alternate; a line break closes",
+    "empty_stories": "dropped",
+}
+
+
+def build_manifest(opts: BuildOptions, source: Source, tokenizer: BuildTokenizer, nlp: Any,
+                   counts: dict[str, int], alignment: dict[str, Any]) -> dict[str, Any]:
+    """manifest.json of a build (see docs/dataset-format.md)."""
+    manifest = base_manifest("datasets_build")
+    manifest.update({
+        "source": {"spec": opts.source, "kind": source.kind, **source.info, "limit": opts.limit,
+                   "stripped": True},
+        "tokenizer": tokenizer.manifest(),
+        "tagset": opts.tagset,
+        "spacy": None if nlp is None else {
+            "requested": opts.spacy_model, **pipeline_info(nlp), "batch_size": opts.batch_size,
+            "n_process": opts.n_process},
+        "seed": opts.seed,
+        "test_fraction": opts.test_fraction,
+        "counts": counts,
+        "alignment": alignment,
+        "conventions": CONVENTIONS,
+    })
+    return manifest
+
+
+def run_build(opts: BuildOptions) -> Path:
+    """Read, tag, tokenize, align, split and write the dataset of ``opts``; return its path."""
+    source = open_source(opts.source, split=opts.split, limit=opts.limit)
+    texts, dropped = collect_stories(source, opts.limit)
+    tokenizer = prepare_tokenizer(opts, source, texts)
+    nlp, vocab = open_tagger(opts)
+    parts, ids = tag_and_align(opts, texts, tokenizer, nlp, vocab)
+    codes = split_stories(len(texts), opts.test_fraction, opts.seed)
+    tokens, stories = assemble(parts, ids, codes, texts)
+    manifest = build_manifest(opts, source, tokenizer, nlp, _counts(tokens, codes, dropped),
+                              alignment_stats(parts))
+    with atomic_dir(opts.out, opts.overwrite) as tmp:
+        write_dataset(tmp, tokens, stories, vocab, manifest)
+    if opts.verbose:
+        print(format_stats(manifest), file=sys.stderr)
+    return opts.out
 
 
 def build_dataset(source: str, tokenizer: str | None, out: str | Path, limit: int | None = None,
@@ -134,68 +249,17 @@ def build_dataset(source: str, tokenizer: str | None, out: str | Path, limit: in
                   verbose: bool = False, tagset: str = "pos") -> Path:
     """Build the tagged dataset of ``source`` into directory ``out``; return ``out``.
 
-    source: demo:N, a .txt/.jsonl/.parquet file or a Hugging Face dataset name;
-    tokenizer: AutoTokenizer name or directory (None only for demo sources, which then
-    train a cached BPE); limit: first N non-empty stories; split: the hub dataset split.
+    source: demo:N, chat:PATH, chatgen:N, a .txt/.jsonl/.parquet file or a Hugging Face
+    dataset name; tokenizer: AutoTokenizer name or directory (None only for demo sources,
+    which then train a cached BPE); limit: first N non-empty stories; split: the hub
+    dataset split; tagset: "pos" (spaCy) or "structure" (chat fields).
     ``verbose`` shows progress bars and prints the alignment statistics to stderr.
     """
-    check_test_fraction(test_fraction)
-    _check_numbers(limit, batch_size, n_process)
-    out = check_target(out, overwrite)
-    src = open_source(source, split=split, limit=limit)
-    texts, dropped = collect_stories(src, limit)
-    tok, tok_name, tok_path = open_tokenizer(tokenizer, src, texts)
-    check_offsets(tok, tok_name)
-    bos = bos_id(tok) if prepend_bos else None
-    if prepend_bos and bos is None:
-        raise UsageError(f"tokenizer {tok_name!r} has no BOS or EOS token; pass --no-bos")
-    if tagset not in TAGSETS:
-        raise UsageError(f"unknown --tagset {tagset!r}; choose from {', '.join(TAGSETS)}")
-    nlp = load_pipeline(spacy_model) if tagset == "pos" else None
-    vocab = tag_vocabularies(nlp) if nlp is not None else chatlog.structure_vocabularies()
-
-    bar = {"disable": not verbose, "file": sys.stderr, "total": len(texts), "unit": "story"}
-    if nlp is not None:
-        tagged = tag_stories(nlp, texts, batch_size=batch_size, n_process=n_process)
-    else:  # chat structure tags (datasets_build.chatlog), aligned like spaCy's
-        tagged = (chatlog.structure_story_tags(text, vocab) for text in texts)
-    parts, ids = [], []
-    for text, tags, (story_ids, offsets) in zip(
-            texts, tqdm(tagged, desc="tagging", **bar), encode(tok, texts), strict=True):
-        parts.append(align_story(text, offsets, tags, vocab, bos=prepend_bos))
-        ids.append(([bos] if prepend_bos else []) + story_ids)
-    codes = split_stories(len(texts), test_fraction, seed)
-    tokens, stories = assemble(parts, ids, codes, texts)
-
-    stats = alignment_stats(parts)
-    manifest = base_manifest("datasets_build")
-    manifest.update({
-        "source": {"spec": source, "kind": src.kind, **src.info, "limit": limit,
-                   "stripped": True},
-        "tokenizer": {"name": tok_name, "vocab_hash": vocab_hash(tok), "bos_id": bos,
-                      "prepend_bos": prepend_bos, "path": tok_path,
-                      "class": type(tok).__name__, "vocab_size": len(tok)},
-        "tagset": tagset,
-        "spacy": None if nlp is None else {
-            "requested": spacy_model, **pipeline_info(nlp), "batch_size": batch_size,
-            "n_process": n_process},
-        "seed": seed,
-        "test_fraction": test_fraction,
-        "counts": _counts(tokens, codes, dropped),
-        "alignment": stats,
-        "conventions": {
-            "alignment": "a model token takes the tags of the spaCy token covering its first "
-                         "non-space character; whitespace-only tokens are SPACE, BOS is BOS",
-            "quoted": "strictly between an opening and its closing double quote mark; the "
-                      "marks are not quoted; straight quotes alternate; a line break closes",
-            "empty_stories": "dropped",
-        },
-    })
-    with atomic_dir(out, overwrite) as tmp:
-        write_dataset(tmp, tokens, stories, vocab, manifest)
-    if verbose:
-        print(format_stats(manifest), file=sys.stderr)
-    return out
+    return run_build(BuildOptions(
+        source, tokenizer, Path(out), limit=limit, test_fraction=test_fraction, seed=seed,
+        spacy_model=spacy_model, batch_size=batch_size, n_process=n_process,
+        overwrite=overwrite, prepend_bos=prepend_bos, split=split, verbose=verbose,
+        tagset=tagset))
 
 
 def format_stats(manifest: dict[str, Any]) -> str:

@@ -1,5 +1,9 @@
 """WhatsApp-style chat logs: reader, per-character structure tags, synthetic generator.
 
+This module is the format; :mod:`datasets_build.sources` opens a chat as a corpus
+(``chat:PATH``, ``PATH.chat.txt``, ``chatgen:N[:SEED]``) through :func:`read_chat_source`
+and :func:`chat_stories`.
+
 A chat export is a sequence of lines ``[dd/mm/yyyy, hh:mm:ss] Sender: message``. Lines
 that do not start with a timestamp continue the message above them (multi-line
 messages); a timestamped line without ``Sender: `` is a system line (``Member 2
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets_build.tagging import BOS, SPACE, UNK, StoryTags
 from headprobe.errors import UsageError
 
 HEADER = re.compile(
@@ -269,6 +274,9 @@ def generate_chat(n_messages: int, seed: int = 0, style: ChatStyle | None = None
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- chats named by a spec
+
+
 def is_chat_source(spec: str) -> bool:
     """True for ``chat:PATH``, ``chatgen:N[:SEED]`` and files ending in ``.chat.txt``."""
     return spec.startswith(("chat:", "chatgen:")) or spec.lower().endswith(".chat.txt")
@@ -293,43 +301,21 @@ def read_chat_source(source: str) -> str:
     return text
 
 
-def open_chat_source(spec: str, limit: int | None = None, max_chars: int = 120,
-                     **_: object) -> object:
-    """A ``datasets_build.sources.Source`` of a chat: stories of whole messages.
-
-    Each story holds consecutive messages of at most ``max_chars`` characters in all
-    (see :func:`chat_stories`).
-    """
-    from datasets_build.sources import Source
-
-    text = read_chat_source(spec)
-    stories = chat_stories(text, max_chars)
-    if limit is not None:
-        stories = stories[:limit]
-    info = {"chat": spec, "messages": len(parse_chat(text)), "senders": senders(text),
-            "story_max_chars": max_chars}
-    return Source(spec, "chat", lambda: iter(stories), info)
-
-
 # ---------------------------------------------------------------- dataset stage hooks
 
 
 def structure_vocabularies() -> dict[str, list[str]]:
     """tags.json of a structure-tagged dataset: the chat tags plus BOS, SPACE and UNK."""
-    from datasets_build.tagging import BOS, SPACE, UNK
-
     return {"fine": FINE_TAGS + [BOS, SPACE, UNK], "coarse": COARSE_TAGS + [SPACE, BOS, UNK]}
 
 
-def structure_story_tags(text: str, vocab: dict[str, list[str]] | None = None) -> object:
+def structure_story_tags(text: str, vocab: dict[str, list[str]] | None = None) -> StoryTags:
     """A story's structure tags as ``datasets_build.tagging.StoryTags``.
 
     Each "token" is a maximal run of characters with the same fine tag, so the dataset
     stage's alignment gives a model token the tag of its first non-space character and
     marks tokens that cross a field border (``"09:"``) as straddling. Nothing is quoted.
     """
-    from datasets_build.tagging import StoryTags
-
     vocab = vocab or structure_vocabularies()
     fine_index = {t: i for i, t in enumerate(vocab["fine"])}
     coarse_index = {t: i for i, t in enumerate(vocab["coarse"])}

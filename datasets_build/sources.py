@@ -3,7 +3,7 @@
 ``open_source(spec)`` picks a reader from the source string:
 
 =====================  ==================================================================
-``chat:PATH``, ...     a chat log cut into stories (datasets_build.chatlog)
+``chat:PATH``, ...     a chat log cut into stories of whole messages (datasets_build.chatlog)
 ``demo:N[:SEED]``      N synthetic stories (datasets_build.demo_corpus)
 ``PATH.txt``           stories separated by ``<|endoftext|>`` (TinyStories' own files)
 ``PATH.jsonl``         one JSON object per line with a ``text`` field
@@ -11,7 +11,7 @@
 ``NAME``               a Hugging Face dataset (``datasets.load_dataset``), ``text`` column
 =====================  ==================================================================
 
-Readers are lazy (generators), so ``--limit`` on a large file reads only what it needs.
+Readers are lazy (generators), so a ``limit`` on a large file reads only what it needs.
 New kinds are added to ``SOURCE_KINDS``; order matters, the first match wins.
 """
 
@@ -25,10 +25,11 @@ from typing import Any
 
 from datasets_build import chatlog
 from datasets_build.demo_corpus import demo_story
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.hub import looks_like_path, resolve_pretrained
 
 STORY_SEPARATOR = "<|endoftext|>"
+CHAT_STORY_CHARS = 120
 TEXT_COLUMN = "text"
 DEFAULT_SOURCE = "roneneldan/TinyStories"
 LOCAL_EXAMPLE = "../shared/data/tinystories/valid-3117.txt"
@@ -104,6 +105,35 @@ def read_hub(name: str, split: str, limit: int | None,
         yield row[column] or ""
 
 
+def collect_stories(source: Source, limit: int | None = None) -> tuple[list[str], int]:
+    """Stripped non-empty stories (the first ``limit`` of them) and the number dropped."""
+    texts, dropped = [], 0
+    for raw in source.stories():
+        if limit is not None and len(texts) >= limit:
+            break
+        text = raw.strip()
+        if text:
+            texts.append(text)
+        else:
+            dropped += 1
+    if not texts:
+        raise UsageError(f"source {source.spec!r} holds no non-empty story")
+    return texts, dropped
+
+
+def _chat(spec: str, limit: int | None = None, max_chars: int = CHAT_STORY_CHARS,
+          **_: Any) -> Source:
+    """A chat cut into stories of consecutive whole messages, at most ``max_chars`` each
+    (:func:`datasets_build.chatlog.chat_stories`); ``info["senders"]`` names its senders."""
+    text = chatlog.read_chat_source(spec)
+    stories = chatlog.chat_stories(text, max_chars)
+    if limit is not None:
+        stories = stories[:limit]
+    info = {"chat": spec, "messages": len(chatlog.parse_chat(text)),
+            "senders": chatlog.senders(text), "story_max_chars": max_chars}
+    return Source(spec, "chat", lambda: iter(stories), info)
+
+
 def _demo(spec: str, **_: Any) -> Source:
     parts = spec.split(":")
     try:
@@ -153,8 +183,8 @@ def _hub_dataset(spec: str, split: str = "validation", limit: int | None = None,
         resolve_pretrained(spec, "dataset", repo_type="dataset", example=LOCAL_EXAMPLE)
     except UsageError as exc:
         raise UsageError(f"dataset {spec!r} is not a local file and the Hugging Face Hub "
-                         f"cannot be reached; pass a local file instead, e.g. --source "
-                         f"{LOCAL_EXAMPLE}") from exc
+                         f"cannot be reached; pass a local file instead, e.g. "
+                         f"{opt('source', LOCAL_EXAMPLE)}") from exc
     return Source(spec, "hub", lambda: read_hub(spec, split, limit),
                   {"name": spec, "split": split, "column": TEXT_COLUMN})
 
@@ -172,9 +202,9 @@ def _anything(spec: str) -> bool:
 
 
 # (matches(spec), open(spec, split=..., limit=...) -> Source), tried in order. Chat logs
-# (datasets_build/chatlog.py) come before ".txt" because their files end in ".chat.txt".
+# come before ".txt" because their files end in ".chat.txt".
 SOURCE_KINDS: list[tuple[Callable[[str], bool], Callable[..., Source]]] = [
-    (chatlog.is_chat_source, chatlog.open_chat_source),
+    (chatlog.is_chat_source, _chat),
     (_is_demo, _demo),
     (_suffix(".txt"), _text_file),
     (_suffix(".jsonl"), _jsonl_file),
@@ -186,7 +216,7 @@ SOURCE_KINDS: list[tuple[Callable[[str], bool], Callable[..., Source]]] = [
 def open_source(spec: str, split: str = "validation", limit: int | None = None) -> Source:
     """Pick the reader for ``spec`` (see the module docstring) and open it."""
     if not spec:
-        raise UsageError("empty --source")
+        raise UsageError(f"empty {opt('source')}")
     for matches, opener in SOURCE_KINDS:
         if matches(spec):
             return opener(spec, split=split, limit=limit)

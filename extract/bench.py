@@ -37,12 +37,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from datasets_build.dataset import write_dataset
 from datasets_build.sources import read_separated
+from datasets_build.untagged import write_untagged_dataset
 from extract.store import DEFAULT_COMPRESSION, parse_compression
 from headprobe.cli import Parser, split_list
 from headprobe.errors import UsageError
-from headprobe.tokenization import bos_id, load_tokenizer, vocab_hash
+from headprobe.tokenization import load_tokenizer
 
 DEFAULT_TEXT = "../shared/data/tinystories/valid-3117.txt"
 DEFAULT_BENCH_MODEL = "../shared/models/tinystories-8L"
@@ -60,53 +60,6 @@ def read_stories(path: str | Path, limit: int) -> list[str]:
         if len(stories) >= limit:
             break
     return stories
-
-
-def write_untagged_dataset(out_dir: str | Path, texts: Sequence[str], tokenizer: Any,
-                           test_every: int = 5, max_tokens: int | None = None) -> Path:
-    """Write a dataset of ``texts`` tokenized by ``tokenizer`` (BOS prepended) with no tags.
-
-    Every token gets fine/coarse tag 0 ('X'); every ``test_every``-th story is in the test
-    split. For benchmarks and tests of stages that ignore tags.
-    """
-    bos = bos_id(tokenizer)
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "input_id", "story_id", "position", "char_start", "char_end")}
-    stories: dict[str, list[Any]] = {"story_id": [], "text": [], "split": [],
-                                     "token_start": [], "n_tokens": []}
-    row = 0
-    for sid, text in enumerate(texts):
-        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-        ids = list(enc["input_ids"])
-        spans = [tuple(s) for s in enc["offset_mapping"]]
-        if bos is not None:
-            ids, spans = [bos, *ids], [(-1, -1), *spans]
-        if max_tokens is not None:
-            ids, spans = ids[:max_tokens], spans[:max_tokens]
-        n = len(ids)
-        cols["input_id"].append(np.asarray(ids))
-        cols["story_id"].append(np.full(n, sid))
-        cols["position"].append(np.arange(n))
-        cols["char_start"].append(np.asarray([s[0] for s in spans]))
-        cols["char_end"].append(np.asarray([s[1] for s in spans]))
-        split = int(sid % test_every == test_every - 1)
-        for key, value in (("story_id", sid), ("text", text), ("split", split),
-                           ("token_start", row), ("n_tokens", n)):
-            stories[key].append(value)
-        row += n
-    tokens = {k: np.concatenate(v) for k, v in cols.items()}
-    n_rows = len(tokens["input_id"])
-    splits = np.repeat(np.asarray(stories["split"]), np.asarray(stories["n_tokens"]))
-    tokens.update({"fine_tag": np.zeros(n_rows), "coarse_tag": np.zeros(n_rows),
-                   "quoted": np.zeros(n_rows, bool), "straddle": np.zeros(n_rows, bool),
-                   "split": splits})
-    manifest = {"stage": "untagged", "tokenizer": {"vocab_hash": vocab_hash(tokenizer),
-                                                   "bos_id": bos},
-                "n_stories": len(texts), "n_tokens": n_rows}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset(out_dir, tokens, stories, {"fine": ["X"], "coarse": ["X"]}, manifest)
-    return out_dir
 
 
 class Timing(NamedTuple):

@@ -1,12 +1,11 @@
 """Stream per-head activations of a tagged dataset into an activation store.
 
-The stories (one split, optionally one shard) are processed in a fixed plan that depends
-only on the dataset and the options: consecutive stories form groups of about
-``group_tokens`` tokens; inside a group stories are sorted by length and cut into
-right-padded batches of at most ``batch_tokens`` padded tokens. Results go into a
-buffer of rows that is written to the store one full chunk (``chunk_rows`` tokens) at a
-time, after which the progress attribute ``rows_written`` is flushed. Memory therefore
-stays bounded by one chunk plus one group, whatever the corpus size.
+:func:`extract_store` checks its options (:class:`extract.options.ExtractOptions`), fixes
+the plan (:func:`extract.plan.plan_extraction`) and runs it here: the groups of stories go
+through the model, their rows collect in a buffer that is written to the store one full
+chunk (``chunk_rows`` tokens) at a time, after which the progress attribute
+``rows_written`` is flushed. Memory therefore stays bounded by one chunk plus one group,
+whatever the corpus size.
 
 ``resume`` reopens ``OUT.partial``, recomputes from the group holding the first missing
 row and discards rows already on disk; because the plan is fixed, the result is
@@ -28,111 +27,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets_build.dataset import SPLITS, TaggedDataset, load_tagged_dataset
-from extract.forward import FastForward, HookForward, fast_supported
-from extract.models import DEFAULT_MODEL, bridge_from_hf, load_hf_model, model_fingerprint
-from extract.store import (
-    DEFAULT_COMPRESSION,
-    DEFAULT_SITES,
-    SITES,
-    chunk_rows_for,
-    create_store,
-    decode_attrs,
-    parse_compression,
-    reopen_store,
-    row_bytes,
-)
+from extract.models import DEFAULT_MODEL
+from extract.options import DEFAULT_BATCH_TOKENS, ExtractOptions
+from extract.plan import ExtractPlan, plan_batches, plan_extraction
+from extract.store.codec import DEFAULT_COMPRESSION
+from extract.store.json_attrs import decode_attrs
+from extract.store.schema import DEFAULT_SITES
+from extract.store.writer import StoreWriter, create_store, reopen_store
 from headprobe.errors import UsageError
-from headprobe.manifest import base_manifest
 from headprobe.stories import Story
-from headprobe.tokenization import load_tokenizer, vocab_hash
 
-DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
-GROUP_BYTES = 128 * 2**20
-# Fault injection for testing --resume: SIGKILL the process after this many chunks.
+__all__ = ["DEFAULT_BATCH_TOKENS", "KILL_AFTER_ENV", "Extractor", "extract_store",
+           "run_extraction"]
+
+# Fault injection for testing resume: SIGKILL the process after this many chunks.
 KILL_AFTER_ENV = "HEADPROBE_EXTRACT_KILL_AFTER_CHUNKS"
-# Options that must match for --resume to continue a partial store.
+# Settings that must match for resume to continue a partial store.
 RESUME_KEYS = ("model", "model_weights_sha256", "reinit_seed", "dataset_vocab_hash",
                "dataset_n_tokens", "split", "shard", "sites", "dtype", "chunk_rows",
                "batch_tokens", "group_tokens", "forward_path")
-
-
-def partial_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'i/n' -> (i, n) with 0 <= i < n."""
-    if not text:
-        return None
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise UsageError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise UsageError(f"--shard {text!r}: need 0 <= i < n")
-    return i, n
-
-
-def select_stories(dataset: TaggedDataset, split: str, shard: tuple[int, int] | None,
-                   input_ids: np.ndarray) -> tuple[list[Story], np.ndarray]:
-    """The stories of ``split`` ('train', 'test' or 'all'); with ``shard`` (i, n) the i-th of n
-    contiguous runs of stories holding about equal numbers of tokens.
-
-    input_ids: the dataset's input_id column [dataset tokens]. Returns the stories placed in
-    the store (``start`` is a store row) and the dataset row of every store row [rows].
-    """
-    if split not in (*SPLITS, "all"):
-        raise UsageError(f"unknown split {split!r}; choose from train, test, all")
-    table = dataset.story_table(None if split == "all" else split)
-    starts = np.asarray(table["token_start"], dtype=np.int64)
-    sizes = np.asarray(table["n_tokens"], dtype=np.int64)
-    ids = np.asarray(table["story_id"], dtype=np.int64)
-    if shard is not None:
-        i, n = shard
-        before = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        owner = (before * n) // max(int(sizes.sum()), 1)
-        keep = owner == i
-        starts, sizes, ids = starts[keep], sizes[keep], ids[keep]
-    stories, row = [], 0
-    for sid, start, size in zip(ids, starts, sizes, strict=True):
-        stories.append(Story(int(sid), row, input_ids[start:start + size]))
-        row += int(size)
-    rows = (np.concatenate([np.arange(a, a + n) for a, n in zip(starts, sizes, strict=True)])
-            if len(starts) else np.zeros(0, dtype=np.int64))
-    return stories, rows
-
-
-def plan_groups(stories: Sequence[Story], group_tokens: int) -> list[list[Story]]:
-    """Consecutive stories cut into groups of at most ``group_tokens`` (one story at least)."""
-    groups: list[list[Story]] = []
-    current: list[Story] = []
-    size = 0
-    for story in stories:
-        if current and size + story.n_tokens > group_tokens:
-            groups.append(current)
-            current, size = [], 0
-        current.append(story)
-        size += story.n_tokens
-    if current:
-        groups.append(current)
-    return groups
-
-
-def plan_batches(group: Sequence[Story], batch_tokens: int) -> list[list[Story]]:
-    """A group's stories sorted by length, cut so that batch * longest <= batch_tokens."""
-    ordered = sorted(group, key=lambda s: (s.n_tokens, s.start))
-    batches: list[list[Story]] = []
-    current: list[Story] = []
-    for story in ordered:
-        if current and (len(current) + 1) * story.n_tokens > batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(story)
-    if current:
-        batches.append(current)
-    return batches
 
 
 class Extractor:
@@ -174,65 +87,8 @@ class Extractor:
         return result
 
 
-def _check_lengths(stories: Sequence[Story], n_ctx: int) -> None:
-    longest = max(stories, key=lambda s: s.n_tokens, default=None)
-    if longest is not None and longest.n_tokens > n_ctx:
-        raise UsageError(f"story {longest.story_id} has {longest.n_tokens} tokens but the model's "
-                         f"context is {n_ctx}; rebuild the dataset with shorter stories")
-
-
-def _load_forward(model: Any, sites: Sequence[str], device: str, reinit_seed: int | None,
-                  path: str) -> tuple[Any, Any, dict[str, Any]]:
-    """(forward path, tokenizer, model attributes) for a model name/dir or a loaded HF model."""
-    if isinstance(model, (str, Path)):
-        name = str(model)
-        hf = load_hf_model(name, device=device, reinit_seed=reinit_seed)
-        info = model_fingerprint(name)
-        tokenizer = load_tokenizer(name)
-    else:
-        hf, name = model, str(getattr(model.config, "_name_or_path", "") or "in-memory model")
-        info = {"model": name}
-        tokenizer = load_tokenizer(name)
-    if path not in ("auto", "fast", "general"):
-        raise UsageError(f"unknown forward path {path!r}; choose auto, fast or general")
-    if path == "fast" or (path == "auto" and fast_supported(hf)):
-        forward = FastForward(hf, sites)
-    else:
-        forward = HookForward(bridge_from_hf(hf, name, device), sites)
-    cfg = hf.config
-    info.update({
-        "model_type": str(cfg.model_type), "model_config": cfg.to_dict(),
-        "architecture": {"n_layers": forward.n_layers, "n_heads": forward.n_heads,
-                         "d_head": forward.d_head, "d_model": int(cfg.hidden_size),
-                         "d_vocab": int(cfg.vocab_size), "n_ctx": forward.n_ctx,
-                         "model_type": str(cfg.model_type)},
-        "forward_path": forward.name,
-        "weights": "pretrained" if reinit_seed is None else
-        f"re-initialised at random with seed {reinit_seed} (same architecture)",
-    })
-    return forward, tokenizer, info
-
-
-def _store_attrs(dataset: TaggedDataset, info: dict[str, Any], split: str,
-                 shard: tuple[int, int] | None, stories: Sequence[Story],
-                 options: dict[str, Any]) -> dict[str, Any]:
-    manifest = dataset.manifest
-    attrs = {**base_manifest("extract"), **info, **options}
-    attrs.update({
-        "dataset_path": str(dataset.path.resolve()), "dataset_manifest": manifest,
-        "dataset_vocab_hash": dataset.vocab_hash, "dataset_n_tokens": dataset.n_tokens,
-        "tokenizer_vocab_hash": dataset.vocab_hash,
-        "spacy": manifest.get("spacy", manifest.get("tagger", "unknown")),
-        "split": split, "shard": f"{shard[0]}/{shard[1]}" if shard else "",
-        "n_stories": len(stories),
-        "story_ids_range": [stories[0].story_id, stories[-1].story_id] if stories else [],
-        "activity_definition": "||z_h @ W_O[h]||_2 with the model's raw (unprocessed) W_O",
-    })
-    return attrs
-
-
-def _iter_chunks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_row: int,
-                 chunk_rows: int, n_rows: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_row: int,
+                chunk_rows: int, n_rows: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Yield (start_row, block) for full chunks from ``first_row`` (chunk-aligned) on."""
     pending: list[dict[str, np.ndarray]] = []
     pending_start, pending_rows = first_row, 0
@@ -254,116 +110,28 @@ def _iter_chunks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_
             pending_rows -= take
 
 
-def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str | Path = "",
-                  split: str = "all", sites: Sequence[str] = DEFAULT_SITES,
-                  dtype: str = "float16", batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                  device: str = "cpu", reinit_seed: int | None = None, resume: bool = False,
-                  overwrite: bool = False, shard: str | tuple[int, int] | None = None,
-                  path: str = "auto", chunk_rows: int | None = None,
-                  group_tokens: int | None = None,
-                  compression: str | int = DEFAULT_COMPRESSION,
-                  progress: bool = False) -> Path:
-    """Extract per-head activations of ``dataset_dir`` with ``model`` into the store ``out``.
-
-    model: hub name, local HF directory, or a loaded Hugging Face causal LM. Returns ``out``.
-    The file is written as ``out.partial`` and renamed when complete.
-    """
-    out = Path(out)
-    if not str(out) or out.suffix == "":
-        raise UsageError(f"output {str(out)!r} should be a file name such as activations.h5")
-    partial = partial_path(out)
-    if out.exists() and not (overwrite or resume):
-        raise UsageError(f"{out} already exists; pass --overwrite to replace it")
-    if partial.exists() and not (resume or overwrite):
-        raise UsageError(f"{partial} holds an interrupted run; pass --resume to continue it "
-                         "or --overwrite to start again")
-    if resume and not partial.exists():
-        if out.exists():
-            raise UsageError(f"{out} is already complete; nothing to resume")
-        raise UsageError(f"nothing to resume: {partial} does not exist")
-    if batch_tokens < 1:
-        raise UsageError("--batch-tokens must be positive")
-    parse_compression(compression)
-    sites = list(dict.fromkeys(sites))
-    unknown = [s for s in sites if s not in SITES]
-    if unknown or not sites:
-        raise UsageError(f"unknown site(s) {', '.join(unknown) or '(none)'}; "
-                         f"choose from {', '.join(SITES)}")
-    shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
-    if not Path(dataset_dir).is_dir():
-        raise UsageError(f"dataset directory {dataset_dir} does not exist")
-    dataset = load_tagged_dataset(dataset_dir)
-    table = dataset.token_table()
-    stories, dataset_rows = select_stories(dataset, split, shard, table["input_id"])
-    if not stories:
-        raise UsageError(f"no stories in split {split!r}"
-                         + (f" shard {shard[0]}/{shard[1]}" if shard else ""))
-
-    forward, tokenizer, info = _load_forward(model, sites, device, reinit_seed, path)
-    if vocab_hash(tokenizer) != dataset.vocab_hash:
-        raise UsageError(f"the tokenizer of model {info['model']!r} differs from the one dataset "
-                         f"{dataset_dir} was built with; rebuild the dataset with this model's "
-                         "tokenizer")
-    _check_lengths(stories, forward.n_ctx)
-    arch = info["architecture"]
-    rows_total = sum(s.n_tokens for s in stories)
-    chunk_rows = int(chunk_rows or chunk_rows_for(arch["n_layers"], arch["n_heads"],
-                                                  arch["d_head"], sites))
-    chunk_rows = max(1, min(chunk_rows, rows_total))
-    if not group_tokens:   # bigger groups sort lengths better; keep one under ~128 MiB
-        budget = GROUP_BYTES // row_bytes(arch["n_layers"], arch["n_heads"], arch["d_head"], sites)
-        group_tokens = max(batch_tokens, min(16 * batch_tokens, budget))
-    group_tokens = int(group_tokens)
-    options = {"sites": sites, "dtype": dtype, "chunk_rows": chunk_rows,
-               "batch_tokens": int(batch_tokens), "group_tokens": group_tokens,
-               "device": device, "reinit_seed": -1 if reinit_seed is None else int(reinit_seed)}
-    attrs = _store_attrs(dataset, info, split, shard, stories, options)
-
-    if resume:
-        writer = reopen_store(partial)
+def open_writer(plan: ExtractPlan) -> StoreWriter:
+    """The writer of ``OUT.partial``: a new store, or the unfinished one when resuming."""
+    options = plan.options
+    if options.resume:
+        writer = reopen_store(options.partial)
         stored = decode_attrs(writer.file.attrs)
-        wanted = json.loads(json.dumps(attrs, default=str))
+        wanted = json.loads(json.dumps(plan.attrs, default=str))
         differ = [k for k in RESUME_KEYS if stored.get(k) != wanted.get(k)]
         if differ:
             writer.close()
-            raise UsageError(f"cannot resume {partial}: it was started with different "
+            raise UsageError(f"cannot resume {options.partial}: it was started with different "
                              f"{', '.join(differ)}")
-    else:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        writer = create_store(partial, rows_total, arch, sites, dtype, attrs, dataset.tags,
-                              chunk_rows, compression)
-        writer.write_tokens({k: v[dataset_rows] for k, v in table.items()})
-        writer.set_progress(0)
-
-    first_row = writer.rows_written
-    extractor = Extractor(forward, batch_tokens, dtype)
-    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
-    bar = _progress_bar(rows_total, first_row, progress)
-    t0 = time.perf_counter()
-    # Compressing and writing a block runs in a second thread while the next block is
-    # computed (zlib and torch both release the GIL, so this uses a second core); at most
-    # one block waits.
-    pool = ThreadPoolExecutor(max_workers=1)
-    pending: Future | None = None
-    try:
-        for start, block in _iter_chunks(extractor, plan_groups(stories, group_tokens),
-                                         first_row, chunk_rows, rows_total):
-            if pending is not None:
-                bar.update(pending.result() - bar.n)
-            pending = pool.submit(_write_block, writer, start, block, dtype, kill_after)
-        if pending is not None:
-            bar.update(pending.result() - bar.n)
-        writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3)})
-        writer.finish()
-    finally:
-        pool.shutdown(wait=True)
-        writer.close()
-        bar.close()
-    os.replace(partial, out)
-    return out
+        return writer
+    options.partial.parent.mkdir(parents=True, exist_ok=True)
+    writer = create_store(options.partial, plan.n_rows, plan.arch, options.sites, options.dtype,
+                          plan.attrs, plan.tags, plan.chunk_rows, options.compression)
+    writer.write_tokens(plan.token_table())
+    writer.set_progress(0)
+    return writer
 
 
-def _write_block(writer: Any, start: int, block: dict[str, np.ndarray], dtype: str,
+def _write_block(writer: StoreWriter, start: int, block: dict[str, np.ndarray], dtype: str,
                  kill_after: int) -> int:
     """Write one block, flush the progress attribute; return rows now complete."""
     block = {k: v if v.dtype.kind == "i" else v.astype(dtype, copy=False)
@@ -381,3 +149,66 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 
     return tqdm(total=total, initial=initial, unit="tok", unit_scale=True, disable=not enabled,
                 file=sys.stderr, desc="extract")
+
+
+def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
+    """Compute every row from the writer's first missing one and write it; finish the store.
+
+    Compressing and writing a block runs in a second thread while the next block is
+    computed (zlib and torch both release the GIL, so this uses a second core); at most
+    one block waits.
+    """
+    options, first_row = plan.options, writer.rows_written
+    extractor = Extractor(plan.forward, options.batch_tokens, options.dtype)
+    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+    bar = _progress_bar(plan.n_rows, first_row, options.progress)
+    t0 = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending: Future | None = None
+    try:
+        for start, block in iter_blocks(extractor, plan.groups(), first_row, plan.chunk_rows,
+                                        plan.n_rows):
+            if pending is not None:
+                bar.update(pending.result() - bar.n)
+            pending = pool.submit(_write_block, writer, start, block, options.dtype, kill_after)
+        if pending is not None:
+            bar.update(pending.result() - bar.n)
+        writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3)})
+        writer.finish()
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+
+
+def run_extraction(plan: ExtractPlan) -> Path:
+    """Carry out ``plan``: write ``OUT.partial``, then rename it to ``OUT``; return ``OUT``."""
+    writer = open_writer(plan)
+    try:
+        write_rows(plan, writer)
+    finally:
+        writer.close()
+    os.replace(plan.options.partial, plan.options.out)
+    return plan.options.out
+
+
+def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str | Path = "",
+                  split: str = "all", sites: Sequence[str] = DEFAULT_SITES,
+                  dtype: str = "float16", batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                  device: str = "cpu", reinit_seed: int | None = None, resume: bool = False,
+                  overwrite: bool = False, shard: str | tuple[int, int] | None = None,
+                  path: str = "auto", chunk_rows: int | None = None,
+                  group_tokens: int | None = None,
+                  compression: str | int = DEFAULT_COMPRESSION,
+                  progress: bool = False) -> Path:
+    """Extract per-head activations of ``dataset_dir`` with ``model`` into the store ``out``.
+
+    model: hub name, local HF directory, or a loaded Hugging Face causal LM. Returns ``out``.
+    The file is written as ``out.partial`` and renamed when complete. The settings are
+    those of :class:`extract.options.ExtractOptions`.
+    """
+    options = ExtractOptions(
+        dataset_dir, model, out, split=split, sites=sites, dtype=dtype,
+        batch_tokens=batch_tokens, device=device, reinit_seed=reinit_seed, resume=resume,
+        overwrite=overwrite, shard=shard, path=path, chunk_rows=chunk_rows,
+        group_tokens=group_tokens, compression=compression, progress=progress)
+    return run_extraction(plan_extraction(options))

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.hooks import hook_name
 
 VECTOR_SITES = ("key", "query", "value", "z")
@@ -158,8 +158,9 @@ class FastForward:
 
     def __init__(self, hf_model: Any, sites: Sequence[str], window_override: int | None = None):
         if not fast_supported(hf_model):
+            model_type = getattr(hf_model.config, "model_type", "?")
             raise UsageError(f"the fast forward path does not support model type "
-                             f"{getattr(hf_model.config, 'model_type', '?')!r}; use --path general")
+                             f"{model_type!r}; use {opt('path', 'general')}")
         cfg = hf_model.config
         self.sites = list(sites)
         self.n_layers = int(cfg.num_hidden_layers)

@@ -1,4 +1,4 @@
-"""Join shard stores (``--shard i/n``) into one store through HDF5 virtual datasets.
+"""Join shard stores (extracted with ``shard="i/n"``) into one store through HDF5 virtual datasets.
 
 The merged file holds no activations itself: each dataset is a virtual dataset that maps
 consecutive row ranges onto the shard files (referenced by paths relative to the merged
@@ -14,9 +14,11 @@ from pathlib import Path
 
 import h5py
 
-from extract.store import SITES, decode_attrs, encode_attrs, open_store
+from extract.store.json_attrs import decode_attrs, encode_attrs
+from extract.store.reader import open_store
+from extract.store.schema import SITES, TOKEN_GROUP, token_path
 from headprobe.atomic import atomic_file
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.manifest import command_line, now_iso
 
 # Attributes on which every shard must agree.
@@ -28,7 +30,7 @@ AGREE = ("schema_version", "model", "model_weights_sha256", "reinit_seed", "forw
 def _shard_index(attrs: dict, path: Path) -> tuple[int, int]:
     shard = attrs.get("shard") or ""
     if not shard:
-        raise UsageError(f"{path} is not a shard (it was extracted without --shard)")
+        raise UsageError(f"{path} is not a shard (it was extracted without {opt('shard')})")
     i, n = (int(x) for x in shard.split("/"))
     return i, n
 
@@ -68,8 +70,8 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
     sizes = [int(a["n_tokens"]) for _, a in shards]
     total = sum(sizes)
     with h5py.File(shards[0][0], "r") as src, h5py.File(tmp, "w") as dst:
-        names = [SITES[s][0] for s in shards[0][1]["sites"]]
-        names += [f"tokens/{c}" for c in src["tokens"]]
+        names = [SITES[s].dataset for s in shards[0][1]["sites"]]
+        names += [token_path(c) for c in src[TOKEN_GROUP]]
         for name in names:
             ds = src[name]
             layout = h5py.VirtualLayout(shape=(total, *ds.shape[1:]), dtype=ds.dtype)
@@ -81,7 +83,7 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
             vds = dst.create_virtual_dataset(name, layout)
             for key, value in ds.attrs.items():
                 vds.attrs[key] = value
-        dst["tokens"].attrs.update(src["tokens"].attrs)
+        dst[TOKEN_GROUP].attrs.update(src[TOKEN_GROUP].attrs)
         attrs = decode_attrs(src.attrs)
         attrs.update({
             "n_tokens": total, "rows_written": total, "complete": 1, "shard": "",

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.hub import resolve_pretrained
 
 DEFAULT_MODEL = "roneneldan/TinyStories-1M"
@@ -21,7 +21,7 @@ WEIGHT_FILES = ("*.safetensors", "*.bin")
 def _model_source(name: str, device: str) -> str:
     """Check the device, resolve ``name`` to a loadable source and quiet transformers."""
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available")
+        raise UsageError(f"{opt('device', device)} was asked for but no CUDA device is available")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     return resolve_pretrained(name, "model")
 

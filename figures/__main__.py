@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from figures import loaders
-from figures.registry import FIGURE_TYPES, Planned, discover, plan_all
+from figures.registry import Planned, figure_types, plan_all
+from figures.sources import discover
 from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
 from headprobe.cli import Parser, run_main, split_list
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.rundir import model_of_store, run_path
 
 PROG = "python -m figures"
@@ -69,7 +69,7 @@ def _result_dirs(results: Sequence[str], run: str | None) -> list[str]:
             raise UsageError(f"run directory {run} does not exist")
         dirs.append(run)
     if not dirs:
-        raise UsageError("give --results DIR... or --run runs/NAME")
+        raise UsageError(f"give {opt('results')} DIR... or {opt('run')} runs/NAME")
     return dirs
 
 
@@ -77,7 +77,7 @@ def _formats(text: str) -> list[str]:
     formats = [f.lower().lstrip(".") for f in split_list(text)]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise UsageError(f"unknown --format {','.join(bad) or text!r}; choose from "
+        raise UsageError(f"unknown {opt('format')} {','.join(bad) or text!r}; choose from "
                          f"{','.join(FORMATS)}")
     return list(dict.fromkeys(formats))
 
@@ -92,12 +92,12 @@ def draw_main(argv: Sequence[str]) -> int:
         out = run_path(args.run, "figures")
     else:
         raise UsageError("give --out FIGDIR or --run runs/NAME")
-    sources = discover(_result_dirs(args.results, args.run), loaders.LOADERS, loaders.classify)
+    sources = discover(_result_dirs(args.results, args.run))
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    planned, skipped = plan_all(sources, only)
+    planned, not_planned = plan_all(sources, only)
     if only and not planned:
-        reasons = "; ".join(f"{n}: {why}" for n, why in skipped)
+        reasons = "; ".join(f"{n}: {why}" for n, why in not_planned)
         raise UsageError(f"no figure matches --only {args.only}"
                          + (f" ({reasons})" if reasons else "; see 'python -m figures list'"))
     out.mkdir(parents=True, exist_ok=True)
@@ -107,9 +107,10 @@ def draw_main(argv: Sequence[str]) -> int:
             written += 1
         else:
             fresh += 1
-    for name, why in skipped:
-        print(f"skipped {name}: {why}", file=sys.stderr)
-    print(f"{written} figure(s) written, {fresh} up to date, {len(skipped)} skipped -> {out}")
+    for name, why in not_planned:
+        print(f"not planned {name}: {why}", file=sys.stderr)
+    print(f"{written} figure(s) written, {fresh} up to date, {len(not_planned)} not planned "
+          f"-> {out}")
     return 0
 
 
@@ -131,16 +132,15 @@ def _draw_one(item: Planned, out: Path, formats: list[str], force: bool,
 def list_main(argv: Sequence[str]) -> int:
     args = list_parser().parse_args(argv)
     if not args.results and not args.run:
-        width = max(len(t.name) for t in FIGURE_TYPES)
-        for ftype in FIGURE_TYPES:
+        width = max(len(t.name) for t in figure_types())
+        for ftype in figure_types():
             print(f"{ftype.name.ljust(width)}  [{ftype.source}]  {ftype.help}")
         return 0
-    sources = discover(_result_dirs(args.results, args.run), loaders.LOADERS, loaders.classify)
-    planned, skipped = plan_all(sources)
+    planned, not_planned = plan_all(discover(_result_dirs(args.results, args.run)))
     for item in planned:
         print(f"{item.name}\t{item.stem}\t{', '.join(str(p) for p in item.inputs)}")
-    for name, why in skipped:
-        print(f"{name}\t(cannot be drawn: {why})")
+    for name, why in not_planned:
+        print(f"{name}\t(not planned: {why})")
     return 0
 
 
@@ -166,7 +166,7 @@ def _model_of(store: Path, run: str | None) -> str:
     with open_store(store) as st:
         name = model_of_store(st.attrs, run)
     if name is None:
-        raise UsageError("give --model M (the store does not name its model)")
+        raise UsageError(f"give {opt('model')} M (the store does not name its model)")
     return name
 
 

@@ -1,4 +1,5 @@
-"""Head ablation: per-tag loss change for the chosen heads against random heads."""
+"""Figures of the ``ablate`` study: per-tag loss change for the chosen heads against random
+heads."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from figures.plotting import new_figure
+from figures.registry import Planned, register
+from headprobe.heads import head_label
+from probing.studies import ablation as study
+from probing.study_io import StudyResults
 
 
 def draw_ablation(tags: Sequence[str], ablated: np.ndarray, random: np.ndarray,
@@ -45,3 +50,18 @@ def draw_ablation(tags: Sequence[str], ablated: np.ndarray, random: np.ndarray,
     ax.legend(fontsize=8)
     ax.set_title(title or f"Ablating {heads_label}")
     return fig
+
+
+@register("ablation", study.STUDY,
+          "per-tag loss change when the chosen heads are ablated, against random heads",
+          needs=(study.TAGS, study.COUNT, study.ABLATED_DELTA, study.RANDOM_DELTA, study.HEADS))
+def plan_ablation(st: StudyResults) -> list[Planned]:
+    tags = [str(t) for t in st[study.TAGS]]
+    heads = ", ".join(head_label(*h) for h in st[study.HEADS])
+    mode = str(st.meta.get("mode", "zero"))
+    title = (f"{mode.capitalize()}-ablation of {heads}: loss change on predicted tokens "
+             f"by tag\n({st.meta.get('n_stories', '?')} {st.meta.get('split', '')} stories; "
+             f"overall {st.meta.get('ablated_delta_all', float('nan')):+.3f} nats)")
+    ablated, random, counts = st[study.ABLATED_DELTA], st[study.RANDOM_DELTA], st[study.COUNT]
+    return [Planned("ablation", lambda: draw_ablation(tags, ablated, random, heads, title,
+                                                      counts=counts), [st.file])]

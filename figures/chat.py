@@ -1,4 +1,5 @@
-"""Figures of the chat studies: timestamp order and next-token probability tables."""
+"""Figures of the chat studies: next-token probability tables (``next-token``) and
+timestamp order (``time-order``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from figures.plotting import heatmap, new_figure, token_labels
+from figures.registry import NotPlanned, Planned, register
+from probing.studies import next_token, time_order
+from probing.study_io import StudyResults
 
 
 def draw_histogram(counts: np.ndarray, edges: np.ndarray, xlabel: str, title: str,
@@ -104,3 +108,51 @@ def draw_prob_table(probs: np.ndarray, row_labels: Sequence[str], tokens: Sequen
     ax.set_yticklabels([str(r) for r in row_labels], fontsize=7)
     fig.colorbar(image, ax=ax, label="probability (cells: %)", shrink=0.8)
     return fig
+
+
+@register("next_token_table", next_token.STUDY,
+          "next-token probabilities: one row per prompt (or --vary value), one column per token",
+          needs=(next_token.VALUES, next_token.TOKENS, next_token.PROBS))
+def plan_next_token(st: StudyResults) -> list[Planned]:
+    vary = st.meta.get("vary")
+    rows = [str(v) for v in st[next_token.VALUES]] if vary else ["prompt"]
+    tokens, probs = [str(t) for t in st[next_token.TOKENS]], st[next_token.PROBS]
+    prompt = str(st.meta.get("prompt", ""))
+    prompt = prompt if len(prompt) <= 80 else "..." + prompt[-77:]
+    title = f"Next-token probabilities\n{prompt!r}"
+    return [Planned("next_token_table", lambda: draw_prob_table(
+        probs, rows, tokens, str(vary or ""), title), [st.file])]
+
+
+@register("time_order_mass", time_order.STUDY,
+          "probability of an earlier, the same or a later timestamp digit, by previous digit",
+          needs=(time_order.PREVIOUS_DIGIT, *time_order.MASS.values()))
+def plan_time_mass(st: StudyResults) -> list[Planned]:
+    previous = st[time_order.PREVIOUS_DIGIT]
+    digits = sorted({int(d) for d in previous})
+    parts = {part.replace("_", "-"): np.array([st[entry][previous == d].mean() for d in digits])
+             for part, entry in time_order.MASS.items()}
+    counts = [int((previous == d).sum()) for d in digits]
+    field = st.meta.get("field", "minute")
+    title = (f"Next {field} tens digit after a message: earlier, same or later than the "
+             f"previous one\n(mean past mass {st.meta.get('mean_past_mass', float('nan')):.1%})")
+    return [Planned("time_order_mass", lambda: draw_stacked_fractions(
+        parts, [str(d) for d in digits], f"previous {field} tens digit", title, counts),
+        [st.file])]
+
+
+@register("time_order_hist", time_order.STUDY,
+          "histogram of the time between consecutive generated timestamps (negative: "
+          "backwards)", needs=(time_order.GEN_DELTAS,))
+def plan_time_order(st: StudyResults) -> list[Planned]:
+    deltas = st[time_order.GEN_DELTAS]
+    if deltas.size == 0:
+        raise NotPlanned(f"{st.path} holds no consecutive generated timestamps "
+                         f"({time_order.GEN_DELTAS.name} is empty)")
+    counts, edges = histogram_of(deltas, symlog=True)
+    back = st.meta.get("gen_backward", float((deltas < 0).mean()))
+    title = (f"Generated chats: next minus previous timestamp ({len(deltas)} pairs, "
+             f"{back:.1%} backwards)")
+    return [Planned("time_order_hist", lambda: draw_histogram(
+        counts, edges, "next minus previous timestamp (s, symmetric log scale)", title,
+        marker_label="same time", symlog=True), [st.file])]

@@ -1,4 +1,5 @@
-"""Activation patching: the layer x position logit-difference map and top-k tables."""
+"""Figures of the ``patch`` study: the layer x position logit-difference map and the top-k
+next-token tables."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from figures.plotting import DIVERGING, diverging_norm, heatmap, new_figure, set_token_ticks
+from figures.registry import Planned, register
+from probing.studies import patching as study
+from probing.study_io import StudyResults
 
 
 def draw_logit_diff(grid: np.ndarray, tokens: Sequence[str], layer_labels: Sequence[str],
@@ -59,3 +63,48 @@ def _cell(value: object) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{value:.4f}"
     return str(value).replace("\n", "\\n")
+
+
+def column_labels(st: StudyResults) -> list[str]:
+    """Labels of the grid's columns: heads for the head site, else the corrupted tokens,
+    with ``clean→corrupted`` where the prompts differ."""
+    if st.meta.get("site") == "head":
+        return [str(h) for h in st[study.HEAD_LABELS]]
+    return [c if c == x else f"{c.strip()}\u2192{x.strip()}" for c, x in
+            zip(st[study.CLEAN_TOKENS], st[study.CORRUPT_TOKENS], strict=True)]
+
+
+def prompts_title(st: StudyResults, what: str) -> str:
+    return (f"{what}\nclean: {st.meta.get('clean', '')!r}\n"
+            f"corrupted: {st.meta.get('corrupt', '')!r}")
+
+
+@register("patching", study.STUDY, "logit difference after patching each (layer, position)",
+          needs=(study.GRID, study.CLEAN_TOKENS, study.CORRUPT_TOKENS, study.LAYER_LABELS))
+def plan_patching(st: StudyResults) -> list[Planned]:
+    grid, columns = st[study.GRID], column_labels(st)
+    layers = [str(label) for label in st[study.LAYER_LABELS]]
+    value = str(st.meta.get("value", "logit difference"))
+    title = prompts_title(st, f"Patching {st.meta.get('site', '')} from the clean into the "
+                              "corrupted run")
+
+    def draw() -> Figure:
+        fig = draw_logit_diff(grid, columns, layers, value, title)
+        if st.meta.get("site") == "head":
+            fig.axes[0].set_xlabel("head")
+        return fig
+
+    return [Planned("patching", draw, [st.file])]
+
+
+@register("patching_topk", study.STUDY, "top-k next tokens of the clean and corrupted prompts",
+          needs=tuple(study.TOP[p][k] for p in ("clean", "corrupt")
+                      for k in ("rank", "token", "prob")))
+def plan_patching_topk(st: StudyResults) -> list[Planned]:
+    clean, corrupt = study.TOP["clean"], study.TOP["corrupt"]
+    columns = ["rank", "clean token", "clean p", "corrupted token", "corrupted p"]
+    rows = [[int(r), repr(str(ct)), float(cp), repr(str(xt)), float(xp)] for r, ct, cp, xt, xp
+            in zip(st[clean["rank"]], st[clean["token"]], st[clean["prob"]],
+                   st[corrupt["token"]], st[corrupt["prob"]], strict=False)]
+    title = prompts_title(st, f"Top {len(rows)} next tokens")
+    return [Planned("patching_topk", lambda: draw_table(columns, rows, title), [st.file])]

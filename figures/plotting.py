@@ -17,6 +17,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 SEQUENTIAL = "viridis"
@@ -41,7 +42,8 @@ def diverging_norm(values: np.ndarray) -> Normalize:
 
 
 def heatmap(ax: Axes, values: np.ndarray, norm: Normalize | None = None,
-            cmap: str = SEQUENTIAL, xlabel: str = "", ylabel: str = "", title: str = ""):
+            cmap: str = SEQUENTIAL, xlabel: str = "", ylabel: str = "", title: str = ""
+            ) -> AxesImage:
     """Draw ``values`` [rows, cols] with row 0 at the top; return the image for a colour bar."""
     values = np.ma.masked_invalid(np.asarray(values, dtype=float))
     image = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")

@@ -7,7 +7,8 @@ score the trained model's activations themselves earn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import Normalize
@@ -24,9 +25,18 @@ from figures.plotting import (
     mark_cell,
     new_figure,
 )
+from figures.registry import Planned, register
+from figures.sources import PROBES
+from headprobe.errors import UsageError
 from headprobe.heads import head_label
+from probing.results import ProbeResults
 
 PANEL_INCH = 0.16  # inches per grid cell in small multiples
+SITE_NAMES = {"key": "keys", "query": "queries", "value": "values"}
+# Per-tag F1 controls drawn as grids: array -> (figure suffix, label). The majority-class
+# baseline is left out: it is the same number in every cell.
+PROBE_CONTROLS = {"f1_shuffled": ("shuffled", "shuffled labels"),
+                  "f1_random": ("random", "randomly initialised model")}
 
 
 def selectivity(f1: np.ndarray, f1_control: np.ndarray) -> np.ndarray:
@@ -145,3 +155,105 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
     suffix = "" if support is None else f" (n={int(support)} test tokens)"
     fig.suptitle(f"Probes for tag {tag}{suffix}; box: best head by F1")
     return fig
+
+
+# ---------------------------------------------------------------- planning
+
+
+def f1_of(res: ProbeResults) -> np.ndarray:
+    """The F1 grid [S, L, H, K]; a UsageError naming the directory when it is absent."""
+    if "f1" not in res.arrays:
+        raise UsageError(f"{res.path} lacks array 'f1' (probe results)")
+    return res.arrays["f1"].astype(float)
+
+
+def support_of(res: ProbeResults) -> np.ndarray | None:
+    """Test tokens per tag [K] (the same in every cell), or None."""
+    support = res.arrays.get("support")
+    return None if support is None else support.reshape(-1, support.shape[-1])[0]
+
+
+def controls_of(res: ProbeResults) -> dict[str, np.ndarray]:
+    """Control array name -> its F1 [S, L, H, K], for the controls that were run."""
+    return {name: res.arrays[name].astype(float) for name in PROBE_CONTROLS
+            if name in res.arrays}
+
+
+def selectivity_of(res: ProbeResults) -> tuple[np.ndarray | None, str]:
+    """The stored selectivity [S, L, H, K] and the name of its control."""
+    if "selectivity" not in res.arrays:
+        return None, ""
+    control = str(res.attrs.get("selectivity_control") or "control")
+    return res.arrays["selectivity"].astype(float), PROBE_CONTROLS.get(
+        f"f1_{control}", (control, control))[1]
+
+
+def probe_inputs(res: ProbeResults) -> list[Path]:
+    return sorted(p for p in Path(res.path).rglob("*") if p.is_file()
+                  and p.name != "manifest.json")
+
+
+@register("probes_<site>", PROBES,
+          "F1 per tag, layer x head small multiples, one figure per site (probes_keys, "
+          "probes_queries), with _shuffled and _random (control probes) and _selectivity "
+          "companions when the controls were run")
+def plan_probe_grids(res: ProbeResults) -> list[Planned]:
+    f1, support = f1_of(res), support_of(res)
+    tags, layers = list(res.tags), list(res.layers)
+    sel, sel_control = selectivity_of(res)
+    inputs = probe_inputs(res)
+    # Tags without test tokens have no score; they are left out and named in the title.
+    shown = np.arange(len(tags)) if support is None else np.flatnonzero(support > 0)
+    shown_tags = [tags[k] for k in shown]
+    missing = sorted(set(tags) - set(shown_tags), key=tags.index)
+    dropped = f"\n(no test tokens, not shown: {' '.join(missing)})" if missing else ""
+
+    def grid(values: np.ndarray, title: str, label: str, diverging: bool = False
+             ) -> Callable[[], Figure]:
+        return lambda: draw_tag_grids(values[..., shown], shown_tags, title + dropped, label,
+                                      diverging=diverging, layers=layers,
+                                      support=None if support is None else support[shown])
+
+    planned = []
+    for s, site in enumerate(res.sites):
+        name, what = "probes_" + SITE_NAMES.get(site, site), SITE_NAMES.get(site, site)
+        planned.append(Planned(name, grid(f1[s], f"F1 of probes on {what} (test split)", "F1"),
+                               inputs))
+        for array, control in controls_of(res).items():
+            suffix, label = PROBE_CONTROLS[array]
+            planned.append(Planned(f"{name}_{suffix}", grid(
+                control[s], f"F1 of control probes on {what}: {label}", f"F1, {label}"),
+                inputs))
+        if sel is not None:
+            planned.append(Planned(f"{name}_selectivity", grid(
+                sel[s], f"Selectivity of probes on {what}: F1 minus F1 with {sel_control}",
+                "selectivity", diverging=True), inputs))
+    return planned
+
+
+@register("f1:<TAG>", PROBES,
+          "one tag in full: per site its F1 grid, control grids and selectivity, best head "
+          "boxed (e.g. --only f1:VBD; 'f1' selects every tag)")
+def plan_probe_tags(res: ProbeResults) -> list[Planned]:
+    f1, support = f1_of(res), support_of(res)
+    sites = [SITE_NAMES.get(s, s) for s in res.sites]
+    controls = controls_of(res)
+    sel, sel_control = selectivity_of(res)
+    bounds = ((res.arrays["f1_lo"], res.arrays["f1_hi"])
+              if "f1_lo" in res.arrays and "f1_hi" in res.arrays else None)
+    inputs = probe_inputs(res)
+    planned = []
+    for k, tag in enumerate(res.tags):
+        if support is not None and support[k] <= 0:
+            continue
+
+        def draw(k: int = k, tag: str = tag) -> Figure:
+            return draw_tag_detail(
+                f1[..., k], {PROBE_CONTROLS[a][1]: c[..., k] for a, c in controls.items()},
+                sites, tag, None if support is None else int(support[k]),
+                sel=None if sel is None else sel[..., k], sel_control=sel_control,
+                layers=list(res.layers),
+                interval=None if bounds is None else (bounds[0][..., k], bounds[1][..., k]))
+
+        planned.append(Planned(f"f1:{tag}", draw, inputs))
+    return planned

@@ -1,15 +1,20 @@
-"""What ``figures`` can draw, and how results directories are found and matched to figures.
+"""What ``figures`` can draw, and the plan: which figures each source gives.
 
-A *source* is one results directory: a probe grid (``probing fit``) or one case study
-(``probing <study>``). A run directory stands for its ``probes/`` and ``studies/*``.
-Each :class:`FigureType` names the source it needs and turns a loaded source into
+Each :class:`FigureType` names the kind of source it draws from (a study's name, or
+'probes'), the study arrays it needs (entries of the study's layout,
+:mod:`probing.study_io`) and a planning function that turns the loaded results into
 :class:`Planned` figures: a name (what ``--only`` matches), a drawing function that
 returns a matplotlib Figure, the input files it depends on, and its parameters.
+
+A source that lacks an array a figure needs is an error, unless the study writes that
+array only in some mode (the layout says which): then the figure is not planned for it,
+and the plan says why. Nothing is recomputed: every number drawn is read from the files.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,29 +23,18 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from figures.sources import Source
 from headprobe.errors import UsageError
+from probing.study_io import Array
 
-PROBES = "probes"
+# modules whose figure types register themselves when imported
+FIGURE_MODULES = ("figures.probe_grids", "figures.quote", "figures.tag_induction",
+                  "figures.repeated", "figures.patching", "figures.ablation", "figures.stats",
+                  "figures.chat")
 
 
-class MissingData(Exception):
-    """A source lacks an array or metadata entry a figure needs (the message names it)."""
-
-
-@dataclass
-class Source:
-    """One results directory: ``kind`` is 'probes' or the study's name."""
-
-    kind: str
-    path: Path
-    loader: Callable[[Path], Any]
-    _data: Any = field(default=None, repr=False)
-
-    def data(self) -> Any:
-        """The loaded results (read once)."""
-        if self._data is None:
-            self._data = self.loader(self.path)
-        return self._data
+class NotPlanned(Exception):
+    """A figure does not apply to a source (the message says why); not an error."""
 
 
 @dataclass
@@ -57,27 +51,57 @@ class Planned:
         self.stem = self.stem or file_stem(self.name)
 
 
+# a planning function: loaded results (StudyResults or ProbeResults) -> figures to draw
+PlanFunction = Callable[[Any], list[Planned]]
+
+
 @dataclass(frozen=True)
 class FigureType:
-    """A kind of figure: ``name`` (a pattern such as ``f1:TAG``), its source kind, its plan."""
+    """A kind of figure: ``name`` (a pattern such as ``f1:<TAG>``), the kind of source it
+    draws from, the study arrays it needs, and its planning function."""
 
     name: str
     source: str
     help: str
-    plan: Callable[[Source], list[Planned]]
+    plan: PlanFunction
+    needs: tuple[Array, ...] = ()
+
+    def check(self, source: Source) -> None:
+        """Raise UsageError if the source lacks a required array this figure needs, and
+        NotPlanned if it lacks one the study writes only in some mode."""
+        missing = [a for a in self.needs if a.name not in source.data().arrays]
+        for array in missing:
+            if array.required:
+                raise UsageError(f"{source.path} lacks array {array.name!r}, which figure "
+                                 f"{self.name} needs ({source.kind} results)")
+        if missing:
+            raise NotPlanned(f"{source.path} holds no {missing[0].name} (written only "
+                             f"{missing[0].when})")
 
 
 FIGURE_TYPES: list[FigureType] = []
 
 
-def register(name: str, source: str, help: str):
-    """Decorator: add a planning function to FIGURE_TYPES."""
+def register(name: str, source: str, help: str, needs: Sequence[Array] = ()
+             ) -> Callable[[PlanFunction], PlanFunction]:
+    """Decorator: add a planning function to FIGURE_TYPES.
 
-    def wrap(plan: Callable[[Source], list[Planned]]) -> Callable[[Source], list[Planned]]:
-        FIGURE_TYPES.append(FigureType(name, source, help, plan))
+    source: the study name (``quote.STUDY``) or 'probes'; needs: the study arrays the
+    figure cannot be drawn without.
+    """
+
+    def wrap(plan: PlanFunction) -> PlanFunction:
+        FIGURE_TYPES.append(FigureType(name, source, help, plan, tuple(needs)))
         return plan
 
     return wrap
+
+
+def figure_types() -> list[FigureType]:
+    """Every figure type, in the order of FIGURE_MODULES."""
+    for module in FIGURE_MODULES:
+        importlib.import_module(module)
+    return FIGURE_TYPES
 
 
 _SYMBOLS = {"$": "dollar", "``": "openquote", "''": "closequote", ",": "comma", ".": "period",
@@ -110,63 +134,33 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
     return any(p == name or p == base or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def discover(paths: Sequence[str | Path], loaders: dict[str, Callable[[Path], Any]],
-             classify: Callable[[Path], str | None]) -> list[Source]:
-    """Sources under the given directories.
-
-    A directory is classified by ``classify`` (a source kind or None); a directory that is
-    none of them but holds ``probes/`` or ``studies/`` is a run directory and stands for them;
-    otherwise a directory stands for those of its subdirectories that are results.
-    """
-    sources: list[Source] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_dir():
-            raise UsageError(f"results directory {path} does not exist")
-        kind = classify(path)
-        if kind is not None:
-            sources.append(Source(kind, path, loaders.get(kind, loaders["study"])))
-            continue
-        found = _run_members(path) or sorted(p for p in path.iterdir()
-                                             if p.is_dir() and classify(p) is not None)
-        if not found:
-            raise UsageError(f"{path} is neither probe results, a study directory nor a run "
-                             "directory with probes/ or studies/")
-        for member in found:
-            member_kind = classify(member)
-            if member_kind is not None:
-                sources.append(Source(member_kind, member, loaders.get(member_kind,
-                                                                       loaders["study"])))
-    return sources
-
-
-def _run_members(path: Path) -> list[Path]:
-    members = []
-    if (path / "probes").is_dir():
-        members.append(path / "probes")
-    if (path / "studies").is_dir():
-        members.extend(sorted(p for p in (path / "studies").iterdir() if p.is_dir()))
-    return members
+def _selected(ftype: FigureType, only: Sequence[str]) -> bool:
+    """Whether ``--only`` may select figures of this type (a pattern name always may)."""
+    return "<" in ftype.name or matches(ftype.name, only)
 
 
 def plan_all(sources: Sequence[Source], only: Sequence[str] = ()
              ) -> tuple[list[Planned], list[tuple[str, str]]]:
-    """Planned figures for every source, and (figure name, reason) for those that cannot be."""
+    """Planned figures for every source, and (figure name, reason) for those not planned.
+
+    A UsageError names the source and the array when a source lacks an array it always
+    holds.
+    """
     planned: list[Planned] = []
-    skipped: list[tuple[str, str]] = []
+    not_planned: list[tuple[str, str]] = []
     for source in sources:
-        for ftype in FIGURE_TYPES:
-            if ftype.source != source.kind:
+        for ftype in figure_types():
+            if ftype.source != source.kind or not _selected(ftype, only):
                 continue
             try:
-                items = ftype.plan(source)
-            except MissingData as exc:
-                if matches(ftype.name, only) or not only:
-                    skipped.append((ftype.name, str(exc)))
+                ftype.check(source)
+                items = ftype.plan(source.data())
+            except NotPlanned as exc:
+                not_planned.append((ftype.name, str(exc)))
                 continue
             planned.extend(p for p in items if matches(p.name, only))
     _unique_stems(planned)
-    return planned, skipped
+    return planned, not_planned
 
 
 def _unique_stems(planned: list[Planned]) -> None:

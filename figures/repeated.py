@@ -1,4 +1,5 @@
-"""Repeated random tokens: induction and previous-token scores, per-half loss, MLP patching."""
+"""Figures of the ``repeated`` study: induction and previous-token scores, per-half loss,
+MLP patching and the best induction head's pattern."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from matplotlib.figure import Figure
 
 from figures.heads import draw_head_grids
 from figures.plotting import DIVERGING, diverging_norm, heatmap, integer_ticks, new_figure
+from figures.registry import Planned, register
+from figures.sources import best_head
+from figures.traces import draw_attention_pattern
+from probing.studies import repeated as study
+from probing.study_io import StudyResults
 
 
 def draw_head_scores(scores: Sequence[np.ndarray], names: Sequence[str],
@@ -56,3 +62,38 @@ def draw_mlp_patching(delta: np.ndarray, title: str = "Patching MLP outputs from
     integer_ticks(ax, n_layers, n_pos, max_ticks=25)
     fig.colorbar(image, ax=ax, label=value_label)
     return fig
+
+
+@register("repeated_scores", study.STUDY,
+          "induction and previous-token scores (layer x head) on repeated random tokens",
+          needs=(study.INDUCTION_SCORE, study.PREV_TOKEN_SCORE))
+def plan_scores(st: StudyResults) -> list[Planned]:
+    scores = [st[study.INDUCTION_SCORE], st[study.PREV_TOKEN_SCORE]]
+    return [Planned("repeated_scores",
+                    lambda: draw_head_scores(scores, ["induction", "previous-token"]),
+                    [st.file])]
+
+
+@register("repeated_loss", study.STUDY, "per-position loss of the first and the repeated half",
+          needs=(study.POSITION_LOSS,))
+def plan_loss(st: StudyResults) -> list[Planned]:
+    loss = st[study.POSITION_LOSS]
+    return [Planned("repeated_loss", lambda: draw_half_losses(loss[0], loss[1]), [st.file])]
+
+
+@register("repeated_mlp_patching", study.STUDY,
+          "loss change from patching each MLP output (layer x position) from the first half",
+          needs=(study.MLP_PATCH_DELTA,))
+def plan_mlp_patching(st: StudyResults) -> list[Planned]:
+    delta = st[study.MLP_PATCH_DELTA]
+    return [Planned("repeated_mlp_patching", lambda: draw_mlp_patching(delta), [st.file])]
+
+
+@register("repeated_pattern", study.STUDY,
+          "attention pattern of the best induction head on one repeated sequence",
+          needs=(study.EXAMPLE_PATTERN, study.EXAMPLE_TOKENS))
+def plan_pattern(st: StudyResults) -> list[Planned]:
+    pattern, tokens = st[study.EXAMPLE_PATTERN], list(st[study.EXAMPLE_TOKENS])
+    head = best_head(st, "best_induction_head")
+    return [Planned("repeated_pattern", lambda: draw_attention_pattern(pattern, tokens, head),
+                    [st.file])]

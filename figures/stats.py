@@ -1,4 +1,4 @@
-"""Activation statistics: one distribution per layer, side by side."""
+"""Figures of the ``stats`` study: one distribution per layer, side by side."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from figures.plotting import new_figure
+from figures.registry import Planned, register
+from headprobe.errors import UsageError
+from headprobe.heads import layer_label
+from probing.studies import stats as study
+from probing.study_io import StudyResults
 
 QUANTILE_KEYS = ("whislo", "q1", "med", "q3", "whishi")
+BOX_STATS = ("min", "q25", "median", "q75", "max")
+PANEL_TITLES = {"attn_out": "attention output (hook_attn_out)",
+                "ln2_out": "residual after attention + LayerNorm (ln2.hook_out)",
+                "mlp": "MLP neurons after the activation (mlp.hook_post)"}
 
 
 def _boxes(ax: Axes, quantiles: np.ndarray, layer_labels: Sequence[str],
@@ -132,3 +141,64 @@ def draw_layer_fractions(fractions: Mapping[str, np.ndarray], layer_labels: Sequ
     ax.legend(fontsize=8)
     ax.set_title(title)
     return fig
+
+
+def prompt_title(st: StudyResults, what: str) -> str:
+    """``what on 'PROMPT'``, the prompt shortened to one line of at most 70 characters."""
+    prompt = str(st.meta.get("prompt", ""))
+    short = prompt if len(prompt) <= 70 else prompt[:67] + "..."
+    short = short.replace("\n", "\\n")
+    return f"{what} on \u2018{short}\u2019" if prompt else what
+
+
+def layer_labels(n_layers: int) -> list[str]:
+    return [layer_label(layer) for layer in range(n_layers)]
+
+
+def box_panels(st: StudyResults) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Panel title -> (quantiles [n_layers, 5], means [n_layers]) of every summary stored."""
+    names = [str(n) for n in st[study.SUMMARY_NAMES]]
+    missing = [n for n in (*BOX_STATS, "mean") if n not in names]
+    if missing:
+        raise UsageError(f"{st.path}: {study.SUMMARY_NAMES.name} lacks {', '.join(missing)}")
+    tables = {site: st[study.SITE_SUMMARY[site]] for site in study.SITES}
+    if study.MLP_SUMMARY in st:
+        tables["mlp"] = st[study.MLP_SUMMARY]
+    return {PANEL_TITLES[site]: (table[:, [names.index(n) for n in BOX_STATS]],
+                                 table[:, names.index("mean")])
+            for site, table in tables.items()}
+
+
+@register("activation_stats", study.STUDY,
+          "per-layer box plots (min, quartiles, max, mean) of the attention output, the "
+          "normalised residual and the MLP neurons",
+          needs=(study.SUMMARY_NAMES, *study.SITE_SUMMARY.values()))
+def plan_boxes(st: StudyResults) -> list[Planned]:
+    panels = box_panels(st)
+    n_layers = next(iter(panels.values()))[0].shape[0]
+    title = prompt_title(st, "Activations per layer")
+    return [Planned("activation_stats", lambda: draw_site_boxes(
+        panels, layer_labels(n_layers), title), [st.file])]
+
+
+@register("activation_hist", study.STUDY,
+          "per-layer histograms (ridgelines) of the attention output and the normalised "
+          "residual", needs=(*study.HIST.values(), *study.HIST_EDGES.values()))
+def plan_histograms(st: StudyResults) -> list[Planned]:
+    panels = {PANEL_TITLES[site]: (st[study.HIST[site]], st[study.HIST_EDGES[site]])
+              for site in study.SITES}
+    n_layers = st[study.HIST[study.SITES[0]]].shape[0]
+    title = prompt_title(st, "Histograms per layer")
+    return [Planned("activation_hist", lambda: draw_site_histograms(
+        panels, layer_labels(n_layers), title), [st.file])]
+
+
+@register("mlp_sparsity", study.STUDY, "fraction of MLP neuron values near zero, per layer",
+          needs=(study.MLP_NEAR_ZERO, study.MLP_BELOW))
+def plan_mlp_sparsity(st: StudyResults) -> list[Planned]:
+    thr = st.meta.get("threshold", "threshold")
+    fractions = {f"|x| < {thr}": st[study.MLP_NEAR_ZERO], f"x < {thr}": st[study.MLP_BELOW]}
+    layers = layer_labels(len(st[study.MLP_NEAR_ZERO]))
+    title = prompt_title(st, "MLP neurons (post-activation)")
+    return [Planned("mlp_sparsity", lambda: draw_layer_fractions(
+        fractions, layers, "fraction of neuron values", title), [st.file])]

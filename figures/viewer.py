@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from headprobe.atomic import atomic_file
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.hooks import layer_hooks
 from headprobe.stories import find_story, read_stories
 from headprobe.tokens import token_strings
@@ -88,7 +88,7 @@ def build_viewer(store_path: str | Path, model_name: str, story_id: int, out: st
         input_ids = input_ids[:max_tokens]
     model = load_model(model_name)
     if not 0 <= layer < model.cfg.n_layers:
-        raise UsageError(f"--layer {layer} out of range [0, {model.cfg.n_layers})")
+        raise UsageError(f"{opt('layer', layer)} out of range [0, {model.cfg.n_layers})")
     patterns = attention_patterns(model, input_ids)
     tokens = token_strings(model.tokenizer, input_ids)
     title = f"story {story_id}: {Path(str(model_name)).name}"

@@ -7,6 +7,7 @@ The public Python API, for notebooks and scripts::
     ds = hp.load_dataset("runs/ts/dataset")          # tagged tokens (datasets_build)
     store = hp.open_store("runs/ts/activations.h5")  # per-head keys, queries, activity (extract)
     probes = hp.read_probes("runs/ts/probes")        # a probe grid (probing fit)
+    probe = hp.fit_probe(store, "key", layer=2, head=0)  # one probe, with its scores
     quote = hp.read_study("runs/ts/studies/quote")   # a case study (probing quote)
     model = hp.load_model("../shared/models/tinystories-8L")   # a TransformerBridge
 
@@ -28,6 +29,7 @@ _READERS = {
     "open_store": ("extract.store", "open_store"),
     "load_model": ("extract.models", "load_model"),
     "read_probes": ("probing.results", "read_results"),
+    "fit_probe": ("probing.grid", "fit_probe"),
     "read_study": ("probing.study_io", "read_study"),
 }
 

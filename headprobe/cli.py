@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from headprobe.errors import UsageError
 
 # Parameters whose flag is not ``--`` + the name with dashes.
-FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos"}
+FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos", "draws": "--random-draws"}
 
 
 class Parser(argparse.ArgumentParser):

@@ -64,10 +64,8 @@ def _fit(args: argparse.Namespace) -> int:
     from probing.grid import GridConfig, run_grid
     from probing.results import write_results
 
-    store = resolve(args.store, args.run, "store", "--store")
-    out = check_target(resolve(args.out, args.run, "probes", "--out"), args.overwrite)
-    if args.jobs < 1:
-        raise UsageError("--jobs must be positive")
+    store = resolve(args.store, args.run, "store", "store")
+    out = check_target(resolve(args.out, args.run, "probes", "out"), args.overwrite)
     controls = parse_controls(split_list(args.controls), bool(args.control_store))
     config = GridConfig(
         sites=tuple(split_list(args.sites)), tagset=args.tagset,
@@ -114,7 +112,7 @@ def _add_export(sub) -> None:
 def _export(args: argparse.Namespace) -> int:
     from probing.export import export
 
-    results = resolve(args.results, args.run, "probes", "--results")
+    results = resolve(args.results, args.run, "probes", "results")
     for path in export(results, args.format, args.out, args.overwrite):
         print(f"wrote {path}")
     return 0
@@ -134,7 +132,7 @@ def _top(args: argparse.Namespace) -> int:
     from probing.results import read_results
     from probing.top import format_top, top_cells
 
-    results = read_results(resolve(args.results, args.run, "probes", "--results"))
+    results = read_results(resolve(args.results, args.run, "probes", "results"))
     rows = top_cells(results, args.tag, [args.site] if args.site else None, args.k)
     print(format_top(rows, args.tag))
     return 0
@@ -175,6 +173,7 @@ def _add_studies(sub) -> None:
 
 
 def build_parser() -> Parser:
+    """The parser of ``python -m probing`` and its subcommands."""
     p = Parser(prog=PROG, description="Probe what attention heads encode.",
                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -188,6 +187,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; library errors propagate (``run_main`` reports them)."""
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from extract.store import open_store
 from headprobe.cli import split_list
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from probing.labels import fold_tags
 from probing.metrics import score
 from probing.solvers import fit_fast, fit_sklearn
@@ -33,6 +33,7 @@ HELP = "time the probe grid: scikit-learn newton-cg per cell vs the batched fast
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m probing bench``."""
     p.add_argument("--stories", type=int, default=600,
                    help="stories of valid-3117.txt to build the store from (default 600)")
     p.add_argument("--store", help="use this activation store instead of building one")
@@ -53,7 +54,7 @@ def build_store(text: str, model: str, stories: int, cache: str) -> Path:
     from extract.extractor import extract_store
 
     if stories < 2:
-        raise UsageError("--stories must be at least 2")
+        raise UsageError(f"{opt('stories')} must be at least 2")
     base = Path(cache) / f"{Path(model).name}-{Path(text).stem}-{stories}"
     dataset, store = base / "dataset", base / "activations.h5"
     if not store.exists():
@@ -70,6 +71,7 @@ def _timed(fit, *args):
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """Time both solvers on every (site, layer) of the store and print the comparison."""
     if args.jobs < 1:
         raise UsageError("--jobs must be positive")
     path = Path(args.store) if args.store else build_store(args.text, args.model, args.stories,

@@ -11,24 +11,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
+
+if TYPE_CHECKING:
+    from extract.store import Store
 
 CONTROLS = ("majority", "shuffled", "random", "bootstrap")
 DEFAULT_CONTROLS = ("majority", "shuffled", "bootstrap")
 
 
 def parse_controls(names: list[str], have_control_store: bool) -> tuple[str, ...]:
-    """Check control names; 'random' is on exactly when a control store is given."""
+    """Check control names; 'random' is on exactly when a control store is given.
+
+    Raises UsageError for an unknown name, or 'random' without a control store.
+    """
     unknown = [n for n in names if n not in CONTROLS]
     if unknown:
         raise UsageError(f"unknown control(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(CONTROLS)}")
     chosen = [n for n in names if n != "random"]
     if "random" in names and not have_control_store:
-        raise UsageError("the random-weights control needs --control-store FILE.h5 "
-                         "(a store extracted with --reinit-seed)")
+        raise UsageError(f"the random-weights control needs {opt('control_store', 'FILE.h5')} "
+                         f"(a store extracted with {opt('reinit_seed')})")
     if have_control_store:
         chosen.append("random")
     return tuple(dict.fromkeys(chosen))
@@ -44,8 +52,8 @@ def shuffled_labels(train_y: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(train_y)
 
 
-def check_control_store(store, control) -> None:
-    """The control store must hold the same tokens (ids, stories, splits) as the store."""
+def check_control_store(store: Store, control: Store) -> None:
+    """Refuse a control store that does not hold the store's tokens (ids, stories, splits)."""
     if control.n_tokens != store.n_tokens:
         raise UsageError(f"control store {control.path} has {control.n_tokens} tokens, the "
                          f"store has {store.n_tokens}; extract both from the same dataset")

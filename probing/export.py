@@ -26,7 +26,10 @@ FORMATS = ("seed004",)
 
 def classification_report_dict(results: ProbeResults, site: int, layer: int,
                                head: int) -> dict:
-    """One cell's scores in the shape of classification_report(output_dict=True)."""
+    """One cell's scores in the shape of classification_report(output_dict=True).
+
+    site, layer, head: indices into the arrays of ``results`` (not model layer numbers).
+    """
     a = results.arrays
     support = a["support"][site, layer, head].astype(float)
     report: dict = {}

@@ -1,28 +1,32 @@
-"""The probe grid: one probe per (site, layer, head), scored on the test split, with controls.
+"""Probes fitted from an activation store: the whole grid, or the probe of one head.
 
-For each site and layer the vectors of all heads are read once, the probes of all heads
-are fitted together (the ``fast`` solver batches them; ``sklearn`` fits them one by one),
-and the predictions are scored per test story so that bootstrap intervals resample
-stories, not tokens.
+A probe predicts a token's tag from one cell's vectors (a site, a layer and a head). For
+each site and layer the vectors of all heads are read once, the probes of all heads are
+fitted together (the ``fast`` solver batches them; ``sklearn`` fits them one by one), and
+the predictions are scored per test story so that bootstrap intervals resample stories,
+not tokens. :func:`fit_probe` runs the same steps for a single head.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from extract.store import open_store
-from headprobe.errors import UsageError
+from extract.store import Store, open_store
+from headprobe.errors import UsageError, opt
 from probing.controls import (
     DEFAULT_CONTROLS,
     check_control_store,
     majority_predictions,
+    parse_controls,
     shuffled_labels,
 )
 from probing.labels import DEFAULT_EXCLUDE, Labels, fold_tags
@@ -32,14 +36,23 @@ from probing.metrics import (
     group_counts,
     scores_from_counts,
 )
-from probing.solvers import SOLVERS, fit_probes
+from probing.solvers import SOLVERS, ProbeFit, fit_probes
 
 VECTOR_SITES = ("key", "query")
+# scores each control adds beside the probe's own, as "<score>_<control>"
+CONTROL_METRICS = ("f1", "macro_f1", "accuracy")
 
 
 @dataclass
 class GridConfig:
-    """What to probe and how (the options of ``probing fit``)."""
+    """What to probe and how (the options of ``probing fit``).
+
+    sites: vector sites to probe; tagset: 'fine' or 'coarse'; tags, merge_verbs,
+    min_support, exclude: how tags fold into classes (see probing.labels); solver: 'fast'
+    or 'sklearn'; controls: among probing.controls.CONTROLS; layers: model layers (None:
+    all); C: inverse L2 strength; n_boot: bootstrap resamples of test stories; seed: seeds
+    the shuffled labels, the bootstrap and the solver's subsample; jobs: threads.
+    """
 
     sites: tuple[str, ...] = VECTOR_SITES
     tagset: str = "fine"
@@ -68,7 +81,36 @@ class GridResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _labels(store, config: GridConfig) -> Labels:
+@dataclass
+class HeadProbe:
+    """The probe of one head, fitted on the train split and scored on the test split.
+
+    site, layer, head: the cell; tags: [K] class names; coef: [K, d_head] and intercept:
+    [K] act on raw stored vectors (``logits = x @ coef.T + intercept``); metrics: scores
+    named as the arrays of probing.results, per tag ([K]: ``precision``, ``recall``,
+    ``f1``, ``support``, ``f1_shuffled``, ``f1_lo``, ...) or per probe (floats:
+    ``macro_f1``, ``accuracy``, ``macro_f1_shuffled``, ...); labels: the tokens and classes.
+    """
+
+    site: str
+    layer: int
+    head: int
+    tags: list[str]
+    coef: np.ndarray
+    intercept: np.ndarray
+    metrics: dict[str, Any]
+    labels: Labels
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits [n, K] of raw stored vectors X [n, d_head]."""
+        return np.asarray(X, dtype=np.float64) @ self.coef.T + self.intercept
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted class ids [n] (indices into ``tags``) of vectors X [n, d_head]."""
+        return self.decision_function(X).argmax(-1)
+
+
+def _labels(store: Store, config: GridConfig) -> Labels:
     if config.tagset not in ("fine", "coarse"):
         raise UsageError(f"unknown tag set {config.tagset!r}; choose fine or coarse")
     table = store.tokens([f"{config.tagset}_tag", "split"])
@@ -77,7 +119,13 @@ def _labels(store, config: GridConfig) -> Labels:
                      min_support=config.min_support, exclude=config.exclude)
 
 
-def _check_config(store, config: GridConfig) -> list[int]:
+def _with_controls(config: GridConfig, have_control_store: bool) -> GridConfig:
+    """``config`` with its controls checked; 'random' is on exactly with a control store."""
+    return replace(config, controls=parse_controls(list(config.controls), have_control_store))
+
+
+def _check_config(store: Store, config: GridConfig) -> list[int]:
+    """Refuse settings the store cannot serve; return the layers to probe."""
     if config.solver not in SOLVERS:
         raise UsageError(f"unknown solver {config.solver!r}; choose from {', '.join(SOLVERS)}")
     bad = [s for s in config.sites if s not in VECTOR_SITES or s not in store.sites]
@@ -87,13 +135,19 @@ def _check_config(store, config: GridConfig) -> list[int]:
     layers = list(range(store.n_layers)) if config.layers is None else list(config.layers)
     if not layers or any(not 0 <= layer < store.n_layers for layer in layers):
         raise UsageError(f"layers must lie in 0..{store.n_layers - 1}")
-    if config.min_support < 0 or config.n_boot < 1 or config.C <= 0:
-        raise UsageError("--min-support must be >= 0, the bootstrap count and C positive")
+    if config.min_support < 0:
+        raise UsageError(f"{opt('min_support')} must be >= 0")
+    if config.C <= 0:
+        raise UsageError(f"{opt('C')} must be positive")
+    if config.n_boot < 1:
+        raise UsageError(f"{opt('n_boot')} (bootstrap resamples) must be at least 1")
+    if config.jobs < 1:
+        raise UsageError(f"{opt('jobs')} must be positive")
     return layers
 
 
 class _Scorer:
-    """Scores predictions of a layer's cells on the test tokens, per story."""
+    """Scores predictions of some cells on the test tokens, per story."""
 
     def __init__(self, labels: Labels, stories: np.ndarray, n_boot: int, seed: int):
         self.y = labels.test_y
@@ -102,7 +156,7 @@ class _Scorer:
         self.weights = bootstrap_weights(int(self.groups.max()) + 1, n_boot, seed)
 
     def __call__(self, pred: np.ndarray, interval: bool = False) -> dict[str, np.ndarray]:
-        """pred: [H, n_test] -> metric name -> [H, K] or [H]."""
+        """pred: [c, n_test] -> metric name -> [c, K] or [c]."""
         tp, fp, fn = group_counts(self.y, pred, self.groups, self.k)
         s = scores_from_counts(tp.sum(-2), fp.sum(-2), fn.sum(-2))
         out = {"precision": s.precision, "recall": s.recall, "f1": s.f1,
@@ -112,27 +166,115 @@ class _Scorer:
         return out
 
 
-def _fit_layer(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig):
+class _Reader:
+    """Reads the train and test vectors of the probed tokens, cells first."""
+
+    def __init__(self, labels: Labels):
+        self.rows = np.concatenate([labels.train_rows, labels.test_rows])
+        self.order = np.argsort(self.rows)  # the store reads fastest in row order
+        self.n_train = len(labels.train_rows)
+
+    def __call__(self, source: Store, site: str, layer: int,
+                 head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(train [c, n_train, d_head], test [c, n_test, d_head]); c is 1 for one head."""
+        index = self.rows[self.order]
+        if head is None:
+            got = source.read_layer(site, layer, index=index)
+        else:
+            got = source.read(site, layer, head, index=index)[:, None]
+        data = np.empty_like(got)
+        data[self.order] = got
+        data = data.transpose(1, 0, 2)  # [c, n, d_head]
+        return (np.ascontiguousarray(data[:, :self.n_train]),
+                np.ascontiguousarray(data[:, self.n_train:]))
+
+
+def _fit(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig) -> ProbeFit:
     return fit_probes(X, y, n_classes, solver=config.solver, C=config.C, n_jobs=config.jobs,
                       seed=config.seed)
 
 
-def run_grid(store_path: str, config: GridConfig, control_store: str | None = None,
-             log: Callable[[str], None] | None = None) -> GridResult:
-    """Fit and score the whole grid of ``store_path``; see the module docstring."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    threads = torch.get_num_threads()
+def _score_cells(data: tuple[np.ndarray, np.ndarray], labels: Labels, scorer: _Scorer,
+                 config: GridConfig,
+                 control_data: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Fit the probes of c cells and score them and the controls ``config`` asks for.
+
+    data: (train [c, n_train, d_head], test [c, n_test, d_head]); control_data: the same
+    tokens' vectors in the control store (the random-weights control). Returns array name
+    (as in probing.results) -> [c, ...].
+    """
+    (train, test), K, controls = data, labels.n_classes, config.controls
+    fit = _fit(train, labels.train_y, K, config)
+    out = {"coef": fit.coef.astype(np.float32), "intercept": fit.intercept.astype(np.float32),
+           "n_iter": fit.n_iter.astype(np.int32)}
+    out.update(scorer(fit.predict(test), "bootstrap" in controls))
+    control_scores = {}
+    if "shuffled" in controls:
+        y = shuffled_labels(labels.train_y, config.seed)
+        control_scores["shuffled"] = scorer(_fit(train, y, K, config).predict(test))
+    if "random" in controls:
+        c_train, c_test = control_data
+        control_scores["random"] = scorer(_fit(c_train, labels.train_y, K, config)
+                                          .predict(c_test))
+    if "majority" in controls:
+        pred = majority_predictions(labels.train_y, len(labels.test_y))
+        control_scores["majority"] = scorer(np.tile(pred, (len(train), 1)))
+    for name, got in control_scores.items():
+        out.update({f"{metric}_{name}": got[metric] for metric in CONTROL_METRICS})
+    return out
+
+
+def _selectivity(arrays: dict[str, np.ndarray], controls: tuple[str, ...]) -> str | None:
+    """Add ``selectivity`` (F1 minus the first control run of shuffled, random, majority)."""
+    reference = next((c for c in ("shuffled", "random", "majority") if c in controls), None)
+    if reference is not None:
+        arrays["selectivity"] = arrays["f1"] - arrays[f"f1_{reference}"]
+    return reference
+
+
+@contextmanager
+def _threads(config: GridConfig) -> Iterator[None]:
+    """Limit torch and BLAS to ``config.jobs`` threads (one per worker for sklearn)."""
+    threads, jobs = torch.get_num_threads(), max(1, config.jobs)
     try:
-        torch.set_num_threads(max(1, config.jobs))
-        with threadpool_limits(limits=1 if config.solver == "sklearn" else config.jobs):
-            return _run(store_path, config, control_store, log)
+        torch.set_num_threads(jobs)
+        with threadpool_limits(limits=1 if config.solver == "sklearn" else jobs):
+            yield
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(store_path: str, config: GridConfig, control_store: str | None,
-         log: Callable[[str], None]) -> GridResult:
-    with open_store(store_path) as store:
+@contextmanager
+def _opened(store: Store | str | Path) -> Iterator[Store]:
+    """An open store as given, or the store at a path (closed afterwards)."""
+    if isinstance(store, Store):
+        yield store
+    else:
+        with open_store(store) as opened:
+            yield opened
+
+
+def run_grid(store_path: str | Path, config: GridConfig, control_store: str | None = None,
+             log: Callable[[str], None] | None = None) -> GridResult:
+    """Fit and score the probe of every (site, layer, head) of a store.
+
+    Parameters
+    ----------
+    store_path : the activation store (``python -m extract``).
+    config : what to probe and how.
+    control_store : a store of the same tokens extracted from a re-initialised model; turns
+        on the random-weights control.
+    log : receives one progress line per (site, layer); default: stderr.
+
+    Returns
+    -------
+    GridResult whose arrays are [S, L, H, K] per tag, [S, L, H] per probe,
+    [S, L, H, K, d_head] for ``coef`` (names as in probing.results).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    config = _with_controls(config, control_store is not None)
+    with _threads(config), open_store(store_path) as store:
         layers = _check_config(store, config)
         labels = _labels(store, config)
         control = open_store(control_store) if control_store else None
@@ -145,64 +287,66 @@ def _run(store_path: str, config: GridConfig, control_store: str | None,
                 control.close()
 
 
-def _fit_all(store, control, labels: Labels, layers: list[int], config: GridConfig,
-             log: Callable[[str], None]) -> GridResult:
-    S, L, H, K, D = len(config.sites), len(layers), store.n_heads, labels.n_classes, store.d_head
-    controls = set(config.controls)
+def _fit_all(store: Store, control: Store | None, labels: Labels, layers: list[int],
+             config: GridConfig, log: Callable[[str], None]) -> GridResult:
+    S, L = len(config.sites), len(layers)
     stories = store.tokens(["story_id"], index=labels.test_rows)["story_id"]
     scorer = _Scorer(labels, stories, config.n_boot, config.seed)
-    rows = np.concatenate([labels.train_rows, labels.test_rows])
-    order = np.argsort(rows)
-    n_train = len(labels.train_rows)
-    y_shuffled = shuffled_labels(labels.train_y, config.seed)
-
-    arrays: dict[str, np.ndarray] = {
-        "coef": np.zeros((S, L, H, K, D), np.float32),
-        "intercept": np.zeros((S, L, H, K), np.float32),
-        "n_iter": np.zeros((S, L, H), np.int32),
-    }
-
-    def put(name: str, s: int, li: int, value: np.ndarray) -> None:
-        if name not in arrays:
-            arrays[name] = np.zeros((S, L, *value.shape), dtype=value.dtype)
-        arrays[name][s, li] = value
-
-    def read(source, site: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        data = np.empty((len(rows), H, D), np.float32)
-        data[order] = source.read_layer(site, layer, index=rows[order])
-        data = data.transpose(1, 0, 2)  # [H, n, D]
-        return np.ascontiguousarray(data[:, :n_train]), np.ascontiguousarray(data[:, n_train:])
-
-    maj = scorer(np.tile(majority_predictions(labels.train_y, len(labels.test_y)), (H, 1)))
+    read = _Reader(labels)
+    arrays: dict[str, np.ndarray] = {}
     for s, site in enumerate(config.sites):
         for li, layer in enumerate(layers):
-            log(f"probing {site} layer {layer} ({H} heads, {K} tags, "
-                f"{n_train} train / {len(labels.test_y)} test tokens)")
-            train, test = read(store, site, layer)
-            fit = _fit_layer(train, labels.train_y, K, config)
-            arrays["coef"][s, li], arrays["intercept"][s, li] = fit.coef, fit.intercept
-            arrays["n_iter"][s, li] = fit.n_iter
-            for name, value in scorer(fit.predict(test), "bootstrap" in controls).items():
-                put(name, s, li, value)
-            if "shuffled" in controls:
-                got = scorer(_fit_layer(train, y_shuffled, K, config).predict(test))
-                put("f1_shuffled", s, li, got["f1"])
-                put("macro_f1_shuffled", s, li, got["macro_f1"])
-                put("accuracy_shuffled", s, li, got["accuracy"])
-            if "random" in controls:
-                c_train, c_test = read(control, site, layer)
-                got = scorer(_fit_layer(c_train, labels.train_y, K, config).predict(c_test))
-                put("f1_random", s, li, got["f1"])
-                put("macro_f1_random", s, li, got["macro_f1"])
-                put("accuracy_random", s, li, got["accuracy"])
-            if "majority" in controls:
-                put("f1_majority", s, li, maj["f1"])
-                put("macro_f1_majority", s, li, maj["macro_f1"])
-                put("accuracy_majority", s, li, maj["accuracy"])
-    reference = "shuffled" if "shuffled" in controls else (
-        "random" if "random" in controls else "majority" if "majority" in controls else None)
-    if reference is not None:
-        arrays["selectivity"] = arrays["f1"] - arrays[f"f1_{reference}"]
-    info = {"selectivity_control": reference, "n_train": n_train,
+            log(f"probing {site} layer {layer} ({store.n_heads} heads, {labels.n_classes} "
+                f"tags, {read.n_train} train / {len(labels.test_y)} test tokens)")
+            control_data = read(control, site, layer) if control is not None else None
+            got = _score_cells(read(store, site, layer), labels, scorer, config, control_data)
+            for name, value in got.items():
+                if name not in arrays:
+                    arrays[name] = np.zeros((S, L, *value.shape), dtype=value.dtype)
+                arrays[name][s, li] = value
+    reference = _selectivity(arrays, config.controls)
+    info = {"selectivity_control": reference, "n_train": read.n_train,
             "n_test": int(len(labels.test_y)), "n_test_stories": int(scorer.groups.max()) + 1}
     return GridResult(list(config.sites), layers, labels.names, arrays, labels, info)
+
+
+def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
+              control_store: Store | str | Path | None = None, **options: Any) -> HeadProbe:
+    """Fit and score the probe of one head, exactly as the grid does for that cell.
+
+    Parameters
+    ----------
+    store : an open store (``headprobe.open_store``) or its path.
+    site : 'key' or 'query'.
+    layer, head : the head, e.g. 2 and 0 for L2H0.
+    control_store : a store of the same tokens from a re-initialised model (turns on the
+        random-weights control).
+    **options : fields of :class:`GridConfig` (tagset, tags, merge_verbs, min_support,
+        exclude, solver, controls, C, n_boot, seed, jobs).
+
+    Returns
+    -------
+    HeadProbe with ``coef`` [K, d_head], ``intercept`` [K] and ``metrics``.
+    """
+    config = replace(GridConfig(**options), sites=(site,), layers=[layer])
+    config = _with_controls(config, control_store is not None)
+    with _threads(config), _opened(store) as opened:
+        _check_config(opened, config)
+        if not 0 <= head < opened.n_heads:
+            raise UsageError(f"head {head} is outside the store's {opened.n_heads} heads")
+        labels = _labels(opened, config)
+        stories = opened.tokens(["story_id"], index=labels.test_rows)["story_id"]
+        scorer = _Scorer(labels, stories, config.n_boot, config.seed)
+        read = _Reader(labels)
+        control_data = None
+        if control_store is not None:
+            with _opened(control_store) as control:
+                check_control_store(opened, control)
+                control_data = read(control, site, layer, head)
+        got = _score_cells(read(opened, site, layer, head), labels, scorer, config,
+                           control_data)
+    _selectivity(got, config.controls)
+    metrics = {name: value[0] if value.ndim > 1 else value[0].item()
+               for name, value in got.items() if name not in ("coef", "intercept")}
+    return HeadProbe(site, layer, head, labels.names, got["coef"][0], got["intercept"][0],
+                     metrics, labels)

@@ -44,6 +44,7 @@ class Labels:
 
     @property
     def n_classes(self) -> int:
+        """K, the number of classes."""
         return len(self.names)
 
 

@@ -72,22 +72,25 @@ class ProbeResults:
 
     @property
     def n_heads(self) -> int:
+        """H, heads per layer."""
         return int(self.arrays["f1"].shape[2])
 
     def site_index(self, site: str) -> int:
+        """Index of ``site`` along the site axis of the arrays."""
         if site not in self.sites:
             raise UsageError(f"site {site!r} is not in these results (have "
                              f"{', '.join(self.sites)})")
         return self.sites.index(site)
 
     def tag_index(self, tag: str) -> int:
+        """Index of class ``tag`` along the tag axis of the arrays."""
         if tag not in self.tags:
             raise UsageError(f"tag {tag!r} is not in these results (have "
                              f"{' '.join(self.tags)})")
         return self.tags.index(tag)
 
     def grid(self, metric: str, site: str, tag: str | None = None) -> np.ndarray:
-        """One metric as a [layer, head] grid (per-tag metrics need ``tag``)."""
+        """One metric of one site as a [L, H] grid (per-tag metrics need ``tag``)."""
         if metric not in self.arrays:
             raise UsageError(f"metric {metric!r} is not in these results (have "
                              f"{', '.join(sorted(self.arrays))})")

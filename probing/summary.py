@@ -15,6 +15,7 @@ from headprobe.errors import UsageError
 from headprobe.heads import head_label
 from headprobe.rundir import run_path
 from probing.results import ProbeResults, read_results
+from probing.studies import quote, repeated
 from probing.study_io import StudyResults, read_study
 from probing.top import top_cells
 
@@ -47,12 +48,12 @@ def _quote(r: StudyResults) -> str:
 def _repeated(r: StudyResults) -> str:
     m = r.meta
     head = head_label(*m["best_induction_head"])
-    score = float(r.arrays["induction_score"][tuple(m["best_induction_head"])])
+    score = float(r[repeated.INDUCTION_SCORE][tuple(m["best_induction_head"])])
     return (f"induction head {head} (score {score:.2f}); top-1 accuracy on repeated random "
             f"tokens {m['accuracy_first']:.2f} -> {m['accuracy_second']:.2f}")
 
 
-HEADLINES = {"quote": _quote, "repeated": _repeated}
+HEADLINES = {quote.STUDY: _quote, repeated.STUDY: _repeated}
 
 
 def study_line(r: StudyResults) -> str:
@@ -60,8 +61,8 @@ def study_line(r: StudyResults) -> str:
     if r.study in HEADLINES:
         try:
             return HEADLINES[r.study](r)
-        except (KeyError, IndexError, TypeError):
-            pass
+        except (KeyError, IndexError, TypeError, UsageError):
+            pass  # results of an older version: fall back to the report
     first = next((line for line in r.report.splitlines() if line.strip()), "")
     return first
 

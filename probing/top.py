@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.heads import head_label
 from probing.results import ProbeResults
 
@@ -14,9 +14,13 @@ COLUMNS = (("f1", "F1"), ("f1_lo", "lo"), ("f1_hi", "hi"), ("f1_shuffled", "shuf
 
 def top_cells(results: ProbeResults, tag: str, sites: list[str] | None = None,
               k: int = 5) -> list[dict]:
-    """The ``k`` cells with the highest F1 for ``tag``: dicts with site, layer, head, metrics."""
+    """The ``k`` cells with the highest F1 for ``tag``, best first.
+
+    Each is a dict with site, layer (the model layer), head, support and the per-tag
+    metrics of COLUMNS that the results hold.
+    """
     if k < 1:
-        raise UsageError("-k must be at least 1")
+        raise UsageError(f"{opt('k')} must be at least 1")
     t = results.tag_index(tag)
     rows = []
     for site in sites or results.sites:

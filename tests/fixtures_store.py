@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from datasets_build.sources import read_separated
-from extract.bench import write_untagged_dataset
+from datasets_build.untagged import write_untagged_dataset
 from extract.extractor import extract_store
 from headprobe.tokenization import load_tokenizer
 

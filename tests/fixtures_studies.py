@@ -2,12 +2,15 @@
 activity, and a tiny attention-only model trained on repeated random tokens."""
 
 import hashlib
+import inspect
 import json
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 # BOS + seq_len distinct random tokens + the same tokens again, as the study generates them.
 # The repeat offset is fixed, so a model may learn to attend by relative position from
@@ -26,8 +29,26 @@ def induction_sampler(vocab: int, seq_len: int):
     return sample
 
 
+def _training_sources() -> list[Path]:
+    """Source files of the training code: the module that defines ``train_model``, every
+    module under extract/ whose path names training, and the tokenizers."""
+    from extract.train import train_model
+
+    extract_dir = REPO / "extract"
+    files = {Path(inspect.getsourcefile(train_model)).resolve()}
+    files |= {p.resolve() for p in extract_dir.rglob("*.py")
+              if "train" in p.relative_to(extract_dir).as_posix()}
+    files |= {p.resolve() for p in (REPO / "headprobe" / "tokenization").rglob("*.py")}
+    return sorted(files)
+
+
 def _cache_dir(settings: dict) -> Path:
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    """Where the model trained with ``settings`` by the current training code is cached."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in _training_sources():
+        name = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        digest.update(name.as_posix().encode() + b"\0" + path.read_bytes())
+    key = digest.hexdigest()[:12]
     return Path(tempfile.gettempdir()) / "headprobe-test-cache" / f"induction-{key}"
 
 
@@ -71,19 +92,6 @@ def study_model(shared_model):
 
 
 @pytest.fixture(scope="session")
-def studies_store(request, tmp_path_factory, shared_dataset, shared_model) -> Path:
-    """A store of the 40 shared stories with sites key, query and activity."""
-    from extract.store import open_store
-
-    try:
-        path = Path(request.getfixturevalue("shared_store"))
-        with open_store(path) as store:
-            if "activity" in store.sites:
-                return path
-    except pytest.FixtureLookupError:
-        pass
-    from extract.extractor import extract_store
-
-    out = tmp_path_factory.mktemp("studies_store") / "activations.h5"
-    return extract_store(shared_dataset, str(shared_model), out,
-                         sites=("key", "query", "activity"))
+def studies_store(shared_store) -> Path:
+    """A store of the 40 shared stories with sites key, query and activity (``shared_store``)."""
+    return shared_store

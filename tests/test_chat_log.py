@@ -132,3 +132,23 @@ def test_structure_tagged_dataset_from_a_chat(tmp_path):
     sender_rows = rows[[c.startswith("Member") for c in chars]]
     assert len(sender_rows) and set(coarse[sender_rows]) == {"sender"}
     assert not table["straddle"].any()
+
+
+def test_chat_sources_open_through_the_dataset_sources():
+    """The format module stands alone; sources opens a chat as a corpus with its senders."""
+    import subprocess
+    import sys
+
+    from datasets_build.sources import open_source
+
+    source = open_source("chatgen:40:2")
+    chat = chatlog.generate_chat(40, 2)
+    assert source.kind == "chat" and list(source.stories()) == chatlog.chat_stories(chat)
+    assert source.info["senders"] == chatlog.senders(chat)
+    assert source.info["messages"] == len(chatlog.parse_chat(chat))
+    assert len(list(open_source("chatgen:40:2", limit=2).stories())) == 2
+    code = ("import sys, datasets_build.chatlog; "
+            "print('datasets_build.sources' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert run.stdout.strip() == "False"

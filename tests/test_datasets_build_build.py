@@ -134,3 +134,33 @@ def test_bad_demo_spec(spec):
 
     with pytest.raises(UsageError):
         open_source(spec)
+
+
+def test_python_errors_name_parameters(tmp_path, gpt2_tokenizer):
+    from headprobe.errors import UsageError
+
+    for kwargs, needle in (({"limit": 0}, "limit must be at least 1, got 0"),
+                           ({"batch_size": 0}, "batch_size must be at least 1"),
+                           ({"test_fraction": 1.0}, "test_fraction must be in [0, 1)"),
+                           ({"tagset": "ner"}, "unknown tagset 'ner'")):
+        with pytest.raises(UsageError) as err:
+            build_dataset("demo:3", str(gpt2_tokenizer), tmp_path / "ds", **kwargs)
+        assert needle in str(err.value) and "--" not in str(err.value), str(err.value)
+    (tmp_path / "x.txt").write_text("Tom ran home.")
+    with pytest.raises(UsageError, match="give tokenizer"):
+        build_dataset(str(tmp_path / "x.txt"), None, tmp_path / "ds")
+
+
+def test_untagged_dataset(tmp_path, gpt2_tokenizer):
+    from datasets_build.untagged import write_untagged_dataset
+
+    tok = load_tokenizer(str(gpt2_tokenizer))
+    texts = [f"Story number {i} is short." for i in range(5)]
+    ds = load_tagged_dataset(write_untagged_dataset(tmp_path / "u", texts, tok, test_every=2,
+                                                    max_tokens=4))
+    assert ds.tags == {"fine": ["X"], "coarse": ["X"]} and ds.vocab_hash == vocab_hash(tok)
+    stories = ds.story_table()
+    assert stories["text"] == texts and stories["split"].tolist() == [0, 1, 0, 1, 0]
+    table = ds.token_table()
+    assert stories["n_tokens"].tolist() == [4] * 5 and not table["fine_tag"].any()
+    assert table["input_id"][0] == tok.eos_token_id and table["char_start"][0] == -1

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from datasets_build.dataset import load_tagged_dataset
+from datasets_build.untagged import write_untagged_dataset
 from extract.__main__ import main
-from extract.bench import write_untagged_dataset
 from extract.extractor import KILL_AFTER_ENV, extract_store
 from extract.forward import FastForward
 from extract.models import load_hf_model
@@ -167,3 +167,29 @@ def test_reinit_seed_and_general_path(untagged_dataset, shared_model, tmp_path):
         assert not np.allclose(x.read("key", 0, 0), y.read("key", 0, 0), atol=1e-2)
         for site in y.sites:
             np.testing.assert_allclose(y.read_layer(site, 3), z.read_layer(site, 3), atol=1e-5)
+
+
+def test_python_errors_name_parameters_and_the_cli_names_flags(untagged_dataset, tmp_path,
+                                                                capsys):
+    """Options are checked before anything is loaded; messages say ``overwrite=True`` from
+    Python and ``--overwrite`` from the command line."""
+    from headprobe.errors import UsageError
+
+    (tmp_path / "a.h5").write_text("")
+    with pytest.raises(UsageError) as err:
+        extract_store(untagged_dataset, "no-such-model", tmp_path / "a.h5")
+    assert "pass overwrite=True" in str(err.value) and "--" not in str(err.value)
+    for kwargs, needle in (({"batch_tokens": 0}, "batch_tokens must be positive"),
+                           ({"shard": "1-2"}, "shard '1-2': expected i/n"),
+                           ({"sites": ["key", "bogus"]}, "unknown site(s) bogus"),
+                           ({"compression": "lzma"}, "unknown compression 'lzma'"),
+                           ({"resume": True}, "nothing to resume")):
+        with pytest.raises(UsageError) as err:
+            extract_store(untagged_dataset, "no-such-model", tmp_path / "b.h5", **kwargs)
+        assert needle in str(err.value), str(err.value)
+    assert cli("--dataset", untagged_dataset, "--out", tmp_path / "a.h5") == 2
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    assert cli("--dataset", untagged_dataset, "--out", tmp_path / "b.h5", "--shard", "1-2") == 2
+    assert "--shard '1-2'" in capsys.readouterr().err
+    assert cli("--dataset", untagged_dataset) == 2
+    assert "give --out or --run" in capsys.readouterr().err

@@ -9,9 +9,13 @@ import pytest
 from datasets_build.dataset import TOKEN_COLUMNS
 from extract.store import (
     SCHEMA_VERSION,
+    SITES,
+    TOKEN_TABLE,
     create_store,
     deflate,
+    describe_compression,
     open_store,
+    reopen_store,
     write_store,
 )
 from headprobe.errors import UsageError
@@ -162,3 +166,41 @@ def test_fast_deflate_streams_are_plain_zlib(size, raw_prefix):
     assert zlib.decompress(packed) == data.tobytes()
     if size > 1000:
         assert len(packed) < size
+
+
+@pytest.mark.parametrize(("compression", "level"), [("fast", -1), ("none", 0), ("1", 1), (6, 6)])
+def test_compression_level_is_stored_as_a_number(tmp_path, compression, level):
+    """The writer keeps the level in 'compression_level'; a store written before that
+    attribute existed is read back from the words in 'compression'."""
+    arch = {"n_layers": 1, "n_heads": 2, "d_head": 2}
+    writer = create_store(tmp_path / "s.h5", 10, arch, compression=compression)
+    writer.close()
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        assert f.attrs["compression_level"] == level
+        assert f.attrs["compression"] == describe_compression(level)
+        del f.attrs["compression_level"]
+    with reopen_store(tmp_path / "s.h5") as writer:
+        assert writer.level == level
+
+
+def test_blocks_and_token_columns_are_checked_against_the_schema(tmp_path):
+    writer = create_store(tmp_path / "s.h5", 10, {"n_layers": 2, "n_heads": 3, "d_head": 4},
+                          ["key", "activity"])
+    good = {"key": np.zeros((5, 2, 3, 4)), "activity": np.zeros((5, 2, 3))}
+    with pytest.raises(ValueError, match="site 'key' takes blocks of shape"):
+        writer.write_block(0, {**good, "key": np.zeros((5, 2, 3, 5))})
+    with pytest.raises(ValueError, match="activity"):
+        writer.write_block(0, {**good, "activity": np.zeros((5, 2, 3, 1))})
+    with pytest.raises(ValueError, match="outside"):
+        writer.write_block(8, good)
+    with pytest.raises(ValueError, match="lacks column"):
+        writer.write_tokens({"input_id": np.zeros(10)})
+    writer.write_block(5, good)
+    writer.close()
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        for name in ("key", "activity"):
+            site = SITES[name]
+            assert f[site.dataset].attrs["dims"] == site.dims
+            assert f[site.dataset].attrs["description"] == site.description
+        for column in TOKEN_TABLE.values():
+            assert f["tokens"][column.name].dtype == column.dtype

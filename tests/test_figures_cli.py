@@ -8,14 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from figures.__main__ import main
-from figures.registry import file_stem, matches
+from figures.registry import figure_types, file_stem, matches
 from figures.writer import sha256_file
 from headprobe.cli import run_main
+from probing.studies import STUDY_MODULES, quote, repeated
+from probing.study_io import read_study
 from tests.fixtures_figures import write_synthetic_studies
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*argv: str) -> int:
@@ -32,7 +37,9 @@ def test_run_dir_draws_every_figure_with_sidecars(synthetic_run: Path, tmp_path:
     stems = {"repeated_scores", "repeated_loss", "repeated_mlp_patching", "repeated_pattern",
              "patching", "patching_topk", "quote_activity", "quote_attention",
              "tag_induction_activity", "tag_induction_attention", "quote_heads",
-             "tag_induction_heads", "next_token_table", "time_order_mass", "time_order_hist"}
+             "tag_induction_heads", "next_token_table", "time_order_mass", "time_order_hist",
+             "activation_stats", "activation_hist", "mlp_sparsity", "ablation"}
+    assert {t.name for t in figure_types() if t.source in STUDY_MODULES} == stems
     for stem in stems:
         for ext in ("png", "pdf"):
             path = out / f"{stem}.{ext}"
@@ -127,7 +134,66 @@ def test_module_entry_point(synthetic_run: Path, tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "figures", "--results",
                            str(synthetic_run / "studies" / "patch"), "--out", str(tmp_path / "o"),
                            "--only", "patching_topk"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1])
+                          cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     side = json.loads((tmp_path / "o" / "patching_topk.json").read_text())
     assert side["command"].startswith("python -m figures --results")
+
+
+def drop_array(study_dir: Path, name: str) -> None:
+    """Remove one array from written results (as a renamed array would leave them)."""
+    with h5py.File(study_dir / "results.h5", "a") as f:
+        del f[name]
+
+
+def test_missing_required_array_is_one_line_exit_2(synthetic_run: Path, tmp_path: Path):
+    study_dir = synthetic_run / "studies" / quote.STUDY
+    drop_array(study_dir, quote.RATIO.name)
+    proc = subprocess.run([sys.executable, "-m", "figures", "--run", str(synthetic_run),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "'ratio'" in lines[0] and str(study_dir) in lines[0] and "quote_heads" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_figure_of_an_optional_array_is_not_planned(synthetic_run: Path, tmp_path: Path,
+                                                     capsys):
+    # quote without the model, repeated without the MLP grid: the layouts mark those optional
+    drop_array(synthetic_run / "studies" / quote.STUDY, quote.EXAMPLE_PATTERN.name)
+    drop_array(synthetic_run / "studies" / repeated.STUDY, repeated.MLP_PATCH_DELTA.name)
+    assert cli("list", "--run", str(synthetic_run)) == 0
+    listing = capsys.readouterr().out
+    assert "quote_attention\t(not planned: " in listing
+    assert "holds no example_pattern (written only with the model)" in listing
+    assert "repeated_mlp_patching\t(not planned: " in listing
+    assert "quote_activity\tquote_activity\t" in listing
+    out = tmp_path / "figs"
+    assert cli("--run", str(synthetic_run), "--out", str(out), "--format", "png") == 0
+    captured = capsys.readouterr()
+    assert "2 not planned" in captured.out and "not planned quote_attention" in captured.err
+    assert (out / "quote_activity.png").exists() and not (out / "quote_attention.png").exists()
+
+
+def test_figures_read_results_without_stored_axes(synthetic_run: Path, tmp_path: Path):
+    study_dir = synthetic_run / "studies" / repeated.STUDY
+    with h5py.File(study_dir / "results.h5", "a") as f:
+        for ds in f.values():
+            del ds.attrs["axes"], ds.attrs["definition"]
+    assert read_study(study_dir).axes == {}
+    assert cli("--results", str(study_dir), "--out", str(tmp_path / "o"), "--format", "png",
+               "--only", "repeated_scores") == 0
+
+
+def test_figures_doc_names_the_arrays_each_figure_needs():
+    rows = [line for line in (REPO / "docs" / "figures.md").read_text().splitlines()
+            if line.startswith("| `")]
+    for ftype in figure_types():
+        row = next((r for r in rows if f"`{ftype.name}`" in r.split("|")[1]), None)
+        if ftype.needs:
+            assert row is not None, ftype.name
+            cells = row.split("|")
+            assert cells[2].strip() == f"`{ftype.source}`", ftype.name
+            assert all(f"`{a.name}`" in cells[3] for a in ftype.needs), ftype.name

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from extract.store import open_store, write_store
-from figures import loaders
 from figures.__main__ import main as figures_main
-from figures.registry import discover, plan_all
+from figures.registry import plan_all
+from figures.sources import discover
 from headprobe.cli import run_main
 from probing.__main__ import main as probing_main
 from probing.results import read_results
@@ -57,9 +57,8 @@ def probe_results(tmp_path_factory) -> Path:
 
 def test_probe_figures_from_a_real_fit(probe_results: Path, tmp_path: Path):
     res = read_results(probe_results)
-    sources = discover([probe_results], loaders.LOADERS, loaders.classify)
-    planned, skipped = plan_all(sources)
-    assert not skipped
+    planned, not_planned = plan_all(discover([probe_results]))
+    assert not not_planned
     by_name = {p.name: p for p in planned}
     grids = {f"probes_{s}{x}" for s in ("keys", "queries")
              for x in ("", "_shuffled", "_random", "_selectivity")}
@@ -102,11 +101,12 @@ def test_study_figures_from_real_writers(studies_store, study_model, tmp_path: P
             "quote": quote.quote_study(store, study_model, max_stories=4),
         }
     results["stats"] = stats.stats_study(study_model, "Tom said: \"Hi, Sue.\" She smiled.")
+    layouts = {"ablate": ablation.LAYOUT, "quote": quote.LAYOUT, "stats": stats.LAYOUT}
     for name, (arrays, meta, report) in results.items():
-        write_study(studies / name, name, arrays, meta, report)
+        write_study(studies / name, layouts[name], arrays, meta, report)
 
-    planned, skipped = plan_all(discover([studies], loaders.LOADERS, loaders.classify))
-    assert not skipped
+    planned, not_planned = plan_all(discover([studies]))
+    assert not not_planned
     figs = {p.name: p.draw() for p in planned}
     assert set(figs) == {"ablation", "activation_stats", "activation_hist", "mlp_sparsity",
                          "quote_heads", "quote_activity", "quote_attention"}
@@ -142,13 +142,12 @@ def test_chat_study_figures_from_real_writers(chat_organism, tmp_path: Path):
         assert run_main(probing_main, [study, "--model", str(chat_organism), *argv, "--out",
                                        str(tmp_path / "studies" / study)],
                         prog="python -m probing") == 0
-    planned, skipped = plan_all(discover([tmp_path / "studies"], loaders.LOADERS,
-                                         loaders.classify))
+    planned, not_planned = plan_all(discover([tmp_path / "studies"]))
     figs = {p.name: p.draw() for p in planned}
     # a barely trained model may write no readable pair of timestamps: then only that
-    # histogram is skipped, and it says why
+    # histogram is not planned, and it says why
     assert all(name == "time_order_hist" and "gen_deltas is empty" in why
-               for name, why in skipped)
+               for name, why in not_planned)
     assert {"next_token_table", "time_order_mass"} <= set(figs)
     table = figs["next_token_table"].get_axes()[0]
     assert [t.get_text() for t in table.get_yticklabels()] == ["Member 1", "Member 2"]

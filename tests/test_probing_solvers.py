@@ -19,8 +19,8 @@ def _synthetic(n_cells, n, k, seed=0):
     return (X * 5 + 3).astype(np.float32), y
 
 
-def test_fast_matches_sklearn_on_the_shared_store(probing_store):
-    with open_store(probing_store) as store:
+def test_fast_matches_sklearn_on_the_shared_store(shared_store):
+    with open_store(shared_store) as store:
         table = store.tokens(["fine_tag", "split"])
         labels = fold_tags(table["fine_tag"], table["split"], store.tags["fine"])
         for site, layer in (("key", 1), ("query", 5)):

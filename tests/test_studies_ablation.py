@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from extract.store import open_store
-from headprobe.cli import run_main
+from headprobe.cli import error_line, run_main
+from headprobe.errors import UsageError
 from headprobe.stories import read_stories
 from probing.__main__ import main
 from probing.studies import ablation
@@ -35,6 +36,15 @@ def test_random_head_sets_match_the_layers_and_avoid_the_chosen_heads():
     for s in sets:
         assert sorted(layer for layer, _ in s) == [1, 1, 4]
         assert not set(s) & set(heads) and len(set(s)) == 3
+
+
+def test_bad_settings_name_the_parameter_and_the_flag():
+    with pytest.raises(UsageError, match="^draws must be at least 1$") as info:
+        ablation.ablation_study(None, None, [(0, 0)], draws=0)
+    assert error_line(info.value) == "--random-draws must be at least 1"
+    with pytest.raises(UsageError, match="^unknown mode 'half'") as info:
+        ablation.ablation_study(None, None, [(0, 0)], mode="half")
+    assert error_line(info.value).startswith("unknown --mode 'half'; choose from zero, mean")
 
 
 def test_per_tag_means():

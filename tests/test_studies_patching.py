@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformer_lens import patching as tl_patching
 
-from headprobe.cli import run_main
+from headprobe.cli import error_line, run_main
 from headprobe.errors import UsageError
 from probing.__main__ import main
 from probing.studies import patching
@@ -23,8 +23,8 @@ CLEAN, CORRUPT = "Tom saw Sue. Tom gave it to", "Sue saw Tom. Sue gave it to"
 @pytest.fixture(scope="module")
 def pair(study_model):
     clean, corrupt = patching.tokenize_pair(study_model, CLEAN, CORRUPT)
-    target = patching.single_token(study_model, " Sue", "--target")
-    foil = patching.single_token(study_model, " Tom", "--foil")
+    target = patching.single_token(study_model, " Sue", "target")
+    foil = patching.single_token(study_model, " Tom", "foil")
     return clean, corrupt, patching.logit_diff_metric(target, foil)
 
 
@@ -82,9 +82,11 @@ def test_normalized_resid_post_ends_at_clean_and_starts_at_corrupted(study_model
 
 
 def test_answers_must_be_single_tokens(study_model):
-    with pytest.raises(UsageError, match=r"--target ' Jones' must be a single token.*\[' J'"):
+    with pytest.raises(UsageError, match=r"^target ' Jones' must be a single token.*\[' J'"
+                       ) as info:
         patching.patch_study(study_model, CLEAN, CORRUPT, " Jones", " Tom")
-    with pytest.raises(UsageError, match="both --target and --foil"):
+    assert error_line(info.value).startswith("--target ' Jones' must be a single token")
+    with pytest.raises(UsageError, match="both target and foil"):
         patching.patch_study(study_model, CLEAN, CORRUPT, " Sue", None)
 
 
@@ -110,5 +112,5 @@ def test_patch_cli_head_site(shared_model, tmp_path):
     assert res.arrays["grid"].shape == (8, 16)
     assert list(res.arrays["head_labels"][:2]) == ["H0", "H1"]
     assert res.meta["site"] == "head" and res.meta["answers_given"] is False
-    assert res.meta["axes"]["grid"] == ["layer", "head"]
+    assert res.axes["grid"] == ("layer", "position or head")
     assert "Top 20 next tokens" in res.report

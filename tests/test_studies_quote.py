@@ -93,6 +93,6 @@ def test_quote_cli_without_model(studies_store, tmp_path):
     res = read_study(out)
     assert res.study == "quote" and "attn_to_open" not in res.arrays
     assert isinstance(res.arrays["example_tokens"][0], str)
-    assert res.meta["axes"]["ratio"] == ["layer", "head"]
+    assert res.axes["ratio"] == ("layer", "head") and "axes" not in res.meta
     assert run_main(main, ["quote", "--store", str(tmp_path / "missing.h5"),
                            "--out", str(tmp_path / "q2")]) == 2

@@ -123,7 +123,7 @@ def test_repeated_cli_writes_results(induction_model_dir, tmp_path):
     assert res.arrays["induction_score"].shape == (2, 4)
     assert res.arrays["example_tokens"].shape == (21,)
     assert res.arrays["mlp_patch_delta"].shape == (2, 10)
-    assert res.meta["axes"]["induction_score"] == ["layer", "head"]
+    assert res.axes["induction_score"] == ("layer", "head")
     assert "second half" in res.report
     assert run_main(main, argv) == 2                       # exists, no --overwrite
     assert run_main(main, ["repeated", "--model", str(induction_model_dir), "--seq-len",

@@ -44,6 +44,6 @@ def test_stats_cli(shared_model, tmp_path):
                            "--run", str(out)]) == 0
     res = read_study(out / "studies" / "stats")
     assert res.meta["prompt"] == "Tom was happy." and res.arrays["tokens"][0] == "<|endoftext|>"
-    assert res.meta["axes"]["mlp_top_neurons"] == ["layer", "position", "rank"]
+    assert res.axes["mlp_top_neurons"] == ("layer", "position", "rank")
     assert run_main(main, ["stats", "--model", str(shared_model), "--out",
                            str(tmp_path / "x"), "--threshold", "-1"]) == 2

@@ -12,6 +12,7 @@ from extract.train import (
     add_train_arguments,
     checkpoint_path,
     lr_at,
+    read_corpus,
     run_train,
     train_model,
 )
@@ -54,8 +55,9 @@ def test_resume_ends_with_the_uninterrupted_weights(tmp_path, chat_texts):
     assert not part.finished
     assert not (tmp_path / "part").exists()
     assert checkpoint_path(tmp_path / "part").is_file()
-    with pytest.raises(UsageError, match="interrupted run"):
+    with pytest.raises(UsageError, match="interrupted run") as err:
         train_model(chat_texts, tmp_path / "part", "char", progress=False, **TINY)
+    assert "pass resume=True to continue it or overwrite=True" in str(err.value)
     with pytest.raises(UsageError, match="steps"):
         train_model(chat_texts, tmp_path / "part", "char", progress=False, resume=True,
                     **{**TINY, "steps": 8})
@@ -159,3 +161,27 @@ def test_bpe_tokenizer_trained_on_the_corpus(tmp_path, chat_texts):
     ids = tok("[06/03/2021, 09:00:28] Member 1: ok", add_special_tokens=False)["input_ids"]
     assert tok.convert_ids_to_tokens(ids).count("Member 1") == 1
     assert len(ids) < 30  # merges learnt from the corpus shorten the text
+
+
+def test_corpus_and_sender_names_come_through_the_dataset_sources(valid_text):
+    from datasets_build.sources import collect_stories, open_source
+
+    texts, senders = read_corpus("chatgen:80")
+    source = open_source("chatgen:80")
+    assert texts == collect_stories(source)[0] and senders == source.info["senders"]
+    assert sorted(senders) == chatlog.sender_names(6)
+    texts, senders = read_corpus(str(valid_text))
+    assert len(texts) == 3117 and senders == []
+    with pytest.raises(UsageError, match="does not exist"):
+        read_corpus("chat:/nonexistent/export.txt")
+
+
+def test_python_errors_name_parameters(tmp_path, chat_texts):
+    with pytest.raises(UsageError, match="unknown arch 'bert'"):
+        train_model(chat_texts, tmp_path / "x", "char", **{**TINY, "arch": "bert"})
+    with pytest.raises(UsageError, match="^layers must be a positive integer"):
+        train_model(chat_texts, tmp_path / "x", "char", **{**TINY, "layers": 0})
+    with pytest.raises(UsageError, match="lower ctx or give more text"):
+        train_model(["ab"], tmp_path / "x", "char", **TINY)
+    with pytest.raises(TypeError, match="unknown training settings: bogus"):
+        train_model(chat_texts, tmp_path / "x", "char", bogus=1)

@@ -1,7 +1,9 @@
 """Case studies. Each is a ``python -m probing <name>`` subcommand.
 
-A study module exposes ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``; it writes its numbers with :mod:`probing.study_io`.
+A study module exposes ``HELP`` (one line), ``STUDY`` (its name, a key below),
+``LAYOUT`` (the arrays it writes: a :class:`probing.study_io.Layout`),
+``add_arguments(parser)`` and ``run(args) -> int``; it writes its numbers with
+:func:`probing.study_io.write_study`.
 """
 
 STUDY_MODULES: dict[str, str] = {

@@ -17,14 +17,13 @@ import numpy as np
 import torch
 
 from headprobe.cli import split_list
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.heads import head_label, parse_heads
-from headprobe.hooks import hook_name, layer_hooks
+from headprobe.hooks import hook_name, hook_pattern, layer_hooks
 from headprobe.stories import Story, read_stories
 from probing.studies.common import (
-    add_model_arguments,
     add_output_arguments,
-    add_store_argument,
+    add_story_arguments,
     batches,
     check_context,
     finish_study,
@@ -32,17 +31,32 @@ from probing.studies.common import (
     load_study_model,
     model_name,
     next_token_loss,
-    output_dir,
     padded,
     run_hooked,
-    store_path,
+    store_study,
 )
+from probing.study_io import Array, Layout
 
 HELP = "per-tag loss change when heads are ablated, against random heads of the same layers"
 STUDY = "ablate"
 MODES = ("zero", "mean")
 
 Heads = Sequence[tuple[int, int]]
+
+TAGS = Array("tags", ("tag",), "str", "fine tags the predicted tokens carry")
+COUNT = Array("count", ("tag",), "int", "predicted tokens of each tag")
+BASE_LOSS = Array("base_loss", ("tag",), "float",
+                  "mean loss (nats) of the unablated model on predicted tokens of each tag")
+ABLATED_DELTA = Array("ablated_delta", ("tag",), "float",
+                      "mean loss change (nats) on predicted tokens of each tag when the chosen "
+                      "heads are ablated")
+RANDOM_DELTA = Array("random_delta", ("draw", "tag"), "float",
+                     "the same for each draw of random heads (same count per layer)")
+RANDOM_HEADS = Array("random_heads", ("draw",), "str",
+                     "the random heads of each draw, as LAYER.HEAD,...")
+HEADS = Array("heads", ("head", "layer/head"), "int", "(layer, head) of the ablated heads")
+LAYOUT = Layout(STUDY, (TAGS, COUNT, BASE_LOSS, ABLATED_DELTA, RANDOM_DELTA, RANDOM_HEADS,
+                        HEADS))
 
 
 def ablation_hooks(heads: Heads, mode: str, mean_z: torch.Tensor | None = None
@@ -131,11 +145,15 @@ def per_tag(delta: np.ndarray, tags: np.ndarray, n_tags: int) -> np.ndarray:
 def ablation_study(store: Any, model: Any, heads: Heads, mode: str = "zero", draws: int = 5,
                    split: str = "test", max_stories: int = 200, seed: int = 0
                    ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Run the study; returns (arrays, meta, report)."""
+    """Run the study; returns (arrays, meta, report).
+
+    arrays are named and shaped as declared in LAYOUT: per-tag numbers [n_tags] over the tags
+    that occur, random-head controls [draws, n_tags], the ablated heads [n, 2].
+    """
     if mode not in MODES:
-        raise UsageError(f"unknown --mode {mode!r}; choose from {', '.join(MODES)}")
+        raise UsageError(f"unknown {opt('mode')} {mode!r}; choose from {', '.join(MODES)}")
     if draws < 1:
-        raise UsageError("--random-draws must be at least 1")
+        raise UsageError(f"{opt('draws')} must be at least 1")
     if model.cfg.n_layers != store.n_layers or model.cfg.n_heads != store.n_heads:
         raise UsageError("the model's layers/heads do not match the store's")
     stories = [s for s in read_stories(store, split) if len(s.input_ids) > 1][:max_stories]
@@ -173,15 +191,7 @@ def ablation_study(store: Any, model: Any, heads: Heads, mode: str = "zero", dra
         "n_predictions": int(counts.sum()),
         "ablated_delta_all": float(np.nanmean(ablated - base)),
         "random_delta_all": random_total, "base_loss_all": float(np.nanmean(base)),
-        "hook": "blocks.L.attn.hook_z",
-        "axes": {"tags": ["tag"], "count": ["tag"], "base_loss": ["tag"],
-                 "ablated_delta": ["tag"], "random_delta": ["draw", "tag"],
-                 "random_heads": ["draw"], "heads": ["head", "(layer, head)"]},
-        "definitions": {
-            "ablated_delta": "mean loss change (nats) on predicted tokens of each fine tag",
-            "random_delta": "the same for each draw of random heads (same count per layer)",
-            "base_loss": "mean loss of the unablated model on tokens of each tag",
-        },
+        "hook": hook_pattern("z"),
     }
     return arrays, meta, report(meta, arrays)
 
@@ -204,28 +214,22 @@ def report(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_store_argument(parser)
-    add_model_arguments(parser, required=False)
+    add_story_arguments(parser, split="test", max_stories=200, top=False)
     parser.add_argument("--heads", required=True, metavar="L.H,...", help="heads to ablate")
-    parser.add_argument("--mode", default="zero", choices=list(MODES))
+    parser.add_argument("--mode", default="zero", choices=list(MODES),
+                        help="replace the heads' output by zero or by its mean (default zero)")
     parser.add_argument("--random-draws", type=int, default=5,
                         help="random head sets for the control (default 5)")
-    parser.add_argument("--split", default="test", choices=["all", "train", "test"])
-    parser.add_argument("--max-stories", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from extract.store import open_store
-
-    out = output_dir(args, STUDY)
-    path = store_path(args)
-    with open_store(path) as store:
+    with store_study(args, STUDY) as (out, store):
         heads = parse_heads(split_list(args.heads), store.n_layers, store.n_heads)
         name = model_name(args, store.attrs)
         model = load_study_model(name, args.device)
         arrays, meta, text = ablation_study(store, model, heads, args.mode, args.random_draws,
                                             args.split, args.max_stories, args.seed)
     meta["model"] = name
-    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)
+    return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)

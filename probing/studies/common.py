@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from headprobe.errors import UsageError
 from headprobe.hooks import layer_hooks
 from headprobe.rundir import model_of_store, run_path, study_path
 from headprobe.stories import Story
+from probing.study_io import Layout, write_study
 
 QUOTE_CHARS = ('"', "\u201c", "\u201d", "''", "``")
 
@@ -50,6 +52,21 @@ def add_store_argument(parser: argparse.ArgumentParser) -> None:
                         help="activation store (default: RUN/activations.h5)")
 
 
+def add_story_arguments(parser: argparse.ArgumentParser, split: str = "all",
+                        max_stories: int = 300, top: bool = True) -> None:
+    """The store and model, and which stories of the store a study reads: ``--split``,
+    ``--max-stories`` (and ``--top``, the heads listed in the report)."""
+    add_store_argument(parser)
+    add_model_arguments(parser, required=False)
+    parser.add_argument("--split", default=split, choices=["all", "train", "test"],
+                        help=f"stories of this split (default {split})")
+    parser.add_argument("--max-stories", type=int, default=max_stories,
+                        help=f"stories run through the model (default {max_stories})")
+    if top:
+        parser.add_argument("--top", type=int, default=10,
+                            help="heads listed in the report (default 10)")
+
+
 def output_dir(args: argparse.Namespace, study: str) -> Path:
     """Where ``study`` writes: ``--out`` or ``RUN/studies/<study>``; refused if it exists."""
     if getattr(args, "out", None):
@@ -61,12 +78,10 @@ def output_dir(args: argparse.Namespace, study: str) -> Path:
     return check_target(out, getattr(args, "overwrite", False))
 
 
-def finish_study(out: Path, study: str, arrays: dict[str, Any], meta: dict[str, Any],
+def finish_study(out: Path, layout: Layout, arrays: dict[str, Any], meta: dict[str, Any],
                  report: str, overwrite: bool) -> int:
     """Write a study's results directory, print its report and where it went; exit code 0."""
-    from probing.study_io import write_study
-
-    write_study(out, study, arrays, meta, report, overwrite=overwrite)
+    write_study(out, layout, arrays, meta, report, overwrite=overwrite)
     print(report)
     print(f"wrote {out}")
     return 0
@@ -85,6 +100,16 @@ def store_path(args: argparse.Namespace) -> Path:
     return path
 
 
+@contextmanager
+def store_study(args: argparse.Namespace, study: str) -> Iterator[tuple[Path, Any]]:
+    """(results directory, open activation store) of a study that reads a store."""
+    from extract.store import open_store
+
+    out = output_dir(args, study)
+    with open_store(store_path(args)) as store:
+        yield out, store
+
+
 def model_name(args: argparse.Namespace, store_attrs: dict[str, Any] | None = None,
                required: bool = True) -> str | None:
     """``--model``, else the store's model, else ``RUN/model``; None when optional and unknown."""
@@ -94,6 +119,13 @@ def model_name(args: argparse.Namespace, store_attrs: dict[str, Any] | None = No
     if name is None and required:
         raise UsageError("give --model M (the store does not name its model)")
     return name
+
+
+def required_model(args: argparse.Namespace) -> tuple[str, Any]:
+    """(name, booted model) of ``--model``, which the study cannot do without."""
+    if not getattr(args, "model", None):
+        raise UsageError("give --model M")
+    return str(args.model), load_study_model(args.model, args.device)
 
 
 def load_study_model(name: str, device: str = "cpu") -> Any:

@@ -20,20 +20,33 @@ import numpy as np
 import torch
 
 from headprobe.cli import split_list
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
+    finish_study,
     format_table,
     load_study_model,
     model_name,
     output_dir,
     padded,
 )
-from probing.study_io import write_study
+from probing.study_io import Array, Layout
 
 HELP = "next-token probability table for a prompt, optionally swept over one field"
 STUDY = "next-token"
+
+VALUES = Array("values", ("value",), "str",
+               "each value substituted for the placeholder (one empty value without a sweep)")
+PROMPTS = Array("prompts", ("value",), "str", "the prompt run for each value")
+TOKEN_IDS = Array("token_ids", ("token",), "int",
+                  "ids of the tokens among the top k of any prompt, by mean probability")
+TOKENS = Array("tokens", ("token",), "str", "text of those tokens")
+PROBS = Array("probs", ("value", "token"), "float",
+              "probability of each of those tokens as the next token after each prompt")
+FULL_PROBS = Array("full_probs", ("value", "vocab"), "float",
+                   "the whole next-token distribution after each prompt")
+LAYOUT = Layout(STUDY, (VALUES, PROMPTS, TOKEN_IDS, TOKENS, PROBS, FULL_PROBS))
 
 
 def unescape(text: str) -> str:
@@ -55,7 +68,7 @@ def parse_vary(spec: str | None) -> tuple[str, list[str]] | None:
         return None
     name, sep, values = spec.partition("=")
     if not sep or not name.strip() or not split_list(values):
-        raise UsageError(f"bad --vary {spec!r}; write NAME=value1,value2,...")
+        raise UsageError(f"bad {opt('vary')} {spec!r}; write NAME=value1,value2,...")
     return name.strip(), split_list(values)
 
 
@@ -155,12 +168,8 @@ def run(args: argparse.Namespace) -> int:
     report = (f"next-token probabilities of {name}\nprompt: {prompt!r}\n\n"
               + format_table(header, rows))
     meta = {"study": STUDY, "model": name, "prompt": prompt, "bos": bos,
-            "vary": vary[0] if vary else None, "k": args.top_k,
-            "axes": {"probs": ["value", "token"], "full_probs": ["value", "vocab"]}}
-    write_study(out, STUDY, {"values": np.array(values), "prompts": np.array(prompts),
-                             "token_ids": cols, "tokens": np.array(labels),
-                             "probs": table, "full_probs": probs.astype(np.float32)},
-                meta, report, overwrite=args.overwrite)
-    print(report)
-    print(f"\nwrote {out}")
-    return 0
+            "vary": vary[0] if vary else None, "k": args.top_k}
+    arrays = {"values": np.array(values), "prompts": np.array(prompts), "token_ids": cols,
+              "tokens": np.array(labels), "probs": table,
+              "full_probs": probs.astype(np.float32)}
+    return finish_study(out, LAYOUT, arrays, meta, report, args.overwrite)

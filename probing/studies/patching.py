@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
+from headprobe.heads import layer_label
 from headprobe.hooks import hook_pattern, layer_hooks
 from headprobe.tokens import show_tokens, token_strings
 from probing.studies.common import (
@@ -38,6 +39,7 @@ from probing.studies.common import (
     output_dir,
     run_hooked,
 )
+from probing.study_io import Array, Layout
 
 HELP = "activation patching grid of a clean/corrupted prompt pair"
 STUDY = "patch"
@@ -47,6 +49,37 @@ SITES = {"resid_pre": "resid_pre", "resid_post": "resid_post", "attn_out": "attn
 DEFAULT_CLEAN = "Tom had a red ball. Tom gave the ball to"
 DEFAULT_CORRUPT = "Sue had a red ball. Sue gave the ball to"
 TOP_K = 20
+FOR_HEADS = "for the head site"
+
+
+def top_table(prompt: str) -> dict[str, Array]:
+    """The entries of the top-k next-token table of the ``prompt`` prompt ('clean' or
+    'corrupt'), by field: rank, id, token, prob."""
+    what = f"of the {prompt} prompt's top {TOP_K} next tokens"
+    return {"rank": Array(f"{prompt}_top_rank", ("rank",), "int", f"rank (1 = likeliest) {what}"),
+            "id": Array(f"{prompt}_top_id", ("rank",), "int", f"token id {what}"),
+            "token": Array(f"{prompt}_top_token", ("rank",), "str", f"text {what}"),
+            "prob": Array(f"{prompt}_top_prob", ("rank",), "float", f"probability {what}")}
+
+
+GRID = Array("grid", ("layer", "position or head"), "float",
+             "the metric after patching each cell: logit[target] - logit[foil] at the last "
+             "position (normalised 0 = corrupted .. 1 = clean if asked); columns are positions, "
+             "or heads for the head site")
+GRID_RAW = Array("grid_raw", ("layer", "position or head"), "float",
+                 "the same grid as logit differences, never normalised")
+CLEAN_TOKENS = Array("clean_tokens", ("position",), "str", "text of each clean prompt token")
+CORRUPT_TOKENS = Array("corrupt_tokens", ("position",), "str",
+                       "text of each corrupted prompt token")
+CLEAN_IDS = Array("clean_ids", ("position",), "int", "token ids of the clean prompt")
+CORRUPT_IDS = Array("corrupt_ids", ("position",), "int", "token ids of the corrupted prompt")
+LAYER_LABELS = Array("layer_labels", ("layer",), "str", "name of each layer (L0, L1, ...)")
+HEAD_LABELS = Array("head_labels", ("head",), "str", "name of each head (H0, H1, ...)",
+                    FOR_HEADS)
+TOP = {prompt: top_table(prompt) for prompt in ("clean", "corrupt")}
+LAYOUT = Layout(STUDY, (GRID, GRID_RAW, CLEAN_TOKENS, CORRUPT_TOKENS, CLEAN_IDS, CORRUPT_IDS,
+                        LAYER_LABELS, HEAD_LABELS, *TOP["clean"].values(),
+                        *TOP["corrupt"].values()))
 
 
 def check_lengths(tokenizer: Any, clean: list[int], corrupt: list[int]) -> None:
@@ -78,11 +111,12 @@ def precheck_lengths(name: str, clean: str, corrupt: str) -> None:
                   bos + tok.encode(corrupt, add_special_tokens=False))
 
 
-def single_token(model: Any, text: str, flag: str) -> int:
-    """The id of ``text`` if it is exactly one token; UsageError showing the tokenisation."""
+def single_token(model: Any, text: str, param: str) -> int:
+    """The id of ``text`` (given as ``param``) if it is exactly one token; UsageError showing
+    the tokenisation otherwise."""
     ids = model.tokenizer.encode(text, add_special_tokens=False)
     if len(ids) != 1:
-        raise UsageError(f"{flag} {text!r} must be a single token but is {len(ids)}: "
+        raise UsageError(f"{opt(param)} {text!r} must be a single token but is {len(ids)}: "
                          f"{show_tokens(token_strings(model.tokenizer, ids))}")
     return int(ids[0])
 
@@ -117,7 +151,7 @@ def patch_grid(model: Any, clean: torch.Tensor, corrupt: torch.Tensor, site: str
     for ``site == "head"``).
     """
     if site not in SITES:
-        raise UsageError(f"unknown --site {site!r}; choose from {', '.join(SITES)}")
+        raise UsageError(f"unknown {opt('site')} {site!r}; choose from {', '.join(SITES)}")
     n_layers, n_pos = model.cfg.n_layers, clean.shape[-1]
     names = layer_hooks(SITES[site], n_layers)
     _, cache = capture(model, clean, names)
@@ -166,7 +200,8 @@ def reference_grid(model: Any, clean: torch.Tensor, corrupt: torch.Tensor, site:
 def normalise(grid: np.ndarray, corrupted: float, clean: float) -> np.ndarray:
     """Map the corrupted baseline to 0 and the clean baseline to 1."""
     if abs(clean - corrupted) < 1e-9:
-        raise UsageError("clean and corrupted logit differences are equal; cannot --normalize")
+        raise UsageError("clean and corrupted logit differences are equal; cannot "
+                         f"{opt('normalize', True)}")
     return (grid - corrupted) / (clean - corrupted)
 
 
@@ -188,9 +223,13 @@ def default_answers(clean_logits: torch.Tensor, corrupt_logits: torch.Tensor,
 def patch_study(model: Any, clean_text: str, corrupt_text: str, target: str | None = None,
                 foil: str | None = None, site: str = "resid_pre", normalize: bool = False
                 ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Run the study; returns (arrays, meta, report)."""
+    """Run the study; returns (arrays, meta, report).
+
+    arrays are named and shaped as declared in LAYOUT: the grid [n_layers, n_pos] ([n_layers,
+    n_heads] for the head site), both prompts [n_pos] and their top-k tables [k].
+    """
     if site not in SITES:
-        raise UsageError(f"unknown --site {site!r}; choose from {', '.join(SITES)}")
+        raise UsageError(f"unknown {opt('site')} {site!r}; choose from {', '.join(SITES)}")
     clean, corrupt = tokenize_pair(model, clean_text, corrupt_text)
     if clean.shape[-1] > model.cfg.n_ctx:
         raise UsageError(f"the prompts are longer than the model's context ({model.cfg.n_ctx})")
@@ -198,12 +237,12 @@ def patch_study(model: Any, clean_text: str, corrupt_text: str, target: str | No
         clean_logits = model(clean)[0, -1].float()
         corrupt_logits = model(corrupt)[0, -1].float()
     if (target is None) != (foil is None):
-        raise UsageError("give both --target and --foil, or neither")
+        raise UsageError(f"give both {opt('target')} and {opt('foil')}, or neither")
     if target is None:
         target_id, foil_id = default_answers(clean_logits, corrupt_logits)
     else:
-        target_id, foil_id = single_token(model, target, "--target"), single_token(
-            model, foil, "--foil")
+        target_id, foil_id = single_token(model, target, "target"), single_token(
+            model, foil, "foil")
     metric = logit_diff_metric(target_id, foil_id)
     clean_diff = float(clean_logits[target_id] - clean_logits[foil_id])
     corrupt_diff = float(corrupt_logits[target_id] - corrupt_logits[foil_id])
@@ -219,11 +258,10 @@ def patch_study(model: Any, clean_text: str, corrupt_text: str, target: str | No
         "clean_tokens": np.array(token_strings(tok, clean[0].tolist())),
         "corrupt_tokens": np.array(token_strings(tok, corrupt[0].tolist())),
         "clean_ids": clean[0].numpy(), "corrupt_ids": corrupt[0].numpy(),
-        "layer_labels": np.array([f"L{layer}" for layer in range(model.cfg.n_layers)]),
-        **{f"clean_top_{k}": v for k, v in clean_table.items()},
-        **{f"corrupt_top_{k}": v for k, v in corrupt_table.items()},
+        "layer_labels": np.array([layer_label(layer) for layer in range(model.cfg.n_layers)]),
+        **{TOP["clean"][k].name: v for k, v in clean_table.items()},
+        **{TOP["corrupt"][k].name: v for k, v in corrupt_table.items()},
     }
-    column_axis = "head" if site == "head" else "position"
     if site == "head":
         arrays["head_labels"] = np.array([f"H{h}" for h in range(model.cfg.n_heads)])
     names = token_strings(tok, [target_id, foil_id])
@@ -233,9 +271,6 @@ def patch_study(model: Any, clean_text: str, corrupt_text: str, target: str | No
         "foil": names[1], "foil_id": foil_id, "answers_given": target is not None,
         "normalized": normalize, "clean_logit_diff": clean_diff,
         "corrupt_logit_diff": corrupt_diff, "n_layers": int(model.cfg.n_layers),
-        "axes": {"grid": ["layer", column_axis], "grid_raw": ["layer", column_axis],
-                 "clean_tokens": ["position"], "corrupt_tokens": ["position"],
-                 "clean_top_*": ["rank"], "corrupt_top_*": ["rank"]},
         "value": ("normalised logit difference (0 = corrupted, 1 = clean)" if normalize
                   else f"logit[{names[0]!r}] - logit[{names[1]!r}] at the last position"),
     }
@@ -251,8 +286,9 @@ def report(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
              f"logit difference: clean {meta['clean_logit_diff']:.3f}, corrupted "
              f"{meta['corrupt_logit_diff']:.3f}", ""]
     for which in ("clean", "corrupt"):
-        lines.append(f"Top {len(arrays[f'{which}_top_rank'])} next tokens, {which} prompt:")
-        columns = [arrays[f"{which}_top_{k}"] for k in ("rank", "id", "token", "prob")]
+        table = TOP[which]
+        lines.append(f"Top {len(arrays[table['rank'].name])} next tokens, {which} prompt:")
+        columns = [arrays[table[k].name] for k in ("rank", "id", "token", "prob")]
         rows = zip(*columns, strict=True)
         lines.append(format_table(["rank", "id", "token", "probability"],
                                   [(r, i, repr(str(t)), p) for r, i, t, p in rows]))
@@ -265,7 +301,7 @@ def report(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
     for i in flat:
         layer, j = np.unravel_index(i, grid.shape)
         label = f"H{j}" if column == "head" else f"{j} {str(arrays['corrupt_tokens'][j])!r}"
-        cells.append((f"L{layer}", label, grid[layer, j]))
+        cells.append((layer_label(layer), label, grid[layer, j]))
     lines.append(f"Cells that move the result most ({meta['value']}):")
     lines.append(format_table(["layer", column, "value"], cells))
     return "\n".join(lines)
@@ -335,4 +371,4 @@ def run(args: argparse.Namespace) -> int:
     arrays, meta, text = patch_study(model, args.clean, args.corrupt, args.target, args.foil,
                                      args.site, args.normalize)
     meta["model"] = args.model
-    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)
+    return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)

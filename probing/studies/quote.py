@@ -23,29 +23,79 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.heads import head_label
 from headprobe.stories import Story, read_stories
 from headprobe.tokens import token_strings
 from probing.studies.common import (
-    add_model_arguments,
     add_output_arguments,
-    add_store_argument,
+    add_story_arguments,
     example_window,
     finish_study,
     format_table,
     is_quote_mark,
     load_study_model,
     model_name,
-    output_dir,
-    store_path,
+    store_study,
     story_patterns,
     top_heads,
 )
+from probing.study_io import LAYER_HEAD, PATTERN, Array, Layout
 
 HELP = "heads active inside quotations and attending to the opening quotation mark"
 STUDY = "quote"
 RANK_KEYS = ("ratio", "t", "attention")
+WITH_MODEL = "with the model"
+
+RATIO = Array("ratio", LAYER_HEAD, "float",
+              "mean over stories of the mean activity inside quotations / outside")
+MEAN_IN = Array("mean_in", LAYER_HEAD, "float",
+                "mean over stories of the mean activity inside quotations")
+MEAN_OUT = Array("mean_out", LAYER_HEAD, "float",
+                 "mean over stories of the mean activity outside quotations (BOS left out)")
+T_STAT = Array("t_stat", LAYER_HEAD, "float",
+               "paired t over stories of the (inside - outside) per-story mean activity")
+T_PVALUE = Array("t_pvalue", LAYER_HEAD, "float", "two-sided p-value of that paired t-test")
+WILCOXON_STAT = Array("wilcoxon_stat", LAYER_HEAD, "float",
+                      "paired Wilcoxon signed-rank statistic of the same differences")
+WILCOXON_PVALUE = Array("wilcoxon_pvalue", LAYER_HEAD, "float",
+                        "p-value of the paired Wilcoxon signed-rank test")
+EFFECT_SIZE = Array("effect_size", LAYER_HEAD, "float",
+                    "mean / sd of the per-story differences (Cohen's d_z)")
+STORY_IDS = Array("story_ids", ("story",), "int",
+                  "ids of the stories with tokens both inside and outside quotations")
+STORY_MEAN_IN = Array("story_mean_in", ("story", *LAYER_HEAD), "float",
+                      "mean activity inside quotations in each story")
+STORY_MEAN_OUT = Array("story_mean_out", ("story", *LAYER_HEAD), "float",
+                       "mean activity outside quotations in each story (BOS left out)")
+ATTN_TO_OPEN = Array("attn_to_open", LAYER_HEAD, "float",
+                     "mean attention from quoted tokens to their opening mark", WITH_MODEL)
+ATTN_AFTER_TO_OPEN = Array("attn_after_to_open", LAYER_HEAD, "float",
+                           "mean attention from tokens after a quotation (up to the next one) "
+                           "to its opening mark", WITH_MODEL)
+TOP_HEADS = Array("top_heads", ("rank", "layer/head"), "int",
+                  "(layer, head) of the best heads by the chosen ranking, best first")
+EXAMPLE_IDS = Array("example_ids", ("position",), "int", "token ids of the example story")
+EXAMPLE_TOKENS = Array("example_tokens", ("position",), "str",
+                       "text of each token of the example story",
+                       "with the model or its tokenizer")
+EXAMPLE_QUOTED = Array("example_quoted", ("position",), "bool",
+                       "whether each token of the example story is inside a quotation")
+EXAMPLE_ACTIVITY = Array("example_activity", ("position",), "float",
+                         "activity of the best head on each token of the example story")
+EXAMPLE_PATTERN = Array("example_pattern", PATTERN, "float",
+                        "attention pattern of the best head on the example story", WITH_MODEL)
+EXAMPLE_ATTN_TARGET = Array("example_attn_target", ("position",), "int",
+                            "the position each token of the example story attends to most "
+                            "under the best head", WITH_MODEL)
+LAYOUT = Layout(STUDY, (
+    RATIO, MEAN_IN, MEAN_OUT, T_STAT, T_PVALUE, WILCOXON_STAT, WILCOXON_PVALUE, EFFECT_SIZE,
+    STORY_IDS, STORY_MEAN_IN, STORY_MEAN_OUT, ATTN_TO_OPEN, ATTN_AFTER_TO_OPEN, TOP_HEADS,
+    EXAMPLE_IDS, EXAMPLE_TOKENS, EXAMPLE_QUOTED, EXAMPLE_ACTIVITY, EXAMPLE_PATTERN,
+    EXAMPLE_ATTN_TARGET))
+# grids whose value at the best head goes into meta["best"]
+BEST_KEYS = ("ratio", "mean_in", "mean_out", "t_stat", "t_pvalue", "wilcoxon_pvalue",
+             "effect_size", "attn_to_open", "attn_after_to_open")
 
 
 def quote_spans(quoted: np.ndarray, strings: list[str]) -> list[tuple[int, int, int]]:
@@ -155,87 +205,89 @@ def pick_example(stories: list[Story], quoted: list[np.ndarray], max_len: int = 
     return best
 
 
-def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str = "all",
-                max_stories: int = 300, rank_by: str = "ratio", top_k: int = 10
-                ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Run the study on an open store; returns (arrays, meta, report)."""
+def check_inputs(store: Any, model: Any, rank_by: str) -> None:
+    """Refuse a store without activity, an unknown ranking, or a model of another shape."""
     if "activity" not in store.sites:
         raise UsageError(f"{store.path} has no 'activity' site (it has {', '.join(store.sites)})")
     if rank_by not in RANK_KEYS:
-        raise UsageError(f"unknown --rank-by {rank_by!r}; choose from {', '.join(RANK_KEYS)}")
+        raise UsageError(f"unknown {opt('rank_by')} {rank_by!r}; choose from "
+                         f"{', '.join(RANK_KEYS)}")
     if rank_by == "attention" and model is None:
-        raise UsageError("--rank-by attention needs the model (--model)")
+        raise UsageError(f"{opt('rank_by', 'attention')} needs the model ({opt('model')})")
+    if model is not None and (model.cfg.n_layers != store.n_layers
+                              or model.cfg.n_heads != store.n_heads):
+        raise UsageError("the model's layers/heads do not match the store's")
+
+
+def activity_arrays(stories: list[Story], mean_in: np.ndarray, mean_out: np.ndarray
+                    ) -> dict[str, Any]:
+    """Per-head grids [n_layers, n_heads] and the per-story means [n_s, n_layers, n_heads]
+    of the kept ``stories`` [n_s] (see LAYOUT)."""
+    avg_in, avg_out = mean_in.mean(0), mean_out.mean(0)
+    return {"ratio": avg_in / np.where(avg_out > 0, avg_out, np.nan),
+            "mean_in": avg_in, "mean_out": avg_out, **paired_tests(mean_in, mean_out),
+            "story_ids": np.array([s.story_id for s in stories], dtype=np.int64),
+            "story_mean_in": mean_in, "story_mean_out": mean_out}
+
+
+def example_arrays(store: Any, model: Any, story: Story, quoted: np.ndarray,
+                   strings: list[str] | None, head: tuple[int, int]) -> dict[str, Any]:
+    """The example story under ``head``: per-token arrays [n_tok] and, with the model, the
+    head's attention pattern [n_tok, n_tok] (destination x source)."""
+    arrays: dict[str, Any] = {
+        "example_activity": store.read("activity", head[0], head[1], index=story.rows),
+        "example_quoted": quoted, "example_ids": story.input_ids}
+    if strings is not None:
+        arrays["example_tokens"] = np.array(strings)
+    if model is not None:
+        _, pattern = next(story_patterns(model, [story]))
+        arrays["example_pattern"] = pattern[head[0], head[1]].numpy()
+        arrays["example_attn_target"] = arrays["example_pattern"].argmax(-1)
+    return arrays
+
+
+def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str = "all",
+                max_stories: int = 300, rank_by: str = "ratio", top_k: int = 10
+                ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Run the study on an open store; returns (arrays, meta, report).
+
+    arrays are named and shaped as declared in LAYOUT: per-head grids [n_layers, n_heads],
+    per-story means [n_stories, n_layers, n_heads], the example story [n_tok]; the attention
+    arrays only with ``model``, the token texts with ``model`` or ``tokenizer``.
+    """
+    check_inputs(store, model, rank_by)
     tokenizer = model.tokenizer if model is not None else tokenizer
     table = store.tokens(["quoted", "position"])
-    quoted_col, positions = table["quoted"].astype(bool), table["position"]
+    quoted_col = table["quoted"].astype(bool)
     stories = read_stories(store, split)
-    keep, mean_in, mean_out = per_story_activity(store, stories, quoted_col, positions)
+    keep, mean_in, mean_out = per_story_activity(store, stories, quoted_col, table["position"])
     if len(keep) == 0:
         raise UsageError(f"no story in {store.path} has tokens both inside and outside quotations")
     kept = [stories[i] for i in keep]
-    avg_in, avg_out = mean_in.mean(0), mean_out.mean(0)
-    ratio = avg_in / np.where(avg_out > 0, avg_out, np.nan)
-    arrays: dict[str, Any] = {
-        "ratio": ratio, "mean_in": avg_in, "mean_out": avg_out,
-        **paired_tests(mean_in, mean_out),
-        "story_ids": np.array([s.story_id for s in kept]),
-        "story_mean_in": mean_in, "story_mean_out": mean_out,
-    }
+    arrays = activity_arrays(kept, mean_in, mean_out)
     quoted = [quoted_col[s.rows] for s in kept]
     strings = ([token_strings(tokenizer, s.input_ids) for s in kept] if tokenizer is not None
                else None)
     attn: dict[str, Any] = {}
     if model is not None:
-        if model.cfg.n_layers != store.n_layers or model.cfg.n_heads != store.n_heads:
-            raise UsageError("the model's layers/heads do not match the store's")
         chosen = kept[:max_stories]
         attn = quote_attention(model, chosen, quoted[:len(chosen)], strings[:len(chosen)])
-        arrays["attn_to_open"], arrays["attn_after_to_open"] = (attn["attn_to_open"],
-                                                                attn["attn_after_to_open"])
-    key = {"ratio": ratio, "t": arrays["t_stat"], "attention": arrays.get("attn_to_open")}[rank_by]
-    ranked = top_heads(key, top_k)
+        arrays["attn_to_open"] = attn["attn_to_open"]
+        arrays["attn_after_to_open"] = attn["attn_after_to_open"]
+    key = {"ratio": "ratio", "t": "t_stat", "attention": "attn_to_open"}[rank_by]
+    ranked = top_heads(arrays[key], top_k)
     best = ranked[0]
     arrays["top_heads"] = np.array(ranked)
     ex = pick_example(kept, quoted)
-    story = kept[ex]
-    arrays["example_activity"] = store.read("activity", best[0], best[1], index=story.rows)
-    arrays["example_quoted"] = quoted[ex]
-    arrays["example_ids"] = story.input_ids
-    if strings is not None:
-        arrays["example_tokens"] = np.array(strings[ex])
-    if model is not None:
-        _, pattern = next(story_patterns(model, [story]))
-        arrays["example_pattern"] = pattern[best[0], best[1]].numpy()
-        arrays["example_attn_target"] = arrays["example_pattern"].argmax(-1)
+    arrays.update(example_arrays(store, model, kept[ex], quoted[ex],
+                                 None if strings is None else strings[ex], best))
     meta = {
         "study": STUDY, "store": str(store.path), "split": split, "rank_by": rank_by,
         "n_stories": len(kept), "n_stories_attention": len(kept[:max_stories]) if attn else 0,
         "n_quoted_queries": attn.get("n_queries", 0), "n_after_queries": attn.get("n_after", 0),
         "uniform_attention": attn.get("uniform"), "best_head": list(best),
-        "example_story_id": story.story_id,
-        "best": {k: float(arrays[k][best]) for k in
-                 ("ratio", "mean_in", "mean_out", "t_stat", "t_pvalue", "wilcoxon_pvalue",
-                  "effect_size", "attn_to_open", "attn_after_to_open") if k in arrays},
-        "axes": {**{k: ["layer", "head"] for k in
-                    ("ratio", "mean_in", "mean_out", "t_stat", "t_pvalue", "wilcoxon_stat",
-                     "wilcoxon_pvalue", "effect_size", "attn_to_open", "attn_after_to_open")},
-                 "story_mean_in": ["story", "layer", "head"],
-                 "story_mean_out": ["story", "layer", "head"], "story_ids": ["story"],
-                 "top_heads": ["rank", "(layer, head)"],
-                 "example_tokens": ["position"], "example_activity": ["position"],
-                 "example_quoted": ["position"], "example_ids": ["position"],
-                 "example_pattern": ["destination position", "source position"],
-                 "example_attn_target": ["position"]},
-        "definitions": {
-            "ratio": "mean over stories of the mean activity inside quotations / outside",
-            "t_stat": "paired t over stories of (inside - outside) per-story mean activity",
-            "wilcoxon_pvalue": "paired Wilcoxon signed-rank test of the same differences",
-            "effect_size": "mean / sd of the per-story differences (Cohen's d_z)",
-            "attn_to_open": "mean attention from quoted tokens to their opening mark",
-            "attn_after_to_open": "mean attention from tokens after a quotation (up to the "
-                                  "next one) to its opening mark",
-            "example_*": "the example story under the best head",
-        },
+        "example_story_id": kept[ex].story_id,
+        "best": {k: float(arrays[k][best]) for k in BEST_KEYS if k in arrays},
     }
     return arrays, meta, report(meta, arrays, ranked)
 
@@ -277,24 +329,16 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_store_argument(parser)
-    add_model_arguments(parser, required=False)
+    add_story_arguments(parser)
     parser.add_argument("--no-model", action="store_true",
                         help="activity statistics only; do not rerun stories for attention")
-    parser.add_argument("--split", default="all", choices=["all", "train", "test"])
-    parser.add_argument("--max-stories", type=int, default=300,
-                        help="stories rerun through the model for attention (default 300)")
-    parser.add_argument("--rank-by", default="ratio", choices=list(RANK_KEYS))
-    parser.add_argument("--top", type=int, default=10, help="heads listed in the report")
+    parser.add_argument("--rank-by", default="ratio", choices=list(RANK_KEYS),
+                        help="order of the report's head table (default ratio)")
     add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from extract.store import open_store
-
-    out = output_dir(args, STUDY)
-    path = store_path(args)
-    with open_store(path) as store:
+    with store_study(args, STUDY) as (out, store):
         name = model_name(args, store.attrs, required=False)
         model = tokenizer = None
         if name and not args.no_model:
@@ -305,6 +349,4 @@ def run(args: argparse.Namespace) -> int:
         arrays, meta, text = quote_study(store, model, tokenizer, args.split, args.max_stories,
                                          args.rank_by, args.top)
     meta["model"] = name
-    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)
-
-
+    return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.heads import head_label
 from headprobe.hooks import hook_name, layer_hooks
 from headprobe.tokens import token_strings
@@ -36,14 +36,37 @@ from probing.studies.common import (
     capture,
     finish_study,
     format_table,
-    load_study_model,
     output_dir,
+    required_model,
     run_hooked,
     top_heads,
 )
+from probing.study_io import LAYER_HEAD, PATTERN, Array, Layout
 
 HELP = "induction and previous-token heads on repeated random tokens"
 STUDY = "repeated"
+
+TOKENS = Array("tokens", ("sequence", "position"), "int",
+               "the input: BOS + seq_len distinct random tokens + the same tokens again")
+INDUCTION_SCORE = Array("induction_score", LAYER_HEAD, "float",
+                        "mean attention from second-half position p to p - seq_len + 1")
+PREV_TOKEN_SCORE = Array("prev_token_score", LAYER_HEAD, "float",
+                         "mean attention from position p >= 1 to p - 1")
+LOGPROB = Array("logprob", ("half",), "float",
+                "mean log-probability of the tokens of the first and the second half")
+ACCURACY = Array("accuracy", ("half",), "float",
+                 "top-1 accuracy on the tokens of the first and the second half")
+POSITION_LOSS = Array("position_loss", ("half", "position within the half"), "float",
+                      "mean loss (nats) predicting the half's i-th token")
+EXAMPLE_TOKENS = Array("example_tokens", ("position",), "str", "text of each token of sequence 0")
+EXAMPLE_PATTERN = Array("example_pattern", PATTERN, "float",
+                        "attention pattern of the best induction head on sequence 0")
+MLP_PATCH_DELTA = Array("mlp_patch_delta", ("layer", "position within the second half"),
+                        "float", "second-half loss change (nats) after replacing the MLP output "
+                        "at the second copy of token i by the first copy's",
+                        "when the model has MLPs and the MLP grid is computed")
+LAYOUT = Layout(STUDY, (TOKENS, INDUCTION_SCORE, PREV_TOKEN_SCORE, LOGPROB, ACCURACY,
+                        POSITION_LOSS, EXAMPLE_TOKENS, EXAMPLE_PATTERN, MLP_PATCH_DELTA))
 
 
 def repeated_tokens(d_vocab: int, seq_len: int, batch: int, seed: int = 0,
@@ -51,7 +74,8 @@ def repeated_tokens(d_vocab: int, seq_len: int, batch: int, seed: int = 0,
     """BOS + ``seq_len`` distinct random tokens + the same again: [batch, 1 + 2 * seq_len]."""
     pool = torch.tensor([t for t in range(d_vocab) if t != bos])
     if seq_len > len(pool):
-        raise UsageError(f"--seq-len {seq_len} exceeds the {len(pool)} usable vocabulary tokens")
+        raise UsageError(f"{opt('seq_len', seq_len)} exceeds the {len(pool)} usable vocabulary "
+                         "tokens")
     gen = torch.Generator().manual_seed(seed)
     half = torch.stack([pool[torch.randperm(len(pool), generator=gen)[:seq_len]]
                         for _ in range(batch)])
@@ -228,13 +252,18 @@ def top1_accuracy(matrix: Any, block: int = 512) -> float:
 
 def repeated_study(model: Any, seq_len: int = 50, batch: int = 30, seed: int = 0,
                    mlp_grid: bool = True) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Run the whole study; returns (arrays, meta, report)."""
+    """Run the whole study; returns (arrays, meta, report).
+
+    arrays are named and shaped as declared in LAYOUT: the input [batch, 1 + 2 * seq_len],
+    per-head scores [n_layers, n_heads], per-half metrics [2] and [2, seq_len], and with
+    MLPs (and ``mlp_grid``) the patching grid [n_layers, seq_len].
+    """
     cfg = model.cfg
     if seq_len < 2 or batch < 1:
-        raise UsageError("--seq-len must be >= 2 and --batch >= 1")
+        raise UsageError(f"{opt('seq_len')} must be >= 2 and {opt('batch')} >= 1")
     if 1 + 2 * seq_len > cfg.n_ctx:
-        raise UsageError(f"1 + 2 x --seq-len = {1 + 2 * seq_len} exceeds the model's context "
-                         f"of {cfg.n_ctx} tokens")
+        raise UsageError(f"1 + 2 x {opt('seq_len')} = {1 + 2 * seq_len} exceeds the model's "
+                         f"context of {cfg.n_ctx} tokens")
     bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
     tokens = repeated_tokens(cfg.d_vocab, seq_len, batch, seed, 0 if bos is None else int(bos))
     logits, scores = head_scores(model, tokens, seq_len)
@@ -267,23 +296,6 @@ def repeated_study(model: Any, seq_len: int = 50, batch: int = 30, seed: int = 0
         "accuracy_second": float(halves["accuracy"][1]),
         "best_induction_head": list(ind), "best_prev_token_head": list(top_heads(prev, 1)[0]),
         "k_composition": circuit, "mlp_patch_grid": grid_note,
-        "axes": {
-            "tokens": ["sequence", "position"],
-            "induction_score": ["layer", "head"], "prev_token_score": ["layer", "head"],
-            "logprob": ["half (first, second)"], "accuracy": ["half (first, second)"],
-            "position_loss": ["half (first, second)", "position within the half"],
-            "example_tokens": ["position"],
-            "example_pattern": ["destination position", "source position"],
-            "mlp_patch_delta": ["layer", "position within the second half"],
-        },
-        "definitions": {
-            "induction_score": "mean attention from second-half position p to p - seq_len + 1",
-            "prev_token_score": "mean attention from position p >= 1 to p - 1",
-            "position_loss": "mean loss (nats) predicting the half's i-th token",
-            "mlp_patch_delta": "second-half loss change (nats) after replacing MLP output at "
-                               "the second copy of token i by the first copy's",
-            "example_pattern": "attention of the best induction head on sequence 0",
-        },
     }
     return arrays, meta, report(meta, induction, prev)
 
@@ -324,10 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = output_dir(args, STUDY)
-    if not args.model:
-        raise UsageError("give --model M")
-    model = load_study_model(args.model, args.device)
+    name, model = required_model(args)
     arrays, meta, text = repeated_study(model, args.seq_len, args.batch, args.seed,
                                         mlp_grid=not args.no_mlp_grid)
-    meta["model"] = args.model
-    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)
+    meta["model"] = name
+    return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)

@@ -20,34 +20,66 @@ from typing import Any
 import numpy as np
 
 from headprobe.cli import split_list
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.heads import head_label
 from headprobe.stories import Story, read_stories
 from headprobe.tokens import token_strings
 from probing.studies.common import (
-    add_model_arguments,
     add_output_arguments,
-    add_store_argument,
+    add_story_arguments,
     example_window,
     finish_study,
     format_table,
     load_study_model,
     model_name,
-    output_dir,
-    store_path,
+    store_study,
     story_patterns,
     top_heads,
 )
+from probing.study_io import LAYER_HEAD, PATTERN, Array, Layout
 
 HELP = "heads active before a part-of-speech tag that attend to earlier tokens of that tag"
 STUDY = "tag-induction"
+
+SCORE_BEFORE = Array("score_before", LAYER_HEAD, "float",
+                     "mean attention from tokens just before a tag token to all earlier "
+                     "tokens of the tag")
+SCORE_RANDOM = Array("score_random", LAYER_HEAD, "float",
+                     "the same at the other positions that have an earlier tag token")
+SCORE_DIFF = Array("score_diff", LAYER_HEAD, "float", "score_before - score_random")
+ACTIVITY_BEFORE = Array("activity_before", LAYER_HEAD, "float",
+                        "mean activity at the before positions")
+ACTIVITY_ALL = Array("activity_all", LAYER_HEAD, "float",
+                     "mean activity over all tokens of the stories (BOS left out)")
+ACTIVITY_RATIO = Array("activity_ratio", LAYER_HEAD, "float", "activity_before / activity_all")
+TOP_HEADS = Array("top_heads", ("rank", "layer/head"), "int",
+                  "(layer, head) of the best heads by score_diff, best first")
+EXAMPLE_TOKENS = Array("example_tokens", ("position",), "str",
+                       "text of each token of the example story")
+EXAMPLE_TAGS = Array("example_tags", ("position",), "str",
+                     "tag of each token of the example story")
+EXAMPLE_IS_TAG = Array("example_is_tag", ("position",), "bool",
+                       "whether each token of the example story carries a studied tag")
+EXAMPLE_BEFORE = Array("example_before", ("position",), "bool",
+                       "whether each token of the example story is a before position")
+EXAMPLE_ACTIVITY = Array("example_activity", ("position",), "float",
+                         "activity of the best head on each token of the example story")
+EXAMPLE_PATTERN = Array("example_pattern", PATTERN, "float",
+                        "attention pattern of the best head on the example story")
+EXAMPLE_ATTN_TARGET = Array("example_attn_target", ("position",), "int",
+                            "the position each token of the example story attends to most "
+                            "under the best head")
+LAYOUT = Layout(STUDY, (
+    SCORE_BEFORE, SCORE_RANDOM, SCORE_DIFF, ACTIVITY_BEFORE, ACTIVITY_ALL, ACTIVITY_RATIO,
+    TOP_HEADS, EXAMPLE_TOKENS, EXAMPLE_TAGS, EXAMPLE_IS_TAG, EXAMPLE_BEFORE, EXAMPLE_ACTIVITY,
+    EXAMPLE_PATTERN, EXAMPLE_ATTN_TARGET))
 
 
 def resolve_tags(tags: dict[str, list[str]], text: str) -> tuple[str, list[int], list[str]]:
     """``"VBD"`` or ``"NN,NNS"`` -> (kind 'fine' or 'coarse', tag ids, tag names)."""
     names = split_list(text)
     if not names:
-        raise UsageError("give --before TAG[,TAG...]")
+        raise UsageError(f"give {opt('before')} TAG[,TAG...]")
     for kind in ("fine", "coarse"):
         if all(n in tags.get(kind, []) for n in names):
             return kind, [tags[kind].index(n) for n in names], names
@@ -125,10 +157,32 @@ def pick_example(stories: list[Story], is_tag: list[np.ndarray], max_len: int = 
     return int(np.argmax(keys))
 
 
+def example_arrays(store: Any, model: Any, story: Story, is_tag: np.ndarray,
+                   tag_column: np.ndarray, tag_names: list[str], head: tuple[int, int]
+                   ) -> dict[str, Any]:
+    """The example story under ``head``: per-token arrays [n_tok] (is_tag and tag_column are
+    [n_tok] too) and the head's attention pattern [n_tok, n_tok] (destination x source)."""
+    _, pattern = next(story_patterns(model, [story]))
+    example_pattern = pattern[head[0], head[1]].numpy()
+    return {
+        "example_tokens": np.array(token_strings(model.tokenizer, story.input_ids)),
+        "example_tags": np.array([tag_names[int(t)] for t in tag_column]),
+        "example_is_tag": is_tag,
+        "example_before": np.isin(np.arange(len(story.input_ids)), positions_of(is_tag)[0]),
+        "example_activity": store.read("activity", head[0], head[1], index=story.rows),
+        "example_pattern": example_pattern,
+        "example_attn_target": example_pattern.argmax(-1),
+    }
+
+
 def tag_induction_study(store: Any, model: Any, before: str, split: str = "all",
                         max_stories: int = 300, top_k: int = 10
                         ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Run the study; returns (arrays, meta, report)."""
+    """Run the study; returns (arrays, meta, report).
+
+    arrays are named and shaped as declared in LAYOUT: per-head grids [n_layers, n_heads],
+    the example story [n_tok] and its pattern under the best head [n_tok, n_tok].
+    """
     if "activity" not in store.sites:
         raise UsageError(f"{store.path} has no 'activity' site (it has {', '.join(store.sites)})")
     if model.cfg.n_layers != store.n_layers or model.cfg.n_heads != store.n_heads:
@@ -147,22 +201,14 @@ def tag_induction_study(store: Any, model: Any, before: str, split: str = "all",
     best = ranked[0]
     ex = pick_example(stories, is_tag)
     story = stories[ex]
-    _, pattern = next(story_patterns(model, [story]))
-    tag_names = store.tags[kind]
     arrays: dict[str, Any] = {
         "score_before": scores["score_before"], "score_random": scores["score_random"],
         "score_diff": diff, "activity_before": act_before, "activity_all": act_all,
         "activity_ratio": act_before / np.where(act_all > 0, act_all, np.nan),
         "top_heads": np.array(ranked),
-        "example_tokens": np.array(token_strings(model.tokenizer, story.input_ids)),
-        "example_tags": np.array([tag_names[int(t)] for t in column[story.rows]]),
-        "example_is_tag": is_tag[ex],
-        "example_before": np.isin(np.arange(len(story.input_ids)), positions_of(is_tag[ex])[0]),
-        "example_activity": store.read("activity", best[0], best[1], index=story.rows),
-        "example_pattern": pattern[best[0], best[1]].numpy(),
+        **example_arrays(store, model, story, is_tag[ex], column[story.rows],
+                         store.tags[kind], best),
     }
-    arrays["example_attn_target"] = arrays["example_pattern"].argmax(-1)
-    grid_axes = ["layer", "head"]
     meta = {
         "study": STUDY, "store": str(store.path), "before": names, "tag_kind": kind,
         "split": split, "n_stories": len(stories), "n_before": scores["n_before"],
@@ -171,19 +217,6 @@ def tag_induction_study(store: Any, model: Any, before: str, split: str = "all",
         "best": {k: float(arrays[k][best]) for k in
                  ("score_before", "score_random", "score_diff", "activity_before",
                   "activity_all", "activity_ratio")},
-        "axes": {**{k: grid_axes for k in ("score_before", "score_random", "score_diff",
-                                            "activity_before", "activity_all", "activity_ratio")},
-                 "top_heads": ["rank", "(layer, head)"],
-                 **{f"example_{k}": ["position"] for k in
-                    ("tokens", "tags", "is_tag", "before", "activity", "attn_target")},
-                 "example_pattern": ["destination position", "source position"]},
-        "definitions": {
-            "score_before": "mean attention from tokens just before a tag token to all earlier "
-                            "tokens of the tag",
-            "score_random": "the same at the other positions that have an earlier tag token",
-            "activity_before": "mean activity at the before positions",
-            "activity_all": "mean activity over all tokens (BOS left out)",
-        },
     }
     return arrays, meta, report(meta, arrays, ranked)
 
@@ -213,25 +246,17 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_store_argument(parser)
-    add_model_arguments(parser, required=False)
+    add_story_arguments(parser)
     parser.add_argument("--before", required=True, metavar="TAG[,TAG]",
                         help="tag(s) whose preceding tokens are studied, e.g. VBD or NN,NNS")
-    parser.add_argument("--split", default="all", choices=["all", "train", "test"])
-    parser.add_argument("--max-stories", type=int, default=300)
-    parser.add_argument("--top", type=int, default=10, help="heads listed in the report")
     add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from extract.store import open_store
-
-    out = output_dir(args, STUDY)
-    path = store_path(args)
-    with open_store(path) as store:
+    with store_study(args, STUDY) as (out, store):
         name = model_name(args, store.attrs)
         model = load_study_model(name, args.device)
         arrays, meta, text = tag_induction_study(store, model, args.before, args.split,
                                                  args.max_stories, args.top)
     meta["model"] = name
-    return finish_study(out, STUDY, arrays, meta, text, args.overwrite)
+    return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from datasets_build import chatlog
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
@@ -37,11 +37,34 @@ from probing.studies.common import (
     output_dir,
 )
 from probing.studies.next_token import encode_prompts, next_token_probs
+from probing.study_io import Array, Layout
 
 HELP = "timestamp order of a chat model: mass on past digits, ordering of generations"
 STUDY = "time-order"
 FIELDS = ("hour", "minute", "second")
 DEFAULT_SOURCE = "chatgen:2000:12345"
+WITH_GENERATIONS = "with free generations"
+
+PROMPTS = Array("prompts", ("prompt",), "str",
+                "each prompt: messages, then the next header cut before the tens digit")
+PREVIOUS_DIGIT = Array("previous_digit", ("prompt",), "int",
+                       "the tens digit of the field in the last message's timestamp")
+DIGIT_MASS = Array("digit_mass", ("prompt", "digit"), "float",
+                   "next-token probability of the tokens starting with each digit 0-9")
+MASS = {part: Array(f"{part}_mass", ("prompt",), "float", what) for part, what in (
+    ("past", "mass on digits smaller than the previous one (an earlier timestamp)"),
+    ("same", "mass on the previous digit itself"),
+    ("future", "mass on larger digits (a later timestamp)"),
+    ("non_digit", "mass on tokens that do not start with a digit"))}
+GENERATIONS = Array("generations", ("generation",), "str", "the text of each free generation",
+                    WITH_GENERATIONS)
+GEN_DELTAS = Array("gen_deltas", ("pair",), "float",
+                   "seconds from one generated timestamp to the next (negative: backwards)",
+                   WITH_GENERATIONS)
+GEN_AFTER_SENDER = Array("gen_after_sender", ("pair",), "str",
+                         "sender of the earlier message of each pair", WITH_GENERATIONS)
+LAYOUT = Layout(STUDY, (PROMPTS, PREVIOUS_DIGIT, DIGIT_MASS, *MASS.values(), GENERATIONS,
+                        GEN_DELTAS, GEN_AFTER_SENDER))
 
 
 # ---------------------------------------------------------------- past mass
@@ -56,7 +79,7 @@ def digit_prompts(chat: str, field: str, n: int, context: int = 1
     previous tens digits [n_prompts]); messages whose digit there is 0 are skipped.
     """
     if field not in FIELDS:
-        raise UsageError(f"unknown --field {field!r}; choose from {', '.join(FIELDS)}")
+        raise UsageError(f"unknown {opt('field')} {field!r}; choose from {', '.join(FIELDS)}")
     messages = chatlog.parse_chat(chat)
     prompts, digits = [], []
     for i in range(context - 1, len(messages)):
@@ -129,7 +152,7 @@ def ordering(texts: list[str]) -> dict[str, Any]:
                 continue
             deltas.append((b.time - a.time).total_seconds())
             after.append(a.sender or "")
-    return {"deltas": np.array(deltas, dtype=np.float64), "after": np.array(after),
+    return {"deltas": np.array(deltas, dtype=np.float64), "after": np.array(after, dtype=str),
             "malformed": malformed}
 
 
@@ -182,8 +205,8 @@ def run(args: argparse.Namespace) -> int:
     digit_mass = mass_by_first_char(probs, tok, "0123456789")
     split = past_mass(digit_mass, previous)
     arrays: dict[str, Any] = {"prompts": np.array(prompts), "previous_digit": previous,
-                              "digit_mass": digit_mass, **{f"{k}_mass": v
-                                                           for k, v in split.items()}}
+                              "digit_mass": digit_mass,
+                              **{MASS[k].name: v for k, v in split.items()}}
     lines = [f"time order of {name}",
              f"past mass at the {args.field} tens digit over {len(prompts)} prompts "
              f"from {args.source}" + (f" ({cropped} cut to the model's context)"
@@ -196,10 +219,9 @@ def run(args: argparse.Namespace) -> int:
         lines += _generations(args, model, tok, chat, bos, arrays, gen_meta)
     meta = {"study": STUDY, "model": name, "source": args.source, "field": args.field,
             "n_prompts": len(prompts), "context": args.context, "cropped_prompts": cropped,
-            "mean_past_mass": float(split["past"].mean()), **gen_meta,
-            "axes": {"digit_mass": ["prompt", "digit"]}}
+            "mean_past_mass": float(split["past"].mean()), **gen_meta}
     report = "\n".join(lines)
-    return finish_study(out, STUDY, arrays, meta, report, args.overwrite)
+    return finish_study(out, LAYOUT, arrays, meta, report, args.overwrite)
 
 
 def _generations(args: argparse.Namespace, model: Any, tok: Any, chat: str, bos: int | None,

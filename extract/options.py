@@ -1,0 +1,101 @@
+"""The settings of one extraction, checked once, before anything is loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets_build.dataset import SPLITS
+from extract.models import DEFAULT_MODEL
+from extract.store.codec import DEFAULT_COMPRESSION, parse_compression
+from extract.store.schema import DEFAULT_SITES, check_dtype, check_sites
+from headprobe.errors import UsageError, opt
+
+DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
+FORWARD_PATHS = ("auto", "fast", "general")
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where an unfinished store is written: ``OUT.partial``."""
+    out = Path(out)
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' -> (i, n) with 0 <= i < n; None for no shard."""
+    if not text:
+        return None
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"{opt('shard')} {text!r}: expected i/n, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"{opt('shard')} {text!r}: need 0 <= i < n")
+    return i, n
+
+
+@dataclass
+class ExtractOptions:
+    """What :func:`extract.extractor.extract_store` was asked to do, checked when made.
+
+    Paths become ``Path``; ``sites`` loses repeats; ``shard`` becomes (i, n) or None.
+    """
+
+    dataset_dir: Path
+    model: Any = DEFAULT_MODEL      # hub name, local HF directory, or a loaded HF causal LM
+    out: Path = Path()
+    split: str = "all"
+    sites: Sequence[str] = DEFAULT_SITES
+    dtype: str = "float16"
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    device: str = "cpu"
+    reinit_seed: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    shard: str | tuple[int, int] | None = None
+    path: str = "auto"
+    chunk_rows: int | None = None
+    group_tokens: int | None = None
+    compression: str | int = DEFAULT_COMPRESSION
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.dataset_dir, self.out = Path(self.dataset_dir), Path(self.out)
+        self._check_output()
+        if self.batch_tokens < 1:
+            raise UsageError(f"{opt('batch_tokens')} must be positive")
+        parse_compression(self.compression)
+        self.sites = check_sites(self.sites)
+        check_dtype(self.dtype)
+        if isinstance(self.shard, str) or self.shard is None:
+            self.shard = parse_shard(self.shard)
+        if not self.dataset_dir.is_dir():
+            raise UsageError(f"dataset directory {self.dataset_dir} does not exist")
+        if self.split not in (*SPLITS, "all"):
+            raise UsageError(f"unknown {opt('split')} {self.split!r}; choose from train, test, "
+                             "all")
+        if self.path not in FORWARD_PATHS:
+            raise UsageError(f"unknown forward {opt('path')} {self.path!r}; choose auto, fast "
+                             "or general")
+
+    @property
+    def partial(self) -> Path:
+        return partial_path(self.out)
+
+    def _check_output(self) -> None:
+        """A file name for ``out``; an existing output or partial run only when asked for."""
+        out, partial = self.out, self.partial
+        if not str(out) or out.suffix == "":
+            raise UsageError(f"output {str(out)!r} should be a file name such as activations.h5")
+        if out.exists() and not (self.overwrite or self.resume):
+            raise UsageError(f"{out} already exists; pass {opt('overwrite', True)} to replace it")
+        if partial.exists() and not (self.resume or self.overwrite):
+            raise UsageError(f"{partial} holds an interrupted run; pass {opt('resume', True)} to "
+                             f"continue it or {opt('overwrite', True)} to start again")
+        if self.resume and not partial.exists():
+            if out.exists():
+                raise UsageError(f"{out} is already complete; nothing to resume")
+            raise UsageError(f"nothing to resume: {partial} does not exist")

@@ -1,0 +1,154 @@
+"""How per-head datasets are compressed: the settings, and chunks the writer encodes itself.
+
+Every per-head dataset carries HDF5's byte-shuffle and gzip (deflate) filters, which every
+HDF5 reader decodes without plugins. Blocks of rows that cover whole chunks are not handed
+to HDF5's filters: they are shuffled and deflated here and written with
+``write_direct_chunk``. At the default level ("fast") the deflate streams Huffman-code the
+high-order byte planes and store the near-random low-order ones as they are, which costs a
+fraction of gzip level 1 and compresses float16 activations about as well.
+
+Levels: -1 Huffman-only ("fast"), 0 none (no filters), 1-9 gzip. The level is kept in the
+root attribute ``compression_level``; ``compression`` says the same in words.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from headprobe.errors import UsageError, opt
+
+HUFFMAN_ONLY = -1
+COMPRESSIONS = ("fast", "none", *(str(level) for level in range(10)))
+DEFAULT_COMPRESSION = "fast"
+LEVEL_ATTR = "compression_level"
+DESCRIPTION_ATTR = "compression"
+# Rows HDF5 compresses itself (blocks not aligned to chunks) use this gzip level at "fast".
+FILTER_LEVEL_FAST = 1
+TOKEN_TABLE_FILTER = "gzip"
+
+
+def parse_compression(spec: str | int) -> int:
+    """Compression setting -> level: "fast" -> -1, "none" -> 0, a gzip level "0".."9" -> itself."""
+    text = str(spec).strip().lower()
+    if text == "fast":
+        return HUFFMAN_ONLY
+    if text in ("none", "0"):
+        return 0
+    if text in COMPRESSIONS:
+        return int(text)
+    raise UsageError(f"unknown {opt('compression')} {spec!r}; choose fast, none or a gzip "
+                     "level 1-9")
+
+
+def describe_compression(level: int) -> str:
+    """The root attribute ``compression``: the level in words."""
+    if level < 0:
+        return "gzip filter (deflate: Huffman coding only, low byte planes stored), shuffle"
+    return f"gzip level {level}, shuffle" if level > 0 else "none"
+
+
+def compression_attrs(level: int) -> dict[str, Any]:
+    """Root attributes recording ``level``: as a number and in words."""
+    return {DESCRIPTION_ATTR: describe_compression(level), LEVEL_ATTR: int(level)}
+
+
+def stored_level(attrs: Mapping[str, Any]) -> int:
+    """The level of a store from its root attributes.
+
+    Stores written before ``compression_level`` existed only have the words of
+    :func:`describe_compression`; the level is read back from them.
+    """
+    if LEVEL_ATTR in attrs:
+        return int(attrs[LEVEL_ATTR])
+    words = str(attrs.get(DESCRIPTION_ATTR, "none"))
+    if "huffman" in words.lower():
+        return HUFFMAN_ONLY
+    if words.startswith("gzip level"):
+        return int(words.split()[2].rstrip(","))
+    return 0
+
+
+def dataset_filters(level: int) -> dict[str, Any]:
+    """``create_dataset`` keyword arguments of a per-head dataset at ``level``."""
+    if level == 0:
+        return {}
+    return {"compression": "gzip", "compression_opts": max(level, FILTER_LEVEL_FAST),
+            "shuffle": True}
+
+
+def deflate(data: Any, level: int, raw_prefix: int = 0) -> bytes:
+    """zlib-format deflate stream of ``data`` (what HDF5's gzip filter decodes).
+
+    level -1: Huffman coding only (no match search), with the first ``raw_prefix`` bytes
+    kept in stored (uncompressed) deflate blocks; used for the low-order byte planes of
+    shuffled floats, which are close to random. zlib releases the GIL while it runs.
+    """
+    if level >= 0:
+        return zlib.compress(data, level)
+    view = memoryview(data).cast("B")
+    parts = [b"\x78\x01"]                       # zlib header: deflate, 32 KiB window
+    for at in range(0, raw_prefix, 65535):       # stored blocks: 0x00, LEN, ~LEN, bytes
+        size = min(65535, raw_prefix - at)
+        parts += [b"\x00" + size.to_bytes(2, "little") + (size ^ 0xFFFF).to_bytes(2, "little"),
+                  view[at:at + size]]
+    packer = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_HUFFMAN_ONLY)   # raw deflate
+    parts += [packer.compress(view[raw_prefix:]), packer.flush(),
+              zlib.adler32(view).to_bytes(4, "big")]
+    return b"".join(parts)
+
+
+def shuffled_chunks(block: np.ndarray) -> np.ndarray:
+    """Byte-shuffled chunks of a block, one per (layer, head) or per layer, in one copy.
+
+    block: [rows, n_layers, n_heads, d_head] -> uint8 [n_layers, n_heads, chunk bytes] for
+    chunks (rows, 1, 1, d_head); [rows, n_layers, n_heads] -> [n_layers, chunk bytes] for
+    chunks (rows, 1, n_heads). Each row is what HDF5's shuffle filter makes of the chunk:
+    byte k of every element (in row-major element order), for k = 0 .. itemsize - 1.
+    """
+    raw = np.ascontiguousarray(block)
+    size = raw.dtype.itemsize
+    u8 = raw.view(np.uint8).reshape(*raw.shape, size)
+    if raw.ndim == 4:      # [rows, L, H, D, byte] -> [L, H, byte, rows, D]
+        out = np.ascontiguousarray(u8.transpose(1, 2, 4, 0, 3))
+        return out.reshape(raw.shape[1], raw.shape[2], -1)
+    out = np.ascontiguousarray(u8.transpose(1, 3, 0, 2))  # [rows, L, H, byte] -> [L, byte, rows, H]
+    return out.reshape(raw.shape[1], -1)
+
+
+def _chunk_payloads(data: np.ndarray, level: int) -> np.ndarray:
+    """Chunk contents of ``data`` [chunk_rows, n_layers, ...]: [n_layers(, n_heads), bytes]."""
+    if level == 0:
+        return np.ascontiguousarray(np.moveaxis(data, 0, 2 if data.ndim == 4 else 1))
+    return shuffled_chunks(data)
+
+
+def write_whole_chunks(ds: h5py.Dataset, start: int, data: np.ndarray, level: int,
+                       chunk_rows: int) -> None:
+    """Write rows [start, start + rows) of ``ds`` as whole chunks, encoded here.
+
+    data: at most ``chunk_rows`` rows from the chunk-aligned ``start``, [rows, n_layers,
+    n_heads(, d_head)], in the dataset's dtype. A short (edge) chunk is padded with zeros:
+    HDF5 stores edge chunks at full size.
+    """
+    level = level if ds.compression == "gzip" else 0
+    rows = len(data)
+    if rows < chunk_rows:
+        pad = np.zeros((chunk_rows - rows, *data.shape[1:]), dtype=data.dtype)
+        data = np.concatenate([data, pad])
+    chunks = _chunk_payloads(data, level)
+    # the low half of the byte planes of floats holds mantissa bits: stored as they are,
+    # except the zero padding of an edge chunk, which is left to Huffman coding
+    per_row = chunks.shape[-1] // 2 // chunk_rows
+    raw = rows * per_row if data.dtype.kind == "f" else 0
+    for layer in range(data.shape[1]):
+        heads = range(data.shape[2]) if ds.ndim == 4 else [None]
+        for head in heads:
+            payload = chunks[layer] if head is None else chunks[layer, head]
+            offset = (start, layer, 0) if head is None else (start, layer, head, 0)
+            ds.id.write_direct_chunk(offset, payload if level == 0
+                                     else deflate(payload, level, raw))

@@ -1,0 +1,263 @@
+"""Writing a store: create the file from the schema, then stream blocks of rows into it.
+
+:func:`create_store` lays out an empty file; :class:`StoreWriter` fills in the token table
+and blocks of rows (checked against the schema) and records progress, so that
+:func:`reopen_store` can continue an unfinished file. :func:`write_store` does it all in
+one call for small stores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from extract.store.codec import (
+    DEFAULT_COMPRESSION,
+    TOKEN_TABLE_FILTER,
+    compression_attrs,
+    dataset_filters,
+    parse_compression,
+    stored_level,
+    write_whole_chunks,
+)
+from extract.store.json_attrs import encode_attrs
+from extract.store.schema import (
+    DEFAULT_SITES,
+    DESCRIPTION,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SITES,
+    TOKEN_GROUP,
+    TOKEN_GROUP_DESCRIPTION,
+    TOKEN_TABLE,
+    check_block,
+    check_dtype,
+    check_sites,
+    check_token_column,
+    row_bytes,
+    token_path,
+)
+from headprobe.errors import UsageError
+
+MAX_CHUNK_ROWS = 16384
+MIN_CHUNK_ROWS = 256
+TOKEN_CHUNK_ROWS = 65536
+BUFFER_BYTES = 64 * 2**20
+
+
+def chunk_rows_for(n_layers: int, n_heads: int, d_head: int, sites: Sequence[str],
+                   budget: int = BUFFER_BYTES) -> int:
+    """Rows per chunk: a power of two so that one block of rows for all sites fits ``budget``.
+
+    The extractor holds one block of float32 rows in memory before writing it.
+    """
+    rows = max(1, budget // row_bytes(n_layers, n_heads, d_head, sites))
+    rows = 1 << (rows.bit_length() - 1)
+    return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
+
+
+class StoreWriter:
+    """Writes an open store: the token table, blocks of rows, and progress.
+
+    Use :func:`create_store` for a new file and :func:`reopen_store` to continue one.
+    """
+
+    def __init__(self, file: h5py.File):
+        self.file = file
+        self.path = Path(file.filename)
+        self.sites: list[str] = json.loads(file.attrs["sites"])
+        self.n_tokens = int(file.attrs["n_tokens"])
+        self.shape = tuple(int(file.attrs[k]) for k in ("n_layers", "n_heads", "d_head"))
+        self.chunk_rows = int(file.attrs["chunk_rows"])
+        self.level = stored_level(file.attrs)
+        self.blocks_written = 0   # by this writer, since it was opened
+
+    @property
+    def rows_written(self) -> int:
+        """Rows [0, rows_written) are complete on disk."""
+        return int(self.file.attrs["rows_written"])
+
+    def write_tokens(self, table: dict[str, np.ndarray], start: int = 0) -> None:
+        """Write token-table columns (each [rows]) at rows [start, start + rows)."""
+        for name, column in TOKEN_TABLE.items():
+            if name not in table:
+                raise ValueError(f"token table lacks column {name!r}")
+            values = np.asarray(table[name], dtype=column.dtype)
+            check_token_column(name, values)
+            self._check_rows(start, len(values))
+            self.file[token_path(name)][start:start + len(values)] = values
+
+    def write_block(self, start: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write rows [start, start + rows) of every site.
+
+        arrays: site -> [rows, n_layers, n_heads, d_head] (vector sites) or
+        [rows, n_layers, n_heads] (activity, entropy, argmax). Every stored site must be given.
+        Blocks that cover whole chunks (chunk-aligned start, a multiple of chunk_rows rows
+        or up to the end of the file) are compressed here and written as raw chunks.
+        """
+        missing = set(self.sites) - set(arrays)
+        if missing:
+            raise ValueError(f"block lacks sites {sorted(missing)}")
+        for site in self.sites:
+            ds = self.file[SITES[site].dataset]
+            data = np.asarray(arrays[site], dtype=ds.dtype)
+            check_block(site, data, *self.shape)
+            rows = len(data)
+            self._check_rows(start, rows)
+            whole = (start % self.chunk_rows == 0
+                     and (rows % self.chunk_rows == 0 or start + rows == self.n_tokens))
+            if whole and ds.chunks is not None:
+                for at in range(0, rows, self.chunk_rows):
+                    write_whole_chunks(ds, start + at, data[at:at + self.chunk_rows],
+                                       self.level, self.chunk_rows)
+            else:
+                ds[start:start + rows] = data
+        self.blocks_written += 1
+
+    def _check_rows(self, start: int, rows: int) -> None:
+        if start < 0 or start + rows > self.n_tokens:
+            raise ValueError(f"rows [{start}, {start + rows}) are outside the store's "
+                             f"{self.n_tokens} rows")
+
+    def set_progress(self, rows_written: int) -> None:
+        """Record that rows [0, rows_written) are complete and flush the file."""
+        self.file.attrs["rows_written"] = int(rows_written)
+        self.file.flush()
+
+    def update_attrs(self, attrs: dict[str, Any]) -> None:
+        encode_attrs(self.file.attrs, attrs)
+
+    def finish(self) -> None:
+        """Mark the store complete and close it."""
+        self.file.attrs["rows_written"] = self.n_tokens
+        self.file.attrs["complete"] = 1
+        self.close()
+
+    def close(self) -> None:
+        if self.file.id.valid:
+            self.file.close()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_h5(path: Path, mode: str) -> h5py.File:
+    # A large chunk cache lets one block of rows be written without re-reading chunks.
+    return h5py.File(path, mode, rdcc_nbytes=BUFFER_BYTES, rdcc_nslots=100003)
+
+
+def _root_attrs(n_tokens: int, arch: dict[str, Any], sites: list[str], dtype: str,
+                chunk_rows: int, tags: dict[str, list[str]] | None, level: int
+                ) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "description": DESCRIPTION,
+        "n_tokens": int(n_tokens), "n_layers": int(arch["n_layers"]),
+        "n_heads": int(arch["n_heads"]), "d_head": int(arch["d_head"]),
+        "architecture": dict(arch), "sites": sites, "dtype": dtype, "chunk_rows": chunk_rows,
+        "tags": tags or {"fine": [], "coarse": []}, "rows_written": 0, "complete": 0,
+        **compression_attrs(level),
+    }
+
+
+def _create_sites(file: h5py.File, sites: list[str], n_tokens: int, arch: dict[str, Any],
+                  dtype: str, chunk_rows: int, level: int) -> None:
+    """One dataset per site, [n_tokens, *row_shape], chunked one head (or layer) at a time."""
+    n_layers, n_heads, d_head = (int(arch[k]) for k in ("n_layers", "n_heads", "d_head"))
+    # "fast" streams are ordinary deflate streams under the gzip filter (see codec)
+    filters = dataset_filters(level) if n_tokens else {}
+    for name in sites:
+        site = SITES[name]
+        ds = file.create_dataset(
+            site.dataset, shape=(n_tokens, *site.row_shape(n_layers, n_heads, d_head)),
+            chunks=site.chunk_shape(chunk_rows, n_heads, d_head) if n_tokens else None,
+            dtype=site.dtype(dtype), **filters)
+        ds.attrs["site"] = site.name
+        ds.attrs["dims"] = site.dims
+        ds.attrs["description"] = site.description
+
+
+def _create_token_table(file: h5py.File, n_tokens: int) -> None:
+    group = file.create_group(TOKEN_GROUP)
+    group.attrs["description"] = TOKEN_GROUP_DESCRIPTION
+    for column in TOKEN_TABLE.values():
+        ds = group.create_dataset(column.name, shape=(n_tokens,), dtype=column.dtype,
+                                  chunks=(min(TOKEN_CHUNK_ROWS, n_tokens),) if n_tokens else None,
+                                  compression=TOKEN_TABLE_FILTER if n_tokens else None)
+        ds.attrs["dims"] = column.dims
+        ds.attrs["description"] = column.description
+
+
+def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
+                 sites: Sequence[str] = DEFAULT_SITES, dtype: str = "float16",
+                 attrs: dict[str, Any] | None = None,
+                 tags: dict[str, list[str]] | None = None,
+                 chunk_rows: int | None = None,
+                 compression: str | int = DEFAULT_COMPRESSION) -> StoreWriter:
+    """Create an empty store at ``path`` (replacing any file there) and return its writer.
+
+    arch: needs n_layers, n_heads, d_head (other entries are kept as attributes).
+    sites: names from SITES; dtype: storage dtype of float sites ('float16' or 'float32');
+    compression: of the per-head datasets: "fast" (Huffman-only deflate), "none" or a gzip
+    level 1-9 (:func:`parse_compression`); the token table is always gzip-compressed.
+    """
+    level = parse_compression(compression)
+    sites = check_sites(sites)
+    check_dtype(dtype)
+    if chunk_rows is None:
+        chunk_rows = chunk_rows_for(int(arch["n_layers"]), int(arch["n_heads"]),
+                                    int(arch["d_head"]), sites)
+    rows = max(1, min(int(chunk_rows), max(n_tokens, 1)))
+    file = _open_h5(Path(path), "w")
+    encode_attrs(file.attrs, {**_root_attrs(n_tokens, arch, sites, dtype, rows, tags, level),
+                              **(attrs or {})})
+    _create_sites(file, sites, n_tokens, arch, dtype, rows, level)
+    _create_token_table(file, n_tokens)
+    file.flush()
+    return StoreWriter(file)
+
+
+def reopen_store(path: str | Path) -> StoreWriter:
+    """Open an unfinished store for appending (the extractor's ``resume``)."""
+    path = Path(path)
+    try:
+        file = _open_h5(path, "r+")
+    except OSError as exc:
+        raise UsageError(f"cannot resume from {path}: not a readable HDF5 file") from exc
+    if file.attrs.get("schema") != SCHEMA or file.attrs.get("schema_version") != SCHEMA_VERSION:
+        file.close()
+        raise UsageError(f"cannot resume from {path}: not a headprobe store of schema "
+                         f"version {SCHEMA_VERSION}")
+    return StoreWriter(file)
+
+
+def write_store(path: str | Path, token_table: dict[str, np.ndarray],
+                arrays: dict[str, np.ndarray], attrs: dict[str, Any] | None = None,
+                tags: dict[str, list[str]] | None = None, dtype: str = "float16",
+                chunk_rows: int | None = None) -> Path:
+    """Write a whole store in one call (small stores, tests).
+
+    token_table: column -> [n_tokens] (missing columns are filled: -1 for char spans, 0 else);
+    arrays: site -> [n_tokens, n_layers, n_heads(, d_head)].
+    """
+    n = len(next(iter(token_table.values())))
+    table = {k: np.asarray(token_table[k]) if k in token_table
+             else np.full(n, -1 if k.startswith("char_") else 0) for k in TOKEN_TABLE}
+    some = next(iter(arrays.values()))
+    vec = next((a for s, a in arrays.items() if SITES[s].kind == "vector"), None)
+    arch = {"n_layers": some.shape[1], "n_heads": some.shape[2],
+            "d_head": vec.shape[3] if vec is not None else 1}
+    arch.update({k: v for k, v in (attrs or {}).get("architecture", {}).items()
+                 if k not in arch})
+    writer = create_store(path, n, arch, list(arrays), dtype, attrs, tags, chunk_rows)
+    writer.write_tokens(table)
+    writer.write_block(0, arrays)
+    writer.finish()
+    return Path(path)

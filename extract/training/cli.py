@@ -1,0 +1,80 @@
+"""Command line of ``python -m extract train``: flags in, :func:`train_model` out."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from extract.training.checkpoint import checkpoint_path
+from extract.training.config import ARCHES, TrainConfig
+from extract.training.data import read_corpus
+from extract.training.loop import train_model
+from headprobe.errors import UsageError
+from headprobe.rundir import resolve
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m extract train``."""
+    d = TrainConfig()
+    parser.add_argument("--corpus", required=True,
+                        help="training texts: a .txt file (stories split at <|endoftext|>), "
+                             "chat:PATH, chatgen:N, or any dataset SOURCE")
+    parser.add_argument("--out", help="model directory to write (default RUN/model)")
+    parser.add_argument("--run", help="run directory (runs/NAME)")
+    parser.add_argument("--arch", choices=ARCHES, default=d.arch,
+                        help="gpt-neo, or attn-only (MLPs zeroed and frozen)")
+    parser.add_argument("--layers", type=int, default=d.layers)
+    parser.add_argument("--d-model", type=int, default=d.d_model)
+    parser.add_argument("--heads", type=int, default=d.heads)
+    parser.add_argument("--ctx", type=int, default=d.ctx, help="training window in tokens")
+    parser.add_argument("--window", type=int, default=d.window,
+                        help="attention window of the local layers")
+    parser.add_argument("--tokenizer", default="char",
+                        help="a tokenizer directory, 'char', or 'bpe:VOCAB' (default char)")
+    parser.add_argument("--sender-tokens", action="store_true",
+                        help="chat corpora: one dedicated token per sender name")
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--batch", type=int, default=d.batch)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--warmup", type=int, default=d.warmup,
+                        help="warm-up steps (default 5%% of --steps)")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
+                        help="checkpoint every N steps to OUT.checkpoint/")
+    parser.add_argument("--stop-after", type=int,
+                        help="stop after N steps, keeping the checkpoint for --resume")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint of an interrupted run")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(arch=args.arch, layers=args.layers, d_model=args.d_model,
+                       heads=args.heads, ctx=args.ctx, window=args.window, steps=args.steps,
+                       batch=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
+                       ckpt_every=args.ckpt_every)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Entry point of ``python -m extract train``."""
+    out = resolve(args.out, args.run, "model", "out")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    texts, senders = read_corpus(args.corpus)
+    if args.sender_tokens and not senders:
+        raise UsageError("--sender-tokens needs a chat corpus (chat:PATH or chatgen:N)")
+    extra = senders if args.sender_tokens else []
+    info = {"corpus": args.corpus, "tokenizer": args.tokenizer,
+            "sender_tokens": extra, "texts": len(texts)}
+    result = train_model(texts, out, args.tokenizer, config_from_args(args), extra_tokens=extra,
+                         resume=args.resume, overwrite=args.overwrite,
+                         stop_after=args.stop_after, progress=not args.quiet, info=info)
+    if not result.finished:
+        print(f"stopped; checkpoint in {checkpoint_path(out).parent} (continue with --resume)")
+        return 0
+    ev = "" if result.eval_loss is None else f", held-out loss {result.eval_loss:.3f}"
+    print(f"wrote {out} (final training loss {result.final_loss:.3f}{ev})")
+    return 0
