@@ -6,6 +6,8 @@ disabled. The coarse UPOS tags (``pos_``) that the pipeline's ``attribute_ruler`
 are looked up in a table built once from the ruler's own rules (``RulerTable``), which gives
 the same tags as running the ruler at a fraction of its cost; a pipeline whose ruler has
 rules the table cannot express keeps the ruler. Texts go through ``nlp.pipe`` in batches.
+The sentence recogniser runs on its own (:func:`sentence_starts`), only on the stories a
+build cuts into windows.
 
 Quotations are found on characters, not on tags. Inside one story, a straight double quote
 ``"`` alternately opens and closes a quotation; a curly ``“`` opens and ``”`` closes one; a
