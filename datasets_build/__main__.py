@@ -55,6 +55,10 @@ def build_parser() -> Parser:
                         "(day, hour, minute, sender, ...) for chat:PATH / chatgen:N sources")
     p.add_argument("--no-bos", dest="prepend_bos", action="store_false",
                    help="do not prepend the tokenizer's BOS token to each story")
+    p.add_argument("--max-tokens", type=int,
+                   help="cut stories longer than N tokens (BOS included) into windows of "
+                        "whole sentences (default: the model's context when the tokenizer "
+                        "or the config.json beside it says it; else stories stay whole)")
     return p
 
 
@@ -71,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   spacy_model=args.spacy_model, batch_size=args.batch_size,
                   n_process=args.n_process, overwrite=args.overwrite,
                   prepend_bos=args.prepend_bos, split=args.split, verbose=True,
-                  tagset=args.tagset)
+                  tagset=args.tagset, max_tokens=args.max_tokens)
     print(out)
     return 0
 

@@ -61,11 +61,14 @@ def char_owner(tags: StoryTags, n_chars: int) -> np.ndarray:
 
 
 def align_story(text: str, offsets: np.ndarray, tags: StoryTags,
-                vocab: dict[str, list[str]], bos: bool) -> TokenTags:
+                vocab: dict[str, list[str]], bos: bool,
+                quoted_text: np.ndarray | None = None) -> TokenTags:
     """Tag the model tokens of one story.
 
     offsets: int [n_tokens, 2] character spans of the story's tokens (without BOS);
-    bos: prepend a BOS row. Returns TokenTags of n_tokens (+1 with BOS) rows.
+    bos: prepend a BOS row; quoted_text: bool [len(text)], which characters are quoted, when
+    ``text`` is a window of a longer story (default: ``quoted_chars(text)``). Returns
+    TokenTags of n_tokens (+1 with BOS) rows.
     """
     offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
     s, e = offsets[:, 0], offsets[:, 1]
@@ -95,7 +98,8 @@ def align_story(text: str, offsets: np.ndarray, tags: StoryTags,
     fine[spaces], coarse[spaces] = fine_id[SPACE], coarse_id[SPACE]
     # a whitespace token inside a quotation is quoted too (character-level rule)
     if spaces.any():
-        quoted[spaces] = quoted_chars(text)[s[spaces]]
+        chars = quoted_chars(text) if quoted_text is None else quoted_text
+        quoted[spaces] = chars[s[spaces]]
     straddle = aligned & (last != first)
     out = TokenTags(s.astype(np.int32), e.astype(np.int32), fine, coarse, quoted, straddle, kind)
     return _with_bos(out, fine_id[BOS], coarse_id[BOS]) if bos else out

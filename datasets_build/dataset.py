@@ -1,6 +1,6 @@
 """The tagged dataset on disk: writer and reader.
 
-Layout of a dataset directory (format version 1)::
+Layout of a dataset directory (format version 2)::
 
     DIR/manifest.json   provenance, tokenizer fingerprint, counts, alignment statistics
     DIR/tags.json       {"fine": [...], "coarse": [...]}: tag id -> tag name
@@ -8,13 +8,18 @@ Layout of a dataset directory (format version 1)::
                         sorted by (story_id, position)
     DIR/stories/        Arrow table, one row per story
 
-Token columns: ``input_id``, ``story_id``, ``position`` (0 = the BOS token when the
-tokenizer has one), ``char_start``/``char_end`` (span in the story text; -1 for BOS),
+Token columns: ``input_id``, ``story_id``, ``parent_id`` (the source story the token's
+story was cut from, see :mod:`datasets_build.windows`), ``position`` (0 = the BOS token when
+the tokenizer has one), ``char_start``/``char_end`` (span in the story text; -1 for BOS),
 ``fine_tag``/``coarse_tag`` (ids into tags.json), ``quoted`` (inside a quotation),
 ``straddle`` (the token covers more than one spaCy token), ``split`` (0 train, 1 test).
 
 Story columns: ``story_id``, ``text``, ``split``, ``token_start`` (row of its first
-token in tokens/), ``n_tokens``.
+token in tokens/), ``n_tokens``, ``parent_id`` and ``parent_char_start`` (where ``text``
+starts in the text of the source story).
+
+Version 1 had no windows and no parent columns; it is read as if every story were its own
+parent, starting at its character 0.
 """
 
 from __future__ import annotations
@@ -31,14 +36,19 @@ from headprobe.errors import UsageError
 from headprobe.manifest import read_json, write_json
 
 FORMAT = "headprobe-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
 SPLITS = ("train", "test")
 TOKEN_COLUMNS = {
-    "input_id": np.int32, "story_id": np.int32, "position": np.int32,
+    "input_id": np.int32, "story_id": np.int32, "parent_id": np.int32, "position": np.int32,
     "char_start": np.int32, "char_end": np.int32, "fine_tag": np.int16,
     "coarse_tag": np.int16, "quoted": np.bool_, "straddle": np.bool_, "split": np.int8,
 }
-STORY_COLUMNS = ("story_id", "text", "split", "token_start", "n_tokens")
+STORY_COLUMNS = ("story_id", "text", "split", "token_start", "n_tokens", "parent_id",
+                 "parent_char_start")
+# Columns version 1 lacks, read there as another column (every story is its own parent)
+# or as zeros (every story starts at its parent's character 0).
+V1_STAND_INS = {"parent_id": "story_id", "parent_char_start": None}
 
 
 def split_code(split: str | None) -> int | None:
@@ -60,6 +70,10 @@ def write_dataset(out_dir: str | Path, tokens: dict[str, np.ndarray], stories: d
     from datasets import Dataset
 
     out_dir = Path(out_dir)
+    missing = [k for k in TOKEN_COLUMNS if k not in tokens] + [
+        k for k in STORY_COLUMNS if k not in stories]
+    if missing:
+        raise ValueError(f"dataset columns missing: {', '.join(missing)}")
     cols = {k: np.asarray(tokens[k], dtype=t) for k, t in TOKEN_COLUMNS.items()}
     with _quiet_datasets():
         Dataset.from_dict(cols).save_to_disk(str(out_dir / "tokens"))
@@ -89,11 +103,15 @@ def _quiet_datasets() -> Iterator[None]:
 
 
 def _column(table: Any, name: str) -> np.ndarray:
-    """One column of a saved Arrow table as a numpy array [n_rows], read in bulk.
+    """One column of a saved Arrow table as a numpy array [n_rows], read in bulk; a
+    version-1 table's stand-in for a column it lacks (``V1_STAND_INS``).
 
     (Indexing the ``datasets.Dataset`` by column name converts row by row, which is
     orders of magnitude slower; the tables here never carry an indices mapping.)
     """
+    if name not in table.column_names and name in V1_STAND_INS:
+        stand_in = V1_STAND_INS[name]
+        return np.zeros(len(table), np.int64) if stand_in is None else _column(table, stand_in)
     return table.data.column(name).to_numpy()
 
 
@@ -131,7 +149,8 @@ class TaggedDataset:
 
     def story_table(self, split: str | None = None) -> dict[str, np.ndarray]:
         """Story columns (text as a list), optionally only one split."""
-        table = {k: self._stories.data.column(k).to_pylist() for k in STORY_COLUMNS}
+        table = {k: (self._stories.data.column(k).to_pylist() if k == "text"
+                     else _column(self._stories, k)) for k in STORY_COLUMNS}
         code = split_code(split)
         keep = [i for i, s in enumerate(table["split"]) if code is None or s == code]
         return {k: ([v[i] for i in keep] if k == "text" else np.asarray(v)[keep])
@@ -156,10 +175,10 @@ def load_tagged_dataset(path: str | Path) -> TaggedDataset:
         raise UsageError(f"{path} is not a headprobe dataset (no manifest.json); "
                          "build one with python -m datasets_build")
     manifest = read_json(path / "manifest.json")
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format") != FORMAT or manifest.get("format_version") not in READS_VERSIONS:
         raise UsageError(f"{path} has dataset format {manifest.get('format')!r} version "
                          f"{manifest.get('format_version')!r}; this headprobe reads "
-                         f"{FORMAT!r} version {FORMAT_VERSION}")
+                         f"{FORMAT!r} versions {', '.join(map(str, READS_VERSIONS))}")
     return TaggedDataset(path, manifest, read_json(path / "tags.json"),
                          load_from_disk(str(path / "tokens")).with_format("numpy"),
                          load_from_disk(str(path / "stories")))

@@ -6,6 +6,8 @@ disabled. The coarse UPOS tags (``pos_``) that the pipeline's ``attribute_ruler`
 are looked up in a table built once from the ruler's own rules (``RulerTable``), which gives
 the same tags as running the ruler at a fraction of its cost; a pipeline whose ruler has
 rules the table cannot express keeps the ruler. Texts go through ``nlp.pipe`` in batches.
+The sentence recogniser runs on its own (:func:`sentence_starts`), only on the stories a
+build cuts into windows.
 
 Quotations are found on characters, not on tags. Inside one story, a straight double quote
 ``"`` alternately opens and closes a quotation; a curly ``“`` opens and ``”`` closes one; a
@@ -18,7 +20,7 @@ characters is quoted, so a token made only of quote marks never is.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,3 +305,39 @@ def tag_stories(nlp: Any, texts: Iterable[str], batch_size: int = 32,
     convert = DocConverter(nlp)
     for doc in nlp.pipe(texts, batch_size=batch_size, n_process=n_process):
         yield convert(doc)
+
+
+# Components that find sentences on their own, cheapest first; a parser needs what it listens to.
+_SENTENCE_FACTORIES = ("senter", "sentencizer", "parser")
+
+
+def sentence_component(nlp: Any) -> str:
+    """Name of the component that gives the pipeline's sentence boundaries: its ``senter``
+    (a small tagger with its own embeddings), else a ``sentencizer``, else its parser."""
+    factories = {nlp.get_pipe_meta(name).factory: name for name in nlp.component_names}
+    for factory in _SENTENCE_FACTORIES:
+        if factory in factories:
+            return factories[factory]
+    raise UsageError(f"spaCy pipeline {nlp.meta.get('name', '')!r} has no senter, sentencizer "
+                     "or parser to find sentence boundaries with")
+
+
+def sentence_starts(nlp: Any, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
+    """Character offsets of the sentence starts of each text, int [n_sentences] per text.
+
+    Runs only the pipeline's sentence component (:func:`sentence_component`; a parser with
+    the components before it) and leaves the pipeline as it found it.
+    """
+    name = sentence_component(nlp)
+    was_disabled = name in nlp.disabled
+    if was_disabled:
+        nlp.enable_pipe(name)
+    order = nlp.pipe_names
+    keep = order[:order.index(name) + 1] if nlp.get_pipe_meta(name).factory == "parser" else [name]
+    try:
+        with nlp.select_pipes(enable=keep):
+            return [np.array([sent.start_char for sent in doc.sents], dtype=np.int64)
+                    for doc in nlp.pipe(texts, batch_size=batch_size)]
+    finally:
+        if was_disabled:
+            nlp.disable_pipe(name)

@@ -60,7 +60,10 @@ def write_untagged_dataset(out_dir: str | Path, texts: Sequence[str], tokenizer:
     tokens = {k: np.concatenate(v) for k, v in cols.items()}
     n_rows = len(tokens["input_id"])
     splits = np.repeat(np.asarray(stories["split"]), np.asarray(stories["n_tokens"]))
-    tokens.update({"fine_tag": np.zeros(n_rows), "coarse_tag": np.zeros(n_rows),
+    stories["parent_id"] = list(stories["story_id"])  # never cut into windows
+    stories["parent_char_start"] = [0] * len(texts)
+    tokens.update({"parent_id": tokens["story_id"],
+                   "fine_tag": np.zeros(n_rows), "coarse_tag": np.zeros(n_rows),
                    "quoted": np.zeros(n_rows, bool), "straddle": np.zeros(n_rows, bool),
                    "split": splits})
     manifest = {"stage": "untagged", "tokenizer": {"vocab_hash": vocab_hash(tokenizer),

@@ -21,7 +21,7 @@ from extract.models import bridge_from_hf, load_hf_model, model_fingerprint
 from extract.options import ExtractOptions
 from extract.store.schema import row_bytes
 from extract.store.writer import chunk_rows_for
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.manifest import base_manifest
 from headprobe.stories import Story
 from headprobe.tokenization import load_tokenizer, vocab_hash
@@ -160,7 +160,9 @@ def _check_model_fits(options: ExtractOptions, dataset: TaggedDataset, tokenizer
     longest = max(stories, key=lambda s: s.n_tokens, default=None)
     if longest is not None and longest.n_tokens > n_ctx:
         raise UsageError(f"story {longest.story_id} has {longest.n_tokens} tokens but the model's "
-                         f"context is {n_ctx}; rebuild the dataset with shorter stories")
+                         f"context is {n_ctx}; rebuild the dataset with "
+                         f"{opt('max_tokens', n_ctx)} (python -m datasets_build) to cut stories "
+                         "into windows of whole sentences")
 
 
 def _block_sizes(options: ExtractOptions, arch: dict[str, Any], n_rows: int) -> tuple[int, int]:

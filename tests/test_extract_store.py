@@ -80,9 +80,7 @@ def test_direct_chunk_writes_equal_plain_hdf5_writes(tmp_path):
     for name, step in (("aligned", 256), ("ragged", 100)):
         writer = create_store(tmp_path / f"{name}.h5", 700, {"n_layers": 2, "n_heads": 3,
                               "d_head": 4}, list(arrays), "float16", tags=TAGS, chunk_rows=256)
-        writer.write_tokens({k: table.get(k, np.zeros(700)) for k in
-                             ("input_id", "story_id", "position", "char_start", "char_end",
-                              "fine_tag", "coarse_tag", "quoted", "straddle", "split")})
+        writer.write_tokens({k: table.get(k, np.zeros(700)) for k in TOKEN_COLUMNS})
         for start in range(0, 700, step):
             writer.write_block(start, {k: v[start:start + step] for k, v in arrays.items()})
         writer.finish()

@@ -66,7 +66,10 @@ class Store:
         if name not in TOKEN_TABLE:
             raise KeyError(f"unknown token column {name!r}; have {', '.join(TOKEN_TABLE)}")
         if name not in self._columns:
-            self._columns[name] = self.file[token_path(name)][()]
+            path = token_path(name)
+            if name == "parent_id" and path not in self.file:  # written before windows
+                path = token_path("story_id")
+            self._columns[name] = self.file[path][()]
         return self._columns[name]
 
     def tokens(self, columns: Sequence[str] | None = None,

@@ -88,6 +88,8 @@ TOKEN_GROUP_DESCRIPTION = "token table: one row per stored token, same row order
 _TOKEN_DESCRIPTIONS = {
     "input_id": "model input id of the token",
     "story_id": "id of the story the token belongs to",
+    "parent_id": "id of the source story the token's story was cut from (a window of it); "
+                 "story_id when the story was not cut",
     "position": "position of the token in its story (0 = BOS when the tokenizer has one)",
     "char_start": "start of the token's span in the story text (-1 for BOS)",
     "char_end": "end of the token's span in the story text (-1 for BOS)",
