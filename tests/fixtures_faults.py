@@ -1,12 +1,27 @@
-"""Fixtures that simulate a hostile file system: a nearly full disk, a read-only directory."""
+"""Fixtures that simulate a hostile world: a nearly full disk, a read-only directory, another
+process writing the same output."""
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_DISK = 2 << 20
+# A writer in another process: takes the lock of argv[1], says so, holds it until stdin closes.
+HOLD = ("import sys\nfrom headprobe.locks import output_lock\n"
+        "with output_lock(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()\n")
+
+
+def hold_lock(path: Path) -> subprocess.Popen:
+    """A second process that owns output ``path`` until its stdin is closed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
 
 
 def _mount(*args: str) -> bool:

@@ -17,8 +17,8 @@ from extract.store import open_store
 from headprobe.cli import run_main
 from headprobe.errors import UsageError
 from headprobe.tokenization import load_tokenizer
+from tests.fixtures_faults import hold_lock
 from tests.test_extract_cli import assert_same_store
-from tests.test_headprobe_outputs import hold_lock
 
 OPTS = dict(chunk_rows=512, batch_tokens=1024)
 

@@ -4,9 +4,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,20 +13,7 @@ from headprobe.errors import UsageError
 from headprobe.failures import failure_line, reading
 from headprobe.locks import claim_output, lock_path, output_lock, release_claims
 from headprobe.space import require_free_space
-
-REPO = Path(__file__).resolve().parents[1]
-# A writer in another process: takes the lock of argv[1], says so, holds it until stdin closes.
-HOLD = ("import sys\nfrom headprobe.locks import output_lock\n"
-        "with output_lock(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()\n")
-
-
-def hold_lock(path: Path) -> subprocess.Popen:
-    """A second process that owns output ``path`` until its stdin is closed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
+from tests.fixtures_faults import hold_lock
 
 
 def test_a_second_writer_fails_at_once_naming_the_first(tmp_path):
