@@ -39,9 +39,11 @@ from extract.store.integrity import (
     token_table_hash,
 )
 from extract.store.json_attrs import decode_attrs
+from extract.store.reader import H5_DAMAGE
 from extract.store.schema import DEFAULT_SITES
 from extract.store.writer import StoreWriter, create_store, reopen_store
 from headprobe.errors import UsageError, opt
+from headprobe.failures import reading
 from headprobe.locks import output_lock
 from headprobe.space import require_free_space
 from headprobe.stories import Story
@@ -140,11 +142,16 @@ def open_writer(plan: ExtractPlan) -> StoreWriter:
     tokens_hash = token_table_hash(table)
     if options.resume:
         writer = reopen_store(options.partial)
-        problem = _resume_problem(plan, writer, tokens_hash)
+        again = f"start again with {opt('overwrite', True)}"
+        try:
+            with reading(options.partial, "unfinished store", again, also=H5_DAMAGE):
+                problem = _resume_problem(plan, writer, tokens_hash)
+        except UsageError:
+            writer.close()
+            raise
         if problem:
             writer.close()
-            raise UsageError(f"cannot resume {options.partial}: {problem}; start again with "
-                             f"{opt('overwrite', True)}")
+            raise UsageError(f"cannot resume {options.partial}: {problem}; {again}")
         return writer
     options.partial.parent.mkdir(parents=True, exist_ok=True)
     require_free_space(options.partial, sum(v.nbytes for v in table.values()), shown=options.out)
