@@ -12,10 +12,12 @@ from typing import Any
 import torch
 
 from headprobe.errors import UsageError, opt
+from headprobe.failures import decode_errors
 from headprobe.hub import resolve_pretrained
 
 DEFAULT_MODEL = "roneneldan/TinyStories-1M"
 WEIGHT_FILES = ("*.safetensors", "*.bin")
+CHECK_FILES = "; check that the model's files are complete (copy, download or train it again)"
 
 
 def _model_source(name: str, device: str) -> str:
@@ -41,8 +43,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtyp
             model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
             if compat:
                 model.enable_compatibility_mode()
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    except (ValueError, KeyError, *decode_errors()) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}{CHECK_FILES}"
+                         ) from exc
     model.eval()
     return model
 
@@ -76,8 +79,9 @@ def load_hf_model(name: str = DEFAULT_MODEL, device: str = "cpu",
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(int(reinit_seed))
                     model = AutoModelForCausalLM.from_config(config).to(dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    except (ValueError, KeyError, *decode_errors()) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}{CHECK_FILES}"
+                         ) from exc
     return model.to(device).eval()
 
 

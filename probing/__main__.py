@@ -61,11 +61,13 @@ def _add_fit(sub) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     from headprobe.atomic import check_target
+    from headprobe.locks import claim_output
     from probing.grid import GridConfig, run_grid
     from probing.results import write_results
 
     store = resolve(args.store, args.run, "store", "store")
-    out = check_target(resolve(args.out, args.run, "probes", "out"), args.overwrite)
+    out = claim_output(resolve(args.out, args.run, "probes", "out"))
+    check_target(out, args.overwrite, "directory")
     controls = parse_controls(split_list(args.controls), bool(args.control_store))
     config = GridConfig(
         sites=tuple(split_list(args.sites)), tagset=args.tagset,
@@ -110,9 +112,11 @@ def _add_export(sub) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from headprobe.locks import claim_output
     from probing.export import export
 
     results = resolve(args.results, args.run, "probes", "results")
+    claim_output(args.out)
     for path in export(results, args.format, args.out, args.overwrite):
         print(f"wrote {path}")
     return 0

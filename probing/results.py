@@ -19,6 +19,9 @@ import numpy as np
 
 from headprobe.atomic import atomic_dir
 from headprobe.errors import UsageError
+from headprobe.failures import reading
+from headprobe.hdf5 import hdf5_image
+from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest, write_json
 
 FORMAT = "headprobe-probes"
@@ -106,8 +109,8 @@ def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags
                   arrays: dict[str, np.ndarray], attrs: dict[str, Any],
                   manifest: dict[str, Any], overwrite: bool = False) -> Path:
     """Write RESULTS/probes.h5 and RESULTS/manifest.json atomically; return the directory."""
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        with h5py.File(tmp / RESULTS_FILE, "w") as f:
+    with output_lock(out_dir), atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        with hdf5_image(tmp / RESULTS_FILE, Path(out_dir) / RESULTS_FILE) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["params"] = json.dumps(attrs, default=str)
@@ -138,7 +141,8 @@ def read_results(path: str | Path) -> ProbeResults:
         f = h5py.File(file, "r")
     except OSError as exc:
         raise UsageError(f"{file} is not an HDF5 file") from exc
-    with f:
+    damaged = "the file is damaged; fit the probes again"
+    with f, reading(file, "probe results", damaged, also=(KeyError, RuntimeError, ValueError)):
         if f.attrs.get("format") != FORMAT or f.attrs.get("format_version") != FORMAT_VERSION:
             raise UsageError(f"{file} is not a probe results file of format version "
                              f"{FORMAT_VERSION}")

@@ -12,7 +12,13 @@ import numpy as np
 from datasets_build.dataset import SPLITS
 from extract.store.json_attrs import decode_attrs
 from extract.store.schema import SCHEMA, SCHEMA_VERSION, SITES, TOKEN_TABLE, token_path
+from extract.store.virtual import check_sources
 from headprobe.errors import UsageError, opt
+from headprobe.failures import reading
+
+DAMAGED = "the file is damaged; extract it again"
+# what h5py raises, besides OSError, on a damaged file
+H5_DAMAGE = (KeyError, RuntimeError, ValueError)
 
 
 def _as_index(index: Any, n: int) -> np.ndarray | None:
@@ -69,7 +75,8 @@ class Store:
             path = token_path(name)
             if name == "parent_id" and path not in self.file:  # written before windows
                 path = token_path("story_id")
-            self._columns[name] = self.file[path][()]
+            with reading(self.path, "activation store", DAMAGED, also=H5_DAMAGE):
+                self._columns[name] = self.file[path][()]
         return self._columns[name]
 
     def tokens(self, columns: Sequence[str] | None = None,
@@ -95,13 +102,14 @@ class Store:
 
     def _read_rows(self, ds: h5py.Dataset, key: tuple, idx: np.ndarray | None) -> np.ndarray:
         """Read ds[rows, *key]; for an index read only the span it covers."""
-        if idx is None:
-            data = ds[(slice(None), *key)]
-        elif idx.size == 0:
-            data = ds[(slice(0, 0), *key)]
-        else:
-            lo, hi = int(idx.min()), int(idx.max()) + 1
-            data = ds[(slice(lo, hi), *key)][idx - lo]
+        with reading(self.path, "activation store", DAMAGED, also=H5_DAMAGE):
+            if idx is None:
+                data = ds[(slice(None), *key)]
+            elif idx.size == 0:
+                data = ds[(slice(0, 0), *key)]
+            else:
+                lo, hi = int(idx.min()), int(idx.max()) + 1
+                data = ds[(slice(lo, hi), *key)][idx - lo]
         return data if SITES[ds.attrs["site"]].kind == "index" else data.astype(np.float32)
 
     def read(self, site: str, layer: int, head: int, index: Any = None) -> np.ndarray:
@@ -148,8 +156,23 @@ class Store:
         return ids
 
 
+def _check_file(file: h5py.File, path: Path, allow_partial: bool) -> None:
+    """UsageError unless ``file`` is a (complete) store of this schema whose shards, for a
+    merged store, are all in place."""
+    schema, version = file.attrs.get("schema"), file.attrs.get("schema_version")
+    if schema != SCHEMA:
+        raise UsageError(f"{path} is not a headprobe activation store")
+    if version != SCHEMA_VERSION:
+        raise UsageError(f"{path} has store schema version {version}; this headprobe reads "
+                         f"version {SCHEMA_VERSION}")
+    if not allow_partial and not int(file.attrs.get("complete", 0)):
+        raise UsageError(f"{path} is an unfinished store (resume it with {opt('resume', True)})")
+    check_sources(path, decode_attrs(file.attrs))
+
+
 def open_store(path: str | Path, allow_partial: bool = False) -> Store:
-    """Open a store for reading; UsageError if it is not a complete store of this schema."""
+    """Open a store for reading; UsageError if it is not a complete store of this schema, or
+    cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"activation store {path} does not exist")
@@ -157,15 +180,10 @@ def open_store(path: str | Path, allow_partial: bool = False) -> Store:
         file = h5py.File(path, "r")
     except OSError as exc:
         raise UsageError(f"{path} is not an HDF5 file") from exc
-    schema, version = file.attrs.get("schema"), file.attrs.get("schema_version")
-    if schema != SCHEMA:
+    try:
+        with reading(path, "activation store", DAMAGED, also=H5_DAMAGE):
+            _check_file(file, path, allow_partial)
+            return Store(file)
+    except BaseException:
         file.close()
-        raise UsageError(f"{path} is not a headprobe activation store")
-    if version != SCHEMA_VERSION:
-        file.close()
-        raise UsageError(f"{path} has store schema version {version}; this headprobe reads "
-                         f"version {SCHEMA_VERSION}")
-    if not allow_partial and not int(file.attrs.get("complete", 0)):
-        file.close()
-        raise UsageError(f"{path} is an unfinished store (resume it with {opt('resume', True)})")
-    return Store(file)
+        raise
