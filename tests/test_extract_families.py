@@ -183,3 +183,42 @@ def test_a_fused_path_that_disagrees_with_the_model_is_not_used(
     assert cli("--dataset", gpt2_dataset, "--model", family_models["llama"], "--out",
                tmp_path / "t.h5", "--path", "fast") == 2
     assert "disagrees" in capsys.readouterr().err
+
+
+def model_layers(hf):
+    return hf.gpt_neox.layers if hf.config.model_type == "gpt_neox" else hf.model.layers
+
+
+def attention_scale(block):
+    att = getattr(block, "self_attn", None) or block.attention
+    return att.scaling
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt_neox"])
+def test_rotated_queries_meet_the_keys_of_their_key_value_head(family, family_models,
+                                                               gpt2_dataset, tmp_path):
+    """softmax(query_rot[h] . key_rot[kv_head[h]]) from the store is the model's own pattern
+    (Gemma 2: with its logit soft-capping), on tokens inside the sliding window. GPT-NeoX's
+    bridge does not fire its rotated hooks: they are computed from its cos and sin."""
+    out = tmp_path / "store.h5"
+    assert cli("--dataset", gpt2_dataset, "--model", family_models[family], "--out", out,
+               "--dtype", "float32", "--sites", "query_rot,key_rot", "--quiet") == 0
+    hf = load_plain(family_models[family])
+    _, ids, span = next(load_tagged_dataset(gpt2_dataset).iter_stories())
+    n = 30
+    with torch.no_grad():
+        want = torch.stack(hf(torch.as_tensor(ids[:n])[None], output_attentions=True)
+                           .attentions, 1)[0].numpy()                # [layer, head, n, n]
+    cap = getattr(hf.config, "attn_logit_softcapping", None)
+    with open_store(out) as store:
+        assert store.kv_head.tolist() == ([0, 1, 2, 3] if family == "gpt_neox" else [0, 0, 1, 1])
+        rows = np.arange(span.start, span.start + n)
+        for layer, block in enumerate(model_layers(hf)):
+            q, k = store.read_layer("query_rot", layer, rows), store.read_layer("key_rot", layer,
+                                                                                rows)
+            scores = np.einsum("qhd,khd->hqk", q, k[:, store.kv_head]) * attention_scale(block)
+            scores = np.tanh(scores / cap) * cap if cap else scores
+            scores = np.where(np.tril(np.ones((n, n), bool)), scores, -np.inf)
+            pattern = np.exp(scores - scores.max(-1, keepdims=True))
+            pattern /= pattern.sum(-1, keepdims=True)
+            np.testing.assert_allclose(pattern, want[layer], atol=1e-5)

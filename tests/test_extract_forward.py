@@ -195,3 +195,13 @@ def test_fused_llama_batches_equal_single_stories(family_models):
     single = Extractor(forward, batch_tokens=1).run_group(stories)
     for site in batched:
         np.testing.assert_allclose(batched[site], single[site], atol=1e-5, rtol=1e-5)
+
+
+def test_rotate_half_as_a_matrix_equals_transformers_rotate_half():
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    from extract.forward.families import rotate_half_matrix
+
+    x = torch.randn(5, 3 * 8, generator=torch.Generator().manual_seed(0))
+    want = rotate_half(x.reshape(5, 3, 8)).reshape(5, 24)
+    torch.testing.assert_close(x @ rotate_half_matrix(3, 8), want)

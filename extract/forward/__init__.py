@@ -19,8 +19,8 @@ are garbage and are dropped by the caller.
   Hugging Face weights with fused attention (the fast path);
 - :mod:`~extract.forward.check`: the fast path against hooks on the model's own
   projections, run before the fast path is used;
-- :mod:`~extract.forward.attention`: masks, local attention, rotary embeddings, grouped
-  queries, pattern statistics.
+- :mod:`~extract.forward.attention`: masks, local attention, grouped queries, pattern
+  statistics.
 """
 
 from extract.forward.attention import (
@@ -33,12 +33,12 @@ from extract.forward.attention import (
 from extract.forward.check import check_fast, projection_reference
 from extract.forward.families import FAMILIES, unsupported_reason
 from extract.forward.fused import PATTERN_SITES, FastForward, fast_supported
-from extract.forward.hooked import HookForward, bridge_shape, check_hooks
+from extract.forward.hooked import HookForward, bridge_shape, rotation_source
 
 VECTOR_SITES = ("key", "query", "value", "z", "key_rot", "query_rot")
 FAST_MODEL_TYPES = tuple(FAMILIES)
 
 __all__ = ["FAMILIES", "FAST_MODEL_TYPES", "PATTERN_SITES", "VECTOR_SITES", "FastForward",
-           "HookForward", "allocate", "band_mask", "bridge_shape", "check_fast", "check_hooks",
+           "HookForward", "allocate", "band_mask", "bridge_shape", "check_fast",
            "fast_supported", "local_attention", "local_mask", "pattern_stats",
-           "projection_reference", "unsupported_reason"]
+           "projection_reference", "rotation_source", "unsupported_reason"]

@@ -1,5 +1,5 @@
-"""Attention pieces the fused forward is built from: masks, local attention, rotary
-embeddings, grouped-query expansion, pattern statistics, and the output buffers."""
+"""Attention pieces the fused forward is built from: masks, local attention, grouped-query
+expansion, pattern statistics, and the output buffers."""
 
 from __future__ import annotations
 
@@ -89,18 +89,6 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
         return local_attention(q, expand_kv(k, groups), expand_kv(v, groups), window, scale)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
                                           enable_gqa=groups > 1)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) over the two halves of the last axis."""
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The rotary embedding of x [batch, seq, heads, d_head] with cos, sin [seq, d_head]
-    (the rotate-half convention of Llama, Qwen and Mistral)."""
-    return x * cos[:, None] + rotate_half(x) * sin[:, None]
 
 
 def causal_pattern(q: torch.Tensor, k: torch.Tensor, scale: float,

@@ -8,6 +8,12 @@ output projection and MLP. :mod:`extract.forward.fused` runs any such descriptio
 - ``gpt2``: LayerNorm, learned positions, fused ``c_attn``;
 - ``llama``, ``mistral``, ``qwen2`` (the Llama family): RMSNorm, rotary embeddings,
   grouped-query attention, gated MLP, optional q/k/v biases and sliding-window layers.
+
+Elementwise passes cost more than matrix products on a busy CPU, so the Llama family is
+folded into fewer of them: the RMSNorm weights are multiplied into the next projection,
+the gate and up projections are one product, and ``rotate_half`` of the rotary embedding,
+being linear, is multiplied into extra query and key columns of the fused q/k/v weight
+(``rotate_half(x W + b) = x (W R) + b R``), leaving one multiply-add per rotated tensor.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ class Block:
     """One block's weights in x @ W convention."""
 
     norm1: Norm
-    w_qkv: torch.Tensor            # [d_model, (n_heads + 2 n_kv_heads) * d_head]
-    b_qkv: torch.Tensor | None
+    w_qkv: torch.Tensor            # [d_model, (n_heads + 2 n_kv_heads) * d_head], then for
+    b_qkv: torch.Tensor | None     # rotary models rotate_half's of queries and keys
     w_o: torch.Tensor              # [n_heads * d_head, d_model]
     b_o: torch.Tensor | None
     norm2: Norm
@@ -49,7 +55,8 @@ class Fused:
     d_model: int
     n_ctx: int
     embed: Callable[[torch.Tensor], torch.Tensor]       # ids [b, s] -> [b, s, d_model]
-    rotary: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None  # x -> cos, sin
+    rotary: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None  # x -> cos,
+    # sin [seq, 1, d_head]; the blocks' w_qkv then end with rotate_half'ed q and k columns
     blocks: list[Block]
     device: torch.device
 
@@ -59,10 +66,60 @@ def _layer_norm(module: Any) -> Norm:
                    weight=module.weight, bias=module.bias, eps=module.eps)
 
 
-def _rms_norm(module: Any) -> Norm:
-    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-    return partial(F.rms_norm, normalized_shape=(module.weight.shape[0],),
-                   weight=module.weight, eps=eps)
+def _rms_scale(module: Any) -> Norm:
+    """RMSNorm without its weight (folded into the next projection): x / rms(x)."""
+    eps = float(getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6)))
+    d = module.weight.shape[0]
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(d)
+        return x * mean_square.add_(eps).rsqrt_()
+
+    return norm
+
+
+def rotate_half_matrix(n_heads: int, d_head: int) -> torch.Tensor:
+    """R [n_heads * d_head, n_heads * d_head] with ``x @ R == rotate_half(x)`` per head:
+    (x1, x2) -> (-x2, x1) over the halves of each head's d_head."""
+    half = d_head // 2
+    r = torch.zeros(d_head, d_head)
+    r[torch.arange(half) + half, torch.arange(half)] = -1.0
+    r[torch.arange(half), torch.arange(half) + half] = 1.0
+    return torch.block_diag(*[r] * n_heads)
+
+
+def _llama_qkv(att: Any, weight: torch.Tensor, n_heads: int, n_kv: int, d_head: int
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(w [d_model, width], b [width] or None) of q, k, v, q R, k R with the input norm's
+    ``weight`` folded in."""
+    projections = (att.q_proj, att.k_proj, att.v_proj)
+    w = torch.cat([p.weight for p in projections]).T * weight[:, None]
+    b = torch.cat([p.bias if p.bias is not None else w.new_zeros(p.out_features)
+                   for p in projections])
+    rot_q = rotate_half_matrix(n_heads, d_head).to(w)
+    rot_k = rotate_half_matrix(n_kv, d_head).to(w)
+    nq, nk = n_heads * d_head, n_kv * d_head
+    w = torch.cat([w, w[:, :nq] @ rot_q, w[:, nq:nq + nk] @ rot_k], dim=1).contiguous()
+    b = torch.cat([b, b[:nq] @ rot_q, b[nq:nq + nk] @ rot_k])
+    has_bias = any(p.bias is not None for p in projections)
+    return w, (b if has_bias else None)
+
+
+def _gated_mlp(mlp: Any, weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """act(x W_gate) * (x W_up) @ W_down with the post-attention norm's weight folded in."""
+    w_gu = (torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).T * weight[:, None])
+    w_gu, w_down = w_gu.contiguous(), mlp.down_proj.weight.T.contiguous()
+    biases = (mlp.gate_proj.bias, mlp.up_proj.bias, mlp.down_proj.bias)
+    b_gu = None if biases[0] is None else torch.cat(biases[:2])
+    act = mlp.act_fn
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        gu = x @ w_gu if b_gu is None else torch.addmm(b_gu, x.flatten(0, -2), w_gu)
+        gate, up = gu.reshape(*x.shape[:-1], -1).chunk(2, dim=-1)
+        out = act(gate).mul_(up) @ w_down
+        return out if biases[2] is None else out + biases[2]
+
+    return forward
 
 
 def _tanh_gelu_mlp(hf: Any, mlp: Any) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -131,7 +188,7 @@ def _rotary(hf: Any) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tenso
             positions = torch.arange(seq, device=x.device)[None]
             cos, sin = module(x[:1], positions)
             cache.clear()
-            cache[seq] = (cos[0], sin[0])
+            cache[seq] = (cos[0, :, None].float(), sin[0, :, None].float())  # [s, 1, d_head]
         return cache[seq]
 
     return rotary
@@ -140,27 +197,23 @@ def _rotary(hf: Any) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tenso
 def llama(hf: Any, window_override: int | None = None) -> Fused:
     """Llama, Mistral and Qwen2: RMSNorm, rotary, grouped-query attention, gated MLP."""
     cfg = hf.config
+    n_heads = int(cfg.num_attention_heads)
+    n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
+    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
     blocks = []
     for index, block in enumerate(hf.model.layers):
         att = block.self_attn
-        projections = (att.q_proj, att.k_proj, att.v_proj)
-        w_qkv = torch.cat([p.weight for p in projections]).T.contiguous()
-        biases = [p.bias for p in projections]
-        b_qkv = None if all(b is None for b in biases) else torch.cat(
-            [b if b is not None else torch.zeros(p.out_features, device=w_qkv.device)
-             for b, p in zip(biases, projections, strict=True)])
+        w_qkv, b_qkv = _llama_qkv(att, block.input_layernorm.weight, n_heads, n_kv, d_head)
         window = _window(cfg, index)
         blocks.append(Block(
-            _rms_norm(block.input_layernorm), w_qkv, b_qkv, att.o_proj.weight.T.contiguous(),
-            att.o_proj.bias, _rms_norm(block.post_attention_layernorm), block.mlp,
-            float(att.scaling), (window_override or window) if window is not None else None,
+            _rms_scale(block.input_layernorm), w_qkv, b_qkv, att.o_proj.weight.T.contiguous(),
+            att.o_proj.bias, _rms_scale(block.post_attention_layernorm),
+            _gated_mlp(block.mlp, block.post_attention_layernorm.weight), float(att.scaling),
+            (window_override or window) if window is not None else None,
             {"query": att.q_proj, "key": att.k_proj, "out": att.o_proj}))
-    n_heads = int(cfg.num_attention_heads)
-    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
     embed = hf.model.embed_tokens
-    return Fused(n_heads, int(getattr(cfg, "num_key_value_heads", None) or n_heads), d_head,
-                 int(cfg.hidden_size), int(cfg.max_position_embeddings), embed, _rotary(hf),
-                 blocks, embed.weight.device)
+    return Fused(n_heads, n_kv, d_head, int(cfg.hidden_size), int(cfg.max_position_embeddings),
+                 embed, _rotary(hf), blocks, embed.weight.device)
 
 
 FAMILIES: dict[str, Callable[..., Fused]] = {
@@ -181,4 +234,7 @@ def unsupported_reason(hf: Any) -> str | None:
             return "the MLP is not the gated MLP of the Llama family"
         if getattr(cfg, "pretraining_tp", 1) not in (None, 1):
             return "tensor-parallel pretraining slices (pretraining_tp > 1)"
+        d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        if d_head % 2:
+            return "an odd head size cannot be rotated"
     return None

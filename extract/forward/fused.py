@@ -18,7 +18,6 @@ import torch
 
 from extract.forward.attention import (
     allocate,
-    apply_rotary,
     attend,
     causal_pattern,
     local_mask,
@@ -74,12 +73,14 @@ class FastForward:
         return torch.block_diag(*torch.einsum("hdm,hem->hde", w, w))
 
     def _qkv(self, block: Block, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Queries [b, s, n_heads, d_head], keys and values [b, s, n_kv_heads, d_head]."""
+        """Queries [b, s, n_heads, d_head], keys and values [b, s, n_kv_heads, d_head] and,
+        for rotary models, rotate_half of the queries and the keys."""
         batch, seq, _ = h.shape
         flat = h.reshape(-1, h.shape[-1])
         qkv = flat @ block.w_qkv if block.b_qkv is None else torch.addmm(block.b_qkv, flat,
                                                                           block.w_qkv)
-        widths = [self.n_heads * self.d_head] + [self.n_kv_heads * self.d_head] * 2
+        nq, nk = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
+        widths = [nq, nk, nk] + ([nq, nk] if self.model.rotary is not None else [])
         return tuple(t.reshape(batch, seq, -1, self.d_head)
                      for t in qkv.reshape(batch, seq, -1).split(widths, dim=-1))
 
@@ -101,10 +102,11 @@ class FastForward:
         rotary = self.model.rotary(x) if self.model.rotary is not None else None
         last = self.n_layers - 1
         for index, block in enumerate(self.model.blocks):
-            q, k, v = self._qkv(block, block.norm1(x))
+            q, k, v, *half = self._qkv(block, block.norm1(x))
             self._keep(out, index, query=q, key=k, value=v)
-            if rotary is not None:
-                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            if rotary is not None:   # q cos + rotate_half(q) sin, rotate_half from the weights
+                cos, sin = rotary
+                q, k = torch.addcmul(q * cos, half[0], sin), torch.addcmul(k * cos, half[1], sin)
                 self._keep(out, index, query_rot=q, key_rot=k)
             if index == last and not need_z:
                 break  # keys/queries/values only: the last attention itself is not needed
