@@ -254,9 +254,10 @@ def run_bench(args: argparse.Namespace) -> int:
         stories = [ids for _, ids, _ in load_tagged_dataset(dataset).iter_stories()]
         n_tokens = sum(len(s) for s in stories)
         hf = _hf_model(args.model)
-        shape = (f"{hf.config.model_type}, {hf.config.num_hidden_layers} layers, "
-                 f"{hf.config.num_attention_heads} heads, "
-                 f"{getattr(hf.config, 'num_key_value_heads', None) or '-'} key/value heads")
+        cfg = hf.config
+        heads = cfg.num_attention_heads
+        shape = (f"{cfg.model_type}, {cfg.num_hidden_layers} layers, {heads} heads, "
+                 f"{getattr(cfg, 'num_key_value_heads', None) or heads} key/value heads")
         print(f"{len(stories)} stories, {n_tokens} tokens, model {args.model} ({shape}), "
               f"{torch.get_num_threads()} torch threads")
         bench_plain_hf(hf, stories[:20], 1)                      # warm-up

@@ -222,3 +222,17 @@ def test_rotated_queries_meet_the_keys_of_their_key_value_head(family, family_mo
             pattern = np.exp(scores - scores.max(-1, keepdims=True))
             pattern /= pattern.sum(-1, keepdims=True)
             np.testing.assert_allclose(pattern, want[layer], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bench_baseline_hooks_every_layers_projections(family, family_models):
+    """The seed-style baseline of ``extract bench`` finds the key/query projections and the
+    output projection of every layer, whatever the family."""
+    from extract.bench import hooked_modules
+
+    hf = load_plain(family_models[family])
+    projections, outs = hooked_modules(hf)
+    joint = family in ("gpt2", "gpt_neox")       # one module gives queries, keys and values
+    assert len(projections) == (1 if joint else 2) * 2 and len(outs) == 2
+    layers = [o for _, o, _ in attention_modules(hf)]
+    assert all(any(o is m for m in outs) for o in layers)

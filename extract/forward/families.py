@@ -42,7 +42,8 @@ class Block:
     mlp: Callable[[torch.Tensor], torch.Tensor]
     scale: float
     window: int | None             # local / sliding window, None for global layers
-    modules: dict[str, Any]        # the HF modules: query, key (projections), out
+    modules: dict[str, Any]        # HF modules the check hooks: "query" and "key" projections
+                                   # (or one joint "qkv"), and "out" (the output projection)
 
 
 @dataclass

@@ -58,7 +58,7 @@ class StoreShape:
 
     def heads(self, site: str) -> int:
         """Length of ``site``'s head axis."""
-        return self.n_kv_heads if SITES[site].head_axis == "kv_head" else self.n_heads
+        return int(getattr(self, HEAD_AXES[SITES[site].head_axis]))
 
     def row_shape(self, site: str) -> tuple[int, ...]:
         """Shape of one token's values: (n_layers, heads[, d_head])."""
