@@ -20,7 +20,7 @@ import numpy as np
 from extract.store.integrity import TOKENS_HASH, token_table_hash
 from extract.store.json_attrs import decode_attrs, encode_attrs
 from extract.store.reader import open_store
-from extract.store.schema import SITES, TOKEN_GROUP, TOKEN_TABLE, token_path
+from extract.store.schema import KV_HEAD, SITES, TOKEN_GROUP, TOKEN_TABLE, token_path
 from headprobe.atomic import atomic_file, check_target
 from headprobe.errors import UsageError, opt
 from headprobe.hdf5 import hdf5_image
@@ -30,7 +30,7 @@ from headprobe.manifest import command_line, now_iso
 # Attributes on which every shard must agree.
 AGREE = ("schema_version", "model", "model_weights_sha256", "reinit_seed", "forward_path",
          "tokenizer_vocab_hash", "dataset_vocab_hash", "dataset_n_tokens", "split", "sites",
-         "dtype", "n_layers", "n_heads", "d_head", "tags")
+         "dtype", "n_layers", "n_heads", "n_kv_heads", "d_head", "tags")
 
 
 def _shard_index(attrs: dict, path: Path) -> tuple[int, int]:
@@ -107,6 +107,8 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
             for key, value in ds.attrs.items():
                 vds.attrs[key] = value
         dst[TOKEN_GROUP].attrs.update(src[TOKEN_GROUP].attrs)
+        if KV_HEAD in src:   # per query head, not per row: copied as it is
+            src.copy(src[KV_HEAD], dst, KV_HEAD)
         attrs = decode_attrs(src.attrs)
         attrs.update({
             "n_tokens": total, "rows_written": total, "complete": 1, "shard": "",

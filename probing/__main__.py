@@ -33,7 +33,9 @@ def _add_fit(sub) -> None:
     p.add_argument("--store", help="activation store (python -m extract)")
     p.add_argument("--out", help="results directory to write")
     p.add_argument("--run", help="run directory: read RUN/activations.h5, write RUN/probes")
-    p.add_argument("--sites", default="key,query", help="sites to probe (default key,query)")
+    p.add_argument("--sites", default="key,query",
+                   help="sites to probe: key, query, and key_rot, query_rot where stored "
+                        "(default key,query)")
     p.add_argument("--tagset", default="fine", choices=("fine", "coarse"))
     p.add_argument("--tags", help="comma-separated tags to keep; every other tag becomes OTHER")
     p.add_argument("--merge-verbs", action="store_true",
@@ -89,7 +91,8 @@ def _fit(args: argparse.Namespace) -> int:
               **result.info}
     write_results(out, result.sites, result.layers, result.tags, result.arrays, params,
                   {"inputs": {"store": str(store), "control_store": args.control_store},
-                   "params": params}, overwrite=args.overwrite)
+                   "params": params}, overwrite=args.overwrite, site_heads=result.site_heads,
+                  head_axes=result.head_axes)
     print(f"wrote {out}")
     return 0
 

@@ -57,8 +57,8 @@ def check_control_store(store: Store, control: Store) -> None:
     if control.n_tokens != store.n_tokens:
         raise UsageError(f"control store {control.path} has {control.n_tokens} tokens, the "
                          f"store has {store.n_tokens}; extract both from the same dataset")
-    if (control.n_layers, control.n_heads, control.d_head) != (
-            store.n_layers, store.n_heads, store.d_head):
+    if (control.n_layers, control.n_heads, control.n_kv_heads, control.d_head) != (
+            store.n_layers, store.n_heads, store.n_kv_heads, store.d_head):
         raise UsageError(f"control store {control.path} has a different architecture")
     cols = ["input_id", "story_id", "split"]
     mine, theirs = store.tokens(cols), control.tokens(cols)

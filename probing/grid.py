@@ -38,7 +38,8 @@ from probing.metrics import (
 )
 from probing.solvers import SOLVERS, ProbeFit, fit_probes
 
-VECTOR_SITES = ("key", "query")
+VECTOR_SITES = ("key", "query", "key_rot", "query_rot")
+DEFAULT_SITES = ("key", "query")
 # scores each control adds beside the probe's own, as "<score>_<control>"
 CONTROL_METRICS = ("f1", "macro_f1", "accuracy")
 
@@ -54,7 +55,7 @@ class GridConfig:
     the shuffled labels, the bootstrap and the solver's subsample; jobs: threads.
     """
 
-    sites: tuple[str, ...] = VECTOR_SITES
+    sites: tuple[str, ...] = DEFAULT_SITES
     tagset: str = "fine"
     tags: list[str] | None = None
     merge_verbs: bool = False
@@ -71,7 +72,11 @@ class GridConfig:
 
 @dataclass
 class GridResult:
-    """Arrays of a finished grid (names and shapes as in probing.results)."""
+    """Arrays of a finished grid (names and shapes as in probing.results).
+
+    site_heads: [S] heads probed per site (key/value heads for keys); head_axes: [S] 'head'
+    or 'kv_head'. Cells past a site's heads are padding (see probing.results).
+    """
 
     sites: list[str]
     layers: list[int]
@@ -79,6 +84,8 @@ class GridResult:
     arrays: dict[str, np.ndarray]
     labels: Labels
     info: dict[str, Any] = field(default_factory=dict)
+    site_heads: list[int] = field(default_factory=list)
+    head_axes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -270,7 +277,9 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
     Returns
     -------
     GridResult whose arrays are [S, L, H, K] per tag, [S, L, H] per probe,
-    [S, L, H, K, d_head] for ``coef`` (names as in probing.results).
+    [S, L, H, K, d_head] for ``coef`` (names as in probing.results). H is the largest head
+    count of the sites: keys of a grouped-query model have fewer (key/value) heads than
+    queries, and their cells past ``site_heads[s]`` are NaN (-1 in integer arrays).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     config = _with_controls(config, control_store is not None)
@@ -287,27 +296,40 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
                 control.close()
 
 
+def padded(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An array of padding: NaN for floats, -1 for integers (cells past a site's heads)."""
+    return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else -1, dtype=dtype)
+
+
+def head_axis(store: Store, site: str) -> str:
+    """'kv_head' for a site stored per key/value head of a grouped-query model, else 'head'."""
+    return "kv_head" if store.heads(site) < store.n_heads else "head"
+
+
 def _fit_all(store: Store, control: Store | None, labels: Labels, layers: list[int],
              config: GridConfig, log: Callable[[str], None]) -> GridResult:
     S, L = len(config.sites), len(layers)
+    site_heads = [store.heads(site) for site in config.sites]
     stories = store.tokens(["story_id"], index=labels.test_rows)["story_id"]
     scorer = _Scorer(labels, stories, config.n_boot, config.seed)
     read = _Reader(labels)
     arrays: dict[str, np.ndarray] = {}
     for s, site in enumerate(config.sites):
         for li, layer in enumerate(layers):
-            log(f"probing {site} layer {layer} ({store.n_heads} heads, {labels.n_classes} "
+            log(f"probing {site} layer {layer} ({site_heads[s]} heads, {labels.n_classes} "
                 f"tags, {read.n_train} train / {len(labels.test_y)} test tokens)")
             control_data = read(control, site, layer) if control is not None else None
             got = _score_cells(read(store, site, layer), labels, scorer, config, control_data)
             for name, value in got.items():
                 if name not in arrays:
-                    arrays[name] = np.zeros((S, L, *value.shape), dtype=value.dtype)
-                arrays[name][s, li] = value
+                    arrays[name] = padded((S, L, max(site_heads), *value.shape[1:]),
+                                          value.dtype)
+                arrays[name][s, li, :len(value)] = value
     reference = _selectivity(arrays, config.controls)
     info = {"selectivity_control": reference, "n_train": read.n_train,
             "n_test": int(len(labels.test_y)), "n_test_stories": int(scorer.groups.max()) + 1}
-    return GridResult(list(config.sites), layers, labels.names, arrays, labels, info)
+    return GridResult(list(config.sites), layers, labels.names, arrays, labels, info,
+                      site_heads, [head_axis(store, site) for site in config.sites])
 
 
 def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
@@ -317,8 +339,8 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
     Parameters
     ----------
     store : an open store (``headprobe.open_store``) or its path.
-    site : 'key' or 'query'.
-    layer, head : the head, e.g. 2 and 0 for L2H0.
+    site : 'key' or 'query' (or 'key_rot', 'query_rot' where stored).
+    layer, head : the head, e.g. 2 and 0 for L2H0; for keys a key/value head.
     control_store : a store of the same tokens from a re-initialised model (turns on the
         random-weights control).
     **options : fields of :class:`GridConfig` (tagset, tags, merge_verbs, min_support,
@@ -332,8 +354,9 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
     config = _with_controls(config, control_store is not None)
     with _threads(config), _opened(store) as opened:
         _check_config(opened, config)
-        if not 0 <= head < opened.n_heads:
-            raise UsageError(f"head {head} is outside the store's {opened.n_heads} heads")
+        if not 0 <= head < opened.heads(site):
+            raise UsageError(f"head {head} is outside the store's {opened.heads(site)} heads "
+                             f"of site {site!r}")
         labels = _labels(opened, config)
         stories = opened.tokens(["story_id"], index=labels.test_rows)["story_id"]
         scorer = _Scorer(labels, stories, config.n_boot, config.seed)

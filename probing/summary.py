@@ -29,8 +29,7 @@ def probe_lines(results: ProbeResults, tags: tuple[str, ...] = HEADLINE_TAGS) ->
         best = top_cells(results, tag, k=1)[0]
         shuffled = best.get("f1_shuffled", np.nan)
         extra = f", random weights {best['f1_random']:.2f}" if "f1_random" in best else ""
-        head = head_label(best["layer"], best["head"])
-        lines.append(f"  {tag:<5} best {best['site']:<5} {head:<6}"
+        lines.append(f"  {tag:<5} best {best['site']:<5} {best['cell']:<6}"
                      f" F1 {best['f1']:.2f} (shuffled labels {shuffled:.2f}{extra};"
                      f" {best['support']} test tokens)")
     return lines
