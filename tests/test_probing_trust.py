@@ -193,6 +193,18 @@ def test_planted_head_f1_finds_the_tag_everywhere_selectivity_and_mdl_single_it_
         assert header.split()[2:] == ["F1", "shuffled", "ctl-task", "random", "majority",
                                       "select.", "sel.acc", "compr.", "cmp.rand", "cmp.ctl"]
         assert "F1 minus the control-task F1" in legend and "uniform code length" in legend
+    # the summary ranks the same way; the seed-format export is unchanged by the new arrays
+    run = tmp_path / "run"
+    run.mkdir()
+    out.rename(run / "probes")
+    assert main(["summary", "--run", str(run), "--by", "compression"]) == 0
+    text = capsys.readouterr().out
+    assert "best heads by compression" in text and "key   most compressing L1H2 " in text
+    assert "``    best key   L1H2   F1 1.00 (shuffled labels 0.00, control task " in text
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "exp")]) == 0
+    head = json.loads((tmp_path / "exp" / "key_probes.json").read_text())[1][2]
+    assert list(head) == res.tags + ["accuracy", "macro avg", "weighted avg"]
+    assert head["``"]["f1-score"] == pytest.approx(float(f1[PLANTED]))
 
 
 def test_results_declare_and_explain_every_new_array(planted, tmp_path):
