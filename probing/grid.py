@@ -236,6 +236,7 @@ class _Tasks:
 
 
 def _tasks(store: Store, labels: Labels, config: GridConfig) -> _Tasks:
+    """The scorer, the control-task labels and the MDL portions ``config`` asks for."""
     stories = store.tokens(["story_id"], index=labels.test_rows)["story_id"]
     tasks = _Tasks(labels, _Scorer(labels, stories, config.n_boot, config.seed))
     if "control-task" in config.controls:
