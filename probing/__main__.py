@@ -144,7 +144,8 @@ def _add_ranking(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--by", default="f1", choices=RANKINGS,
                    help="rank by the tag's F1 (default), its selectivity (F1 minus a "
-                        "control's F1) or the probe's MDL compression")
+                        "control's F1), the probe's selectivity-accuracy (accuracy minus a "
+                        "control's, Hewitt & Liang) or the probe's MDL compression")
     p.add_argument("--control", choices=SELECTIVITY_CONTROLS,
                    help="control selectivity is measured against (default: the one the fit "
                         "chose, the control task when it ran)")

@@ -10,7 +10,9 @@ from headprobe.heads import head_label
 from probing.controls import SELECTIVITY_CONTROLS
 from probing.results import ProbeResults
 
-RANKINGS = ("f1", "selectivity", "compression")
+# what cells can be ranked by -> the row key of its value
+RANKINGS = {"f1": "f1", "selectivity": "selectivity",
+            "selectivity-accuracy": "selectivity_accuracy", "compression": "compression"}
 # per-tag F1 of each control: (array, column title, what it is)
 CONTROL_COLUMNS = {
     "shuffled": ("f1_shuffled", "shuffled", "F1 of the same probe fitted on shuffled labels"),
@@ -52,7 +54,7 @@ def _check(results: ProbeResults, by: str, control: str | None, k: int) -> str |
         raise UsageError(f"{results.path} holds no MDL results; fit with {opt('mdl')}")
     control = control or results.attrs.get("selectivity_control")
     if control is None or control not in results.controls:
-        if by == "selectivity" or control is not None:
+        if by.startswith("selectivity") or control is not None:
             raise UsageError(f"{results.path} holds no {control or 'control'} F1 to measure "
                              f"selectivity against (have {', '.join(results.controls) or 'none'})")
         return None
@@ -76,9 +78,10 @@ def top_cells(results: ProbeResults, tag: str, sites: list[str] | None = None, k
     """The ``k`` best cells for ``tag``, best first.
 
     by: 'f1' (the tag's F1), 'selectivity' (its F1 minus that of ``control``, by default
-    the results' ``selectivity_control``) or 'compression' (MDL, the whole probe). Each
-    cell is a dict with site, layer (the model layer), head, support, ``value`` (what it
-    was ranked by), ``control`` and the COLUMNS the results hold.
+    the results' ``selectivity_control``), 'selectivity-accuracy' (the probe's accuracy
+    minus the control's, Hewitt & Liang's selectivity) or 'compression' (MDL, the whole
+    probe). Each cell is a dict with site, layer (the model layer), head, support,
+    ``value`` (what it was ranked by), ``control`` and the COLUMNS the results hold.
     """
     control = _check(results, by, control, k)
     t = results.tag_index(tag)
@@ -93,7 +96,7 @@ def top_cells(results: ProbeResults, tag: str, sites: list[str] | None = None, k
                 for key, value in values.items():
                     cell = value[s, li, h]
                     row[key] = float(cell[t] if cell.ndim else cell)
-                row["value"] = row[by]
+                row["value"] = row[RANKINGS[by]]
                 rows.append(row)
     rows.sort(key=lambda r: (-r["value"], r["site"], r["layer"], r["head"]))
     return rows[:k]
@@ -105,6 +108,7 @@ def format_top(rows: list[dict], tag: str, by: str = "f1") -> str:
     control = rows[0]["control"] if rows else None
     against = CONTROL_NAMES.get(control, control)
     ranking = {"f1": "test F1", "selectivity": f"selectivity against the {against} control",
+               "selectivity-accuracy": f"accuracy selectivity against the {against} control",
                "compression": "MDL compression"}[by]
     lines = [f"tag {tag}: best cells by {ranking} (support {rows[0]['support'] if rows else 0})",
              "  ".join(["site ", "cell  "] + [f"{title:>8}" for _, title, _ in keys])]

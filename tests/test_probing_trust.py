@@ -185,7 +185,7 @@ def test_planted_head_f1_finds_the_tag_everywhere_selectivity_and_mdl_single_it_
     np.testing.assert_allclose(a["codelength_blocks"].sum(-1), a["codelength"])
     np.testing.assert_allclose(a["compression"], a["uniform_codelength"] / a["codelength"])
     capsys.readouterr()
-    for by in ("selectivity", "compression"):
+    for by in ("selectivity", "selectivity-accuracy", "compression"):
         assert main(["top", "--results", str(out), "--tag", "``", "--by", by, "-k", "2"]) == 0
         table, legend = capsys.readouterr().out.split("\n\n")
         header, row = table.splitlines()[1:3]
