@@ -244,7 +244,8 @@ class _Tasks:
 
 def _tasks(store: Store, labels: Labels, config: GridConfig) -> _Tasks:
     """The scorer, the control-task labels and the MDL portions ``config`` asks for."""
-    stories = store.tokens(["story_id"], index=labels.test_rows)["story_id"]
+    # windows of one story (datasets_build max_tokens) stay together when resampled
+    stories = store.tokens(["parent_id"], index=labels.test_rows)["parent_id"]
     tasks = _Tasks(labels, _Scorer(labels, stories, config.n_boot, config.seed))
     if "control-task" in config.controls:
         tokenizer = None
@@ -263,7 +264,7 @@ def _tasks(store: Store, labels: Labels, config: GridConfig) -> _Tasks:
         tasks.control_y = control_task_labels(types[:n_train], types[n_train:],
                                               labels.train_y, labels.n_classes, config.seed)
     if config.mdl:
-        train_stories = store.tokens(["story_id"], index=labels.train_rows)["story_id"]
+        train_stories = store.tokens(["parent_id"], index=labels.train_rows)["parent_id"]
         tasks.portions = plan_portions(train_stories, config.seed)
     return tasks
 

@@ -270,13 +270,16 @@ def write_store(path: str | Path, token_table: dict[str, np.ndarray],
                 chunk_rows: int | None = None) -> Path:
     """Write a whole store in one call (small stores, tests).
 
-    token_table: column -> [n_tokens] (missing columns are filled: -1 for char spans, 0 else);
+    token_table: column -> [n_tokens] (missing columns are filled: parent_id with story_id,
+    -1 for char spans, 0 else);
     arrays: site -> [n_tokens, n_layers, heads(, d_head)] (heads: n_kv_heads for keys and
     values, n_heads otherwise; attrs["architecture"] fills in what the arrays do not show).
     """
     n = len(next(iter(token_table.values())))
+    filled = {"parent_id": token_table.get("story_id", np.zeros(n))}
     table = {k: np.asarray(token_table[k]) if k in token_table
-             else np.full(n, -1 if k.startswith("char_") else 0) for k in TOKEN_TABLE}
+             else filled.get(k, np.full(n, -1 if k.startswith("char_") else 0))
+             for k in TOKEN_TABLE}
     arch = _arch_of(arrays, (attrs or {}).get("architecture", {}))
     writer = create_store(path, n, arch, list(arrays), dtype, attrs, tags, chunk_rows)
     writer.write_tokens(table)
