@@ -10,8 +10,16 @@ import h5py
 import numpy as np
 
 from datasets_build.dataset import SPLITS
+from datasets_build.tagsets import tag_bits
 from extract.store.json_attrs import decode_attrs
-from extract.store.schema import SCHEMA, SCHEMA_VERSION, SITES, TOKEN_TABLE, token_path
+from extract.store.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    SITES,
+    TAG_SETS,
+    TOKEN_TABLE,
+    token_path,
+)
 from headprobe.errors import UsageError, opt
 
 
@@ -67,9 +75,14 @@ class Store:
             raise KeyError(f"unknown token column {name!r}; have {', '.join(TOKEN_TABLE)}")
         if name not in self._columns:
             path = token_path(name)
-            if name == "parent_id" and path not in self.file:  # written before windows
-                path = token_path("story_id")
-            self._columns[name] = self.file[path][()]
+            if path in self.file:
+                self._columns[name] = self.file[path][()]
+            elif name == "parent_id":  # written before windows
+                self._columns[name] = self._column("story_id")
+            elif name in TAG_SETS:  # written before tag sets: a token's set is its one tag
+                self._columns[name] = tag_bits(self._column(TAG_SETS[name]))
+            else:
+                raise KeyError(f"{self.path} has no token column {name!r}")
         return self._columns[name]
 
     def tokens(self, columns: Sequence[str] | None = None,

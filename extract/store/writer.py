@@ -16,6 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from datasets_build.tagsets import tag_bits
 from extract.store.codec import (
     DEFAULT_COMPRESSION,
     TOKEN_TABLE_FILTER,
@@ -32,6 +33,7 @@ from extract.store.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     SITES,
+    TAG_SETS,
     TOKEN_GROUP,
     TOKEN_GROUP_DESCRIPTION,
     TOKEN_TABLE,
@@ -244,12 +246,16 @@ def write_store(path: str | Path, token_table: dict[str, np.ndarray],
                 chunk_rows: int | None = None) -> Path:
     """Write a whole store in one call (small stores, tests).
 
-    token_table: column -> [n_tokens] (missing columns are filled: -1 for char spans, 0 else);
-    arrays: site -> [n_tokens, n_layers, n_heads(, d_head)].
+    token_table: column -> [n_tokens] (missing columns are filled: -1 for char spans, the
+    token's one tag for tag sets, 0 else); arrays: site -> [n_tokens, n_layers, n_heads(,
+    d_head)].
     """
     n = len(next(iter(token_table.values())))
     table = {k: np.asarray(token_table[k]) if k in token_table
              else np.full(n, -1 if k.startswith("char_") else 0) for k in TOKEN_TABLE}
+    for sets, tag in TAG_SETS.items():
+        if sets not in token_table:
+            table[sets] = tag_bits(table[tag])
     some = next(iter(arrays.values()))
     vec = next((a for s, a in arrays.items() if SITES[s].kind == "vector"), None)
     arch = {"n_layers": some.shape[1], "n_heads": some.shape[2],
