@@ -36,6 +36,15 @@ from probing.metrics import (
     group_counts,
     scores_from_counts,
 )
+from probing.multilabel import (
+    OneVsRest,
+    SetScorer,
+    TagSets,
+    check_store,
+    fit_one_vs_rest,
+    majority_sets,
+    tag_sets,
+)
 from probing.solvers import SOLVERS, ProbeFit, fit_probes
 
 VECTOR_SITES = ("key", "query")
@@ -51,7 +60,8 @@ class GridConfig:
     min_support, exclude: how tags fold into classes (see probing.labels); solver: 'fast'
     or 'sklearn'; controls: among probing.controls.CONTROLS; layers: model layers (None:
     all); C: inverse L2 strength; n_boot: bootstrap resamples of test stories; seed: seeds
-    the shuffled labels, the bootstrap and the solver's subsample; jobs: threads.
+    the shuffled labels, the bootstrap and the solver's subsample; jobs: threads;
+    multilabel: one-vs-rest probes per tag on the tags each token covers (probing.multilabel).
     """
 
     sites: tuple[str, ...] = VECTOR_SITES
@@ -67,6 +77,7 @@ class GridConfig:
     n_boot: int = 1000
     seed: int = 0
     jobs: int = 1
+    multilabel: bool = False
 
 
 @dataclass
@@ -77,7 +88,7 @@ class GridResult:
     layers: list[int]
     tags: list[str]
     arrays: dict[str, np.ndarray]
-    labels: Labels
+    labels: Labels | TagSets
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,8 +96,9 @@ class GridResult:
 class HeadProbe:
     """The probe of one head, fitted on the train split and scored on the test split.
 
-    site, layer, head: the cell; tags: [K] class names; coef: [K, d_head] and intercept:
-    [K] act on raw stored vectors (``logits = x @ coef.T + intercept``); metrics: scores
+    site, layer, head: the cell; tags: [K] class names (multilabel: probed tags); coef:
+    [K, d_head] and intercept: [K] act on raw stored vectors (``logits = x @ coef.T +
+    intercept``; multilabel: one binary logit per tag); metrics: scores
     named as the arrays of probing.results, per tag ([K]: ``precision``, ``recall``,
     ``f1``, ``support``, ``f1_shuffled``, ``f1_lo``, ...) or per probe (floats:
     ``macro_f1``, ``accuracy``, ``macro_f1_shuffled``, ...); labels: the tokens and classes.
@@ -99,21 +111,30 @@ class HeadProbe:
     coef: np.ndarray
     intercept: np.ndarray
     metrics: dict[str, Any]
-    labels: Labels
+    labels: Labels | TagSets
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logits [n, K] of raw stored vectors X [n, d_head]."""
         return np.asarray(X, dtype=np.float64) @ self.coef.T + self.intercept
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted class ids [n] (indices into ``tags``) of vectors X [n, d_head]."""
-        return self.decision_function(X).argmax(-1)
+        """Predicted class ids [n] (indices into ``tags``) of vectors X [n, d_head];
+        multilabel: bool [n, K], the token covers each tag."""
+        logits = self.decision_function(X)
+        return logits > 0 if isinstance(self.labels, TagSets) else logits.argmax(-1)
 
 
-def _labels(store: Store, config: GridConfig) -> Labels:
+def _labels(store: Store, config: GridConfig) -> Labels | TagSets:
     if config.tagset not in ("fine", "coarse"):
         raise UsageError(f"unknown tag set {config.tagset!r}; choose fine or coarse")
     table = store.tokens([f"{config.tagset}_tag", "split"])
+    if config.multilabel:
+        check_store(store)
+        return tag_sets(store.tokens([f"{config.tagset}_tags"])[f"{config.tagset}_tags"],
+                        table[f"{config.tagset}_tag"], table["split"],
+                        store.tags[config.tagset], merge_verbs=config.merge_verbs,
+                        keep=config.tags, min_support=config.min_support,
+                        exclude=config.exclude)
     return fold_tags(table[f"{config.tagset}_tag"], table["split"], store.tags[config.tagset],
                      merge_verbs=config.merge_verbs, keep=config.tags,
                      min_support=config.min_support, exclude=config.exclude)
@@ -189,13 +210,23 @@ class _Reader:
                 np.ascontiguousarray(data[:, self.n_train:]))
 
 
-def _fit(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig) -> ProbeFit:
+def _scorer(labels: Labels | TagSets, stories: np.ndarray, config: GridConfig
+            ) -> _Scorer | SetScorer:
+    scorer = SetScorer if isinstance(labels, TagSets) else _Scorer
+    return scorer(labels, stories, config.n_boot, config.seed)
+
+
+def _fit(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig
+         ) -> ProbeFit | OneVsRest:
+    if y.ndim == 2:  # tag sets: one binary probe per tag
+        return fit_one_vs_rest(X, y, solver=config.solver, C=config.C, n_jobs=config.jobs,
+                               seed=config.seed)
     return fit_probes(X, y, n_classes, solver=config.solver, C=config.C, n_jobs=config.jobs,
                       seed=config.seed)
 
 
-def _score_cells(data: tuple[np.ndarray, np.ndarray], labels: Labels, scorer: _Scorer,
-                 config: GridConfig,
+def _score_cells(data: tuple[np.ndarray, np.ndarray], labels: Labels | TagSets,
+                 scorer: _Scorer | SetScorer, config: GridConfig,
                  control_data: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> dict[str, np.ndarray]:
     """Fit the probes of c cells and score them and the controls ``config`` asks for.
@@ -218,8 +249,9 @@ def _score_cells(data: tuple[np.ndarray, np.ndarray], labels: Labels, scorer: _S
         control_scores["random"] = scorer(_fit(c_train, labels.train_y, K, config)
                                           .predict(c_test))
     if "majority" in controls:
-        pred = majority_predictions(labels.train_y, len(labels.test_y))
-        control_scores["majority"] = scorer(np.tile(pred, (len(train), 1)))
+        majority = majority_sets if isinstance(labels, TagSets) else majority_predictions
+        pred = majority(labels.train_y, len(labels.test_y))
+        control_scores["majority"] = scorer(np.broadcast_to(pred, (len(train), *pred.shape)))
     for name, got in control_scores.items():
         out.update({f"{metric}_{name}": got[metric] for metric in CONTROL_METRICS})
     return out
@@ -287,11 +319,11 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
                 control.close()
 
 
-def _fit_all(store: Store, control: Store | None, labels: Labels, layers: list[int],
+def _fit_all(store: Store, control: Store | None, labels: Labels | TagSets, layers: list[int],
              config: GridConfig, log: Callable[[str], None]) -> GridResult:
     S, L = len(config.sites), len(layers)
     stories = store.tokens(["story_id"], index=labels.test_rows)["story_id"]
-    scorer = _Scorer(labels, stories, config.n_boot, config.seed)
+    scorer = _scorer(labels, stories, config)
     read = _Reader(labels)
     arrays: dict[str, np.ndarray] = {}
     for s, site in enumerate(config.sites):
@@ -336,7 +368,7 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
             raise UsageError(f"head {head} is outside the store's {opened.n_heads} heads")
         labels = _labels(opened, config)
         stories = opened.tokens(["story_id"], index=labels.test_rows)["story_id"]
-        scorer = _Scorer(labels, stories, config.n_boot, config.seed)
+        scorer = _scorer(labels, stories, config)
         read = _Reader(labels)
         control_data = None
         if control_store is not None:

@@ -104,8 +104,13 @@ class ProbeResults:
 
 def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags: list[str],
                   arrays: dict[str, np.ndarray], attrs: dict[str, Any],
-                  manifest: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write RESULTS/probes.h5 and RESULTS/manifest.json atomically; return the directory."""
+                  manifest: dict[str, Any], overwrite: bool = False,
+                  descriptions: dict[str, str] | None = None) -> Path:
+    """Write RESULTS/probes.h5 and RESULTS/manifest.json atomically; return the directory.
+
+    descriptions: what arrays mean where it differs from DESCRIPTIONS (one-vs-rest probes).
+    """
+    described = {**DESCRIPTIONS, **(descriptions or {})}
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         with h5py.File(tmp / RESULTS_FILE, "w") as f:
             f.attrs["format"] = FORMAT
@@ -121,7 +126,7 @@ def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags
                 ds.attrs["dims"] = ("site, layer, head, tag, d_head" if name == "coef" else
                                     "site, layer, head, tag" if np.ndim(value) == 4 else
                                     "site, layer, head")
-                ds.attrs["description"] = DESCRIPTIONS.get(name, name)
+                ds.attrs["description"] = described.get(name, name)
         write_json(tmp / "manifest.json", {**base_manifest("probing fit"), "format": FORMAT,
                                            "format_version": FORMAT_VERSION, **manifest})
     return Path(out_dir)

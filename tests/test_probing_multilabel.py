@@ -1,0 +1,131 @@
+"""One-vs-rest probes on tag sets: folding, a planted signal, the CLI and the shared store."""
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from datasets_build.tagsets import has_tag, tag_bits
+from extract.store import open_store, write_store
+from headprobe.cli import run_main
+from headprobe.errors import UsageError
+from probing.__main__ import main
+from probing.grid import GridConfig, fit_probe, run_grid
+from probing.multilabel import DESCRIPTIONS, tag_sets
+from probing.results import read_results
+from probing.top import top_cells
+
+FINE = ["BOS", "NN", "VBD", "VBZ", ".", "''"]
+TAGS = {"fine": FINE, "coarse": FINE}
+
+
+def sets_of(*names):
+    return np.bitwise_or.reduce(tag_bits(np.array([FINE.index(n) for n in names])))
+
+
+def test_tag_sets_fold_like_the_multiclass_labels():
+    rows = [("BOS",), ("NN",), ("VBD",), ("VBZ", "NN"), (".", "''"), ("''",), (".",), ("NN",)]
+    sets = np.array([sets_of(*r) for r in rows * 2], dtype=np.uint64)
+    own = np.array([FINE.index(r[0]) for r in rows * 2])
+    split = np.repeat([0, 1], len(rows))
+    got = tag_sets(sets, own, split, FINE)
+    assert got.names == ["NN", "VBD", "VBZ", ".", "''"] and got.excluded == ["BOS"]
+    assert got.train_rows.tolist() == list(range(1, 8))
+    assert got.train_y[:, got.names.index("''")].tolist() == [0, 0, 0, 1, 1, 0, 0]
+    assert got.train_y[:, got.names.index("NN")].tolist() == [1, 0, 1, 0, 0, 0, 1]
+    merged = tag_sets(sets, own, split, FINE, merge_verbs=True, min_support=2)
+    assert merged.names == ["NN", "VB", ".", "''"] and merged.folded == {"VBD": "VB",
+                                                                          "VBZ": "VB"}
+    assert merged.train_y[:, 1].tolist() == [0, 1, 1, 0, 0, 0, 0]
+    kept = tag_sets(sets, own, split, FINE, keep=["''"])
+    assert kept.names == ["''"] and set(kept.not_probed) == {"NN", "VBD", "VBZ", "."}
+    assert tag_sets(sets, own, split, FINE, min_support=3).names == ["NN"]
+    with pytest.raises(UsageError, match="not present"):
+        tag_sets(sets, own, split, FINE, keep=["DT"])
+    with pytest.raises(UsageError, match="enough training tokens"):
+        tag_sets(sets, own, split, FINE, min_support=5)
+    with pytest.raises(UsageError, match="test split has no tokens"):
+        tag_sets(sets, own, np.zeros_like(split), FINE)
+
+
+def _store(path, n_stories=24, seed=0, manifest=None):
+    """Tokens tagged NN, VBD, '.' or "''"; a third of the '.' tokens also cover "''" (".\\"").
+    Head (1, 2) of the keys encodes "covers ''", head (0, 1) "covers '.'"."""
+    rng = np.random.default_rng(seed)
+    per = 20
+    n = n_stories * per
+    story = np.repeat(np.arange(n_stories), per)
+    position = np.tile(np.arange(per), n_stories)
+    own = rng.choice([1, 2, 4, 5], n, p=[0.4, 0.3, 0.2, 0.1])
+    own[position == 0] = 0
+    sets = tag_bits(own)
+    fused = (own == 4) & (rng.uniform(size=n) < 0.35)
+    sets[fused] |= tag_bits(np.array([5]))[0]
+    keys = rng.normal(size=(n, 2, 3, 4)).astype(np.float32)
+    keys[:, 1, 2, 0] += 4 * has_tag(sets, 5)
+    keys[:, 0, 1, 1] += 4 * has_tag(sets, 4)
+    table = {"input_id": own + 10, "story_id": story, "position": position, "fine_tag": own,
+             "coarse_tag": own, "fine_tags": sets, "coarse_tags": sets,
+             "split": story >= n_stories * 3 // 4}
+    attrs = {"dataset_manifest": manifest} if manifest else None
+    return write_store(path, table, {"key": keys, "query": keys[:, ::-1].copy()},
+                       attrs=attrs, tags=TAGS, dtype="float32")
+
+
+def test_one_vs_rest_grid_finds_the_planted_heads(tmp_path):
+    store = _store(tmp_path / "a.h5")
+    res = run_grid(store, GridConfig(sites=("key",), multilabel=True, n_boot=100),
+                   log=lambda msg: None)
+    a, close, period = res.arrays, res.tags.index("''"), res.tags.index(".")
+    assert res.tags == ["NN", "VBD", ".", "''"] and a["coef"].shape == (1, 2, 3, 4, 4)
+    assert a["f1"][0, 1, 2, close] > 0.9 and a["f1"][0, 0, 1, period] > 0.9
+    others = np.delete(a["f1"][0, :, :, close].ravel(), 5)
+    assert others.max() < 0.5 and a["f1_shuffled"][0, 1, 2, close] < 0.5
+    assert (a["f1_majority"][0, :, :, close] == 0).all()
+    assert (a["f1_lo"] <= a["f1"] + 1e-9).all() and (a["f1"] <= a["f1_hi"] + 1e-9).all()
+    # the scores are those of the stored probes' predictions on the test tokens
+    with open_store(store) as opened:
+        rows = res.labels.test_rows
+        X = opened.read("key", 1, 2, index=rows)
+    pred = X @ a["coef"][0, 1, 2].T + a["intercept"][0, 1, 2] > 0
+    truth = res.labels.test_y
+    assert a["support"][0, 1, 2].tolist() == truth.sum(0).tolist()
+    np.testing.assert_allclose(a["f1"][0, 1, 2], f1_score(truth, pred, average=None))
+    assert a["accuracy"][0, 1, 2] == pytest.approx((pred == truth).all(1).mean())
+    one = fit_probe(store, "key", 1, 2, multilabel=True, n_boot=100)
+    assert one.predict(X).shape == truth.shape and (one.predict(X) == pred).mean() > 0.99
+    np.testing.assert_allclose(one.metrics["f1"], a["f1"][0, 1, 2], atol=1e-6)
+
+
+def test_multilabel_from_the_command_line(tmp_path, capsys):
+    store = _store(tmp_path / "a.h5")
+    out = tmp_path / "probes"
+    assert main(["fit", "--store", str(store), "--out", str(out), "--multilabel", "--tags",
+                 "'',.", "--bootstrap", "50", "--sites", "key"]) == 0
+    res = read_results(out)
+    assert res.tags == [".", "''"] and res.attrs["multilabel"] is True
+    assert res.attrs["not_probed_tags"] == ["NN", "VBD"]
+    best = top_cells(res, "''", k=1)[0]
+    assert (best["layer"], best["head"]) == (1, 2) and best["f1"] > 0.9
+    with h5py.File(out / "probes.h5") as f:
+        assert f["accuracy"].attrs["description"] == DESCRIPTIONS["accuracy"]
+    capsys.readouterr()
+    old = _store(tmp_path / "old.h5", manifest={"format": "headprobe-dataset",
+                                                 "format_version": 2})
+    code = run_main(main, ["fit", "--store", str(old), "--out", str(tmp_path / "no"),
+                           "--multilabel"], prog="python -m probing")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "rebuild it" in err
+    assert not (tmp_path / "no").exists()
+
+
+def test_shared_store_gives_both_quotation_marks_a_probe(shared_store):
+    res = run_grid(shared_store, GridConfig(tags=["``", "''"], layers=[2], multilabel=True,
+                                            n_boot=50), log=lambda msg: None)
+    with open_store(shared_store) as store:
+        t = store.tokens(["fine_tags", "split"])
+    for k, tag in enumerate(res.tags):
+        held = has_tag(t["fine_tags"], store.tags["fine"].index(tag)) & (t["split"] == 1)
+        assert (res.arrays["support"][..., k] == held.sum()).all() and held.sum() > 0
+        best = np.unravel_index(res.arrays["f1"][0, 0, :, k].argmax(), (16,))
+        assert res.arrays["f1"][0, 0, best, k] > res.arrays["f1_shuffled"][0, 0, best, k]
