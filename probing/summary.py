@@ -42,6 +42,8 @@ def _quote(r: StudyResults) -> str:
             f"inside quotes (paired t {b['t_stat']:.1f})")
     if "attn_to_open" in b:
         text += f", attention to the opening mark {b['attn_to_open']:.2f}"
+    if "attn_to_close" in b:
+        text += f", to the closing mark once it appears {b['attn_to_close']:.2f}"
     return text
 
 
