@@ -36,15 +36,8 @@ from probing.metrics import (
     group_counts,
     scores_from_counts,
 )
-from probing.multilabel import (
-    OneVsRest,
-    SetScorer,
-    TagSets,
-    check_store,
-    fit_one_vs_rest,
-    majority_sets,
-    tag_sets,
-)
+from probing.multilabel import SetScorer, TagSets, check_store, majority_sets, tag_sets
+from probing.one_vs_rest import OneVsRest, fit_one_vs_rest
 from probing.solvers import SOLVERS, ProbeFit, fit_probes
 
 VECTOR_SITES = ("key", "query")

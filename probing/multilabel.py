@@ -26,7 +26,6 @@ from datasets_build.tagsets import tag_matrix
 from headprobe.errors import UsageError
 from probing.labels import DEFAULT_EXCLUDE, VERB_TAGS
 from probing.metrics import bootstrap_f1, bootstrap_weights, scores_from_counts
-from probing.solvers import fit_probes
 
 # What the per-cell and control arrays mean for one-vs-rest probes, where it differs
 # from probing.results.DESCRIPTIONS.
@@ -134,40 +133,6 @@ def tag_sets(sets: np.ndarray, tag_ids: np.ndarray, split: np.ndarray, tag_names
                   and target[i] not in kept]
     return TagSets(kept, train, Y[train][:, probed], test, Y[test][:, probed], folded,
                    excluded, not_probed)
-
-
-@dataclass
-class OneVsRest:
-    """Fitted one-vs-rest probes of ``n_cells`` cells: coef [n_cells, K, d], intercept
-    [n_cells, K] (raw feature space; the logit of tag k is ``x @ coef[k] + intercept[k]``),
-    n_iter [n_cells] (most solver iterations over the tags)."""
-
-    coef: np.ndarray
-    intercept: np.ndarray
-    n_iter: np.ndarray
-
-    def decision(self, X: np.ndarray) -> np.ndarray:
-        """Logits [n_cells, n, K] for raw vectors X [n_cells, n, d]."""
-        return np.einsum("cnd,ckd->cnk", X, self.coef) + self.intercept[:, None, :]
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Bool [n_cells, n, K]: the token covers each tag (logit > 0)."""
-        return self.decision(X) > 0
-
-
-def fit_one_vs_rest(X: np.ndarray, Y: np.ndarray, solver: str = "fast", C: float = 1.0,
-                    n_jobs: int = 1, seed: int = 0) -> OneVsRest:
-    """One binary probe per tag and cell: X [n_cells, n, d], Y bool [n, K]."""
-    coef = np.zeros((X.shape[0], Y.shape[1], X.shape[2]))
-    intercept = np.zeros((X.shape[0], Y.shape[1]))
-    n_iter = np.zeros(X.shape[0], dtype=np.int64)
-    for k in range(Y.shape[1]):
-        fit = fit_probes(X, Y[:, k].astype(np.int64), 2, solver=solver, C=C, n_jobs=n_jobs,
-                         seed=seed)
-        coef[:, k] = fit.coef[:, 1] - fit.coef[:, 0]
-        intercept[:, k] = fit.intercept[:, 1] - fit.intercept[:, 0]
-        n_iter = np.maximum(n_iter, fit.n_iter)
-    return OneVsRest(coef, intercept, n_iter)
 
 
 def majority_sets(train_y: np.ndarray, n_test: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from headprobe.errors import UsageError
 from probing.__main__ import main
 from probing.grid import GridConfig, fit_probe, run_grid
 from probing.multilabel import DESCRIPTIONS, tag_sets
+from probing.one_vs_rest import fit_one_vs_rest
 from probing.results import read_results
 from probing.top import top_cells
 
@@ -129,3 +130,24 @@ def test_shared_store_gives_both_quotation_marks_a_probe(shared_store):
         assert (res.arrays["support"][..., k] == held.sum()).all() and held.sum() > 0
         best = np.unravel_index(res.arrays["f1"][0, 0, :, k].argmax(), (16,))
         assert res.arrays["f1"][0, 0, best, k] > res.arrays["f1_shuffled"][0, 0, best, k]
+
+
+@pytest.mark.parametrize("n_sub", [4096, 64])  # all rows, or a warm start on a subsample
+def test_fast_one_vs_rest_reaches_the_sklearn_optimum(tmp_path, n_sub):
+    store = _store(tmp_path / "a.h5")
+    with open_store(store) as opened:
+        t = opened.tokens(["fine_tag", "fine_tags", "split"])
+        labels = tag_sets(t["fine_tags"], t["fine_tag"], t["split"], FINE)
+        X = opened.read_layer("key", 1, index=labels.train_rows).transpose(1, 0, 2)
+    Y = labels.train_y
+    fast = fit_one_vs_rest(X, Y, n_sub=n_sub)
+    ref = fit_one_vs_rest(X, Y, solver="sklearn")
+    assert fast.coef.shape == ref.coef.shape == (3, Y.shape[1], 4)
+
+    def objective(fit):  # scikit-learn's: mean log-loss + ||w||^2 / (2 C n), standardised w
+        z = fit.decision(X)
+        w = fit.coef * X.std(1)[:, None, :]
+        return (np.logaddexp(0, z) - Y * z).mean(1) + (w ** 2).sum(-1) / (2 * len(Y))
+
+    np.testing.assert_allclose(objective(fast), objective(ref), atol=1e-5)
+    assert (fast.predict(X) == ref.predict(X)).mean() > 0.995
