@@ -37,9 +37,11 @@ from datasets_build.tagging import (
     tag_vocabularies,
 )
 from datasets_build.tagsets import check_vocabularies
+from datasets_build.textfiles import check_decode_errors
 from datasets_build.windows import Cutter, Windows, boundaries, known_context, long_story_points
 from headprobe.atomic import atomic_dir, check_target
 from headprobe.errors import UsageError, opt
+from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest
 from headprobe.tokenization import bos_id, load_tokenizer, vocab_hash
 from headprobe.tokenization.bpe import cached_bpe
@@ -159,6 +161,7 @@ class BuildOptions:
     verbose: bool = False
     tagset: str = "pos"
     max_tokens: int | None = None
+    decode_errors: str = "strict"
     align: str = DEFAULT_RULE
 
     def __post_init__(self) -> None:
@@ -169,7 +172,11 @@ class BuildOptions:
         if self.tagset not in TAGSETS:
             raise UsageError(f"unknown {opt('tagset')} {self.tagset!r}; choose from "
                              f"{', '.join(TAGSETS)}")
-        self.out = check_target(self.out, self.overwrite)
+        if self.tagset == "structure" and not chatlog.is_chat_source(self.source):
+            raise UsageError(f"{opt('tagset', 'structure')} tags the fields of a chat log, and "
+                             f"{self.source!r} is not one; use chat:PATH or chatgen:N")
+        check_decode_errors(self.decode_errors)
+        self.out = check_target(self.out, self.overwrite, "directory")
 
 
 @dataclass
@@ -287,8 +294,15 @@ def build_manifest(opts: BuildOptions, source: Source, tokenizer: BuildTokenizer
 
 
 def run_build(opts: BuildOptions) -> Path:
+    """Build the dataset of ``opts`` as the only writer of its output; return its path."""
+    with output_lock(opts.out):
+        return _build(opts)
+
+
+def _build(opts: BuildOptions) -> Path:
     """Read, tag, tokenize, align, split and write the dataset of ``opts``; return its path."""
-    source = open_source(opts.source, split=opts.split, limit=opts.limit)
+    source = open_source(opts.source, split=opts.split, limit=opts.limit,
+                         decode_errors=opts.decode_errors)
     texts, dropped = collect_stories(source, opts.limit)
     tokenizer = prepare_tokenizer(opts, source, texts)
     nlp, vocab = open_tagger(opts)
@@ -325,7 +339,8 @@ def build_dataset(source: str, tokenizer: str | None, out: str | Path, limit: in
                   batch_size: int = DEFAULT_BATCH_SIZE, n_process: int = 1,
                   overwrite: bool = False, prepend_bos: bool = True, split: str = "validation",
                   verbose: bool = False, tagset: str = "pos",
-                  max_tokens: int | None = None, align: str = DEFAULT_RULE) -> Path:
+                  max_tokens: int | None = None, decode_errors: str = "strict",
+                  align: str = DEFAULT_RULE) -> Path:
     """Build the tagged dataset of ``source`` into directory ``out``; return ``out``.
 
     source: demo:N, chat:PATH, chatgen:N, a .txt/.jsonl/.parquet file or a Hugging Face
@@ -333,16 +348,18 @@ def build_dataset(source: str, tokenizer: str | None, out: str | Path, limit: in
     which then train a cached BPE); limit: first N non-empty stories; split: the hub
     dataset split; tagset: "pos" (spaCy) or "structure" (chat fields); max_tokens: cut
     stories longer than this many tokens (BOS included) into windows of whole sentences
-    (default: the model's context when the tokenizer or its config.json says it); align:
-    which covered spaCy token a model token takes its tags from (first, last, mid or
-    priority; see datasets_build.align). ``verbose`` shows progress bars and prints the
-    alignment statistics, with what each rule changes against ``first``, to stderr.
+    (default: the model's context when the tokenizer or its config.json says it);
+    decode_errors: "strict" refuses text files that are not UTF-8, "replace" replaces
+    their invalid bytes with U+FFFD; align: which covered spaCy token a model token takes
+    its tags from (first, last, mid or priority; see datasets_build.align).
+    ``verbose`` shows progress bars and prints the alignment statistics, with what each
+    rule changes against ``first``, to stderr.
     """
     return run_build(BuildOptions(
         source, tokenizer, Path(out), limit=limit, test_fraction=test_fraction, seed=seed,
         spacy_model=spacy_model, batch_size=batch_size, n_process=n_process,
         overwrite=overwrite, prepend_bos=prepend_bos, split=split, verbose=verbose,
-        tagset=tagset, max_tokens=max_tokens, align=align))
+        tagset=tagset, max_tokens=max_tokens, decode_errors=decode_errors, align=align))
 
 
 def format_stats(manifest: dict[str, Any]) -> str:

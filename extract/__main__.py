@@ -3,7 +3,7 @@
     python -m extract --dataset DIR --model MODEL --out FILE.h5 [options]
     python -m extract --run runs/NAME [options]
     python -m extract merge OUT.h5 SHARD.h5 ...
-    python -m extract bench [--stories 300] [--rss-check]
+    python -m extract bench [--model DIR | --llama] [--stories 300] [--rss-check]
     python -m extract train --corpus SOURCE --out MODEL_DIR [options]
 """
 
@@ -38,15 +38,17 @@ def build_parser() -> Parser:
                         "RUN/activations.h5 unless given explicitly")
     parser.add_argument("--split", default="all", choices=("train", "test", "all"))
     parser.add_argument("--sites", default=",".join(DEFAULT_SITES),
-                        help=f"comma list from {', '.join(SITES)} (default: %(default)s)")
+                        help=f"comma list from {', '.join(SITES)} (default: %(default)s); "
+                        "key_rot and query_rot are after the rotary embedding (rotary models)")
     parser.add_argument("--dtype", default="float16", choices=DTYPES,
                         help="storage dtype of float sites (default float16)")
     parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
                         help="padded tokens per forward pass (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--path", default="auto", choices=("auto", "fast", "general"),
-                        help="forward path: fused GPT-Neo/GPT-2 ('fast') or TransformerLens "
-                        "hooks ('general'); auto picks fast when supported")
+                        help="forward path: fused GPT-Neo/GPT-2/Llama-family ('fast') or "
+                        "TransformerLens hooks ('general', every family the bridge supports); "
+                        "auto picks fast when it supports the model and agrees with it")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--chunk-rows", type=int, help="tokens per HDF5 chunk (default: sized "
                         "so one block of rows takes about 64 MiB)")

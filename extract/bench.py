@@ -1,16 +1,23 @@
 """Benchmark: extraction throughput against plain Hugging Face forward passes.
 
-``python -m extract bench [--stories 300] [--rss-check]`` tokenizes the first N stories of
-the shared validation text with the model's tokenizer and measures, side by side in one run:
+``python -m extract bench [--model DIR | --llama] [--stories 300] [--rss-check]`` tokenizes
+the first N stories of the shared validation text with the model's tokenizer and measures,
+side by side in one run:
 
   (a) one story per forward pass through a plain HF model, with ``register_forward_hook``
-      on every layer's k/q projections and on the input of ``out_proj``, results collected
-      in Python lists (the straightforward way of collecting head activations);
+      on every layer's key and query projections and on the input of its output
+      projection, results collected in Python lists (the straightforward way of collecting
+      head activations);
   (b) the plain HF forward with no hooks, at its best batch size (stories sorted by length
       so that batches carry little padding);
   (c) this package's extractor writing a complete store with the default compression, timed
       over the whole ``extract_store`` call (model and dataset loading included), at its best
       ``--batch-tokens``.
+
+``--model DIR`` is any local causal LM (default: the shared GPT-Neo); ``--llama`` builds a
+Llama-shaped model of TinyStories-8M size with random weights and the GPT-2 tokenizer
+(:data:`LLAMA_BENCH`: 4 layers, d_model 256, 16 query heads and 4 key/value heads of 16,
+rotary embeddings, gated MLP) in the temporary directory and times that.
 
 The three are measured in ``--repeat`` interleaved rounds (the machine may be shared); each
 round prints its own ratios, and the summary uses the median rate of each. The last round
@@ -23,6 +30,8 @@ their peak resident memory (the extractor streams, so the ratio should stay near
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import resource
@@ -46,6 +55,15 @@ from headprobe.tokenization import load_tokenizer
 
 DEFAULT_TEXT = "../shared/data/tinystories/valid-3117.txt"
 DEFAULT_BENCH_MODEL = "../shared/models/tinystories-8L"
+DEFAULT_TOKENIZER = "../shared/tokenizers/gpt2"
+# A Llama-shaped model the size of TinyStories-8M (GPT-2 vocabulary).
+LLAMA_BENCH = dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=16,
+                   num_key_value_heads=4, intermediate_size=1024, max_position_embeddings=2048,
+                   vocab_size=50257, bos_token_id=50256, eos_token_id=50256)
+# Module names of key/query projections (their outputs) and of output projections (their
+# inputs, z) across families: Llama/Qwen/Mistral/Gemma, GPT-Neo, GPT-2, GPT-NeoX.
+PROJECTIONS = (".k_proj", ".q_proj", ".attn.c_attn", ".attention.query_key_value")
+OUT_PROJECTIONS = (".o_proj", ".out_proj", ".attn.c_proj", ".attention.dense")
 
 
 def read_stories(path: str | Path, limit: int) -> list[str]:
@@ -99,17 +117,40 @@ def _hf_model(model_dir: str) -> Any:
     return load_hf_model(model_dir)
 
 
+def build_llama_bench_model(out: Path, tokenizer: str = DEFAULT_TOKENIZER, seed: int = 0) -> Path:
+    """Save a randomly initialised Llama of LLAMA_BENCH's shape, with ``tokenizer``, in ``out``."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if not Path(tokenizer).is_dir():
+        raise UsageError(f"tokenizer directory {tokenizer} does not exist")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(**LLAMA_BENCH))
+    with contextlib.redirect_stderr(io.StringIO()):   # transformers' progress bars
+        model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(out)
+    return out
+
+
+def hooked_modules(hf: Any) -> tuple[list[Any], list[Any]]:
+    """(key/query projections, output projections) of a HF model, by module name."""
+    names = dict(hf.named_modules())
+    projections = [m for n, m in names.items() if n.endswith(PROJECTIONS)]
+    outs = [m for n, m in names.items() if n.endswith(OUT_PROJECTIONS)]
+    if not projections or not outs:
+        raise UsageError(f"cannot find the attention projections of model type "
+                         f"{hf.config.model_type!r} for the hooked baseline")
+    return projections, outs
+
+
 def bench_hooked_hf(hf: Any, stories: Sequence[np.ndarray]) -> Timing:
-    """(a) one story per forward, forward hooks on k/q projections and out_proj input."""
-    keys: list[torch.Tensor] = []
-    queries: list[torch.Tensor] = []
+    """(a) one story per forward, forward hooks on the key/query projections and on the
+    output projection's input, collected in Python lists."""
+    kept: list[torch.Tensor] = []
     zs: list[torch.Tensor] = []
-    handles = []
-    for block in hf.transformer.h:
-        att = block.attn.attention
-        handles.append(att.k_proj.register_forward_hook(lambda m, i, o: keys.append(o)))
-        handles.append(att.q_proj.register_forward_hook(lambda m, i, o: queries.append(o)))
-        handles.append(att.out_proj.register_forward_hook(lambda m, i, o: zs.append(i[0])))
+    projections, outs = hooked_modules(hf)
+    handles = [m.register_forward_hook(lambda m, i, o: kept.append(o)) for m in projections]
+    handles += [m.register_forward_hook(lambda m, i, o: zs.append(i[0])) for m in outs]
     start = _clock()
     with torch.no_grad():
         for ids in stories:
@@ -201,18 +242,24 @@ def _print_round(index: int, res: dict[str, Any], n_tokens: int) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    tok = load_tokenizer(args.model)
     texts = read_stories(args.text, args.stories)
     with tempfile.TemporaryDirectory(prefix="headprobe-bench-") as tmp:
         work = Path(tmp)
+        if args.llama:
+            args.model = str(build_llama_bench_model(work / "llama", args.tokenizer))
+        tok = load_tokenizer(args.model)
         dataset = write_untagged_dataset(work / "dataset", texts, tok)
         from datasets_build.dataset import load_tagged_dataset
 
         stories = [ids for _, ids, _ in load_tagged_dataset(dataset).iter_stories()]
         n_tokens = sum(len(s) for s in stories)
-        print(f"{len(stories)} stories, {n_tokens} tokens, model {args.model}, "
-              f"{torch.get_num_threads()} torch threads")
         hf = _hf_model(args.model)
+        cfg = hf.config
+        heads = cfg.num_attention_heads
+        shape = (f"{cfg.model_type}, {cfg.num_hidden_layers} layers, {heads} heads, "
+                 f"{getattr(cfg, 'num_key_value_heads', None) or heads} key/value heads")
+        print(f"{len(stories)} stories, {n_tokens} tokens, model {args.model} ({shape}), "
+              f"{torch.get_num_threads()} torch threads")
         bench_plain_hf(hf, stories[:20], 1)                      # warm-up
         sites = args.sites.split(",")
         rounds = []
@@ -249,7 +296,13 @@ def run_bench(args: argparse.Namespace) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stories", type=int, default=300, help="stories to time (default 300)")
     parser.add_argument("--text", default=DEFAULT_TEXT, help="<|endoftext|>-separated stories")
-    parser.add_argument("--model", default=DEFAULT_BENCH_MODEL, help="local GPT-Neo HF dir")
+    parser.add_argument("--model", default=DEFAULT_BENCH_MODEL,
+                        help="local HF causal LM directory (default: the shared GPT-Neo)")
+    parser.add_argument("--llama", action="store_true",
+                        help="build and time the Llama-shaped bench model (4 layers, d_model "
+                             "256, 16 heads, 4 key/value heads; random weights) instead")
+    parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
+                        help="tokenizer directory of the --llama model (default: GPT-2)")
     parser.add_argument("--sites", default="key,query,activity")
     parser.add_argument("--batch-tokens", type=lambda s: [int(x) for x in s.split(",")],
                         default=[512, 1024, 2048], help="comma list to try")

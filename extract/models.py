@@ -12,10 +12,12 @@ from typing import Any
 import torch
 
 from headprobe.errors import UsageError, opt
+from headprobe.failures import decode_errors
 from headprobe.hub import resolve_pretrained
 
 DEFAULT_MODEL = "roneneldan/TinyStories-1M"
 WEIGHT_FILES = ("*.safetensors", "*.bin")
+CHECK_FILES = "; check that the model's files are complete (copy, download or train it again)"
 
 
 def _model_source(name: str, device: str) -> str:
@@ -26,23 +28,50 @@ def _model_source(name: str, device: str) -> str:
     return resolve_pretrained(name, "model")
 
 
+def check_bridge_supports(source: str, name: str) -> None:
+    """Refuse, naming its model type, a model TransformerLens' bridge has no adapter for."""
+    from transformer_lens.model_bridge.sources._hf_format import (
+        determine_architecture_from_hf_config,
+    )
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    try:
+        determine_architecture_from_hf_config(config)
+    except ValueError:
+        raise UsageError(f"model {name!r} of type {config.model_type!r} cannot be hooked: "
+                         "TransformerLens' bridge does not support this model type") from None
+
+
+def _boot(source: str, name: str, **kwargs: Any) -> Any:
+    """TransformerBridge.boot_transformers with its chatter silenced and its errors in one line."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    check_bridge_supports(source, name)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return TransformerBridge.boot_transformers(source, **kwargs)
+    except (ValueError, KeyError, *decode_errors()) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}{CHECK_FILES}"
+                         ) from exc
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32,
                compat: bool = True) -> Any:
     """Boot ``name`` (hub name or local HF dir) as a TransformerBridge in eval mode.
 
     ``compat`` turns on TransformerLens' compatibility mode, which gives the
-    HookedTransformer-style weight views (``W_Q``, ``W_O``, ...) and numerics.
+    HookedTransformer-style weight views (``W_Q``, ``W_O``, ...) and numerics. Under
+    grouped-query attention ``W_K`` and ``W_V`` are [n_layers, n_kv_heads, ...].
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     source = _model_source(name, device)
-    try:
+    model = _boot(source, name, device=device, dtype=dtype)
+    if compat:
         with contextlib.redirect_stderr(io.StringIO()):
-            model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
-            if compat:
-                model.enable_compatibility_mode()
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+            model.enable_compatibility_mode()
     model.eval()
     return model
 
@@ -52,6 +81,7 @@ def architecture(model: Any) -> dict[str, Any]:
     cfg = model.cfg
     return {
         "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads), "d_head": int(cfg.d_head),
+        "n_kv_heads": int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         "d_model": int(cfg.d_model), "d_vocab": int(cfg.d_vocab), "n_ctx": int(cfg.n_ctx),
         "architecture": str(getattr(cfg, "architecture", "") or ""),
     }
@@ -76,18 +106,15 @@ def load_hf_model(name: str = DEFAULT_MODEL, device: str = "cpu",
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(int(reinit_seed))
                     model = AutoModelForCausalLM.from_config(config).to(dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    except (ValueError, KeyError, *decode_errors()) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}{CHECK_FILES}"
+                         ) from exc
     return model.to(device).eval()
 
 
 def bridge_from_hf(hf_model: Any, name: str, device: str = "cpu") -> Any:
     """Wrap an already loaded HF model (e.g. re-initialised) in a raw-weights TransformerBridge."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    source = resolve_pretrained(name, "model")
-    with contextlib.redirect_stderr(io.StringIO()):
-        model = TransformerBridge.boot_transformers(source, device=device, hf_model=hf_model)
+    model = _boot(resolve_pretrained(name, "model"), name, device=device, hf_model=hf_model)
     model.eval()
     return model
 

@@ -11,6 +11,7 @@ from datasets_build.dataset import SPLITS
 from extract.models import DEFAULT_MODEL
 from extract.store.codec import DEFAULT_COMPRESSION, parse_compression
 from extract.store.schema import DEFAULT_SITES, check_dtype, check_sites
+from headprobe.atomic import check_target
 from headprobe.errors import UsageError, opt
 
 DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
@@ -64,7 +65,7 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         self.dataset_dir, self.out = Path(self.dataset_dir), Path(self.out)
-        self._check_output()
+        self.check_output()
         if self.batch_tokens < 1:
             raise UsageError(f"{opt('batch_tokens')} must be positive")
         parse_compression(self.compression)
@@ -85,11 +86,13 @@ class ExtractOptions:
     def partial(self) -> Path:
         return partial_path(self.out)
 
-    def _check_output(self) -> None:
+    def check_output(self) -> None:
         """A file name for ``out``; an existing output or partial run only when asked for."""
         out, partial = self.out, self.partial
         if not str(out) or out.suffix == "":
             raise UsageError(f"output {str(out)!r} should be a file name such as activations.h5")
+        for path in (out, partial):
+            check_target(path, True, "file")
         if out.exists() and not (self.overwrite or self.resume):
             raise UsageError(f"{out} already exists; pass {opt('overwrite', True)} to replace it")
         if partial.exists() and not (self.resume or self.overwrite):

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from datasets_build.dataset import TaggedDataset, load_tagged_dataset
-from extract.forward import FastForward, HookForward, fast_supported
+from extract.forward import FastForward, HookForward, check_fast, unsupported_reason
+from extract.forward.check import TOLERANCE
 from extract.models import bridge_from_hf, load_hf_model, model_fingerprint
 from extract.options import ExtractOptions
-from extract.store.schema import row_bytes
+from extract.store.schema import StoreShape, row_bytes
 from extract.store.writer import chunk_rows_for
 from headprobe.errors import UsageError, opt
 from headprobe.manifest import base_manifest
@@ -121,6 +122,33 @@ class ExtractPlan:
         return {k: v[self.dataset_rows] for k, v in self.dataset_table.items()}
 
 
+def choose_forward(hf: Any, name: str, sites: Sequence[str], device: str, path: str
+                   ) -> tuple[Any, dict[str, Any]]:
+    """The forward path and what was checked: the fused one when the model's family is
+    implemented and it agrees with the model's own projections (``auto``), else hooks.
+
+    ``path``: 'auto', 'fast' (the fused path, refused when unsupported or disagreeing) or
+    'general' (TransformerLens hooks, every family the bridge supports).
+    """
+    model_type = str(getattr(hf.config, "model_type", "?"))
+    reason = unsupported_reason(hf) if path != "general" else "not asked for"
+    check: dict[str, Any] = {"fast_path": reason or "supported"}
+    if reason is None:
+        forward = FastForward(hf, sites)
+        error = check_fast(forward, hf)
+        check["fast_path_check_error"] = error
+        if error <= TOLERANCE:
+            return forward, check
+        check["fast_path"] = f"disagrees with the model's projections ({error:.2g})"
+        if path == "fast":
+            raise UsageError(f"the fast forward path disagrees with model type {model_type!r} "
+                             f"(relative error {error:.2g}); use {opt('path', 'general')}")
+    elif path == "fast":
+        raise UsageError(f"the fast forward path cannot run this model ({reason}); use "
+                         f"{opt('path', 'general')}")
+    return HookForward(bridge_from_hf(hf, name, device), sites, model_type), check
+
+
 def load_forward(model: Any, sites: Sequence[str], device: str, reinit_seed: int | None,
                  path: str) -> tuple[Any, Any, dict[str, Any]]:
     """(forward path, tokenizer, model attributes) for a model name/dir or a loaded HF model."""
@@ -132,18 +160,16 @@ def load_forward(model: Any, sites: Sequence[str], device: str, reinit_seed: int
         hf, name = model, str(getattr(model.config, "_name_or_path", "") or "in-memory model")
         info = {"model": name}
     tokenizer = load_tokenizer(name)
-    if path == "fast" or (path == "auto" and fast_supported(hf)):
-        forward = FastForward(hf, sites)
-    else:
-        forward = HookForward(bridge_from_hf(hf, name, device), sites)
+    forward, check = choose_forward(hf, name, sites, device, path)
     cfg = hf.config
     info.update({
         "model_type": str(cfg.model_type), "model_config": cfg.to_dict(),
         "architecture": {"n_layers": forward.n_layers, "n_heads": forward.n_heads,
-                         "d_head": forward.d_head, "d_model": int(cfg.hidden_size),
-                         "d_vocab": int(cfg.vocab_size), "n_ctx": forward.n_ctx,
-                         "model_type": str(cfg.model_type)},
-        "forward_path": forward.name,
+                         "n_kv_heads": forward.n_kv_heads, "d_head": forward.d_head,
+                         "d_model": int(cfg.hidden_size), "d_vocab": int(cfg.vocab_size),
+                         "n_ctx": forward.n_ctx, "model_type": str(cfg.model_type),
+                         **forward.traits},
+        "forward_path": forward.name, "forward_check": check,
         "weights": "pretrained" if reinit_seed is None else
         f"re-initialised at random with seed {reinit_seed} (same architecture)",
     })
@@ -167,12 +193,12 @@ def _check_model_fits(options: ExtractOptions, dataset: TaggedDataset, tokenizer
 
 def _block_sizes(options: ExtractOptions, arch: dict[str, Any], n_rows: int) -> tuple[int, int]:
     """(chunk_rows, group_tokens): given ones, else sized to the memory budgets."""
-    shape = (arch["n_layers"], arch["n_heads"], arch["d_head"])
-    chunk_rows = int(options.chunk_rows or chunk_rows_for(*shape, options.sites))
+    shape = StoreShape.of(arch)
+    chunk_rows = int(options.chunk_rows or chunk_rows_for(shape, options.sites))
     chunk_rows = max(1, min(chunk_rows, n_rows))
     group_tokens = options.group_tokens
     if not group_tokens:   # bigger groups sort lengths better; keep one under GROUP_BYTES
-        budget = GROUP_BYTES // row_bytes(*shape, options.sites)
+        budget = GROUP_BYTES // row_bytes(shape, options.sites)
         group_tokens = max(options.batch_tokens,
                            min(MAX_GROUP_BATCHES * options.batch_tokens, budget))
     return chunk_rows, int(group_tokens)

@@ -1,18 +1,19 @@
 """Conventions every headprobe command line shares.
 
-Bad input is reported as one line on stderr with exit code 2; every stage's
-``__main__`` runs its entry point through :func:`run_main`, which also words the
-options a library error names (:func:`headprobe.errors.opt`) as flags.
+Bad input, file-system errors and damaged files are reported as one line on stderr with
+exit code 2; every stage's ``__main__`` runs its entry point through :func:`run_main`,
+which also words the options a library error names (:func:`headprobe.errors.opt`) as flags.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from collections.abc import Callable, Sequence
 
 from headprobe.errors import UsageError
+from headprobe.failures import failure_line
+from headprobe.locks import release_claims
 
 # Parameters whose flag is not ``--`` + the name with dashes.
 FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos", "draws": "--random-draws"}
@@ -41,7 +42,12 @@ def error_line(exc: UsageError) -> str:
 
 def run_main(main: Callable[[Sequence[str] | None], int | None],
              argv: Sequence[str] | None = None, prog: str = "headprobe") -> int:
-    """Run ``main(argv)`` and turn expected failures into one-line errors."""
+    """Run ``main(argv)`` and turn expected failures into one-line errors.
+
+    Bad input (:class:`UsageError`), file-system errors and files that cannot be decoded
+    (:mod:`headprobe.failures`) give one line and exit code 2; Ctrl-C gives one line and 130.
+    Outputs the command claimed (:func:`headprobe.locks.claim_output`) are released.
+    """
     try:
         return main(argv) or 0
     except UsageError as exc:
@@ -50,12 +56,14 @@ def run_main(main: Callable[[Sequence[str] | None], int | None],
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            print(f"{prog}: error: disk full while writing ({exc.filename or 'output'})",
-                  file=sys.stderr)
-            return 2
-        raise
+    except Exception as exc:
+        line = failure_line(exc)
+        if line is None:
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        return 2
+    finally:
+        release_claims()
 
 
 def split_list(text: str | None) -> list[str]:

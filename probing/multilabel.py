@@ -41,6 +41,12 @@ DESCRIPTIONS = {
     "accuracy_shuffled": "exact-set accuracy of the shuffled-label control",
     "accuracy_random": "exact-set accuracy of the random-weights control",
     "accuracy_majority": "exact-set accuracy of the majority baseline",
+    "accuracy_control_task": "exact-set accuracy of the control task (a drawn tag set per "
+                             "word type)",
+    "f1_control_task": "per-tag F1 of the control task (each word type given the tag set of "
+                       "a drawn training token)",
+    "selectivity_accuracy": "exact-set accuracy minus that of the control named in parameter "
+                            "'selectivity_control'",
     "coef": "one-vs-rest probe weights on the raw stored vectors [site, layer, head, tag, "
             "d_head]: the logit of 'covers the tag' is x @ coef + intercept",
     "intercept": "one-vs-rest probe biases [site, layer, head, tag]",
@@ -135,6 +141,21 @@ def tag_sets(sets: np.ndarray, tag_ids: np.ndarray, split: np.ndarray, tag_names
                    excluded, not_probed)
 
 
+def control_task_sets(train_types: np.ndarray, test_types: np.ndarray, train_y: np.ndarray,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Control-task tag sets of the train [n_train, K] and test [n_test, K] tokens.
+
+    As :func:`probing.controls.control_task_labels` for tag sets: every word type gets the
+    tag set of a training token drawn with the seeded generator (so sets come with their
+    frequencies in ``train_y`` bool [n_train, K]); the draw of type t is the t-th of one
+    stream, and test types never seen in training get their own draw.
+    """
+    n_types = int(max(train_types.max(initial=0), test_types.max(initial=0))) + 1
+    uniform = np.random.default_rng(seed).random(n_types)
+    drawn = train_y[np.minimum((uniform * len(train_y)).astype(np.int64), len(train_y) - 1)]
+    return drawn[train_types], drawn[test_types]
+
+
 def majority_sets(train_y: np.ndarray, n_test: int) -> np.ndarray:
     """Each tag's more frequent training value for every test token: bool [n_test, K]."""
     return np.broadcast_to(train_y.mean(0) > 0.5, (n_test, train_y.shape[1]))
@@ -150,20 +171,24 @@ class SetScorer:
         self.starts = np.flatnonzero(np.r_[True, np.diff(self.groups[self.order]) != 0])
         self.weights = bootstrap_weights(len(self.starts), n_boot, seed)
 
-    def counts(self, pred: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(tp, fp, fn), each [c, n_stories, K], of predictions pred bool [c, n_test, K]."""
+    def counts(self, pred: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(tp, fp, fn), each [c, n_stories, K], of predictions pred bool [c, n_test, K]
+        against y bool [n_test, K]."""
         out = []
         for hit_pred, hit_true in ((True, True), (True, False), (False, True)):
-            got = [np.add.reduceat(((p == hit_pred) & (self.y == hit_true))[self.order]
+            got = [np.add.reduceat(((p == hit_pred) & (y == hit_true))[self.order]
                                    .astype(np.int32), self.starts, axis=0) for p in pred]
             out.append(np.stack(got))
         return tuple(out)
 
-    def __call__(self, pred: np.ndarray, interval: bool = False) -> dict[str, np.ndarray]:
-        """pred: bool [c, n_test, K] -> metric name -> [c, K] or [c]."""
-        tp, fp, fn = self.counts(pred)
+    def __call__(self, pred: np.ndarray, interval: bool = False,
+                 y: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """pred: bool [c, n_test, K] -> metric name -> [c, K] or [c]; y: bool [n_test, K]
+        true sets (default: the tags'; the control task scores against its own)."""
+        y = self.y if y is None else y
+        tp, fp, fn = self.counts(pred, y)
         s = scores_from_counts(tp.sum(-2), fp.sum(-2), fn.sum(-2))
-        exact = np.stack([np.all(p == self.y, axis=-1).mean() for p in pred])
+        exact = np.stack([np.all(p == y, axis=-1).mean() for p in pred])
         out = {"precision": s.precision, "recall": s.recall, "f1": s.f1,
                "support": s.support, "macro_f1": s.macro_f1, "accuracy": exact}
         if interval:

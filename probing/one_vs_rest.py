@@ -23,6 +23,8 @@ from scipy.special import expit
 
 from probing.solvers import fit_probes, standardise
 
+CONSTANT_LOGIT = 30.0  # the bias of a tag every training token holds (minus: none holds)
+
 
 @dataclass
 class OneVsRest:
@@ -45,13 +47,16 @@ class OneVsRest:
 
 def fit_one_vs_rest(X: np.ndarray, Y: np.ndarray, solver: str = "fast", C: float = 1.0,
                     n_jobs: int = 1, seed: int = 0, tol: float = 1e-4, max_iter: int = 100,
-                    n_sub: int = 4096) -> OneVsRest:
+                    n_sub: int = 4096, seen_only: bool = False) -> OneVsRest:
     """One binary probe per tag and cell (see the module docstring).
 
     X: [n_cells, n, d] raw vectors; Y: bool [n, K], every column holding both values;
     solver: 'fast' or 'sklearn'; n_sub: rows of the warm-start subsample (the fast solver
-    starts on all rows when there are not much more).
+    starts on all rows when there are not much more); seen_only: a column may hold one
+    value only (a control task's drawn sets), and its probe then always answers it.
     """
+    if seen_only:
+        return _with_constant_tags(X, Y, solver, C, n_jobs, seed)
     if solver != "fast":
         return _fit_each_tag(X, Y, solver, C, n_jobs, seed)
     Xs, mean, scale = standardise(X)
@@ -71,6 +76,21 @@ def fit_one_vs_rest(X: np.ndarray, Y: np.ndarray, solver: str = "fast", C: float
         W, n_iter[c] = _newton(_Problem(rows, targets, lam), W, tol, max_iter)
         raw = W[:d].T / scale[c]                                   # [K, d]
         coef[c], intercept[c] = raw, W[d] - raw @ mean[c]
+    return OneVsRest(coef, intercept, n_iter)
+
+
+def _with_constant_tags(X: np.ndarray, Y: np.ndarray, solver: str, C: float, n_jobs: int,
+                        seed: int) -> OneVsRest:
+    """Fit the columns of Y that hold both values; the others get weights 0 and a bias of
+    CONSTANT_LOGIT with the sign of their one value."""
+    held = Y.sum(0)
+    varied = (held > 0) & (held < len(Y))
+    coef = np.zeros((X.shape[0], Y.shape[1], X.shape[2]))
+    intercept = np.where(held > 0, CONSTANT_LOGIT, -CONSTANT_LOGIT) * np.ones((len(X), 1))
+    n_iter = np.zeros(X.shape[0], dtype=np.int64)
+    if varied.any():
+        fit = fit_one_vs_rest(X, Y[:, varied], solver, C, n_jobs, seed)
+        coef[:, varied], intercept[:, varied], n_iter = fit.coef, fit.intercept, fit.n_iter
     return OneVsRest(coef, intercept, n_iter)
 
 

@@ -11,7 +11,7 @@ from headprobe.cli import run_main
 from headprobe.errors import UsageError
 from probing.__main__ import main
 from probing.grid import GridConfig, fit_probe, run_grid
-from probing.multilabel import DESCRIPTIONS, tag_sets
+from probing.multilabel import DESCRIPTIONS, control_task_sets, tag_sets
 from probing.one_vs_rest import fit_one_vs_rest
 from probing.results import read_results
 from probing.top import top_cells
@@ -151,3 +151,33 @@ def test_fast_one_vs_rest_reaches_the_sklearn_optimum(tmp_path, n_sub):
 
     np.testing.assert_allclose(objective(fast), objective(ref), atol=1e-5)
     assert (fast.predict(X) == ref.predict(X)).mean() > 0.995
+
+
+def test_control_task_gives_each_word_type_one_drawn_tag_set():
+    train_y = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], bool)
+    types = np.arange(4000) % 1000
+    train, test = control_task_sets(types, np.array([3, 1500]), train_y, seed=0)
+    assert train.shape == (4000, 2) and test.shape == (2, 2)
+    for t in (0, 7, 999):  # every token of a type has its type's set
+        assert (train[types == t] == train[types == t][0]).all()
+    assert (test[0] == train[3]).all()  # a test type seen in training keeps its set
+    assert {tuple(r) for r in train} <= {(True, False), (False, True)}
+    assert train[:1000, 0].mean() == pytest.approx(0.75, abs=0.05)  # drawn as often as held
+
+
+def test_multilabel_with_the_control_task_and_without_mdl(tmp_path, capsys):
+    store = _store(tmp_path / "a.h5")
+    out = tmp_path / "probes"
+    assert main(["fit", "--store", str(store), "--out", str(out), "--multilabel", "--sites",
+                 "key", "--bootstrap", "20", "--controls",
+                 "majority,shuffled,control-task"]) == 0
+    res = read_results(out)
+    a, close = res.arrays, res.tag_index("''")
+    assert res.attrs["selectivity_control"] == "control-task"
+    np.testing.assert_allclose(a["selectivity"], a["f1"] - a["f1_control_task"])
+    assert a["f1"][0, 1, 2, close] > a["f1_control_task"][0, 1, 2, close]
+    capsys.readouterr()
+    code = run_main(main, ["fit", "--store", str(store), "--out", str(tmp_path / "no"),
+                           "--multilabel", "--mdl"], prog="python -m probing")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--mdl" in err and "--multilabel" in err

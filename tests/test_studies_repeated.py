@@ -90,6 +90,12 @@ def test_top1_accuracy_in_blocks_matches_dense():
     assert dense >= 20 / 37
     for block in (1, 7, 64):
         assert repeated.top1_accuracy(matrix, block=block) == pytest.approx(dense)
+    # a sample of rows: rows 0..19 all hit; the sample of a vocabulary too large is seeded
+    assert repeated.top1_accuracy(matrix, block=3, rows=np.arange(0, 20, 2)) == 1.0
+    rows = repeated.circuit_rows(37, 10, seed=1)
+    assert len(set(rows)) == 10 and np.array_equal(rows, repeated.circuit_rows(37, 10, seed=1))
+    assert repeated.circuit_rows(37, 37, seed=1) is None
+    assert repeated.circuit_rows(37, 0, seed=1) is None
 
 
 def test_model_trained_on_repeats_has_an_induction_head(induction_model):

@@ -34,7 +34,7 @@ def checkpoint_path(out_dir: str | Path) -> Path:
 def check_outputs(out_dir: Path, resume: bool, overwrite: bool) -> Path:
     """Refuse to replace a model or an interrupted run unasked; return the checkpoint path."""
     ckpt = checkpoint_path(out_dir)
-    check_target(out_dir, overwrite)
+    check_target(out_dir, overwrite, "directory")
     if not resume:
         if ckpt.exists() and not overwrite:
             raise UsageError(f"{ckpt.parent} holds an interrupted run; pass "

@@ -11,6 +11,7 @@ from extract.training.config import ARCHES, TrainConfig
 from extract.training.data import read_corpus
 from extract.training.loop import train_model
 from headprobe.errors import UsageError
+from headprobe.locks import claim_output
 from headprobe.rundir import resolve
 
 
@@ -60,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     """Entry point of ``python -m extract train``."""
-    out = resolve(args.out, args.run, "model", "out")
+    out = claim_output(resolve(args.out, args.run, "model", "out"))
     if args.threads:
         torch.set_num_threads(args.threads)
     texts, senders = read_corpus(args.corpus)

@@ -18,6 +18,7 @@ import torch
 from headprobe.atomic import check_target
 from headprobe.errors import UsageError
 from headprobe.hooks import layer_hooks
+from headprobe.locks import claim_output
 from headprobe.rundir import model_of_store, run_path, study_path
 from headprobe.stories import Story
 from probing.study_io import Layout, write_study
@@ -68,14 +69,16 @@ def add_story_arguments(parser: argparse.ArgumentParser, split: str = "all",
 
 
 def output_dir(args: argparse.Namespace, study: str) -> Path:
-    """Where ``study`` writes: ``--out`` or ``RUN/studies/<study>``; refused if it exists."""
+    """Where ``study`` writes: ``--out`` or ``RUN/studies/<study>``, owned by this command
+    (:func:`headprobe.locks.claim_output`); refused if it exists."""
     if getattr(args, "out", None):
         out = Path(args.out)
     elif getattr(args, "run", None):
         out = study_path(args.run, study)
     else:
         raise UsageError("give --out DIR or --run runs/NAME")
-    return check_target(out, getattr(args, "overwrite", False))
+    claim_output(out)
+    return check_target(out, getattr(args, "overwrite", False), "directory")
 
 
 def finish_study(out: Path, layout: Layout, arrays: dict[str, Any], meta: dict[str, Any],

@@ -91,17 +91,27 @@ def check_lengths(tokenizer: Any, clean: list[int], corrupt: list[int]) -> None:
             f"{len(corrupt)} {show_tokens(token_strings(tokenizer, corrupt))}")
 
 
+def check_prompts(clean: str, corrupt: str) -> None:
+    """Refuse an empty (or blank) prompt: patching needs a position to patch and to read."""
+    for param, text in (("clean", clean), ("corrupt", corrupt)):
+        if not text.strip():
+            raise UsageError(f"the {opt(param)} prompt is empty; give a prompt with text")
+
+
 def tokenize_pair(model: Any, clean: str, corrupt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [1, n] of both prompts (with BOS); refused when the lengths differ."""
+    """Token ids [1, n] of both prompts (with BOS); refused when empty or of unequal length."""
+    check_prompts(clean, corrupt)
     a, b = model.to_tokens(clean), model.to_tokens(corrupt)
     check_lengths(model.tokenizer, a[0].tolist(), b[0].tolist())
     return a, b
 
 
 def precheck_lengths(name: str, clean: str, corrupt: str) -> None:
-    """Refuse prompts of unequal length from the tokenizer alone, before booting the model."""
+    """Refuse empty prompts, and prompts of unequal length from the tokenizer alone, before
+    booting the model."""
     from headprobe.tokenization import load_tokenizer
 
+    check_prompts(clean, corrupt)
     try:
         tok = load_tokenizer(name)
     except UsageError:

@@ -11,7 +11,8 @@ induction circuit predicts the second half well although the first half is unpre
   MLP output is replaced by the first half's at the same token;
 * the K-composition circuit of the best previous-token -> induction head pair,
   ``W_E W_Q (W_E W_V W_O W_K)^T`` as a ``FactoredMatrix`` [d_vocab, d_vocab], with its top-1
-  accuracy (fraction of query tokens whose best key token is themselves).
+  accuracy (fraction of query tokens whose best key token is themselves; on a seeded
+  sample of ``--circuit-tokens`` query tokens when the vocabulary is larger).
 
 The random halves are drawn without repetition (and without the BOS token), so every
 second-half token has exactly one earlier occurrence.
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from headprobe.errors import UsageError, opt
-from headprobe.heads import head_label
+from headprobe.heads import head_label, kv_heads
 from headprobe.hooks import hook_name, layer_hooks
 from headprobe.tokens import token_strings
 from probing.studies.common import (
@@ -45,6 +46,7 @@ from probing.study_io import LAYER_HEAD, PATTERN, Array, Layout
 
 HELP = "induction and previous-token heads on repeated random tokens"
 STUDY = "repeated"
+CIRCUIT_TOKENS = 8192   # query tokens scored for the K-composition circuit (vocab 4096: all)
 
 TOKENS = Array("tokens", ("sequence", "position"), "int",
                "the input: BOS + seq_len distinct random tokens + the same tokens again")
@@ -224,39 +226,57 @@ def k_composition_circuit(model: Any, prev_head: tuple[int, int],
     """``W_E W_Q (W_E W_V W_O W_K)^T`` as a FactoredMatrix [d_vocab, d_vocab].
 
     Rows are query tokens (the induction head's query side), columns key tokens seen
-    through the previous-token head's output (positional embeddings left out).
+    through the previous-token head's output (positional embeddings, and the rotary
+    embedding of rotary models, left out). Under grouped-query attention W_K and W_V are
+    those of the key/value head each query head reads.
     """
     from transformer_lens import FactoredMatrix
 
     (lp, hp), (li, hi) = prev_head, ind_head
+    kv = kv_heads(int(model.cfg.n_heads), int(getattr(model.cfg, "n_key_value_heads", None)
+                                              or model.cfg.n_heads))   # W_K, W_V per kv head
     with torch.no_grad():
         w_e = model.W_E.detach().float()
         query = w_e @ model.W_Q[li, hi].detach().float()                  # [d_vocab, d_head]
-        key = (w_e @ model.W_V[lp, hp].detach().float() @ model.W_O[lp, hp].detach().float()
-               @ model.W_K[li, hi].detach().float())                       # [d_vocab, d_head]
+        key = (w_e @ model.W_V[lp, kv[hp]].detach().float()
+               @ model.W_O[lp, hp].detach().float()
+               @ model.W_K[li, kv[hi]].detach().float())                   # [d_vocab, d_head]
     return FactoredMatrix(query, key.T)
 
 
-def top1_accuracy(matrix: Any, block: int = 512) -> float:
+def top1_accuracy(matrix: Any, block: int = 512, rows: np.ndarray | None = None) -> float:
     """Fraction of rows of a square FactoredMatrix whose largest entry is on the diagonal.
 
-    Computed ``block`` rows at a time so the full [n, n] product is never formed.
+    rows: the row indices to score (default all). Computed ``block`` rows at a time so the
+    full [n, n] product is never formed.
     """
     n = matrix.shape[-2]
+    rows = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.long)
     hits = 0
-    for start in range(0, n, block):
-        rows = matrix[start:start + block].AB                               # [block, n]
-        hits += int((rows.argmax(-1) == torch.arange(start, start + rows.shape[0])).sum())
-    return hits / n
+    for start in range(0, len(rows), block):
+        chosen = rows[start:start + block]
+        product = matrix.A[chosen] @ matrix.B                                # [block, n]
+        hits += int((product.argmax(-1) == chosen).sum())
+    return hits / max(len(rows), 1)
+
+
+def circuit_rows(d_vocab: int, max_tokens: int, seed: int) -> np.ndarray | None:
+    """Query tokens the circuit accuracy is measured on: all (None) up to ``max_tokens``,
+    else a seeded sample of that many (a large vocabulary makes every row too slow)."""
+    if max_tokens <= 0 or d_vocab <= max_tokens:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(d_vocab, max_tokens, replace=False))
 
 
 def repeated_study(model: Any, seq_len: int = 50, batch: int = 30, seed: int = 0,
-                   mlp_grid: bool = True) -> tuple[dict[str, Any], dict[str, Any], str]:
+                   mlp_grid: bool = True, circuit_tokens: int = CIRCUIT_TOKENS
+                   ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Run the whole study; returns (arrays, meta, report).
 
     arrays are named and shaped as declared in LAYOUT: the input [batch, 1 + 2 * seq_len],
     per-head scores [n_layers, n_heads], per-half metrics [2] and [2, seq_len], and with
-    MLPs (and ``mlp_grid``) the patching grid [n_layers, seq_len].
+    MLPs (and ``mlp_grid``) the patching grid [n_layers, seq_len]. The circuit's top-1
+    accuracy is measured on at most ``circuit_tokens`` query tokens (0: all).
     """
     cfg = model.cfg
     if seq_len < 2 or batch < 1:
@@ -285,9 +305,11 @@ def repeated_study(model: Any, seq_len: int = 50, batch: int = 30, seed: int = 0
     circuit: dict[str, Any] = {}
     if cfg.n_layers >= 2:
         prev_head, ind_head = best_pair(induction, prev)
-        accuracy = top1_accuracy(k_composition_circuit(model, prev_head, ind_head))
+        rows = circuit_rows(int(cfg.d_vocab), circuit_tokens, seed)
+        accuracy = top1_accuracy(k_composition_circuit(model, prev_head, ind_head), rows=rows)
         circuit = {"prev_token_head": list(prev_head), "induction_head": list(ind_head),
-                   "top1_accuracy": accuracy, "chance": 1.0 / cfg.d_vocab}
+                   "top1_accuracy": accuracy, "chance": 1.0 / cfg.d_vocab,
+                   "query_tokens": int(cfg.d_vocab) if rows is None else len(rows)}
     meta = {
         "study": STUDY, "seq_len": seq_len, "batch": batch, "seed": seed,
         "d_vocab": int(cfg.d_vocab), "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads),
@@ -319,7 +341,8 @@ def report(meta: dict[str, Any], induction: np.ndarray, prev: np.ndarray) -> str
     if k:
         lines += ["", f"K-composition circuit {head_label(*k['prev_token_head'])} -> "
                       f"{head_label(*k['induction_head'])}: top-1 accuracy over the vocabulary "
-                      f"{k['top1_accuracy']:.4f} (chance {k['chance']:.2g})"]
+                      f"{k['top1_accuracy']:.4f} (chance {k['chance']:.2g}; "
+                      f"{k.get('query_tokens', '?')} query tokens)"]
     lines += [f"MLP patching grid: {meta['mlp_patch_grid']}"]
     return "\n".join(lines)
 
@@ -331,6 +354,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-mlp-grid", action="store_true",
                         help="skip the MLP patching grid (the slowest part)")
+    parser.add_argument("--circuit-tokens", type=int, default=CIRCUIT_TOKENS,
+                        help="query tokens (a seeded sample) on which the K-composition "
+                             f"circuit's accuracy is measured; 0 = the whole vocabulary "
+                             f"(default {CIRCUIT_TOKENS})")
     add_output_arguments(parser)
 
 
@@ -338,6 +365,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_dir(args, STUDY)
     name, model = required_model(args)
     arrays, meta, text = repeated_study(model, args.seq_len, args.batch, args.seed,
-                                        mlp_grid=not args.no_mlp_grid)
+                                        mlp_grid=not args.no_mlp_grid,
+                                        circuit_tokens=args.circuit_tokens)
     meta["model"] = name
     return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)
