@@ -19,7 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets_build import chatlog
-from datasets_build.align import align_story, alignment_stats
+from datasets_build.align import (
+    DEFAULT_RULE,
+    RULE_WORDS,
+    align_story,
+    alignment_stats,
+    check_rule,
+    rule_stats,
+)
 from datasets_build.dataset import SPLITS, TOKEN_COLUMNS, write_dataset
 from datasets_build.sources import Source, collect_stories, open_source
 from datasets_build.split import check_test_fraction, split_stories
@@ -29,6 +36,7 @@ from datasets_build.tagging import (
     tag_stories,
     tag_vocabularies,
 )
+from datasets_build.tagsets import check_vocabularies
 from datasets_build.textfiles import check_decode_errors
 from datasets_build.windows import Cutter, Windows, boundaries, known_context, long_story_points
 from headprobe.atomic import atomic_dir, check_target
@@ -94,6 +102,8 @@ def assemble(stories: Windows, parent_codes: np.ndarray
         "coarse_tag": np.concatenate([p.coarse for p in parts]),
         "quoted": np.concatenate([p.quoted for p in parts]),
         "straddle": np.concatenate([p.straddle for p in parts]),
+        "fine_tags": np.concatenate([p.fine_tags for p in parts]),
+        "coarse_tags": np.concatenate([p.coarse_tags for p in parts]),
         "split": np.repeat(codes, lengths),
     }
     tokens = {k: np.asarray(v, dtype=TOKEN_COLUMNS[k]) for k, v in tokens.items()}
@@ -152,9 +162,11 @@ class BuildOptions:
     tagset: str = "pos"
     max_tokens: int | None = None
     decode_errors: str = "strict"
+    align: str = DEFAULT_RULE
 
     def __post_init__(self) -> None:
         check_test_fraction(self.test_fraction)
+        check_rule(self.align)
         _check_numbers(self.limit, self.batch_size, self.n_process, self.max_tokens,
                        self.prepend_bos)
         if self.tagset not in TAGSETS:
@@ -198,8 +210,11 @@ def open_tagger(opts: BuildOptions) -> tuple[Any, dict[str, list[str]]]:
     """(spaCy pipeline or None, tag vocabularies) of the build's tag set."""
     if opts.tagset == "pos":
         nlp = load_pipeline(opts.spacy_model)
-        return nlp, tag_vocabularies(nlp)
-    return None, chatlog.structure_vocabularies()
+        vocab = tag_vocabularies(nlp)
+    else:
+        nlp, vocab = None, chatlog.structure_vocabularies()
+    check_vocabularies(vocab)
+    return nlp, vocab
 
 
 def context_limit(opts: BuildOptions, tokenizer: BuildTokenizer) -> dict[str, Any]:
@@ -218,7 +233,7 @@ def tag_and_align(opts: BuildOptions, texts: Sequence[str], tokenizer: BuildToke
     first = [tokenizer.bos] if opts.prepend_bos else []
     cutter, points = None, {}
     if max_tokens is not None:
-        cutter = Cutter(tokenizer.tok, vocab, max_tokens, tokenizer.bos)
+        cutter = Cutter(tokenizer.tok, vocab, max_tokens, tokenizer.bos, opts.align)
         lengths = [len(first) + len(ids) for ids, _ in encode(tokenizer.tok, texts)]
         points = long_story_points(texts, lengths, nlp, max_tokens, opts.batch_size)
     if nlp is not None:
@@ -234,13 +249,16 @@ def tag_and_align(opts: BuildOptions, texts: Sequence[str], tokenizer: BuildToke
             cutter.cut(stories, i, text, tags, points[i], offsets[:, 0])
         else:
             stories.add(i, 0, text, first + story_ids,
-                        align_story(text, offsets, tags, vocab, bos=opts.prepend_bos))
+                        align_story(text, offsets, tags, vocab, bos=opts.prepend_bos,
+                                    rule=opts.align))
     return stories
 
 
 CONVENTIONS = {
-    "alignment": "a model token takes the tags of the spaCy token covering its first "
-                 "non-space character; whitespace-only tokens are SPACE, BOS is BOS",
+    "alignment": "a model token covers the spaCy tokens holding its non-space characters and "
+                 "takes the tags of {rule}; fine_tags and coarse_tags hold the tags of all of "
+                 "them; quoted comes from the first; whitespace-only tokens are SPACE, BOS is "
+                 "BOS",
     "quoted": "strictly between an opening and its closing double quote mark; the "
               "marks are not quoted; straight quotes alternate; a line break closes",
     "empty_stories": "dropped",
@@ -269,7 +287,8 @@ def build_manifest(opts: BuildOptions, source: Source, tokenizer: BuildTokenizer
         "counts": counts,
         "alignment": alignment,
         "windows": windows,
-        "conventions": CONVENTIONS,
+        "conventions": {**CONVENTIONS, "alignment": CONVENTIONS["alignment"].format(
+            rule=RULE_WORDS[opts.align])},
     })
     return manifest
 
@@ -292,9 +311,10 @@ def _build(opts: BuildOptions) -> Path:
     windows["sentences"] = boundaries(nlp) if stories.cut_parents else None
     codes = split_stories(len(texts), opts.test_fraction, opts.seed)
     tokens, columns = assemble(stories, codes)
+    alignment = {"rule": opts.align, **alignment_stats(stories.parts),
+                 "rules": rule_stats(stories.parts, vocab["fine"])}
     manifest = build_manifest(opts, source, tokenizer, nlp,
-                              _counts(tokens, stories, codes, dropped),
-                              alignment_stats(stories.parts), windows)
+                              _counts(tokens, stories, codes, dropped), alignment, windows)
     with atomic_dir(opts.out, opts.overwrite) as tmp:
         write_dataset(tmp, tokens, columns, vocab, manifest)
     if stories.long_sentences:
@@ -319,7 +339,8 @@ def build_dataset(source: str, tokenizer: str | None, out: str | Path, limit: in
                   batch_size: int = DEFAULT_BATCH_SIZE, n_process: int = 1,
                   overwrite: bool = False, prepend_bos: bool = True, split: str = "validation",
                   verbose: bool = False, tagset: str = "pos",
-                  max_tokens: int | None = None, decode_errors: str = "strict") -> Path:
+                  max_tokens: int | None = None, decode_errors: str = "strict",
+                  align: str = DEFAULT_RULE) -> Path:
     """Build the tagged dataset of ``source`` into directory ``out``; return ``out``.
 
     source: demo:N, chat:PATH, chatgen:N, a .txt/.jsonl/.parquet file or a Hugging Face
@@ -329,14 +350,16 @@ def build_dataset(source: str, tokenizer: str | None, out: str | Path, limit: in
     stories longer than this many tokens (BOS included) into windows of whole sentences
     (default: the model's context when the tokenizer or its config.json says it);
     decode_errors: "strict" refuses text files that are not UTF-8, "replace" replaces
-    their invalid bytes with U+FFFD.
-    ``verbose`` shows progress bars and prints the alignment statistics to stderr.
+    their invalid bytes with U+FFFD; align: which covered spaCy token a model token takes
+    its tags from (first, last, mid or priority; see datasets_build.align).
+    ``verbose`` shows progress bars and prints the alignment statistics, with what each
+    rule changes against ``first``, to stderr.
     """
     return run_build(BuildOptions(
         source, tokenizer, Path(out), limit=limit, test_fraction=test_fraction, seed=seed,
         spacy_model=spacy_model, batch_size=batch_size, n_process=n_process,
         overwrite=overwrite, prepend_bos=prepend_bos, split=split, verbose=verbose,
-        tagset=tagset, max_tokens=max_tokens, decode_errors=decode_errors))
+        tagset=tagset, max_tokens=max_tokens, decode_errors=decode_errors, align=align))
 
 
 def format_stats(manifest: dict[str, Any]) -> str:
@@ -351,4 +374,17 @@ def format_stats(manifest: dict[str, Any]) -> str:
             f"{a['bos_tokens']} BOS, {a['space_tokens']} whitespace-only)\n"
             f"aligned: {a['aligned_tokens']}/{a['text_tokens']} non-space tokens "
             f"({100 * a['aligned_fraction']:.2f}%), {a['straddle_tokens']} straddle, "
-            f"{a['shared_char_tokens']} share a multi-byte character")
+            f"{a['shared_char_tokens']} share a multi-byte character\n"
+            + format_rules(a))
+
+
+def format_rules(alignment: dict[str, Any]) -> str:
+    """Per alignment rule, the tokens whose tags differ from the ``first`` rule's."""
+    lines = [f"alignment rule: {alignment['rule']}; tokens whose tag differs from rule first "
+             "(fine / coarse), the commonest fine changes, spaCy tokens whose tag no token "
+             "takes:"]
+    for rule, r in alignment["rules"].items():
+        changes = ", ".join(f"{k} {n}" for k, n in list(r["changes"].items())[:3])
+        lines.append(f"  {rule:<9}{r['changed_fine']:>8} / {r['changed_coarse']:<8}"
+                     f"hidden {r['hidden']:<7}{changes}")
+    return "\n".join(lines)

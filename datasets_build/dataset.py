@@ -1,6 +1,6 @@
 """The tagged dataset on disk: writer and reader.
 
-Layout of a dataset directory (format version 2)::
+Layout of a dataset directory (format version 3)::
 
     DIR/manifest.json   provenance, tokenizer fingerprint, counts, alignment statistics
     DIR/tags.json       {"fine": [...], "coarse": [...]}: tag id -> tag name
@@ -12,14 +12,18 @@ Token columns: ``input_id``, ``story_id``, ``parent_id`` (the source story the t
 story was cut from, see :mod:`datasets_build.windows`), ``position`` (0 = the BOS token when
 the tokenizer has one), ``char_start``/``char_end`` (span in the story text; -1 for BOS),
 ``fine_tag``/``coarse_tag`` (ids into tags.json), ``quoted`` (inside a quotation),
-``straddle`` (the token covers more than one spaCy token), ``split`` (0 train, 1 test).
+``straddle`` (the token covers more than one spaCy token), ``fine_tags``/``coarse_tags``
+(every tag the token covers, as a set of tag ids: :mod:`datasets_build.tagsets`), ``split``
+(0 train, 1 test). ``manifest["alignment"]["rule"]`` names the rule that chose
+``fine_tag``/``coarse_tag`` among the covered spaCy tokens (:mod:`datasets_build.align`).
 
 Story columns: ``story_id``, ``text``, ``split``, ``token_start`` (row of its first
 token in tokens/), ``n_tokens``, ``parent_id`` and ``parent_char_start`` (where ``text``
 starts in the text of the source story).
 
 Version 1 had no windows and no parent columns; it is read as if every story were its own
-parent, starting at its character 0.
+parent, starting at its character 0. Versions 1 and 2 had no tag sets and always the rule
+``first``; each token's set reads as its one tag (:func:`has_tag_sets` tells them apart).
 """
 
 from __future__ import annotations
@@ -32,24 +36,39 @@ from typing import Any
 
 import numpy as np
 
+from datasets_build.tagsets import DTYPE as TAG_SET_DTYPE
+from datasets_build.tagsets import has_tag, tag_bits
 from headprobe.errors import UsageError
 from headprobe.failures import reading
 from headprobe.manifest import read_json, write_json
 
 FORMAT = "headprobe-dataset"
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
+TAG_SETS_SINCE = 3
 SPLITS = ("train", "test")
 TOKEN_COLUMNS = {
     "input_id": np.int32, "story_id": np.int32, "parent_id": np.int32, "position": np.int32,
     "char_start": np.int32, "char_end": np.int32, "fine_tag": np.int16,
-    "coarse_tag": np.int16, "quoted": np.bool_, "straddle": np.bool_, "split": np.int8,
+    "coarse_tag": np.int16, "quoted": np.bool_, "straddle": np.bool_,
+    "fine_tags": TAG_SET_DTYPE, "coarse_tags": TAG_SET_DTYPE, "split": np.int8,
 }
 STORY_COLUMNS = ("story_id", "text", "split", "token_start", "n_tokens", "parent_id",
                  "parent_char_start")
-# Columns version 1 lacks, read there as another column (every story is its own parent)
-# or as zeros (every story starts at its parent's character 0).
-V1_STAND_INS = {"parent_id": "story_id", "parent_char_start": None}
+# Columns earlier versions lack, and what they read as there: version 1 has no windows
+# (every story is its own parent and starts at its character 0), versions 1 and 2 no tag
+# sets (a token's set holds its one tag).
+STAND_INS = {
+    "parent_id": lambda table: _column(table, "story_id"),
+    "parent_char_start": lambda table: np.zeros(len(table), np.int64),
+    "fine_tags": lambda table: tag_bits(_column(table, "fine_tag")),
+    "coarse_tags": lambda table: tag_bits(_column(table, "coarse_tag")),
+}
+
+
+def has_tag_sets(manifest: dict[str, Any]) -> bool:
+    """Whether a dataset (by its manifest) recorded every tag its tokens cover."""
+    return int(manifest.get("format_version", 0)) >= TAG_SETS_SINCE
 
 
 def split_code(split: str | None) -> int | None:
@@ -76,6 +95,9 @@ def write_dataset(out_dir: str | Path, tokens: dict[str, np.ndarray], stories: d
     if missing:
         raise ValueError(f"dataset columns missing: {', '.join(missing)}")
     cols = {k: np.asarray(tokens[k], dtype=t) for k, t in TOKEN_COLUMNS.items()}
+    for tag, sets in (("fine_tag", "fine_tags"), ("coarse_tag", "coarse_tags")):
+        if not np.all(has_tag(cols[sets], cols[tag])):
+            raise ValueError(f"every token's {sets} must hold its {tag}")
     with _quiet_datasets():
         Dataset.from_dict(cols).save_to_disk(str(out_dir / "tokens"))
         Dataset.from_dict({k: list(stories[k]) for k in STORY_COLUMNS}).save_to_disk(
@@ -104,15 +126,14 @@ def _quiet_datasets() -> Iterator[None]:
 
 
 def _column(table: Any, name: str) -> np.ndarray:
-    """One column of a saved Arrow table as a numpy array [n_rows], read in bulk; a
-    version-1 table's stand-in for a column it lacks (``V1_STAND_INS``).
+    """One column of a saved Arrow table as a numpy array [n_rows], read in bulk; an
+    earlier version's stand-in for a column it lacks (``STAND_INS``).
 
     (Indexing the ``datasets.Dataset`` by column name converts row by row, which is
     orders of magnitude slower; the tables here never carry an indices mapping.)
     """
-    if name not in table.column_names and name in V1_STAND_INS:
-        stand_in = V1_STAND_INS[name]
-        return np.zeros(len(table), np.int64) if stand_in is None else _column(table, stand_in)
+    if name not in table.column_names and name in STAND_INS:
+        return STAND_INS[name](table)
     return table.data.column(name).to_numpy()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from datasets_build.dataset import write_dataset
+from datasets_build.tagsets import tag_bits
 from headprobe.tokenization import bos_id, vocab_hash
 
 UNTAGGED = {"fine": ["X"], "coarse": ["X"]}
@@ -65,7 +66,8 @@ def write_untagged_dataset(out_dir: str | Path, texts: Sequence[str], tokenizer:
     tokens.update({"parent_id": tokens["story_id"],
                    "fine_tag": np.zeros(n_rows), "coarse_tag": np.zeros(n_rows),
                    "quoted": np.zeros(n_rows, bool), "straddle": np.zeros(n_rows, bool),
-                   "split": splits})
+                   "fine_tags": tag_bits(np.zeros(n_rows, int)),
+                   "coarse_tags": tag_bits(np.zeros(n_rows, int)), "split": splits})
     manifest = {"stage": "untagged", "tokenizer": {"vocab_hash": vocab_hash(tokenizer),
                                                    "bos_id": bos},
                 "n_stories": len(texts), "n_tokens": n_rows}

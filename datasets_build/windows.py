@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets_build.align import TokenTags, align_story, space_mask
+from datasets_build.align import DEFAULT_RULE, TokenTags, align_story, space_mask
 from datasets_build.tagging import StoryTags, quoted_chars, sentence_component, sentence_starts
 from headprobe.errors import UsageError, opt
 
@@ -191,12 +191,14 @@ class Windows:
 @dataclass
 class Cutter:
     """Cuts stories into windows of at most ``max_tokens`` tokens, BOS included when ``bos``
-    is an id, and tags them (``vocab``: the build's tag vocabularies)."""
+    is an id, and tags them (``vocab``: the build's tag vocabularies; ``rule``: the
+    alignment rule, see :mod:`datasets_build.align`)."""
 
     tok: Any
     vocab: dict[str, list[str]]
     max_tokens: int
     bos: int | None
+    rule: str = DEFAULT_RULE
 
     def cut(self, windows: Windows, parent: int, text: str, tags: StoryTags,
             points: np.ndarray, token_starts: np.ndarray) -> None:
@@ -212,7 +214,7 @@ class Cutter:
             enc = self.tok(text[a:b], return_offsets_mapping=True, add_special_tokens=False)
             offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
             part = align_story(text[a:b], offsets, window_tags(tags, a, b), self.vocab,
-                               bos=bool(first), quoted_text=quoted[a:b])
+                               bos=bool(first), quoted_text=quoted[a:b], rule=self.rule)
             windows.add(parent, a, text[a:b], first + list(enc["input_ids"]), part)
         if cut.long_sentences:
             windows.long_sentences += cut.long_sentences

@@ -44,6 +44,10 @@ def _add_fit(sub) -> None:
                    help="fold tags with fewer training tokens into OTHER (default 1)")
     p.add_argument("--exclude", default="BOS",
                    help="tags whose tokens are left out (default BOS; '' keeps all)")
+    p.add_argument("--multilabel", action="store_true",
+                   help="one-vs-rest probes per tag on every tag a token covers (a token "
+                        "'.\"' holds both . and ''), instead of one multinomial probe on its "
+                        "own tag")
     p.add_argument("--layers", help="comma-separated layers (default: all)")
     p.add_argument("--solver", default="fast", choices=SOLVERS,
                    help="fast (batched torch, default) or sklearn (reference)")
@@ -73,6 +77,7 @@ def _fit(args: argparse.Namespace) -> int:
     from headprobe.atomic import check_target
     from headprobe.locks import claim_output
     from probing.grid import GridConfig, run_grid
+    from probing.multilabel import DESCRIPTIONS as MULTILABEL_DESCRIPTIONS
     from probing.results import write_results
 
     store = resolve(args.store, args.run, "store", "store")
@@ -86,7 +91,7 @@ def _fit(args: argparse.Namespace) -> int:
         solver=args.solver, controls=controls,
         layers=[_int(x, "--layers") for x in split_list(args.layers)] or None, C=args.C,
         n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs, mdl=args.mdl,
-        word_types=args.word_types, tokenizer=args.tokenizer)
+        word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel)
     result = run_grid(str(store), config, args.control_store)
     labels = result.labels
     if labels.folded:
@@ -98,10 +103,13 @@ def _fit(args: argparse.Namespace) -> int:
               "folded_tags": labels.folded, "solver": args.solver, "C": args.C,
               "controls": list(controls), "bootstrap": args.bootstrap, "seed": args.seed,
               "mdl": args.mdl, "word_types": args.word_types, **result.info}
+    if args.multilabel:
+        params.update(multilabel=True, not_probed_tags=labels.not_probed)
     write_results(out, result.sites, result.layers, result.tags, result.arrays, params,
                   {"inputs": {"store": str(store), "control_store": args.control_store},
                    "params": params}, overwrite=args.overwrite, site_heads=result.site_heads,
-                  head_axes=result.head_axes)
+                  head_axes=result.head_axes,
+                  descriptions=MULTILABEL_DESCRIPTIONS if args.multilabel else None)
     print(f"wrote {out}")
     return 0
 

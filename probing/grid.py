@@ -44,6 +44,15 @@ from probing.metrics import (
     group_counts,
     scores_from_counts,
 )
+from probing.multilabel import (
+    SetScorer,
+    TagSets,
+    check_store,
+    control_task_sets,
+    majority_sets,
+    tag_sets,
+)
+from probing.one_vs_rest import OneVsRest, fit_one_vs_rest
 from probing.solvers import SOLVERS, ProbeFit, fit_probes, fit_seen_classes
 
 VECTOR_SITES = ("key", "query", "key_rot", "query_rot")
@@ -64,7 +73,8 @@ class GridConfig:
     solver's subsample; jobs: threads; mdl: also compute the online code length
     (probing.mdl); word_types: what a word type of the control task is ('token': the model
     token id, 'lower': its lowercased text, decoded with ``tokenizer``, by default the
-    tokenizer of the store's model).
+    tokenizer of the store's model); multilabel: one-vs-rest probes per tag on the tags
+    each token covers (probing.multilabel).
     """
 
     sites: tuple[str, ...] = DEFAULT_SITES
@@ -83,6 +93,7 @@ class GridConfig:
     mdl: bool = False
     word_types: str = "token"
     tokenizer: str | None = None
+    multilabel: bool = False
 
 
 @dataclass
@@ -97,7 +108,7 @@ class GridResult:
     layers: list[int]
     tags: list[str]
     arrays: dict[str, np.ndarray]
-    labels: Labels
+    labels: Labels | TagSets
     info: dict[str, Any] = field(default_factory=dict)
     site_heads: list[int] = field(default_factory=list)
     head_axes: list[str] = field(default_factory=list)
@@ -107,8 +118,9 @@ class GridResult:
 class HeadProbe:
     """The probe of one head, fitted on the train split and scored on the test split.
 
-    site, layer, head: the cell; tags: [K] class names; coef: [K, d_head] and intercept:
-    [K] act on raw stored vectors (``logits = x @ coef.T + intercept``); metrics: scores
+    site, layer, head: the cell; tags: [K] class names (multilabel: probed tags); coef:
+    [K, d_head] and intercept: [K] act on raw stored vectors (``logits = x @ coef.T +
+    intercept``; multilabel: one binary logit per tag); metrics: scores
     named as the arrays of probing.results, per tag ([K]: ``precision``, ``recall``,
     ``f1``, ``support``, ``f1_shuffled``, ``f1_lo``, ...), per probe (floats:
     ``macro_f1``, ``accuracy``, ``macro_f1_shuffled``, ``codelength``, ...) or per MDL
@@ -122,21 +134,30 @@ class HeadProbe:
     coef: np.ndarray
     intercept: np.ndarray
     metrics: dict[str, Any]
-    labels: Labels
+    labels: Labels | TagSets
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logits [n, K] of raw stored vectors X [n, d_head]."""
         return np.asarray(X, dtype=np.float64) @ self.coef.T + self.intercept
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted class ids [n] (indices into ``tags``) of vectors X [n, d_head]."""
-        return self.decision_function(X).argmax(-1)
+        """Predicted class ids [n] (indices into ``tags``) of vectors X [n, d_head];
+        multilabel: bool [n, K], the token covers each tag."""
+        logits = self.decision_function(X)
+        return logits > 0 if isinstance(self.labels, TagSets) else logits.argmax(-1)
 
 
-def _labels(store: Store, config: GridConfig) -> Labels:
+def _labels(store: Store, config: GridConfig) -> Labels | TagSets:
     if config.tagset not in ("fine", "coarse"):
         raise UsageError(f"unknown tag set {config.tagset!r}; choose fine or coarse")
     table = store.tokens([f"{config.tagset}_tag", "split"])
+    if config.multilabel:
+        check_store(store)
+        return tag_sets(store.tokens([f"{config.tagset}_tags"])[f"{config.tagset}_tags"],
+                        table[f"{config.tagset}_tag"], table["split"],
+                        store.tags[config.tagset], merge_verbs=config.merge_verbs,
+                        keep=config.tags, min_support=config.min_support,
+                        exclude=config.exclude)
     return fold_tags(table[f"{config.tagset}_tag"], table["split"], store.tags[config.tagset],
                      merge_verbs=config.merge_verbs, keep=config.tags,
                      min_support=config.min_support, exclude=config.exclude)
@@ -169,6 +190,9 @@ def _check_config(store: Store, config: GridConfig) -> list[int]:
     if config.word_types not in WORD_TYPES:
         raise UsageError(f"unknown {opt('word_types')} {config.word_types!r}; choose from "
                          f"{', '.join(WORD_TYPES)}")
+    if config.mdl and config.multilabel:
+        raise UsageError(f"{opt('mdl')} codes one tag per token; it does not combine with "
+                         f"{opt('multilabel')}")
     return layers
 
 
@@ -219,9 +243,13 @@ class _Reader:
 
 
 def _fit(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig,
-         seen_only: bool = False, init: ProbeFit | None = None) -> ProbeFit:
-    """Probes of X [c, n, d] on labels y [n]; ``seen_only``: y may lack some classes;
-    init: a fit to start from (see probing.solvers)."""
+         seen_only: bool = False, init: ProbeFit | None = None) -> ProbeFit | OneVsRest:
+    """Probes of X [c, n, d] on labels y [n] (tag sets: bool [n, K], one binary probe per
+    tag); ``seen_only``: y may lack some classes (some tags may be constant); init: a fit
+    to start from (see probing.solvers)."""
+    if y.ndim == 2:
+        return fit_one_vs_rest(X, y, solver=config.solver, C=config.C, n_jobs=config.jobs,
+                               seed=config.seed, seen_only=seen_only)
     fit = fit_seen_classes if seen_only else fit_probes
     return fit(X, y, n_classes, solver=config.solver, C=config.C, n_jobs=config.jobs,
                seed=config.seed, init=init)
@@ -231,22 +259,23 @@ def _fit(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig,
 class _Tasks:
     """What every cell is scored on, prepared once per grid.
 
-    labels: the tag classes; scorer: scores test predictions; control_y: control-task
-    labels (train [n_train], test [n_test]) when that control runs; portions: the MDL cuts
-    of the train tokens when ``mdl`` is on.
+    labels: the tag classes (or tag sets); scorer: scores test predictions; control_y:
+    control-task labels (train [n_train], test [n_test]; tag sets: [n, K]) when that control
+    runs; portions: the MDL cuts of the train tokens when ``mdl`` is on.
     """
 
-    labels: Labels
-    scorer: _Scorer
+    labels: Labels | TagSets
+    scorer: _Scorer | SetScorer
     control_y: tuple[np.ndarray, np.ndarray] | None = None
     portions: Portions | None = None
 
 
-def _tasks(store: Store, labels: Labels, config: GridConfig) -> _Tasks:
+def _tasks(store: Store, labels: Labels | TagSets, config: GridConfig) -> _Tasks:
     """The scorer, the control-task labels and the MDL portions ``config`` asks for."""
     # windows of one story (datasets_build max_tokens) stay together when resampled
     stories = store.tokens(["parent_id"], index=labels.test_rows)["parent_id"]
-    tasks = _Tasks(labels, _Scorer(labels, stories, config.n_boot, config.seed))
+    scorer = SetScorer if isinstance(labels, TagSets) else _Scorer
+    tasks = _Tasks(labels, scorer(labels, stories, config.n_boot, config.seed))
     if "control-task" in config.controls:
         tokenizer = None
         if config.word_types == "lower":
@@ -261,8 +290,13 @@ def _tasks(store: Store, labels: Labels, config: GridConfig) -> _Tasks:
         types = word_types(store.tokens(["input_id"], index=rows)["input_id"],
                            config.word_types, tokenizer)
         n_train = len(labels.train_rows)
-        tasks.control_y = control_task_labels(types[:n_train], types[n_train:],
-                                              labels.train_y, labels.n_classes, config.seed)
+        if isinstance(labels, TagSets):
+            tasks.control_y = control_task_sets(types[:n_train], types[n_train:],
+                                                labels.train_y, config.seed)
+        else:
+            tasks.control_y = control_task_labels(types[:n_train], types[n_train:],
+                                                  labels.train_y, labels.n_classes,
+                                                  config.seed)
     if config.mdl:
         train_stories = store.tokens(["parent_id"], index=labels.train_rows)["parent_id"]
         tasks.portions = plan_portions(train_stories, config.seed)
@@ -286,8 +320,9 @@ def _control_scores(data: tuple[np.ndarray, np.ndarray], tasks: _Tasks, config: 
         c_train, c_test = control_data
         got["random"] = scorer(_fit(c_train, labels.train_y, K, config).predict(c_test))
     if "majority" in controls:
-        pred = majority_predictions(labels.train_y, len(labels.test_y))
-        got["majority"] = scorer(np.tile(pred, (len(train), 1)))
+        majority = majority_sets if isinstance(labels, TagSets) else majority_predictions
+        pred = majority(labels.train_y, len(labels.test_y))
+        got["majority"] = scorer(np.broadcast_to(pred, (len(train), *pred.shape)))
     return got
 
 
@@ -421,7 +456,7 @@ def _mdl_arrays(tasks: _Tasks) -> dict[str, np.ndarray]:
                 len(tasks.labels.train_y), tasks.labels.n_classes))}
 
 
-def _fit_all(store: Store, control: Store | None, labels: Labels, layers: list[int],
+def _fit_all(store: Store, control: Store | None, labels: Labels | TagSets, layers: list[int],
              config: GridConfig, log: Callable[[str], None]) -> GridResult:
     S, L = len(config.sites), len(layers)
     site_heads = [store.heads(site) for site in config.sites]
@@ -460,7 +495,8 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
     control_store : a store of the same tokens from a re-initialised model (turns on the
         random-weights control).
     **options : fields of :class:`GridConfig` (tagset, tags, merge_verbs, min_support,
-        exclude, solver, controls, C, n_boot, seed, jobs, mdl, word_types, tokenizer).
+        exclude, solver, controls, C, n_boot, seed, jobs, mdl, word_types, tokenizer,
+        multilabel).
 
     Returns
     -------

@@ -244,12 +244,14 @@ def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags
                   arrays: dict[str, np.ndarray], attrs: dict[str, Any],
                   manifest: dict[str, Any], overwrite: bool = False,
                   site_heads: list[int] | None = None,
-                  head_axes: list[str] | None = None) -> Path:
+                  head_axes: list[str] | None = None,
+                  descriptions: dict[str, str] | None = None) -> Path:
     """Write RESULTS/probes.h5 and RESULTS/manifest.json atomically; return the directory.
 
     arrays: names and shapes as declared in ARRAYS (checked before anything is written);
     site_heads, head_axes: [S] real heads per site and what they count (default: every
-    site has the whole head axis of query heads).
+    site has the whole head axis of query heads); descriptions: what arrays mean where it
+    differs from ARRAYS (one-vs-rest probes).
     """
     check_arrays(arrays, {"site": len(sites), "layer": len(layers), "tag": len(tags)})
     n_heads = int(np.shape(arrays["f1"])[2]) if "f1" in arrays else 0
@@ -266,7 +268,8 @@ def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags
                 ds = f.create_dataset(name, data=value,
                                       compression="gzip" if value.ndim else None)
                 ds.attrs["dims"] = ", ".join(ARRAYS[name].dims)
-                ds.attrs["description"] = ARRAYS[name].description
+                ds.attrs["description"] = (descriptions or {}).get(
+                    name, ARRAYS[name].description)
         write_json(tmp / "manifest.json", {**base_manifest("probing fit"), "format": FORMAT,
                                            "format_version": FORMAT_VERSION, **manifest})
     return Path(out_dir)

@@ -73,6 +73,10 @@ def _quote(r: StudyResults) -> str:
             f"inside quotes (paired t {b['t_stat']:.1f})")
     if "attn_to_open" in b:
         text += f", attention to the opening mark {b['attn_to_open']:.2f}"
+    if r.meta.get("close_head"):
+        head = tuple(r.meta["close_head"])
+        text += (f"; {head_label(*head)} attends most to the closing mark once it appears "
+                 f"({float(r[quote.ATTN_TO_CLOSE][head]):.2f})")
     return text
 
 

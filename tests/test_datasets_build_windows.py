@@ -10,9 +10,10 @@ import pytest
 from datasets_build.__main__ import PROG
 from datasets_build.__main__ import main as build_main
 from datasets_build.build import build_dataset
-from datasets_build.dataset import load_tagged_dataset
+from datasets_build.dataset import has_tag_sets, load_tagged_dataset
 from datasets_build.sources import read_separated
 from datasets_build.split import split_stories
+from datasets_build.tagsets import tag_bits
 from datasets_build.windows import cut_points, known_context, plan_windows
 from extract.__main__ import main as extract_main
 from extract.extractor import extract_store
@@ -23,7 +24,8 @@ from headprobe.tokenization import load_tokenizer
 
 CONTEXT = 512
 N_LONG = 30
-TAG_COLUMNS = ("input_id", "fine_tag", "coarse_tag", "quoted", "straddle")
+TAG_COLUMNS = ("input_id", "fine_tag", "coarse_tag", "quoted", "straddle", "fine_tags",
+               "coarse_tags")
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +222,7 @@ def test_a_512_context_model_extracts_the_windows(windowed, whole, tiny_gpt2, tm
     table = windowed.token_table()
     with open_store(out) as store:
         assert store.n_tokens == windowed.n_tokens
-        for column in ("story_id", "parent_id", "position", "fine_tag"):
+        for column in ("story_id", "parent_id", "position", "fine_tag", "fine_tags"):
             np.testing.assert_array_equal(store.tokens([column])[column], table[column])
         assert np.isfinite(store.read_layer("activity", 1)).all()
     # a store written before windows has no parent column: its stories are their own parents
@@ -236,8 +238,8 @@ def test_reads_version_1_datasets(whole, tmp_path):
 
     old = tmp_path / "v1"
     old.mkdir()
-    for part, drop in (("tokens", ["parent_id"]), ("stories", ["parent_id",
-                                                               "parent_char_start"])):
+    for part, drop in (("tokens", ["parent_id", "fine_tags", "coarse_tags"]),
+                       ("stories", ["parent_id", "parent_char_start"])):
         load_from_disk(str(whole.path / part)).remove_columns(drop).save_to_disk(str(old / part))
     shutil.copy(whole.path / "tags.json", old / "tags.json")
     manifest = {**whole.manifest, "format_version": 1}
@@ -247,8 +249,12 @@ def test_reads_version_1_datasets(whole, tmp_path):
     np.testing.assert_array_equal(tokens["parent_id"], tokens["story_id"])
     assert stories["parent_id"].tolist() == stories["story_id"].tolist()
     assert not stories["parent_char_start"].any() and len(stories["text"]) == 6
-    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
-    with pytest.raises(UsageError, match="versions 1, 2"):
+    # no tag sets before version 3: each token's set is its one tag
+    assert not has_tag_sets(ds.manifest) and has_tag_sets(whole.manifest)
+    np.testing.assert_array_equal(tokens["fine_tags"], tag_bits(tokens["fine_tag"]))
+    np.testing.assert_array_equal(tokens["coarse_tags"], tag_bits(tokens["coarse_tag"]))
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 4}))
+    with pytest.raises(UsageError, match="versions 1, 2, 3"):
         load_tagged_dataset(old)
 
 

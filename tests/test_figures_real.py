@@ -109,7 +109,7 @@ def test_study_figures_from_real_writers(studies_store, study_model, tmp_path: P
     assert not not_planned
     figs = {p.name: p.draw() for p in planned}
     assert set(figs) == {"ablation", "activation_stats", "activation_hist", "mlp_sparsity",
-                         "quote_heads", "quote_activity", "quote_attention"}
+                         "quote_heads", "quote_activity", "quote_attention", "quote_shift"}
 
     arrays = results["ablate"][0]
     bars = figs["ablation"].get_axes()[0].patches
@@ -129,9 +129,15 @@ def test_study_figures_from_real_writers(studies_store, study_model, tmp_path: P
         "attention output (hook_attn_out)",
         "residual after attention + LayerNorm (ln2.hook_out)"]
 
-    meta = results["quote"][1]
+    arrays, meta = results["quote"][:2]
     trace = figs["quote_activity"].get_axes()[0]
     assert f"L{meta['best_head'][0]}H{meta['best_head'][1]}" in trace.get_title()
+    dashed = [line.get_xdata()[0] for line in trace.get_lines() if line.get_linestyle() == "--"]
+    assert dashed == np.flatnonzero(arrays["example_closing"]).tolist()
+    shift = figs["quote_shift"].get_axes()
+    layer, head = meta["close_head"]
+    to_close = [line for line in shift[-1].get_lines() if line.get_label() == "to the closing mark"]
+    np.testing.assert_allclose(to_close[0].get_ydata(), arrays["shift_to_close"][:, layer, head])
 
 
 def test_chat_study_figures_from_real_writers(chat_organism, tmp_path: Path):

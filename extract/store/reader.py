@@ -10,12 +10,14 @@ import h5py
 import numpy as np
 
 from datasets_build.dataset import SPLITS
+from datasets_build.tagsets import tag_bits
 from extract.store.json_attrs import decode_attrs
 from extract.store.schema import (
     KV_HEAD,
     READABLE_VERSIONS,
     SCHEMA,
     SITES,
+    TAG_SETS,
     TOKEN_TABLE,
     StoreShape,
     token_path,
@@ -93,8 +95,11 @@ class Store:
             path = token_path(name)
             if name == "parent_id" and path not in self.file:  # written before windows
                 path = token_path("story_id")
-            with reading(self.path, "activation store", DAMAGED, also=H5_DAMAGE):
-                self._columns[name] = self.file[path][()]
+            if name in TAG_SETS and path not in self.file:  # written before tag sets
+                self._columns[name] = tag_bits(self._column(TAG_SETS[name]))  # one tag each
+            else:
+                with reading(self.path, "activation store", DAMAGED, also=H5_DAMAGE):
+                    self._columns[name] = self.file[path][()]
         return self._columns[name]
 
     def tokens(self, columns: Sequence[str] | None = None,

@@ -161,8 +161,15 @@ _TOKEN_DESCRIPTIONS = {
     "coarse_tag": "coarse part-of-speech tag id (names in root attribute tags['coarse'])",
     "quoted": "1 if the token lies inside a quotation",
     "straddle": "1 if the token covers more than one spaCy token",
+    "fine_tags": "every fine tag the token covers: bit i set when it covers a spaCy token "
+                 "tagged tags['fine'][i] (fine_tag is the one the alignment rule chose)",
+    "coarse_tags": "every coarse tag the token covers: bit i set when it covers a spaCy token "
+                   "tagged tags['coarse'][i]",
     "split": "0 = train, 1 = test",
 }
+# Tag-set columns and the tag each is built from where a table lacks it (stores written
+# before tag sets read it as a set of one tag).
+TAG_SETS = {"fine_tags": "fine_tag", "coarse_tags": "coarse_tag"}
 # The dataset's token columns, in its order, each with what it means in a store.
 TOKEN_TABLE: dict[str, TokenColumn] = {
     name: TokenColumn(name, np.dtype(dtype), _TOKEN_DESCRIPTIONS[name])

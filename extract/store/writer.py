@@ -16,6 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from datasets_build.tagsets import tag_bits
 from extract.store.codec import (
     DEFAULT_COMPRESSION,
     TOKEN_TABLE_FILTER,
@@ -34,6 +35,7 @@ from extract.store.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     SITES,
+    TAG_SETS,
     TOKEN_GROUP,
     TOKEN_GROUP_DESCRIPTION,
     TOKEN_TABLE,
@@ -271,8 +273,8 @@ def write_store(path: str | Path, token_table: dict[str, np.ndarray],
     """Write a whole store in one call (small stores, tests).
 
     token_table: column -> [n_tokens] (missing columns are filled: parent_id with story_id,
-    -1 for char spans, 0 else);
-    arrays: site -> [n_tokens, n_layers, heads(, d_head)] (heads: n_kv_heads for keys and
+    -1 for char spans, the token's one tag for tag sets, 0 else); arrays: site -> [n_tokens,
+    n_layers, heads(, d_head)] (heads: n_kv_heads for keys and
     values, n_heads otherwise; attrs["architecture"] fills in what the arrays do not show).
     """
     n = len(next(iter(token_table.values())))
@@ -280,6 +282,9 @@ def write_store(path: str | Path, token_table: dict[str, np.ndarray],
     table = {k: np.asarray(token_table[k]) if k in token_table
              else filled.get(k, np.full(n, -1 if k.startswith("char_") else 0))
              for k in TOKEN_TABLE}
+    for sets, tag in TAG_SETS.items():
+        if sets not in token_table:
+            table[sets] = tag_bits(table[tag])
     arch = _arch_of(arrays, (attrs or {}).get("architecture", {}))
     writer = create_store(path, n, arch, list(arrays), dtype, attrs, tags, chunk_rows)
     writer.write_tokens(table)
