@@ -181,22 +181,25 @@ def extract_main(argv: Sequence[str] | None) -> int:
 def merge_main(argv: Sequence[str]) -> int:
     parser = Parser(prog=f"{PROG} merge", description="Join shard stores into one file "
                     "through HDF5 virtual datasets (no copy).")
-    parser.add_argument("out", help="merged store to write")
+    parser.add_argument("out", nargs="?", help="merged store to write (default "
+                        "RUN/activations.h5)")
     parser.add_argument("shards", nargs="*", help="shard stores (default: every shard in "
                         "OUT.shards/, written by python -m extract --shard i/n)")
+    parser.add_argument("--run", help="run directory: merge into RUN/activations.h5")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     from extract.merge import merge_stores
     from extract.shards import merge_shard_dir
     from extract.store import open_store
 
+    out = resolve(args.out, args.run, "store", "out")
     if args.shards:
-        merge_stores(args.out, args.shards, overwrite=args.overwrite)
+        merge_stores(out, args.shards, overwrite=args.overwrite)
     else:
-        merge_shard_dir(args.out, overwrite=args.overwrite)
-    with open_store(args.out) as store:
+        merge_shard_dir(out, overwrite=args.overwrite)
+    with open_store(out) as store:
         n_shards = len(store.attrs["merged_from"])
-    print(f"wrote {args.out}: virtual join of {n_shards} shards")
+    print(f"wrote {out}: virtual join of {n_shards} shards")
     return 0
 
 

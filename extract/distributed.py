@@ -36,7 +36,7 @@ from extract.shards import (
     weights_hash,
 )
 from headprobe.atomic import check_target
-from headprobe.cluster import connect, task_env, task_failure
+from headprobe.cluster import connect, import_ray, task_env, task_failure
 from headprobe.devices import AUTO
 from headprobe.errors import UsageError, opt
 from headprobe.hub import resolve_pretrained
@@ -184,6 +184,7 @@ def extract_on_ray(dataset_dir: str | Path, model: Any, out: str | Path, shards:
     Complete shards of an earlier run are kept (``overwrite`` extracts them again).
     """
     _check_resources(shards, cpus_per_shard, gpus_per_shard, retries, model)
+    import_ray()                                   # missing Ray fails before any work
     dataset_dir, out = Path(dataset_dir).resolve(), Path(out).resolve()
     resolve_pretrained(str(model), "model")          # a missing model fails here, not per task
     model = str(Path(model).resolve()) if Path(str(model)).is_dir() else str(model)

@@ -14,7 +14,7 @@ SHARED = Path(os.environ.get("HEADPROBE_SHARED", REPO.parent / "shared"))
 pytest_plugins = ["tests.fixtures_figures", "tests.fixtures_dataset", "tests.fixtures_organisms",
                   "tests.fixtures_probing", "tests.fixtures_studies", "tests.fixtures_store",
                   "tests.fixtures_faults",
-                  "tests.fixtures_families"]
+                  "tests.fixtures_families", "tests.fixtures_cluster"]
 
 
 def _shared(rel: str) -> Path:
