@@ -245,7 +245,7 @@ def run_extraction(plan: ExtractPlan) -> Path:
 def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str | Path = "",
                   split: str = "all", sites: Sequence[str] = DEFAULT_SITES,
                   dtype: str = "float16", batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                  device: str | None = None, model_dtype: str = DEFAULT_MODEL_DTYPE,
+                  device: str | None = "cpu", model_dtype: str = DEFAULT_MODEL_DTYPE,
                   reinit_seed: int | None = None, resume: bool = False,
                   overwrite: bool = False, shard: str | tuple[int, int] | None = None,
                   path: str = "auto", chunk_rows: int | None = None,
@@ -255,7 +255,7 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
     """Extract per-head activations of ``dataset_dir`` with ``model`` into the store ``out``.
 
     model: hub name, local HF directory, or a loaded Hugging Face causal LM; device: where it
-    runs (None: cuda when available, else cpu); model_dtype: the dtype it computes in
+    runs (None or 'auto': cuda when available, else cpu); model_dtype: the dtype it computes in
     ('float32', 'bfloat16', 'float16'), apart from ``dtype``, the dtype float sites are
     stored in. Returns ``out``.
     The file is written as ``out.partial`` and renamed when complete, by one writer at a

@@ -63,12 +63,12 @@ def _boot(source: str, name: str, **kwargs: Any) -> Any:
                          ) from exc
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | None = None,
+def load_model(name: str = DEFAULT_MODEL, device: str | None = "cpu",
                dtype: torch.dtype | str = torch.float32, compat: bool = True) -> Any:
     """Boot ``name`` (hub name or local HF dir) as a TransformerBridge in eval mode.
 
-    device: cpu, cuda, cuda:N or mps (None: cuda when available, else cpu); dtype: the
-    dtype the model computes in (a torch dtype or 'float32', 'bfloat16', 'float16').
+    device: cpu, cuda, cuda:N or mps (None or 'auto': cuda when available, else cpu); dtype:
+    the dtype the model computes in (a torch dtype or 'float32', 'bfloat16', 'float16').
 
     ``compat`` turns on TransformerLens' compatibility mode, which gives the
     HookedTransformer-style weight views (``W_Q``, ``W_O``, ...) and numerics. Under
@@ -94,11 +94,11 @@ def architecture(model: Any) -> dict[str, Any]:
     }
 
 
-def load_hf_model(name: str = DEFAULT_MODEL, device: str | None = None,
+def load_hf_model(name: str = DEFAULT_MODEL, device: str | None = "cpu",
                   dtype: torch.dtype | str = torch.float32, reinit_seed: int | None = None
                   ) -> Any:
-    """Load ``name`` as a plain Hugging Face causal LM in eval mode, on ``device`` (None:
-    cuda when available) computing in ``dtype`` (see :func:`load_model`).
+    """Load ``name`` as a plain Hugging Face causal LM in eval mode, on ``device`` computing
+    in ``dtype`` (see :func:`load_model`).
 
     With ``reinit_seed`` the weights are not loaded: the same architecture is built with
     the library's random initialisation, seeded (the "random weights" control).

@@ -44,8 +44,8 @@ class ExtractOptions:
     """What :func:`extract.extractor.extract_store` was asked to do, checked when made.
 
     Paths become ``Path``; ``sites`` loses repeats; ``shard`` becomes (i, n) or None;
-    ``device`` None becomes cuda when available, else cpu. ``dtype`` is the storage dtype
-    of float sites, ``model_dtype`` the dtype the model computes in.
+    ``device`` None or 'auto' becomes cuda when available, else cpu. ``dtype`` is the
+    storage dtype of float sites, ``model_dtype`` the dtype the model computes in.
     """
 
     dataset_dir: Path
@@ -55,7 +55,7 @@ class ExtractOptions:
     sites: Sequence[str] = DEFAULT_SITES
     dtype: str = "float16"
     batch_tokens: int = DEFAULT_BATCH_TOKENS
-    device: str | None = None
+    device: str | None = "cpu"
     model_dtype: str = DEFAULT_MODEL_DTYPE
     reinit_seed: int | None = None
     resume: bool = False
