@@ -1,8 +1,11 @@
-"""Probe F1 grids: one layer x head heatmap per tag, drawn as small multiples.
+"""Probe F1 grids: one layer x head heatmap per tag, drawn as small multiples; and the
+per-probe grids of selectivity and MDL compression.
 
-Selectivity is the probe's F1 minus the F1 of a control (the same probe trained on
-shuffled labels, or on the vectors of a randomly initialised model): how much of the
-score the trained model's activations themselves earn.
+Selectivity is the probe's F1 (or accuracy) minus that of a control (the same probe on
+the control task, on shuffled labels, or on the vectors of a randomly initialised
+model): how much of the score the trained model's activations themselves earn.
+Compression is the MDL measure: the uniform code length of the train tags over their
+online code length with the probe (1 = the vectors do not help to send the tags).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from figures.plotting import (
     mark_cell,
     new_figure,
 )
-from figures.registry import Planned, register
+from figures.registry import NotPlanned, Planned, register
 from figures.sources import PROBES
 from headprobe.errors import UsageError
 from headprobe.heads import head_label, kv_head_label
+from probing.controls import array_suffix
 from probing.results import ProbeResults
 
 PANEL_INCH = 0.16  # inches per grid cell in small multiples
@@ -37,8 +41,18 @@ SITE_NAMES = {"key": "keys", "query": "queries", "value": "values",
 HEAD_AXIS_NAMES = {"head": "head", "kv_head": "key/value head"}
 # Per-tag F1 controls drawn as grids: array -> (figure suffix, label). The majority-class
 # baseline is left out: it is the same number in every cell.
-PROBE_CONTROLS = {"f1_shuffled": ("shuffled", "shuffled labels"),
+PROBE_CONTROLS = {"f1_control_task": ("control_task", "control task"),
+                  "f1_shuffled": ("shuffled", "shuffled labels"),
                   "f1_random": ("random", "randomly initialised model")}
+# Per-probe accuracy of each control, for selectivity as Hewitt & Liang define it.
+ACCURACY_CONTROLS = {"accuracy_control_task": "control task",
+                     "accuracy_shuffled": "shuffled labels",
+                     "accuracy_random": "randomly initialised model",
+                     "accuracy_majority": "majority tag"}
+# MDL compression of the probe and of its controls: array -> what was coded.
+COMPRESSIONS = {"compression": "tags, trained model",
+                "compression_random": "tags, randomly initialised model",
+                "compression_control_task": "control task, trained model"}
 
 
 def selectivity(f1: np.ndarray, f1_control: np.ndarray) -> np.ndarray:
@@ -182,6 +196,42 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
     return fig
 
 
+def draw_cell_grids(panels: Mapping[str, np.ndarray], sites: Sequence[str], title: str,
+                    value_label: str, diverging: bool = False,
+                    layers: Sequence[int] | None = None,
+                    head_axes: Sequence[str] | None = None) -> Figure:
+    """Per-probe values side by side: a row per site, a layer x head panel per entry of
+    ``panels`` (name -> [n_sites, n_layers, n_heads]; padding cells NaN), one colour scale
+    for all (centred on zero when ``diverging``, else from the smallest to the largest
+    value); each panel's best head is boxed and named in its title. head_axes: [n_sites]
+    'head' or 'kv_head' (key/value heads of a grouped-query model)."""
+    grids = {name: np.asarray(v, dtype=float) for name, v in panels.items()}
+    n_sites, n_layers, n_heads = next(iter(grids.values())).shape
+    every = np.stack(list(grids.values()))
+    if diverging:
+        norm, cmap = diverging_norm(every), DIVERGING
+    else:
+        norm, cmap = Normalize(float(np.nanmin(every)), float(np.nanmax(every))), SEQUENTIAL
+    fig = new_figure(len(grids) * (0.24 * n_heads + 1.5) + 0.8,
+                     n_sites * (0.24 * n_layers + 1.1) + 0.6)
+    axes = fig.subplots(n_sites, len(grids), squeeze=False)
+    image = None
+    head_axes = list(head_axes or ["head"] * n_sites)
+    for s, site in enumerate(sites):
+        name_of = kv_head_label if head_axes[s] == "kv_head" else head_label
+        for c, (name, grid) in enumerate(grids.items()):
+            layer, head = best_head(grid[s])
+            label = name_of(layers[layer] if layers is not None else layer, head)
+            image = heatmap(axes[s, c], grid[s], norm, cmap, xlabel="head", ylabel="layer",
+                            title=f"{site}: {name}\n(best {label} = {grid[s, layer, head]:.2f})")
+            axes[s, c].title.set_fontsize(8)
+            _layer_ticks(axes[s, c], layers, n_layers, n_heads, max_ticks=16)
+            mark_cell(axes[s, c], layer, head)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=value_label)
+    fig.suptitle(title)
+    return fig
+
+
 # ---------------------------------------------------------------- planning
 
 
@@ -210,7 +260,7 @@ def selectivity_of(res: ProbeResults) -> tuple[np.ndarray | None, str]:
         return None, ""
     control = str(res.attrs.get("selectivity_control") or "control")
     return res.arrays["selectivity"].astype(float), PROBE_CONTROLS.get(
-        f"f1_{control}", (control, control))[1]
+        f"f1_{array_suffix(control)}", (control, control))[1]
 
 
 def probe_inputs(res: ProbeResults) -> list[Path]:
@@ -285,3 +335,37 @@ def plan_probe_tags(res: ProbeResults) -> list[Planned]:
 
         planned.append(Planned(f"f1:{tag}", draw, inputs))
     return planned
+
+
+@register("probes_selectivity", PROBES,
+          "selectivity of each probe as Hewitt & Liang define it: accuracy minus the "
+          "accuracy of each control that was run (control task, shuffled labels, random "
+          "model, majority tag), layer x head per site, best head boxed")
+def plan_cell_selectivity(res: ProbeResults) -> list[Planned]:
+    accuracy = res.arrays.get("accuracy")
+    controls = {label: res.arrays[name] for name, label in ACCURACY_CONTROLS.items()
+                if name in res.arrays}
+    if accuracy is None or not controls:
+        raise NotPlanned(f"{res.path} holds no control accuracy (fitted without controls)")
+    panels = {f"minus {label}": accuracy - control for label, control in controls.items()}
+    sites = [SITE_NAMES.get(s, s) for s in res.sites]
+    return [Planned("probes_selectivity", lambda: draw_cell_grids(
+        panels, sites, "Selectivity of each probe: test accuracy minus the control's",
+        "accuracy minus control accuracy", diverging=True, layers=list(res.layers),
+        head_axes=res.head_axes),
+        probe_inputs(res))]
+
+
+@register("probes_compression", PROBES,
+          "MDL compression of each probe (uniform / online code length of the train tags), "
+          "beside the randomly initialised model's and the control task's (fit --mdl)")
+def plan_compression(res: ProbeResults) -> list[Planned]:
+    panels = {label: res.arrays[name] for name, label in COMPRESSIONS.items()
+              if name in res.arrays}
+    if not panels:
+        raise NotPlanned(f"{res.path} holds no MDL results (fitted without MDL)")
+    sites = [SITE_NAMES.get(s, s) for s in res.sites]
+    return [Planned("probes_compression", lambda: draw_cell_grids(
+        panels, sites, "MDL compression of each probe: uniform / online code length "
+        f"({float(res.arrays['uniform_codelength']):.0f} bits uniform)",
+        "compression", layers=list(res.layers), head_axes=res.head_axes), probe_inputs(res))]

@@ -58,11 +58,11 @@ def probe_results(tmp_path_factory) -> Path:
 def test_probe_figures_from_a_real_fit(probe_results: Path, tmp_path: Path):
     res = read_results(probe_results)
     planned, not_planned = plan_all(discover([probe_results]))
-    assert not not_planned
+    assert [name for name, _ in not_planned] == ["probes_compression"]  # fitted without MDL
     by_name = {p.name: p for p in planned}
     grids = {f"probes_{s}{x}" for s in ("keys", "queries")
              for x in ("", "_shuffled", "_random", "_selectivity")}
-    assert set(by_name) == grids | {f"f1:{t}" for t in res.tags}
+    assert set(by_name) == grids | {f"f1:{t}" for t in res.tags} | {"probes_selectivity"}
 
     keys = by_name["probes_keys"].draw()
     panels = heat(keys)
@@ -155,3 +155,35 @@ def test_chat_study_figures_from_real_writers(chat_organism, tmp_path: Path):
     assert shown.shape[0] == 2 and np.all((shown >= 0) & (shown <= 1))
     bars = figs["time_order_mass"].get_axes()[0].patches
     assert max(b.get_y() + b.get_height() for b in bars) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_control_task_selectivity_and_compression_figures(tmp_path: Path):
+    store = tiny_store(tmp_path / "a.h5", signal=(1, 2))
+    control = tiny_store(tmp_path / "r.h5", signal=(0, 0))
+    out = tmp_path / "probes"
+    assert run_main(probing_main, ["fit", "--store", str(store), "--out", str(out),
+                                   "--control-store", str(control), "--controls",
+                                   "shuffled,control-task", "--mdl"],
+                    prog="python -m probing") == 0
+    res = read_results(out)
+    planned, not_planned = plan_all(discover([out]))
+    assert not not_planned
+    by_name = {p.name: p for p in planned}
+    assert {"probes_keys_control_task", "probes_selectivity", "probes_compression"} <= set(
+        by_name)
+    panels = heat(by_name["probes_compression"].draw())
+    assert len(panels) == 6  # keys and queries x (tags, random model, control task)
+    assert panels[0].get_title().startswith("keys: tags, trained model\n(best L1H2 = ")
+    np.testing.assert_allclose(panels[1].get_images()[0].get_array(),
+                               res.grid("compression_random", "key"))
+    shared = max(res.arrays[n].max() for n in ("compression", "compression_random",
+                                                "compression_control_task"))
+    assert all(ax.get_images()[0].norm.vmax == pytest.approx(shared) for ax in panels)
+    panels = heat(by_name["probes_selectivity"].draw())
+    assert [ax.get_title().split("\n")[0] for ax in panels[:2]] == [
+        "keys: minus control task", "keys: minus shuffled labels"]
+    np.testing.assert_allclose(panels[0].get_images()[0].get_array(),
+                               res.grid("selectivity_accuracy", "key"))
+    detail = heat(by_name["f1:VBD"].draw())
+    assert len(detail) == 10  # per site: F1, control task, shuffled, random model, selectivity
+    assert "selectivity vs control task" in detail[4].get_title()
