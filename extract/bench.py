@@ -14,6 +14,9 @@ side by side in one run:
       over the whole ``extract_store`` call (model and dataset loading included), at its best
       ``--batch-tokens``.
 
+``--device`` and ``--model-dtype`` run all three on a GPU (``--device cuda``) or in another
+compute dtype; GPU timings wait for the device to finish (``torch.cuda.synchronize``).
+
 ``--model DIR`` is any local causal LM (default: the shared GPT-Neo); ``--llama`` builds a
 Llama-shaped model of TinyStories-8M size with random weights and the GPT-2 tokenizer
 (:data:`LLAMA_BENCH`: 4 layers, d_model 256, 16 query heads and 4 key/value heads of 16,
@@ -49,7 +52,8 @@ import torch
 from datasets_build.sources import read_separated
 from datasets_build.untagged import write_untagged_dataset
 from extract.store import DEFAULT_COMPRESSION, parse_compression
-from headprobe.cli import Parser, split_list
+from headprobe.cli import Parser, add_device_arguments, split_list
+from headprobe.devices import synchronize
 from headprobe.errors import UsageError
 from headprobe.tokenization import load_tokenizer
 
@@ -111,10 +115,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _hf_model(model_dir: str) -> Any:
+def _hf_model(model_dir: str, device: str = "cpu", model_dtype: str = "float32") -> Any:
     from extract.models import load_hf_model
 
-    return load_hf_model(model_dir)
+    return load_hf_model(model_dir, device=device, dtype=model_dtype)
+
+
+def _device(hf: Any) -> torch.device:
+    return next(hf.parameters()).device
 
 
 def build_llama_bench_model(out: Path, tokenizer: str = DEFAULT_TOKENIZER, seed: int = 0) -> Path:
@@ -151,10 +159,12 @@ def bench_hooked_hf(hf: Any, stories: Sequence[np.ndarray]) -> Timing:
     projections, outs = hooked_modules(hf)
     handles = [m.register_forward_hook(lambda m, i, o: kept.append(o)) for m in projections]
     handles += [m.register_forward_hook(lambda m, i, o: zs.append(i[0])) for m in outs]
+    device = _device(hf)
     start = _clock()
     with torch.no_grad():
         for ids in stories:
-            hf(torch.from_numpy(ids)[None])
+            hf(torch.from_numpy(ids)[None].to(device))
+    synchronize(str(device))
     seconds = _since(start)
     for handle in handles:
         handle.remove()
@@ -164,7 +174,7 @@ def bench_hooked_hf(hf: Any, stories: Sequence[np.ndarray]) -> Timing:
 def bench_plain_hf(hf: Any, stories: Sequence[np.ndarray], batch: int) -> Timing:
     """(b) the plain HF forward, right-padded batches of ``batch`` stories (no hooks), stories
     sorted by length."""
-    stories = sorted(stories, key=len)
+    stories, device = sorted(stories, key=len), _device(hf)
     start = _clock()
     with torch.no_grad():
         for i in range(0, len(stories), batch):
@@ -172,7 +182,8 @@ def bench_plain_hf(hf: Any, stories: Sequence[np.ndarray], batch: int) -> Timing
             ids = np.zeros((len(part), max(len(s) for s in part)), dtype=np.int64)
             for row, story in enumerate(part):
                 ids[row, :len(story)] = story
-            hf(torch.from_numpy(ids))
+            hf(torch.from_numpy(ids).to(device))
+    synchronize(str(device))
     return _since(start)
 
 
@@ -191,18 +202,19 @@ def _rss_child(args: argparse.Namespace, n_stories: int, workdir: Path) -> float
             "print(json.dumps(_rss_run(*sys.argv[1:])))")
     result = subprocess.run(
         [sys.executable, "-c", code, args.text, args.model, str(n_stories), str(workdir),
-         str(torch.get_num_threads())],
+         str(torch.get_num_threads()), args.device, args.model_dtype],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
     return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"])
 
 
-def _rss_run(text: str, model_dir: str, n_stories: str, workdir: str,
-             threads: str) -> dict[str, float]:
+def _rss_run(text: str, model_dir: str, n_stories: str, workdir: str, threads: str,
+             device: str = "cpu", model_dtype: str = "float32") -> dict[str, float]:
     torch.set_num_threads(int(threads))
     work = Path(workdir) / f"rss-{n_stories}"
     tok = load_tokenizer(model_dir)
     dataset = write_untagged_dataset(work / "dataset", read_stories(text, int(n_stories)), tok)
-    bench_extractor(dataset, model_dir, work / "store.h5")
+    bench_extractor(dataset, model_dir, work / "store.h5", device=device,
+                    model_dtype=model_dtype)
     return {"peak_rss_mb": peak_rss_mb()}
 
 
@@ -212,7 +224,8 @@ def _bench_round(hf: Any, stories: Sequence[np.ndarray], dataset: Path, work: Pa
     t_a = bench_hooked_hf(hf, stories)
     plain = {b: bench_plain_hf(hf, stories, b) for b in args.hf_batches}
     runs = {bt: bench_extractor(dataset, args.model, work / f"store-{bt}.h5", batch_tokens=bt,
-                                sites=sites) for bt in args.batch_tokens}
+                                sites=sites, device=args.device, model_dtype=args.model_dtype)
+            for bt in args.batch_tokens}
     best_b = min(plain, key=lambda b: plain[b].wall)
     best_bt = min(runs, key=lambda bt: runs[bt].wall)
     return {"a": t_a, "plain": plain, "runs": runs, "b": plain[best_b], "best_b": best_b,
@@ -253,13 +266,14 @@ def run_bench(args: argparse.Namespace) -> int:
 
         stories = [ids for _, ids, _ in load_tagged_dataset(dataset).iter_stories()]
         n_tokens = sum(len(s) for s in stories)
-        hf = _hf_model(args.model)
+        hf = _hf_model(args.model, args.device, args.model_dtype)
         cfg = hf.config
         heads = cfg.num_attention_heads
         shape = (f"{cfg.model_type}, {cfg.num_hidden_layers} layers, {heads} heads, "
                  f"{getattr(cfg, 'num_key_value_heads', None) or heads} key/value heads")
         print(f"{len(stories)} stories, {n_tokens} tokens, model {args.model} ({shape}), "
-              f"{torch.get_num_threads()} torch threads")
+              f"device {args.device}, {args.model_dtype}, {torch.get_num_threads()} torch "
+              "threads")
         bench_plain_hf(hf, stories[:20], 1)                      # warm-up
         sites = args.sites.split(",")
         rounds = []
@@ -281,7 +295,7 @@ def run_bench(args: argparse.Namespace) -> int:
             name = f"store-{best_bt}.h5" if comp == DEFAULT_COMPRESSION else f"store-{comp}.h5"
             timing = last["c"] if comp == DEFAULT_COMPRESSION else bench_extractor(
                 dataset, args.model, work / name, batch_tokens=best_bt, sites=sites,
-                compression=comp)
+                compression=comp, device=args.device, model_dtype=args.model_dtype)
             size = (work / name).stat().st_size / 2**20
             print(f"  --compression {comp:<5s}: {_rates(n_tokens, timing)}, {size:6.1f} MiB, "
                   f"extract / (a) = {last['a'].wall / timing.wall:.2f}x wall")
@@ -314,6 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compression settings for the size table (default fast,none,1)")
     parser.add_argument("--rss-check", action="store_true",
                         help="also compare peak RSS for 1000 vs 3000 stories")
+    add_device_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,21 +42,26 @@ from extract.store.json_attrs import decode_attrs
 from extract.store.reader import H5_DAMAGE
 from extract.store.schema import DEFAULT_SITES
 from extract.store.writer import StoreWriter, create_store, reopen_store
+from headprobe.devices import DEFAULT_MODEL_DTYPE
 from headprobe.errors import UsageError, opt
 from headprobe.failures import reading
 from headprobe.locks import output_lock
 from headprobe.space import require_free_space
 from headprobe.stories import Story
 
-__all__ = ["DEFAULT_BATCH_TOKENS", "KILL_AFTER_ENV", "Extractor", "extract_store",
-           "run_extraction"]
+__all__ = ["DEFAULT_BATCH_TOKENS", "KILL_AFTER_ENV", "KILL_SHARD_ENV", "Extractor",
+           "extract_store", "run_extraction"]
 
-# Fault injection for testing resume: SIGKILL the process after this many chunks.
+# Fault injection for testing resume: SIGKILL the process after this many chunks, and only
+# in the writer of this shard ('i/n') when the second variable is set.
 KILL_AFTER_ENV = "HEADPROBE_EXTRACT_KILL_AFTER_CHUNKS"
+KILL_SHARD_ENV = "HEADPROBE_EXTRACT_KILL_SHARD"
 # Settings that must match for resume to continue a partial store.
 RESUME_KEYS = ("model", "model_weights_sha256", "reinit_seed", "dataset_vocab_hash",
                "dataset_n_tokens", "split", "shard", "sites", "dtype", "chunk_rows",
-               "batch_tokens", "group_tokens", "forward_path")
+               "batch_tokens", "group_tokens", "forward_path", "model_dtype")
+# What a setting added since a store was started reads as when the store lacks it.
+RESUME_DEFAULTS = {"model_dtype": "float32"}
 
 
 class Extractor:
@@ -123,7 +128,7 @@ def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_r
 
 def _resume_problem(plan: ExtractPlan, writer: StoreWriter, tokens_hash: str) -> str:
     """Why the unfinished store of ``writer`` cannot be continued by ``plan`` ('' if it can)."""
-    stored = decode_attrs(writer.file.attrs)
+    stored = {**RESUME_DEFAULTS, **decode_attrs(writer.file.attrs)}
     wanted = json.loads(json.dumps(plan.attrs, default=str))
     differ = [k for k in RESUME_KEYS if stored.get(k) != wanted.get(k)]
     if differ:
@@ -182,6 +187,14 @@ def _write_block(writer: StoreWriter, start: int, block: dict[str, np.ndarray], 
     return rows
 
 
+def _kill_after(options: ExtractOptions) -> int:
+    """Chunks after which fault injection kills this writer (0: never)."""
+    shard = os.environ.get(KILL_SHARD_ENV, "")
+    if shard and (options.shard is None or f"{options.shard[0]}/{options.shard[1]}" != shard):
+        return 0
+    return int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+
+
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
@@ -198,7 +211,7 @@ def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
     """
     options, first_row = plan.options, writer.rows_written
     extractor = Extractor(plan.forward, options.batch_tokens, options.dtype)
-    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+    kill_after = _kill_after(options)
     bar = _progress_bar(plan.n_rows, first_row, options.progress)
     t0 = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=1)
@@ -232,7 +245,8 @@ def run_extraction(plan: ExtractPlan) -> Path:
 def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str | Path = "",
                   split: str = "all", sites: Sequence[str] = DEFAULT_SITES,
                   dtype: str = "float16", batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                  device: str = "cpu", reinit_seed: int | None = None, resume: bool = False,
+                  device: str | None = "cpu", model_dtype: str = DEFAULT_MODEL_DTYPE,
+                  reinit_seed: int | None = None, resume: bool = False,
                   overwrite: bool = False, shard: str | tuple[int, int] | None = None,
                   path: str = "auto", chunk_rows: int | None = None,
                   group_tokens: int | None = None,
@@ -240,14 +254,18 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
                   progress: bool = False) -> Path:
     """Extract per-head activations of ``dataset_dir`` with ``model`` into the store ``out``.
 
-    model: hub name, local HF directory, or a loaded Hugging Face causal LM. Returns ``out``.
+    model: hub name, local HF directory, or a loaded Hugging Face causal LM; device: where it
+    runs (None or 'auto': cuda when available, else cpu); model_dtype: the dtype it computes in
+    ('float32', 'bfloat16', 'float16'), apart from ``dtype``, the dtype float sites are
+    stored in. Returns ``out``.
     The file is written as ``out.partial`` and renamed when complete, by one writer at a
     time (:func:`headprobe.locks.output_lock`). The settings are those of
     :class:`extract.options.ExtractOptions`.
     """
     options = ExtractOptions(
         dataset_dir, model, out, split=split, sites=sites, dtype=dtype,
-        batch_tokens=batch_tokens, device=device, reinit_seed=reinit_seed, resume=resume,
+        batch_tokens=batch_tokens, device=device, model_dtype=model_dtype,
+        reinit_seed=reinit_seed, resume=resume,
         overwrite=overwrite, shard=shard, path=path, chunk_rows=chunk_rows,
         group_tokens=group_tokens, compression=compression, progress=progress)
     with output_lock(options.out):

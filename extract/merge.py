@@ -30,7 +30,7 @@ from headprobe.manifest import command_line, now_iso
 # Attributes on which every shard must agree.
 AGREE = ("schema_version", "model", "model_weights_sha256", "reinit_seed", "forward_path",
          "tokenizer_vocab_hash", "dataset_vocab_hash", "dataset_n_tokens", "split", "sites",
-         "dtype", "n_layers", "n_heads", "n_kv_heads", "d_head", "tags")
+         "dtype", "model_dtype", "n_layers", "n_heads", "n_kv_heads", "d_head", "tags")
 
 
 def _shard_index(attrs: dict, path: Path) -> tuple[int, int]:

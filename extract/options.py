@@ -12,6 +12,7 @@ from extract.models import DEFAULT_MODEL
 from extract.store.codec import DEFAULT_COMPRESSION, parse_compression
 from extract.store.schema import DEFAULT_SITES, check_dtype, check_sites
 from headprobe.atomic import check_target
+from headprobe.devices import DEFAULT_MODEL_DTYPE, check_model_dtype, resolve_device
 from headprobe.errors import UsageError, opt
 
 DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
@@ -42,7 +43,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 class ExtractOptions:
     """What :func:`extract.extractor.extract_store` was asked to do, checked when made.
 
-    Paths become ``Path``; ``sites`` loses repeats; ``shard`` becomes (i, n) or None.
+    Paths become ``Path``; ``sites`` loses repeats; ``shard`` becomes (i, n) or None;
+    ``device`` None or 'auto' becomes cuda when available, else cpu. ``dtype`` is the
+    storage dtype of float sites, ``model_dtype`` the dtype the model computes in.
     """
 
     dataset_dir: Path
@@ -52,7 +55,8 @@ class ExtractOptions:
     sites: Sequence[str] = DEFAULT_SITES
     dtype: str = "float16"
     batch_tokens: int = DEFAULT_BATCH_TOKENS
-    device: str = "cpu"
+    device: str | None = "cpu"
+    model_dtype: str = DEFAULT_MODEL_DTYPE
     reinit_seed: int | None = None
     resume: bool = False
     overwrite: bool = False
@@ -71,6 +75,8 @@ class ExtractOptions:
         parse_compression(self.compression)
         self.sites = check_sites(self.sites)
         check_dtype(self.dtype)
+        check_model_dtype(self.model_dtype)
+        self.device = resolve_device(self.device)
         if isinstance(self.shard, str) or self.shard is None:
             self.shard = parse_shard(self.shard)
         if not self.dataset_dir.is_dir():

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from headprobe.devices import AUTO, DEFAULT_MODEL_DTYPE, MODEL_DTYPES, resolve_device
 from headprobe.errors import UsageError
 from headprobe.failures import failure_line
 from headprobe.locks import release_claims
@@ -64,6 +65,27 @@ def run_main(main: Callable[[Sequence[str] | None], int | None],
         return 2
     finally:
         release_claims()
+
+
+def device_argument(text: str) -> str:
+    """argparse type of ``--device``: the device resolved and checked
+    (:func:`headprobe.devices.resolve_device`); 'auto' picks cuda when available."""
+    try:
+        return resolve_device(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(error_line(exc)) from None
+
+
+def add_device_arguments(parser: argparse.ArgumentParser, resolve: bool = True) -> None:
+    """``--device`` and ``--model-dtype``, the same for every command that runs a model.
+
+    resolve: turn ``--device`` into the device to use while parsing (False: keep 'auto'
+    for the library to resolve where the model runs, e.g. on a cluster's workers).
+    """
+    parser.add_argument("--device", default=AUTO, type=device_argument if resolve else str,
+                        help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)")
+    parser.add_argument("--model-dtype", default=DEFAULT_MODEL_DTYPE, choices=MODEL_DTYPES,
+                        help="dtype the model computes in (default %(default)s)")
 
 
 def split_list(text: str | None) -> list[str]:

@@ -133,7 +133,7 @@ def test_a_merged_store_checks_its_shards(untagged_dataset, shared_model, tmp_pa
     from probing.__main__ import main as probing_main
 
     shards = [extract_store(untagged_dataset, str(shared_model), tmp_path / f"s{i}.h5",
-                            shard=f"{i}/2", split="test") for i in range(2)]
+                            shard=f"{i}/2", split="test", group_tokens=1) for i in range(2)]
     merged = tmp_path / "merged.h5"
     assert cli("merge", merged, *shards) == 0
     with open_store(merged) as store:

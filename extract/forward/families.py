@@ -189,7 +189,7 @@ def _rotary(hf: Any) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tenso
             positions = torch.arange(seq, device=x.device)[None]
             cos, sin = module(x[:1], positions)
             cache.clear()
-            cache[seq] = (cos[0, :, None].float(), sin[0, :, None].float())  # [s, 1, d_head]
+            cache[seq] = (cos[0, :, None].to(x.dtype), sin[0, :, None].to(x.dtype))  # [s,1,d]
         return cache[seq]
 
     return rotary

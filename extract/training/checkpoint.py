@@ -58,7 +58,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, cfg: TrainConfig, fingerprint: str) -> dict[str, Any]:
     """The state saved at ``path``, once it is known to continue this run."""
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")
     saved = state["config"]
     differ = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
     if differ:

@@ -10,6 +10,7 @@ from extract.training.checkpoint import checkpoint_path
 from extract.training.config import ARCHES, TrainConfig
 from extract.training.data import read_corpus
 from extract.training.loop import train_model
+from headprobe.cli import add_device_arguments
 from headprobe.errors import UsageError
 from headprobe.locks import claim_output
 from headprobe.rundir import resolve
@@ -46,6 +47,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", type=int,
                         help="stop after N steps, keeping the checkpoint for --resume")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    add_device_arguments(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint of an interrupted run")
     parser.add_argument("--overwrite", action="store_true")
@@ -72,7 +74,8 @@ def run_train(args: argparse.Namespace) -> int:
             "sender_tokens": extra, "texts": len(texts)}
     result = train_model(texts, out, args.tokenizer, config_from_args(args), extra_tokens=extra,
                          resume=args.resume, overwrite=args.overwrite,
-                         stop_after=args.stop_after, progress=not args.quiet, info=info)
+                         stop_after=args.stop_after, progress=not args.quiet, info=info,
+                         device=args.device, model_dtype=args.model_dtype)
     if not result.finished:
         print(f"stopped; checkpoint in {checkpoint_path(out).parent} (continue with --resume)")
         return 0

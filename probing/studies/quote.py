@@ -448,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
         name = model_name(args, store.attrs, required=False)
         model = tokenizer = None
         if name and not args.no_model:
-            model = load_study_model(name, args.device)
+            model = load_study_model(name, args.device, args.model_dtype)
         elif name:
             from headprobe.tokenization import load_tokenizer
             tokenizer = load_tokenizer(name)
