@@ -23,7 +23,7 @@ PROG = "python -m figures.readme"
 README_DPI = 70   # the figures' own sizes at this resolution stay within tens of KB
 # figure name (as in ``python -m figures list``) -> file name under docs/images
 README_FIGURES = {
-    "quote_attention": "quote-head-attention.png",
+    "quote_heads": "quote-heads.png",
     "repeated_scores": "induction-scores.png",
     "f1:``": "probe-f1-openquote.png",
 }
