@@ -10,8 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from datasets_build.align import DEFAULT_RULE, RULES
 from datasets_build.build import DEFAULT_BATCH_SIZE, build_dataset
 from datasets_build.sources import DEFAULT_SOURCE
+from datasets_build.textfiles import DECODE_ERRORS
 from headprobe.cli import Parser, run_main
 from headprobe.rundir import resolve
 
@@ -55,6 +57,19 @@ def build_parser() -> Parser:
                         "(day, hour, minute, sender, ...) for chat:PATH / chatgen:N sources")
     p.add_argument("--no-bos", dest="prepend_bos", action="store_false",
                    help="do not prepend the tokenizer's BOS token to each story")
+    p.add_argument("--max-tokens", type=int,
+                   help="cut stories longer than N tokens (BOS included) into windows of "
+                        "whole sentences (default: the model's context when the tokenizer "
+                        "or the config.json beside it says it; else stories stay whole)")
+    p.add_argument("--decode-errors", choices=DECODE_ERRORS, default="strict",
+                   help="bytes of a text source that are not UTF-8: strict (refuse the file, "
+                        "default) or replace (with U+FFFD)")
+    p.add_argument("--align", choices=RULES, default=DEFAULT_RULE,
+                   help="which spaCy token gives the tags of a model token that covers "
+                        "several: first, last or mid (under its first, last or middle "
+                        "non-space character) or priority (quotation marks, then words, then "
+                        f"other punctuation; default {DEFAULT_RULE}); every token also "
+                        "records all the tags it covers")
     return p
 
 
@@ -71,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   spacy_model=args.spacy_model, batch_size=args.batch_size,
                   n_process=args.n_process, overwrite=args.overwrite,
                   prepend_bos=args.prepend_bos, split=args.split, verbose=True,
-                  tagset=args.tagset)
+                  tagset=args.tagset, max_tokens=args.max_tokens,
+                  decode_errors=args.decode_errors, align=args.align)
     print(out)
     return 0
 

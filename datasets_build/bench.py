@@ -9,8 +9,12 @@ Both sides run in one process on the same stories and the same pipeline package:
 The two sides alternate for a few rounds and each keeps its fastest round, so a burst of
 load from other programs does not favour either side.
 
-Both convert their Docs with the same code. The benchmark checks that the fine tags are
-identical and reports how often the coarse tags agree (a few attribute_ruler rules look at
+A third side times what a build adds for stories longer than ``--max-tokens``: the
+pipeline's sentence recogniser run alone (``tagging.sentence_starts``), reported as a rate
+and as a share of the build's tagging time (the cost when every story needs cutting).
+
+Both tagging sides convert their Docs with the same code. The benchmark checks that the fine
+tags are identical and reports how often the coarse tags agree (a few attribute_ruler rules look at
 dependency labels, which only the parser sets). Outside the timing it also tags the stories
 once with the reduced pipeline running the attribute_ruler itself and checks that the table
 gives the same fine and coarse tags.
@@ -33,6 +37,8 @@ from datasets_build.tagging import (
     StoryTags,
     load_pipeline,
     ruler_name,
+    sentence_component,
+    sentence_starts,
     tag_stories,
 )
 from headprobe.cli import Parser
@@ -75,7 +81,7 @@ def _coarse_agreement(a: list[StoryTags], b: list[StoryTags]) -> float:
     return same / max(1, sum(len(x) for x in a))
 
 
-def _timed(fn: Callable[[], list[StoryTags]]) -> tuple[list[StoryTags], float, float]:
+def _timed(fn: Callable[[], list[Any]]) -> tuple[list[Any], float, float]:
     """(result, wall seconds, CPU seconds of this process) of ``fn()``."""
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
@@ -94,14 +100,18 @@ def run_bench(source: str, stories: int = 200, batch_size: int = DEFAULT_BATCH_S
     for text in texts[:WARMUP_STORIES]:  # first calls allocate; keep them out of the timing
         full(text)
     list(tag_stories(fast, texts[:WARMUP_STORIES], batch_size=batch_size))
+    sentence_starts(fast, texts[:WARMUP_STORIES], batch_size)
 
-    best = {"plain": (np.inf, np.inf), "batched": (np.inf, np.inf)}
+    best = {"plain": (np.inf, np.inf), "batched": (np.inf, np.inf),
+            "sentences": (np.inf, np.inf)}
     for _ in range(rounds):
         plain, wall, cpu = _timed(lambda: [convert(full(text)) for text in texts])
         best["plain"] = min(best["plain"], (wall, cpu))
         batched, wall, cpu = _timed(lambda: list(tag_stories(
             fast, texts, batch_size=batch_size, n_process=n_process)))
         best["batched"] = min(best["batched"], (wall, cpu))
+        _, wall, cpu = _timed(lambda: sentence_starts(fast, texts, batch_size))
+        best["sentences"] = min(best["sentences"], (wall, cpu))
 
     reference = _ruler_reference(spacy_model, texts, batch_size)
     n_tokens = sum(len(t) for t in plain)
@@ -110,6 +120,11 @@ def run_bench(source: str, stories: int = 200, batch_size: int = DEFAULT_BATCH_S
             "plain_tokens_per_s": n_tokens / plain_wall,
             "batched_tokens_per_s": n_tokens / batched_wall,
             "speedup": plain_wall / batched_wall,
+            "sentence_component": sentence_component(fast),
+            "sentences_tokens_per_s": n_tokens / best["sentences"][0],
+            # share of the tagging time, in CPU time with one process (robust to other load)
+            "sentences_share": (best["sentences"][1] / batched_cpu if n_process == 1
+                                else best["sentences"][0] / batched_wall),
             # with one process the CPU time is the work done, whatever else the machine runs
             "cpu_speedup": plain_cpu / batched_cpu if n_process == 1 else None,
             "same_fine_tags": _same_fine_tags(plain, batched),
@@ -140,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"tagger): {r['batched_tokens_per_s']:10.0f} tokens/s")
     cpu = f", {r['cpu_speedup']:.2f}x in CPU time" if r["cpu_speedup"] else ""
     print(f"speedup: {r['speedup']:.2f}x in wall-clock time{cpu}")
+    print(f"sentence boundaries (spaCy {r['sentence_component']} alone, run only on stories "
+          f"longer than --max-tokens): {r['sentences_tokens_per_s']:10.0f} tokens/s, "
+          f"{100 * r['sentences_share']:.0f}% of the tagging time if every story is cut")
     print(f"fine tags identical: {'yes' if r['same_fine_tags'] else 'NO'}; coarse tags agree "
           f"on {100 * r['coarse_agreement']:.1f}% (the rest need the parser, see "
           f"docs/dataset-format.md)")

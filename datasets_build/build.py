@@ -1,8 +1,10 @@
-"""Building a tagged dataset: read stories, tag them, tokenize, align, split, write.
+"""Building a tagged dataset: read stories, tag them, tokenize, align, cut, split, write.
 
 ``build_dataset`` is the Python entry point (the CLI and other stages' tests call it).
 Stories are stripped of leading and trailing whitespace; stories that are then empty are
 dropped and counted (``manifest["counts"]["dropped_empty"]``), never kept as BOS-only rows.
+Stories longer than ``max_tokens`` become windows of whole sentences
+(:mod:`datasets_build.windows`); the train/test split is drawn over the source stories.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets_build import chatlog
-from datasets_build.align import TokenTags, align_story, alignment_stats
+from datasets_build.align import (
+    DEFAULT_RULE,
+    RULE_WORDS,
+    align_story,
+    alignment_stats,
+    check_rule,
+    rule_stats,
+)
 from datasets_build.dataset import SPLITS, TOKEN_COLUMNS, write_dataset
 from datasets_build.sources import Source, collect_stories, open_source
 from datasets_build.split import check_test_fraction, split_stories
@@ -27,8 +36,12 @@ from datasets_build.tagging import (
     tag_stories,
     tag_vocabularies,
 )
+from datasets_build.tagsets import check_vocabularies
+from datasets_build.textfiles import check_decode_errors
+from datasets_build.windows import Cutter, Windows, boundaries, known_context, long_story_points
 from headprobe.atomic import atomic_dir, check_target
 from headprobe.errors import UsageError, opt
+from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest
 from headprobe.tokenization import bos_id, load_tokenizer, vocab_hash
 from headprobe.tokenization.bpe import cached_bpe
@@ -70,14 +83,18 @@ def encode(tok: Any, texts: Sequence[str]) -> Iterator[tuple[list[int], np.ndarr
             yield list(ids), np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
 
 
-def assemble(parts: list[TokenTags], ids: list[list[int]], codes: np.ndarray,
-             texts: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Token columns (see dataset.TOKEN_COLUMNS) and story columns from per-story pieces."""
+def assemble(stories: Windows, parent_codes: np.ndarray
+             ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Token columns (see dataset.TOKEN_COLUMNS) and story columns of the dataset's stories;
+    parent_codes: split code of each source story [n_parents]."""
+    parts, parents = stories.parts, np.asarray(stories.parents, dtype=np.int64)
+    codes = parent_codes[parents]
     lengths = np.array([len(p.fine) for p in parts], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     tokens = {
-        "input_id": np.concatenate([np.asarray(i, dtype=np.int64) for i in ids]),
+        "input_id": np.concatenate([np.asarray(i, dtype=np.int64) for i in stories.ids]),
         "story_id": np.repeat(np.arange(len(parts)), lengths),
+        "parent_id": np.repeat(parents, lengths),
         "position": np.concatenate([np.arange(n) for n in lengths]),
         "char_start": np.concatenate([p.char_start for p in parts]),
         "char_end": np.concatenate([p.char_end for p in parts]),
@@ -85,28 +102,40 @@ def assemble(parts: list[TokenTags], ids: list[list[int]], codes: np.ndarray,
         "coarse_tag": np.concatenate([p.coarse for p in parts]),
         "quoted": np.concatenate([p.quoted for p in parts]),
         "straddle": np.concatenate([p.straddle for p in parts]),
+        "fine_tags": np.concatenate([p.fine_tags for p in parts]),
+        "coarse_tags": np.concatenate([p.coarse_tags for p in parts]),
         "split": np.repeat(codes, lengths),
     }
     tokens = {k: np.asarray(v, dtype=TOKEN_COLUMNS[k]) for k, v in tokens.items()}
-    stories = {"story_id": list(range(len(parts))), "text": list(texts),
+    columns = {"story_id": list(range(len(parts))), "text": list(stories.texts),
                "split": codes.tolist(), "token_start": starts.tolist(),
-               "n_tokens": lengths.tolist()}
-    return tokens, stories
+               "n_tokens": lengths.tolist(), "parent_id": parents.tolist(),
+               "parent_char_start": list(stories.starts)}
+    return tokens, columns
 
 
-def _counts(tokens: dict[str, np.ndarray], codes: np.ndarray, dropped: int) -> dict[str, int]:
-    counts = {"stories": int(len(codes)), "tokens": int(len(tokens["split"])),
-              "dropped_empty": dropped}
+def _counts(tokens: dict[str, np.ndarray], stories: Windows, parent_codes: np.ndarray,
+            dropped: int) -> dict[str, int]:
+    codes = parent_codes[np.asarray(stories.parents, dtype=np.int64)]
+    counts = {"stories": len(stories.parts), "tokens": int(len(tokens["split"])),
+              "parents": len(parent_codes), "dropped_empty": dropped}
     for code, name in enumerate(SPLITS):
         counts[f"{name}_stories"] = int(np.sum(codes == code))
+        counts[f"{name}_parents"] = int(np.sum(parent_codes == code))
         counts[f"{name}_tokens"] = int(np.sum(tokens["split"] == code))
     counts["quoted_tokens"] = int(tokens["quoted"].sum())
+    counts["cut_parents"] = stories.cut_parents
+    counts["long_sentences"] = stories.long_sentences
     return counts
 
 
-def _check_numbers(limit: int | None, batch_size: int, n_process: int) -> None:
+def _check_numbers(limit: int | None, batch_size: int, n_process: int,
+                   max_tokens: int | None, prepend_bos: bool) -> None:
     if limit is not None and limit < 1:
         raise UsageError(f"{opt('limit')} must be at least 1, got {limit}")
+    if max_tokens is not None and max_tokens < 1 + prepend_bos:
+        raise UsageError(f"{opt('max_tokens')} must be at least {1 + prepend_bos} (a token "
+                         f"{'after BOS' if prepend_bos else 'per window'}), got {max_tokens}")
     if batch_size < 1:
         raise UsageError(f"{opt('batch_size')} must be at least 1, got {batch_size}")
     if n_process < 1:
@@ -131,14 +160,23 @@ class BuildOptions:
     split: str = "validation"
     verbose: bool = False
     tagset: str = "pos"
+    max_tokens: int | None = None
+    decode_errors: str = "strict"
+    align: str = DEFAULT_RULE
 
     def __post_init__(self) -> None:
         check_test_fraction(self.test_fraction)
-        _check_numbers(self.limit, self.batch_size, self.n_process)
+        check_rule(self.align)
+        _check_numbers(self.limit, self.batch_size, self.n_process, self.max_tokens,
+                       self.prepend_bos)
         if self.tagset not in TAGSETS:
             raise UsageError(f"unknown {opt('tagset')} {self.tagset!r}; choose from "
                              f"{', '.join(TAGSETS)}")
-        self.out = check_target(self.out, self.overwrite)
+        if self.tagset == "structure" and not chatlog.is_chat_source(self.source):
+            raise UsageError(f"{opt('tagset', 'structure')} tags the fields of a chat log, and "
+                             f"{self.source!r} is not one; use chat:PATH or chatgen:N")
+        check_decode_errors(self.decode_errors)
+        self.out = check_target(self.out, self.overwrite, "directory")
 
 
 @dataclass
@@ -172,39 +210,68 @@ def open_tagger(opts: BuildOptions) -> tuple[Any, dict[str, list[str]]]:
     """(spaCy pipeline or None, tag vocabularies) of the build's tag set."""
     if opts.tagset == "pos":
         nlp = load_pipeline(opts.spacy_model)
-        return nlp, tag_vocabularies(nlp)
-    return None, chatlog.structure_vocabularies()
+        vocab = tag_vocabularies(nlp)
+    else:
+        nlp, vocab = None, chatlog.structure_vocabularies()
+    check_vocabularies(vocab)
+    return nlp, vocab
+
+
+def context_limit(opts: BuildOptions, tokenizer: BuildTokenizer) -> dict[str, Any]:
+    """The build's window settings: ``max_tokens`` (given, else the model's context when
+    known, else None: stories are never cut) and where it came from."""
+    if opts.max_tokens is not None:
+        return {"max_tokens": opts.max_tokens, "max_tokens_from": "max_tokens"}
+    limit, origin = known_context(tokenizer.tok)
+    return {"max_tokens": limit, "max_tokens_from": origin or None}
 
 
 def tag_and_align(opts: BuildOptions, texts: Sequence[str], tokenizer: BuildTokenizer, nlp: Any,
-                  vocab: dict[str, list[str]]) -> tuple[list[TokenTags], list[list[int]]]:
-    """Per story: the tags of its model tokens, and its input ids (BOS first if prepended)."""
+                  vocab: dict[str, list[str]], max_tokens: int | None) -> Windows:
+    """The dataset's stories: each source story whole, or cut into windows when its tokens
+    (BOS included) exceed ``max_tokens``; with their input ids and token tags."""
+    first = [tokenizer.bos] if opts.prepend_bos else []
+    cutter, points = None, {}
+    if max_tokens is not None:
+        cutter = Cutter(tokenizer.tok, vocab, max_tokens, tokenizer.bos, opts.align)
+        lengths = [len(first) + len(ids) for ids, _ in encode(tokenizer.tok, texts)]
+        points = long_story_points(texts, lengths, nlp, max_tokens, opts.batch_size)
     if nlp is not None:
         tagged = tag_stories(nlp, texts, batch_size=opts.batch_size, n_process=opts.n_process)
     else:  # chat structure tags (datasets_build.chatlog), aligned like spaCy's
         tagged = (chatlog.structure_story_tags(text, vocab) for text in texts)
     bar = tqdm(tagged, desc="tagging", disable=not opts.verbose, file=sys.stderr,
                total=len(texts), unit="story")
-    first = [tokenizer.bos] if opts.prepend_bos else []
-    parts, ids = [], []
-    for text, tags, (story_ids, offsets) in zip(texts, bar, encode(tokenizer.tok, texts),
-                                                strict=True):
-        parts.append(align_story(text, offsets, tags, vocab, bos=opts.prepend_bos))
-        ids.append(first + story_ids)
-    return parts, ids
+    stories = Windows()
+    for i, (text, tags, (story_ids, offsets)) in enumerate(zip(
+            texts, bar, encode(tokenizer.tok, texts), strict=True)):
+        if i in points:
+            cutter.cut(stories, i, text, tags, points[i], offsets[:, 0])
+        else:
+            stories.add(i, 0, text, first + story_ids,
+                        align_story(text, offsets, tags, vocab, bos=opts.prepend_bos,
+                                    rule=opts.align))
+    return stories
 
 
 CONVENTIONS = {
-    "alignment": "a model token takes the tags of the spaCy token covering its first "
-                 "non-space character; whitespace-only tokens are SPACE, BOS is BOS",
+    "alignment": "a model token covers the spaCy tokens holding its non-space characters and "
+                 "takes the tags of {rule}; fine_tags and coarse_tags hold the tags of all of "
+                 "them; quoted comes from the first; whitespace-only tokens are SPACE, BOS is "
+                 "BOS",
     "quoted": "strictly between an opening and its closing double quote mark; the "
               "marks are not quoted; straight quotes alternate; a line break closes",
     "empty_stories": "dropped",
+    "windows": "a story longer than max_tokens (BOS included) is cut into windows of whole "
+               "sentences that tile its text; the whitespace between two sentences opens the "
+               "later window; a sentence longer than max_tokens is cut where a token starts; "
+               "windows keep the tags of the whole story; the split is by source story",
 }
 
 
 def build_manifest(opts: BuildOptions, source: Source, tokenizer: BuildTokenizer, nlp: Any,
-                   counts: dict[str, int], alignment: dict[str, Any]) -> dict[str, Any]:
+                   counts: dict[str, int], alignment: dict[str, Any],
+                   windows: dict[str, Any]) -> dict[str, Any]:
     """manifest.json of a build (see docs/dataset-format.md)."""
     manifest = base_manifest("datasets_build")
     manifest.update({
@@ -219,56 +286,105 @@ def build_manifest(opts: BuildOptions, source: Source, tokenizer: BuildTokenizer
         "test_fraction": opts.test_fraction,
         "counts": counts,
         "alignment": alignment,
-        "conventions": CONVENTIONS,
+        "windows": windows,
+        "conventions": {**CONVENTIONS, "alignment": CONVENTIONS["alignment"].format(
+            rule=RULE_WORDS[opts.align])},
     })
     return manifest
 
 
 def run_build(opts: BuildOptions) -> Path:
+    """Build the dataset of ``opts`` as the only writer of its output; return its path."""
+    with output_lock(opts.out):
+        return _build(opts)
+
+
+def _build(opts: BuildOptions) -> Path:
     """Read, tag, tokenize, align, split and write the dataset of ``opts``; return its path."""
-    source = open_source(opts.source, split=opts.split, limit=opts.limit)
+    source = open_source(opts.source, split=opts.split, limit=opts.limit,
+                         decode_errors=opts.decode_errors)
     texts, dropped = collect_stories(source, opts.limit)
     tokenizer = prepare_tokenizer(opts, source, texts)
     nlp, vocab = open_tagger(opts)
-    parts, ids = tag_and_align(opts, texts, tokenizer, nlp, vocab)
+    windows = context_limit(opts, tokenizer)
+    stories = tag_and_align(opts, texts, tokenizer, nlp, vocab, windows["max_tokens"])
+    windows["sentences"] = boundaries(nlp) if stories.cut_parents else None
     codes = split_stories(len(texts), opts.test_fraction, opts.seed)
-    tokens, stories = assemble(parts, ids, codes, texts)
-    manifest = build_manifest(opts, source, tokenizer, nlp, _counts(tokens, codes, dropped),
-                              alignment_stats(parts))
+    tokens, columns = assemble(stories, codes)
+    alignment = {"rule": opts.align, **alignment_stats(stories.parts),
+                 "rules": rule_stats(stories.parts, vocab["fine"])}
+    manifest = build_manifest(opts, source, tokenizer, nlp,
+                              _counts(tokens, stories, codes, dropped), alignment, windows)
     with atomic_dir(opts.out, opts.overwrite) as tmp:
-        write_dataset(tmp, tokens, stories, vocab, manifest)
+        write_dataset(tmp, tokens, columns, vocab, manifest)
+    if stories.long_sentences:
+        print(long_sentence_warning(stories, windows["max_tokens"]), file=sys.stderr)
     if opts.verbose:
         print(format_stats(manifest), file=sys.stderr)
     return opts.out
+
+
+def long_sentence_warning(stories: Windows, max_tokens: int, shown: int = 10) -> str:
+    """The warning printed when sentences had to be cut inside."""
+    ids = ", ".join(map(str, stories.long_parents[:shown]))
+    more = f" and {len(stories.long_parents) - shown} more" if len(
+        stories.long_parents) > shown else ""
+    return (f"warning: {stories.long_sentences} sentence(s) need more than {max_tokens} tokens "
+            f"and were cut inside, where a token starts (source stories {ids}{more}; "
+            "counts.long_sentences in the manifest)")
 
 
 def build_dataset(source: str, tokenizer: str | None, out: str | Path, limit: int | None = None,
                   test_fraction: float = 0.2, seed: int = 0, spacy_model: str | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, n_process: int = 1,
                   overwrite: bool = False, prepend_bos: bool = True, split: str = "validation",
-                  verbose: bool = False, tagset: str = "pos") -> Path:
+                  verbose: bool = False, tagset: str = "pos",
+                  max_tokens: int | None = None, decode_errors: str = "strict",
+                  align: str = DEFAULT_RULE) -> Path:
     """Build the tagged dataset of ``source`` into directory ``out``; return ``out``.
 
     source: demo:N, chat:PATH, chatgen:N, a .txt/.jsonl/.parquet file or a Hugging Face
     dataset name; tokenizer: AutoTokenizer name or directory (None only for demo sources,
     which then train a cached BPE); limit: first N non-empty stories; split: the hub
-    dataset split; tagset: "pos" (spaCy) or "structure" (chat fields).
-    ``verbose`` shows progress bars and prints the alignment statistics to stderr.
+    dataset split; tagset: "pos" (spaCy) or "structure" (chat fields); max_tokens: cut
+    stories longer than this many tokens (BOS included) into windows of whole sentences
+    (default: the model's context when the tokenizer or its config.json says it);
+    decode_errors: "strict" refuses text files that are not UTF-8, "replace" replaces
+    their invalid bytes with U+FFFD; align: which covered spaCy token a model token takes
+    its tags from (first, last, mid or priority; see datasets_build.align).
+    ``verbose`` shows progress bars and prints the alignment statistics, with what each
+    rule changes against ``first``, to stderr.
     """
     return run_build(BuildOptions(
         source, tokenizer, Path(out), limit=limit, test_fraction=test_fraction, seed=seed,
         spacy_model=spacy_model, batch_size=batch_size, n_process=n_process,
         overwrite=overwrite, prepend_bos=prepend_bos, split=split, verbose=verbose,
-        tagset=tagset))
+        tagset=tagset, max_tokens=max_tokens, decode_errors=decode_errors, align=align))
 
 
 def format_stats(manifest: dict[str, Any]) -> str:
     """A few lines summarising a build's counts and alignment."""
-    c, a = manifest["counts"], manifest["alignment"]
+    c, a, w = manifest["counts"], manifest["alignment"], manifest["windows"]
+    cut = (f"windows: {c['cut_parents']} of {c['parents']} stories longer than "
+           f"{w['max_tokens']} tokens cut into windows ({c['long_sentences']} sentences cut "
+           "inside)\n" if c["cut_parents"] else "")
     return (f"stories: {c['stories']} ({c['train_stories']} train, {c['test_stories']} test, "
-            f"{c['dropped_empty']} empty dropped)\n"
+            f"{c['dropped_empty']} empty dropped)\n{cut}"
             f"tokens: {c['tokens']} ({c['train_tokens']} train, {c['test_tokens']} test; "
             f"{a['bos_tokens']} BOS, {a['space_tokens']} whitespace-only)\n"
             f"aligned: {a['aligned_tokens']}/{a['text_tokens']} non-space tokens "
             f"({100 * a['aligned_fraction']:.2f}%), {a['straddle_tokens']} straddle, "
-            f"{a['shared_char_tokens']} share a multi-byte character")
+            f"{a['shared_char_tokens']} share a multi-byte character\n"
+            + format_rules(a))
+
+
+def format_rules(alignment: dict[str, Any]) -> str:
+    """Per alignment rule, the tokens whose tags differ from the ``first`` rule's."""
+    lines = [f"alignment rule: {alignment['rule']}; tokens whose tag differs from rule first "
+             "(fine / coarse), the commonest fine changes, spaCy tokens whose tag no token "
+             "takes:"]
+    for rule, r in alignment["rules"].items():
+        changes = ", ".join(f"{k} {n}" for k, n in list(r["changes"].items())[:3])
+        lines.append(f"  {rule:<9}{r['changed_fine']:>8} / {r['changed_coarse']:<8}"
+                     f"hidden {r['hidden']:<7}{changes}")
+    return "\n".join(lines)

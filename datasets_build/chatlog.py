@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets_build.tagging import BOS, SPACE, UNK, StoryTags
+from datasets_build.textfiles import read_text
 from headprobe.errors import UsageError
 
 HEADER = re.compile(
@@ -282,8 +283,9 @@ def is_chat_source(spec: str) -> bool:
     return spec.startswith(("chat:", "chatgen:")) or spec.lower().endswith(".chat.txt")
 
 
-def read_chat_source(source: str) -> str:
-    """Chat text of ``chat:PATH``, ``PATH.chat.txt`` or ``chatgen:N[:SEED]``."""
+def read_chat_source(source: str, decode_errors: str = "strict") -> str:
+    """Chat text of ``chat:PATH``, ``PATH.chat.txt`` or ``chatgen:N[:SEED]``; a file is
+    decoded as UTF-8 strictly or replacing invalid bytes (:mod:`datasets_build.textfiles`)."""
     kind, _, arg = source.partition(":")
     if kind == "chatgen":
         n, _, seed = arg.partition(":")
@@ -295,7 +297,7 @@ def read_chat_source(source: str) -> str:
     path = Path(arg if kind == "chat" else source).expanduser()
     if not path.is_file():
         raise UsageError(f"chat log {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text(path, decode_errors)
     if not any(m.time for m in parse_chat(text)):
         raise UsageError(f"{path} holds no '[dd/mm/yyyy, hh:mm:ss] Sender: text' lines")
     return text

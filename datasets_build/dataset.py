@@ -1,6 +1,6 @@
 """The tagged dataset on disk: writer and reader.
 
-Layout of a dataset directory (format version 1)::
+Layout of a dataset directory (format version 3)::
 
     DIR/manifest.json   provenance, tokenizer fingerprint, counts, alignment statistics
     DIR/tags.json       {"fine": [...], "coarse": [...]}: tag id -> tag name
@@ -8,13 +8,22 @@ Layout of a dataset directory (format version 1)::
                         sorted by (story_id, position)
     DIR/stories/        Arrow table, one row per story
 
-Token columns: ``input_id``, ``story_id``, ``position`` (0 = the BOS token when the
-tokenizer has one), ``char_start``/``char_end`` (span in the story text; -1 for BOS),
+Token columns: ``input_id``, ``story_id``, ``parent_id`` (the source story the token's
+story was cut from, see :mod:`datasets_build.windows`), ``position`` (0 = the BOS token when
+the tokenizer has one), ``char_start``/``char_end`` (span in the story text; -1 for BOS),
 ``fine_tag``/``coarse_tag`` (ids into tags.json), ``quoted`` (inside a quotation),
-``straddle`` (the token covers more than one spaCy token), ``split`` (0 train, 1 test).
+``straddle`` (the token covers more than one spaCy token), ``fine_tags``/``coarse_tags``
+(every tag the token covers, as a set of tag ids: :mod:`datasets_build.tagsets`), ``split``
+(0 train, 1 test). ``manifest["alignment"]["rule"]`` names the rule that chose
+``fine_tag``/``coarse_tag`` among the covered spaCy tokens (:mod:`datasets_build.align`).
 
 Story columns: ``story_id``, ``text``, ``split``, ``token_start`` (row of its first
-token in tokens/), ``n_tokens``.
+token in tokens/), ``n_tokens``, ``parent_id`` and ``parent_char_start`` (where ``text``
+starts in the text of the source story).
+
+Version 1 had no windows and no parent columns; it is read as if every story were its own
+parent, starting at its character 0. Versions 1 and 2 had no tag sets and always the rule
+``first``; each token's set reads as its one tag (:func:`has_tag_sets` tells them apart).
 """
 
 from __future__ import annotations
@@ -27,18 +36,39 @@ from typing import Any
 
 import numpy as np
 
+from datasets_build.tagsets import DTYPE as TAG_SET_DTYPE
+from datasets_build.tagsets import has_tag, tag_bits
 from headprobe.errors import UsageError
+from headprobe.failures import reading
 from headprobe.manifest import read_json, write_json
 
 FORMAT = "headprobe-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
+TAG_SETS_SINCE = 3
 SPLITS = ("train", "test")
 TOKEN_COLUMNS = {
-    "input_id": np.int32, "story_id": np.int32, "position": np.int32,
+    "input_id": np.int32, "story_id": np.int32, "parent_id": np.int32, "position": np.int32,
     "char_start": np.int32, "char_end": np.int32, "fine_tag": np.int16,
-    "coarse_tag": np.int16, "quoted": np.bool_, "straddle": np.bool_, "split": np.int8,
+    "coarse_tag": np.int16, "quoted": np.bool_, "straddle": np.bool_,
+    "fine_tags": TAG_SET_DTYPE, "coarse_tags": TAG_SET_DTYPE, "split": np.int8,
 }
-STORY_COLUMNS = ("story_id", "text", "split", "token_start", "n_tokens")
+STORY_COLUMNS = ("story_id", "text", "split", "token_start", "n_tokens", "parent_id",
+                 "parent_char_start")
+# Columns earlier versions lack, and what they read as there: version 1 has no windows
+# (every story is its own parent and starts at its character 0), versions 1 and 2 no tag
+# sets (a token's set holds its one tag).
+STAND_INS = {
+    "parent_id": lambda table: _column(table, "story_id"),
+    "parent_char_start": lambda table: np.zeros(len(table), np.int64),
+    "fine_tags": lambda table: tag_bits(_column(table, "fine_tag")),
+    "coarse_tags": lambda table: tag_bits(_column(table, "coarse_tag")),
+}
+
+
+def has_tag_sets(manifest: dict[str, Any]) -> bool:
+    """Whether a dataset (by its manifest) recorded every tag its tokens cover."""
+    return int(manifest.get("format_version", 0)) >= TAG_SETS_SINCE
 
 
 def split_code(split: str | None) -> int | None:
@@ -60,7 +90,14 @@ def write_dataset(out_dir: str | Path, tokens: dict[str, np.ndarray], stories: d
     from datasets import Dataset
 
     out_dir = Path(out_dir)
+    missing = [k for k in TOKEN_COLUMNS if k not in tokens] + [
+        k for k in STORY_COLUMNS if k not in stories]
+    if missing:
+        raise ValueError(f"dataset columns missing: {', '.join(missing)}")
     cols = {k: np.asarray(tokens[k], dtype=t) for k, t in TOKEN_COLUMNS.items()}
+    for tag, sets in (("fine_tag", "fine_tags"), ("coarse_tag", "coarse_tags")):
+        if not np.all(has_tag(cols[sets], cols[tag])):
+            raise ValueError(f"every token's {sets} must hold its {tag}")
     with _quiet_datasets():
         Dataset.from_dict(cols).save_to_disk(str(out_dir / "tokens"))
         Dataset.from_dict({k: list(stories[k]) for k in STORY_COLUMNS}).save_to_disk(
@@ -89,11 +126,14 @@ def _quiet_datasets() -> Iterator[None]:
 
 
 def _column(table: Any, name: str) -> np.ndarray:
-    """One column of a saved Arrow table as a numpy array [n_rows], read in bulk.
+    """One column of a saved Arrow table as a numpy array [n_rows], read in bulk; an
+    earlier version's stand-in for a column it lacks (``STAND_INS``).
 
     (Indexing the ``datasets.Dataset`` by column name converts row by row, which is
     orders of magnitude slower; the tables here never carry an indices mapping.)
     """
+    if name not in table.column_names and name in STAND_INS:
+        return STAND_INS[name](table)
     return table.data.column(name).to_numpy()
 
 
@@ -131,7 +171,8 @@ class TaggedDataset:
 
     def story_table(self, split: str | None = None) -> dict[str, np.ndarray]:
         """Story columns (text as a list), optionally only one split."""
-        table = {k: self._stories.data.column(k).to_pylist() for k in STORY_COLUMNS}
+        table = {k: (self._stories.data.column(k).to_pylist() if k == "text"
+                     else _column(self._stories, k)) for k in STORY_COLUMNS}
         code = split_code(split)
         keep = [i for i, s in enumerate(table["split"]) if code is None or s == code]
         return {k: ([v[i] for i in keep] if k == "text" else np.asarray(v)[keep])
@@ -148,18 +189,26 @@ class TaggedDataset:
 
 
 def load_tagged_dataset(path: str | Path) -> TaggedDataset:
-    """Open a dataset directory written by datasets_build; check its format version."""
+    """Open a dataset directory written by datasets_build; check its format version.
+
+    A directory whose files cannot be read or decoded is a UsageError naming it.
+    """
+    with reading(path, "tagged dataset", "the directory is damaged; build it again with "
+                 "python -m datasets_build"):
+        return _open_dataset(Path(path))
+
+
+def _open_dataset(path: Path) -> TaggedDataset:
     from datasets import load_from_disk
 
-    path = Path(path)
     if not (path / "manifest.json").is_file():
         raise UsageError(f"{path} is not a headprobe dataset (no manifest.json); "
                          "build one with python -m datasets_build")
     manifest = read_json(path / "manifest.json")
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format") != FORMAT or manifest.get("format_version") not in READS_VERSIONS:
         raise UsageError(f"{path} has dataset format {manifest.get('format')!r} version "
                          f"{manifest.get('format_version')!r}; this headprobe reads "
-                         f"{FORMAT!r} version {FORMAT_VERSION}")
+                         f"{FORMAT!r} versions {', '.join(map(str, READS_VERSIONS))}")
     return TaggedDataset(path, manifest, read_json(path / "tags.json"),
                          load_from_disk(str(path / "tokens")).with_format("numpy"),
                          load_from_disk(str(path / "stories")))

@@ -25,6 +25,7 @@ from typing import Any
 
 from datasets_build import chatlog
 from datasets_build.demo_corpus import demo_story
+from datasets_build.textfiles import check_decode_errors, iter_lines, iter_text
 from headprobe.errors import UsageError, opt
 from headprobe.hub import looks_like_path, resolve_pretrained
 
@@ -46,30 +47,32 @@ class Source:
 
 
 def read_separated(path: Path, separator: str = STORY_SEPARATOR,
-                   chunk_chars: int = 1 << 20) -> Iterator[str]:
-    """Yield the pieces of a text file split on ``separator``, reading it in chunks."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        buffer = ""
-        while chunk := fh.read(chunk_chars):
-            buffer += chunk
-            *complete, buffer = buffer.split(separator)
-            yield from complete
-        yield buffer
+                   decode_errors: str = "strict") -> Iterator[str]:
+    """Yield the pieces of a UTF-8 text file split on ``separator``, reading it in chunks.
+
+    decode_errors: "strict" or "replace" (:mod:`datasets_build.textfiles`).
+    """
+    buffer = ""
+    for chunk in iter_text(path, decode_errors):
+        buffer += chunk
+        *complete, buffer = buffer.split(separator)
+        yield from complete
+    yield buffer
 
 
-def read_jsonl(path: Path, column: str = TEXT_COLUMN) -> Iterator[str]:
+def read_jsonl(path: Path, column: str = TEXT_COLUMN,
+               decode_errors: str = "strict") -> Iterator[str]:
     """Yield ``column`` of every non-blank line of a JSON-lines file."""
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or column not in row:
-                raise UsageError(f"{path}:{number}: no {column!r} field")
-            yield str(row[column] or "")
+    for number, line in enumerate(iter_lines(path, decode_errors), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict) or column not in row:
+            raise UsageError(f"{path}:{number}: no {column!r} field")
+        yield str(row[column] or "")
 
 
 def read_parquet(path: Path, column: str = TEXT_COLUMN) -> Iterator[str]:
@@ -122,10 +125,10 @@ def collect_stories(source: Source, limit: int | None = None) -> tuple[list[str]
 
 
 def _chat(spec: str, limit: int | None = None, max_chars: int = CHAT_STORY_CHARS,
-          **_: Any) -> Source:
+          decode_errors: str = "strict", **_: Any) -> Source:
     """A chat cut into stories of consecutive whole messages, at most ``max_chars`` each
     (:func:`datasets_build.chatlog.chat_stories`); ``info["senders"]`` names its senders."""
-    text = chatlog.read_chat_source(spec)
+    text = chatlog.read_chat_source(spec, decode_errors)
     stories = chatlog.chat_stories(text, max_chars)
     if limit is not None:
         stories = stories[:limit]
@@ -155,16 +158,18 @@ def _existing_file(spec: str) -> Path:
     return path
 
 
-def _text_file(spec: str, **_: Any) -> Source:
+def _text_file(spec: str, decode_errors: str = "strict", **_: Any) -> Source:
     path = _existing_file(spec)
-    return Source(spec, "txt", lambda: read_separated(path),
-                  {"path": str(path.resolve()), "separator": STORY_SEPARATOR})
+    return Source(spec, "txt", lambda: read_separated(path, decode_errors=decode_errors),
+                  {"path": str(path.resolve()), "separator": STORY_SEPARATOR,
+                   "decode_errors": decode_errors})
 
 
-def _jsonl_file(spec: str, **_: Any) -> Source:
+def _jsonl_file(spec: str, decode_errors: str = "strict", **_: Any) -> Source:
     path = _existing_file(spec)
-    return Source(spec, "jsonl", lambda: read_jsonl(path),
-                  {"path": str(path.resolve()), "column": TEXT_COLUMN})
+    return Source(spec, "jsonl", lambda: read_jsonl(path, decode_errors=decode_errors),
+                  {"path": str(path.resolve()), "column": TEXT_COLUMN,
+                   "decode_errors": decode_errors})
 
 
 def _parquet_file(spec: str, **_: Any) -> Source:
@@ -213,11 +218,17 @@ SOURCE_KINDS: list[tuple[Callable[[str], bool], Callable[..., Source]]] = [
 ]
 
 
-def open_source(spec: str, split: str = "validation", limit: int | None = None) -> Source:
-    """Pick the reader for ``spec`` (see the module docstring) and open it."""
+def open_source(spec: str, split: str = "validation", limit: int | None = None,
+                decode_errors: str = "strict") -> Source:
+    """Pick the reader for ``spec`` (see the module docstring) and open it.
+
+    decode_errors: how text files treat bytes that are not UTF-8: "strict" (refused) or
+    "replace" (:mod:`datasets_build.textfiles`).
+    """
     if not spec:
         raise UsageError(f"empty {opt('source')}")
+    check_decode_errors(decode_errors)
     for matches, opener in SOURCE_KINDS:
         if matches(spec):
-            return opener(spec, split=split, limit=limit)
+            return opener(spec, split=split, limit=limit, decode_errors=decode_errors)
     raise UsageError(f"unknown source {spec!r}")  # unreachable while _anything is last

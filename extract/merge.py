@@ -3,7 +3,9 @@
 The merged file holds no activations itself: each dataset is a virtual dataset that maps
 consecutive row ranges onto the shard files (referenced by paths relative to the merged
 file, so keep them side by side). Shards are concatenated in shard order, which restores
-the row order of an unsharded run.
+the row order of an unsharded run. The root attributes ``merged_from``, ``merged_rows`` and
+``merged_token_sha256`` record each shard's path, row count and token-table fingerprint,
+which :func:`extract.store.virtual.check_sources` checks whenever the store is opened.
 """
 
 from __future__ import annotations
@@ -13,18 +15,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
+import numpy as np
 
+from extract.store.integrity import TOKENS_HASH, token_table_hash
 from extract.store.json_attrs import decode_attrs, encode_attrs
 from extract.store.reader import open_store
-from extract.store.schema import SITES, TOKEN_GROUP, token_path
-from headprobe.atomic import atomic_file
+from extract.store.schema import KV_HEAD, SITES, TOKEN_GROUP, TOKEN_TABLE, token_path
+from headprobe.atomic import atomic_file, check_target
 from headprobe.errors import UsageError, opt
+from headprobe.hdf5 import hdf5_image
+from headprobe.locks import output_lock
 from headprobe.manifest import command_line, now_iso
 
 # Attributes on which every shard must agree.
 AGREE = ("schema_version", "model", "model_weights_sha256", "reinit_seed", "forward_path",
          "tokenizer_vocab_hash", "dataset_vocab_hash", "dataset_n_tokens", "split", "sites",
-         "dtype", "n_layers", "n_heads", "d_head", "tags")
+         "dtype", "model_dtype", "n_layers", "n_heads", "n_kv_heads", "d_head", "tags")
 
 
 def _shard_index(attrs: dict, path: Path) -> tuple[int, int]:
@@ -40,6 +46,17 @@ def merge_stores(out: str | Path, shards: Sequence[str | Path], overwrite: bool 
     out = Path(out)
     if not shards:
         raise UsageError("give the shard stores to merge")
+    with output_lock(out):
+        check_target(out, overwrite, "file")
+        ordered = _shards_in_order(shards)
+        with atomic_file(out, overwrite=overwrite) as tmp:
+            _write_virtual(tmp, out, ordered)
+    return out
+
+
+def _shards_in_order(shards: Sequence[str | Path]) -> list[tuple[Path, dict]]:
+    """(path, attributes) of every shard, in shard order; UsageError unless they agree and
+    are all the shards of one splitting."""
     infos = []
     for path in map(Path, shards):
         with open_store(path) as store:
@@ -60,16 +77,22 @@ def merge_stores(out: str | Path, shards: Sequence[str | Path], overwrite: bool 
         if missing:
             raise UsageError(f"shards {', '.join(f'{i}/{n}' for i in missing)} are missing")
         raise UsageError("a shard is given more than once")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out, overwrite=overwrite) as tmp:
-        _write_virtual(tmp, out, [(p, a) for _, p, a in indexed])
-    return out
+    return [(p, a) for _, p, a in indexed]
+
+
+def _joined_token_hash(paths: Sequence[Path]) -> str:
+    """The token-table fingerprint of the shards' token tables joined in order."""
+    tables = []
+    for path in paths:
+        with open_store(path) as store:
+            tables.append(store.tokens())
+    return token_table_hash({k: np.concatenate([t[k] for t in tables]) for k in TOKEN_TABLE})
 
 
 def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> None:
     sizes = [int(a["n_tokens"]) for _, a in shards]
     total = sum(sizes)
-    with h5py.File(shards[0][0], "r") as src, h5py.File(tmp, "w") as dst:
+    with h5py.File(shards[0][0], "r") as src, hdf5_image(tmp, final) as dst:
         names = [SITES[s].dataset for s in shards[0][1]["sites"]]
         names += [token_path(c) for c in src[TOKEN_GROUP]]
         for name in names:
@@ -84,6 +107,8 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
             for key, value in ds.attrs.items():
                 vds.attrs[key] = value
         dst[TOKEN_GROUP].attrs.update(src[TOKEN_GROUP].attrs)
+        if KV_HEAD in src:   # per query head, not per row: copied as it is
+            src.copy(src[KV_HEAD], dst, KV_HEAD)
         attrs = decode_attrs(src.attrs)
         attrs.update({
             "n_tokens": total, "rows_written": total, "complete": 1, "shard": "",
@@ -91,6 +116,8 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
             "merged_from": [os.path.relpath(p.resolve(), final.resolve().parent)
                             for p, _ in shards],
             "merged_rows": sizes, "merged_at": now_iso(), "merge_command": command_line(),
+            "merged_token_sha256": [a.get(TOKENS_HASH, "") for _, a in shards],
+            TOKENS_HASH: _joined_token_hash([p for p, _ in shards]),
             "description": attrs["description"] + " This file is a merge of shard files "
             "(listed in 'merged_from', paths relative to this file) through HDF5 virtual "
             "datasets; keep them beside it.",

@@ -11,38 +11,74 @@ from typing import Any
 
 import torch
 
-from headprobe.errors import UsageError, opt
+from headprobe.devices import resolve_device, torch_dtype
+from headprobe.errors import UsageError
+from headprobe.failures import decode_errors
 from headprobe.hub import resolve_pretrained
 
 DEFAULT_MODEL = "roneneldan/TinyStories-1M"
 WEIGHT_FILES = ("*.safetensors", "*.bin")
+CHECK_FILES = "; check that the model's files are complete (copy, download or train it again)"
 
 
-def _model_source(name: str, device: str) -> str:
-    """Check the device, resolve ``name`` to a loadable source and quiet transformers."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"{opt('device', device)} was asked for but no CUDA device is available")
+def _model_source(name: str) -> str:
+    """Resolve ``name`` to a loadable source and quiet transformers."""
     logging.getLogger("transformers").setLevel(logging.ERROR)
     return resolve_pretrained(name, "model")
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32,
-               compat: bool = True) -> Any:
-    """Boot ``name`` (hub name or local HF dir) as a TransformerBridge in eval mode.
+def _dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A torch dtype from a dtype or its name ('bfloat16')."""
+    return torch_dtype(dtype) if isinstance(dtype, str) else dtype
 
-    ``compat`` turns on TransformerLens' compatibility mode, which gives the
-    HookedTransformer-style weight views (``W_Q``, ``W_O``, ...) and numerics.
-    """
-    from transformer_lens.model_bridge import TransformerBridge
 
-    source = _model_source(name, device)
+def check_bridge_supports(source: str, name: str) -> None:
+    """Refuse, naming its model type, a model TransformerLens' bridge has no adapter for."""
+    from transformer_lens.model_bridge.sources._hf_format import (
+        determine_architecture_from_hf_config,
+    )
+    from transformers import AutoConfig
+
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
-            if compat:
-                model.enable_compatibility_mode()
+        config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    try:
+        determine_architecture_from_hf_config(config)
+    except ValueError:
+        raise UsageError(f"model {name!r} of type {config.model_type!r} cannot be hooked: "
+                         "TransformerLens' bridge does not support this model type") from None
+
+
+def _boot(source: str, name: str, **kwargs: Any) -> Any:
+    """TransformerBridge.boot_transformers with its chatter silenced and its errors in one line."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    check_bridge_supports(source, name)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return TransformerBridge.boot_transformers(source, **kwargs)
+    except (ValueError, KeyError, *decode_errors()) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}{CHECK_FILES}"
+                         ) from exc
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | None = "cpu",
+               dtype: torch.dtype | str = torch.float32, compat: bool = True) -> Any:
+    """Boot ``name`` (hub name or local HF dir) as a TransformerBridge in eval mode.
+
+    device: cpu, cuda, cuda:N or mps (None or 'auto': cuda when available, else cpu); dtype:
+    the dtype the model computes in (a torch dtype or 'float32', 'bfloat16', 'float16').
+
+    ``compat`` turns on TransformerLens' compatibility mode, which gives the
+    HookedTransformer-style weight views (``W_Q``, ``W_O``, ...) and numerics. Under
+    grouped-query attention ``W_K`` and ``W_V`` are [n_layers, n_kv_heads, ...].
+    """
+    source = _model_source(name)
+    model = _boot(source, name, device=resolve_device(device), dtype=_dtype(dtype))
+    if compat:
+        with contextlib.redirect_stderr(io.StringIO()):
+            model.enable_compatibility_mode()
     model.eval()
     return model
 
@@ -52,21 +88,24 @@ def architecture(model: Any) -> dict[str, Any]:
     cfg = model.cfg
     return {
         "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads), "d_head": int(cfg.d_head),
+        "n_kv_heads": int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         "d_model": int(cfg.d_model), "d_vocab": int(cfg.d_vocab), "n_ctx": int(cfg.n_ctx),
         "architecture": str(getattr(cfg, "architecture", "") or ""),
     }
 
 
-def load_hf_model(name: str = DEFAULT_MODEL, device: str = "cpu",
-                  dtype: torch.dtype = torch.float32, reinit_seed: int | None = None) -> Any:
-    """Load ``name`` as a plain Hugging Face causal LM in eval mode.
+def load_hf_model(name: str = DEFAULT_MODEL, device: str | None = "cpu",
+                  dtype: torch.dtype | str = torch.float32, reinit_seed: int | None = None
+                  ) -> Any:
+    """Load ``name`` as a plain Hugging Face causal LM in eval mode, on ``device`` computing
+    in ``dtype`` (see :func:`load_model`).
 
     With ``reinit_seed`` the weights are not loaded: the same architecture is built with
     the library's random initialisation, seeded (the "random weights" control).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    source = _model_source(name, device)
+    source, device, dtype = _model_source(name), resolve_device(device), _dtype(dtype)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             if reinit_seed is None:
@@ -76,18 +115,18 @@ def load_hf_model(name: str = DEFAULT_MODEL, device: str = "cpu",
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(int(reinit_seed))
                     model = AutoModelForCausalLM.from_config(config).to(dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
+    except (ValueError, KeyError, *decode_errors()) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}{CHECK_FILES}"
+                         ) from exc
     return model.to(device).eval()
 
 
-def bridge_from_hf(hf_model: Any, name: str, device: str = "cpu") -> Any:
-    """Wrap an already loaded HF model (e.g. re-initialised) in a raw-weights TransformerBridge."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    source = resolve_pretrained(name, "model")
-    with contextlib.redirect_stderr(io.StringIO()):
-        model = TransformerBridge.boot_transformers(source, device=device, hf_model=hf_model)
+def bridge_from_hf(hf_model: Any, name: str, device: str | None = None) -> Any:
+    """Wrap an already loaded HF model (e.g. re-initialised) in a raw-weights TransformerBridge
+    on ``device`` (None: the model's own), computing in the model's dtype."""
+    param = next(hf_model.parameters())
+    model = _boot(resolve_pretrained(name, "model"), name, device=device or str(param.device),
+                  dtype=param.dtype, hf_model=hf_model)
     model.eval()
     return model
 

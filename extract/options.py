@@ -11,6 +11,8 @@ from datasets_build.dataset import SPLITS
 from extract.models import DEFAULT_MODEL
 from extract.store.codec import DEFAULT_COMPRESSION, parse_compression
 from extract.store.schema import DEFAULT_SITES, check_dtype, check_sites
+from headprobe.atomic import check_target
+from headprobe.devices import DEFAULT_MODEL_DTYPE, check_model_dtype, resolve_device
 from headprobe.errors import UsageError, opt
 
 DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
@@ -41,7 +43,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 class ExtractOptions:
     """What :func:`extract.extractor.extract_store` was asked to do, checked when made.
 
-    Paths become ``Path``; ``sites`` loses repeats; ``shard`` becomes (i, n) or None.
+    Paths become ``Path``; ``sites`` loses repeats; ``shard`` becomes (i, n) or None;
+    ``device`` None or 'auto' becomes cuda when available, else cpu. ``dtype`` is the
+    storage dtype of float sites, ``model_dtype`` the dtype the model computes in.
     """
 
     dataset_dir: Path
@@ -51,7 +55,8 @@ class ExtractOptions:
     sites: Sequence[str] = DEFAULT_SITES
     dtype: str = "float16"
     batch_tokens: int = DEFAULT_BATCH_TOKENS
-    device: str = "cpu"
+    device: str | None = "cpu"
+    model_dtype: str = DEFAULT_MODEL_DTYPE
     reinit_seed: int | None = None
     resume: bool = False
     overwrite: bool = False
@@ -64,12 +69,14 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         self.dataset_dir, self.out = Path(self.dataset_dir), Path(self.out)
-        self._check_output()
+        self.check_output()
         if self.batch_tokens < 1:
             raise UsageError(f"{opt('batch_tokens')} must be positive")
         parse_compression(self.compression)
         self.sites = check_sites(self.sites)
         check_dtype(self.dtype)
+        check_model_dtype(self.model_dtype)
+        self.device = resolve_device(self.device)
         if isinstance(self.shard, str) or self.shard is None:
             self.shard = parse_shard(self.shard)
         if not self.dataset_dir.is_dir():
@@ -85,11 +92,13 @@ class ExtractOptions:
     def partial(self) -> Path:
         return partial_path(self.out)
 
-    def _check_output(self) -> None:
+    def check_output(self) -> None:
         """A file name for ``out``; an existing output or partial run only when asked for."""
         out, partial = self.out, self.partial
         if not str(out) or out.suffix == "":
             raise UsageError(f"output {str(out)!r} should be a file name such as activations.h5")
+        for path in (out, partial):
+            check_target(path, True, "file")
         if out.exists() and not (self.overwrite or self.resume):
             raise UsageError(f"{out} already exists; pass {opt('overwrite', True)} to replace it")
         if partial.exists() and not (self.resume or self.overwrite):

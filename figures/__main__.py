@@ -17,6 +17,7 @@ from figures.sources import discover
 from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError, opt
+from headprobe.locks import claim_output
 from headprobe.rundir import model_of_store, run_path
 
 PROG = "python -m figures"
@@ -92,6 +93,7 @@ def draw_main(argv: Sequence[str]) -> int:
         out = run_path(args.run, "figures")
     else:
         raise UsageError("give --out FIGDIR or --run runs/NAME")
+    claim_output(out)
     sources = discover(_result_dirs(args.results, args.run))
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
@@ -154,6 +156,7 @@ def viewer_main(argv: Sequence[str]) -> int:
     model = args.model or _model_of(Path(store), args.run)
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError("--max-tokens must be at least 1")
+    claim_output(args.out)
     page = build_viewer(store, model, args.story, args.out, args.layer, args.max_tokens)
     print(f"wrote {page}")
     return 0

@@ -1,8 +1,11 @@
-"""Probe F1 grids: one layer x head heatmap per tag, drawn as small multiples.
+"""Probe F1 grids: one layer x head heatmap per tag, drawn as small multiples; and the
+per-probe grids of selectivity and MDL compression.
 
-Selectivity is the probe's F1 minus the F1 of a control (the same probe trained on
-shuffled labels, or on the vectors of a randomly initialised model): how much of the
-score the trained model's activations themselves earn.
+Selectivity is the probe's F1 (or accuracy) minus that of a control (the same probe on
+the control task, on shuffled labels, or on the vectors of a randomly initialised
+model): how much of the score the trained model's activations themselves earn.
+Compression is the MDL measure: the uniform code length of the train tags over their
+online code length with the probe (1 = the vectors do not help to send the tags).
 """
 
 from __future__ import annotations
@@ -25,18 +28,31 @@ from figures.plotting import (
     mark_cell,
     new_figure,
 )
-from figures.registry import Planned, register
+from figures.registry import NotPlanned, Planned, register
 from figures.sources import PROBES
 from headprobe.errors import UsageError
-from headprobe.heads import head_label
+from headprobe.heads import head_label, kv_head_label
+from probing.controls import array_suffix
 from probing.results import ProbeResults
 
 PANEL_INCH = 0.16  # inches per grid cell in small multiples
-SITE_NAMES = {"key": "keys", "query": "queries", "value": "values"}
+SITE_NAMES = {"key": "keys", "query": "queries", "value": "values",
+              "key_rot": "keys_rot", "query_rot": "queries_rot"}
+HEAD_AXIS_NAMES = {"head": "head", "kv_head": "key/value head"}
 # Per-tag F1 controls drawn as grids: array -> (figure suffix, label). The majority-class
 # baseline is left out: it is the same number in every cell.
-PROBE_CONTROLS = {"f1_shuffled": ("shuffled", "shuffled labels"),
+PROBE_CONTROLS = {"f1_control_task": ("control_task", "control task"),
+                  "f1_shuffled": ("shuffled", "shuffled labels"),
                   "f1_random": ("random", "randomly initialised model")}
+# Per-probe accuracy of each control, for selectivity as Hewitt & Liang define it.
+ACCURACY_CONTROLS = {"accuracy_control_task": "control task",
+                     "accuracy_shuffled": "shuffled labels",
+                     "accuracy_random": "randomly initialised model",
+                     "accuracy_majority": "majority tag"}
+# MDL compression of the probe and of its controls: array -> what was coded.
+COMPRESSIONS = {"compression": "tags, trained model",
+                "compression_random": "tags, randomly initialised model",
+                "compression_control_task": "control task, trained model"}
 
 
 def selectivity(f1: np.ndarray, f1_control: np.ndarray) -> np.ndarray:
@@ -60,11 +76,12 @@ def _layer_ticks(ax, layers: Sequence[int] | None, n_layers: int, n_heads: int,
 
 def draw_tag_grids(values: np.ndarray, tags: Sequence[str], title: str, value_label: str,
                    diverging: bool = False, support: np.ndarray | None = None,
-                   layers: Sequence[int] | None = None) -> Figure:
+                   layers: Sequence[int] | None = None, head_axis: str = "head") -> Figure:
     """Small multiples of layer x head heatmaps, one panel per tag, one shared colour bar.
 
     values: [n_layers, n_heads, n_tags]; support: [n_tags] test tokens per tag (shown in
-    panel titles); layers: [n_layers] model layer of each row (default 0..n_layers-1).
+    panel titles); layers: [n_layers] model layer of each row (default 0..n_layers-1);
+    head_axis: 'head' or 'kv_head' (key/value heads of a grouped-query model).
     Diverging scales are centred on zero; others run from 0 to 1.
     """
     values = np.asarray(values, dtype=float)
@@ -83,7 +100,8 @@ def draw_tag_grids(values: np.ndarray, tags: Sequence[str], title: str, value_la
         row, col = divmod(k, cols)
         label = tag if support is None else f"{tag} (n={int(support[k])})"
         bottom = row == rows - 1 or k + cols >= n_tags
-        image = heatmap(ax, values[:, :, k], norm, cmap, xlabel="head" if bottom else "",
+        image = heatmap(ax, values[:, :, k], norm, cmap,
+                        xlabel=HEAD_AXIS_NAMES[head_axis] if bottom else "",
                         ylabel="layer" if col == 0 else "")
         ax.set_title(label, fontsize=7, pad=2)
         _layer_ticks(ax, layers, n_layers, n_heads, max_ticks=4)
@@ -100,17 +118,50 @@ def draw_tag_grids(values: np.ndarray, tags: Sequence[str], title: str, value_la
     return fig
 
 
+Panel = tuple[np.ndarray, Normalize, str, str, str]   # grid, norm, cmap, bar label, title
+
+
+def _row_panels(site: str, name: str, cell: tuple[int, int], f1: np.ndarray,
+                controls: Mapping[str, np.ndarray], sel: np.ndarray | None,
+                sel_control: str | None, centred: Normalize | None, ci: str) -> list[Panel]:
+    """The panels of one site's row: its F1 grid, each control's F1, selectivity."""
+    unit = Normalize(0.0, 1.0)
+    panels = [(f1, unit, SEQUENTIAL, "F1", f"{site}: F1, best {name} = {f1[cell]:.2f}{ci}")]
+    panels += [(grid, unit, SEQUENTIAL, "F1", f"{site}: control, {what}\n"
+                f"({name} = {grid[cell]:.2f})") for what, grid in controls.items()]
+    if sel is not None:
+        panels.append((sel, centred, DIVERGING, "F1 minus control F1",
+                       f"{site}: selectivity vs {sel_control}\n({name} = {sel[cell]:+.2f})"))
+    return panels
+
+
+def _draw_row(axes: np.ndarray, panels: list[Panel], cell: tuple[int, int], width: int,
+              head_axis: str, layers: Sequence[int] | None) -> list:
+    """Draw one site's panels, cut at its ``width`` heads, the best cell boxed; the images."""
+    images = []
+    for ax, (grid, norm, cmap, _, title) in zip(axes, panels, strict=False):
+        images.append(heatmap(ax, grid[:, :width], norm, cmap, xlabel=HEAD_AXIS_NAMES[head_axis],
+                              ylabel="layer", title=title))
+        ax.title.set_fontsize(8)
+        _layer_ticks(ax, layers, grid.shape[0], width, max_ticks=16)
+        mark_cell(ax, *cell)
+    return images
+
+
 def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: Sequence[str],
                     tag: str, support: int | None = None, sel: np.ndarray | None = None,
                     sel_control: str | None = None, layers: Sequence[int] | None = None,
-                    interval: tuple[np.ndarray, np.ndarray] | None = None) -> Figure:
+                    interval: tuple[np.ndarray, np.ndarray] | None = None,
+                    site_heads: Sequence[int] | None = None,
+                    head_axes: Sequence[str] | None = None) -> Figure:
     """One tag in full: per site (row), its F1 grid, each control's F1 grid and selectivity.
 
     f1: [n_sites, n_layers, n_heads]; controls: name -> F1 of that control, same shape
     (e.g. {"shuffled labels": ..., "random model": ...}); sel: selectivity, same shape
     (default: f1 minus the first control), sel_control names its control; interval:
-    (low, high) bootstrap bounds of f1, shown for the best head. The best head of each
-    site's F1 grid is boxed on every panel of its row.
+    (low, high) bootstrap bounds of f1, shown for the best head; site_heads: [n_sites]
+    heads of each site (its row is cut there; default all); head_axes: [n_sites] 'head'
+    or 'kv_head'. The best head of each site's F1 grid is boxed on every panel of its row.
     """
     f1 = np.asarray(f1, dtype=float)
     n_sites, n_layers, n_heads = f1.shape
@@ -123,30 +174,18 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
     rows, cols = (2, 2) if n_sites == 1 and n_panels == 4 else (n_sites, n_panels)
     fig = new_figure(cols * (0.24 * n_heads + 1.5) + 0.3, rows * (0.24 * n_layers + 1.1) + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False).reshape(n_sites, n_panels)
-    unit = Normalize(0.0, 1.0)
     centred = diverging_norm(sel) if sel is not None else None
+    site_heads = list(site_heads or [n_heads] * n_sites)
+    head_axes = list(head_axes or ["head"] * n_sites)
     for s, site in enumerate(sites):
-        layer, head = best_head(f1[s])
-        name = head_label(layers[layer] if layers is not None else layer, head)
+        cell = best_head(f1[s, :, :site_heads[s]])
+        label = kv_head_label if head_axes[s] == "kv_head" else head_label
+        name = label(layers[cell[0]] if layers is not None else cell[0], cell[1])
         ci = ("" if interval is None else
-              f" [{interval[0][s, layer, head]:.2f}, {interval[1][s, layer, head]:.2f}]")
-        panels = [(f1[s], unit, SEQUENTIAL, "F1",
-                   f"{site}: F1, best {name} = {f1[s, layer, head]:.2f}{ci}")]
-        panels += [(grid[s], unit, SEQUENTIAL, "F1", f"{site}: control, {label}\n"
-                    f"({name} = {grid[s, layer, head]:.2f})")
-                   for label, grid in controls.items()]
-        if sel is not None:
-            panels.append((sel[s], centred, DIVERGING, "F1 minus control F1",
-                           f"{site}: selectivity vs {sel_control}\n"
-                           f"({name} = {sel[s, layer, head]:+.2f})"))
-        images = []
-        for c, (grid, norm, cmap, _, title) in enumerate(panels):
-            ax = axes[s, c]
-            images.append(heatmap(ax, grid, norm, cmap, xlabel="head", ylabel="layer",
-                                  title=title))
-            ax.title.set_fontsize(8)
-            _layer_ticks(ax, layers, n_layers, n_heads, max_ticks=16)
-            mark_cell(ax, layer, head)
+              f" [{interval[0][s][cell]:.2f}, {interval[1][s][cell]:.2f}]")
+        panels = _row_panels(site, name, cell, f1[s], {k: v[s] for k, v in controls.items()},
+                             None if sel is None else sel[s], sel_control, centred, ci)
+        images = _draw_row(axes[s], panels, cell, site_heads[s], head_axes[s], layers)
         n_f1 = 1 + len(controls)  # F1 and controls share one 0..1 scale and colour bar
         f1_axes = axes[s, :n_f1] if rows == n_sites else axes[s, :cols]  # 2 x 2: top row
         fig.colorbar(images[0], ax=f1_axes.tolist(), shrink=0.9, label="F1")
@@ -154,6 +193,42 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
             fig.colorbar(images[-1], ax=axes[s, -1], shrink=0.9, label=panels[-1][3])
     suffix = "" if support is None else f" (n={int(support)} test tokens)"
     fig.suptitle(f"Probes for tag {tag}{suffix}; box: best head by F1")
+    return fig
+
+
+def draw_cell_grids(panels: Mapping[str, np.ndarray], sites: Sequence[str], title: str,
+                    value_label: str, diverging: bool = False,
+                    layers: Sequence[int] | None = None,
+                    head_axes: Sequence[str] | None = None) -> Figure:
+    """Per-probe values side by side: a row per site, a layer x head panel per entry of
+    ``panels`` (name -> [n_sites, n_layers, n_heads]; padding cells NaN), one colour scale
+    for all (centred on zero when ``diverging``, else from the smallest to the largest
+    value); each panel's best head is boxed and named in its title. head_axes: [n_sites]
+    'head' or 'kv_head' (key/value heads of a grouped-query model)."""
+    grids = {name: np.asarray(v, dtype=float) for name, v in panels.items()}
+    n_sites, n_layers, n_heads = next(iter(grids.values())).shape
+    every = np.stack(list(grids.values()))
+    if diverging:
+        norm, cmap = diverging_norm(every), DIVERGING
+    else:
+        norm, cmap = Normalize(float(np.nanmin(every)), float(np.nanmax(every))), SEQUENTIAL
+    fig = new_figure(len(grids) * (0.24 * n_heads + 1.5) + 0.8,
+                     n_sites * (0.24 * n_layers + 1.1) + 0.6)
+    axes = fig.subplots(n_sites, len(grids), squeeze=False)
+    image = None
+    head_axes = list(head_axes or ["head"] * n_sites)
+    for s, site in enumerate(sites):
+        name_of = kv_head_label if head_axes[s] == "kv_head" else head_label
+        for c, (name, grid) in enumerate(grids.items()):
+            layer, head = best_head(grid[s])
+            label = name_of(layers[layer] if layers is not None else layer, head)
+            image = heatmap(axes[s, c], grid[s], norm, cmap, xlabel="head", ylabel="layer",
+                            title=f"{site}: {name}\n(best {label} = {grid[s, layer, head]:.2f})")
+            axes[s, c].title.set_fontsize(8)
+            _layer_ticks(axes[s, c], layers, n_layers, n_heads, max_ticks=16)
+            mark_cell(axes[s, c], layer, head)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=value_label)
+    fig.suptitle(title)
     return fig
 
 
@@ -185,7 +260,7 @@ def selectivity_of(res: ProbeResults) -> tuple[np.ndarray | None, str]:
         return None, ""
     control = str(res.attrs.get("selectivity_control") or "control")
     return res.arrays["selectivity"].astype(float), PROBE_CONTROLS.get(
-        f"f1_{control}", (control, control))[1]
+        f"f1_{array_suffix(control)}", (control, control))[1]
 
 
 def probe_inputs(res: ProbeResults) -> list[Path]:
@@ -210,9 +285,11 @@ def plan_probe_grids(res: ProbeResults) -> list[Planned]:
 
     def grid(values: np.ndarray, title: str, label: str, diverging: bool = False
              ) -> Callable[[], Figure]:
-        return lambda: draw_tag_grids(values[..., shown], shown_tags, title + dropped, label,
-                                      diverging=diverging, layers=layers,
-                                      support=None if support is None else support[shown])
+        # one site's [L, H, K]: cut at the site's heads (keys of grouped-query models)
+        cut = values[:, :res.site_heads[s], shown]
+        return lambda axis=res.head_axes[s]: draw_tag_grids(
+            cut, shown_tags, title + dropped, label, diverging=diverging, layers=layers,
+            support=None if support is None else support[shown], head_axis=axis)
 
     planned = []
     for s, site in enumerate(res.sites):
@@ -253,7 +330,42 @@ def plan_probe_tags(res: ProbeResults) -> list[Planned]:
                 sites, tag, None if support is None else int(support[k]),
                 sel=None if sel is None else sel[..., k], sel_control=sel_control,
                 layers=list(res.layers),
-                interval=None if bounds is None else (bounds[0][..., k], bounds[1][..., k]))
+                interval=None if bounds is None else (bounds[0][..., k], bounds[1][..., k]),
+                site_heads=res.site_heads, head_axes=res.head_axes)
 
         planned.append(Planned(f"f1:{tag}", draw, inputs))
     return planned
+
+
+@register("probes_selectivity", PROBES,
+          "selectivity of each probe as Hewitt & Liang define it: accuracy minus the "
+          "accuracy of each control that was run (control task, shuffled labels, random "
+          "model, majority tag), layer x head per site, best head boxed")
+def plan_cell_selectivity(res: ProbeResults) -> list[Planned]:
+    accuracy = res.arrays.get("accuracy")
+    controls = {label: res.arrays[name] for name, label in ACCURACY_CONTROLS.items()
+                if name in res.arrays}
+    if accuracy is None or not controls:
+        raise NotPlanned(f"{res.path} holds no control accuracy (fitted without controls)")
+    panels = {f"minus {label}": accuracy - control for label, control in controls.items()}
+    sites = [SITE_NAMES.get(s, s) for s in res.sites]
+    return [Planned("probes_selectivity", lambda: draw_cell_grids(
+        panels, sites, "Selectivity of each probe: test accuracy minus the control's",
+        "accuracy minus control accuracy", diverging=True, layers=list(res.layers),
+        head_axes=res.head_axes),
+        probe_inputs(res))]
+
+
+@register("probes_compression", PROBES,
+          "MDL compression of each probe (uniform / online code length of the train tags), "
+          "beside the randomly initialised model's and the control task's (fit --mdl)")
+def plan_compression(res: ProbeResults) -> list[Planned]:
+    panels = {label: res.arrays[name] for name, label in COMPRESSIONS.items()
+              if name in res.arrays}
+    if not panels:
+        raise NotPlanned(f"{res.path} holds no MDL results (fitted without MDL)")
+    sites = [SITE_NAMES.get(s, s) for s in res.sites]
+    return [Planned("probes_compression", lambda: draw_cell_grids(
+        panels, sites, "MDL compression of each probe: uniform / online code length "
+        f"({float(res.arrays['uniform_codelength']):.0f} bits uniform)",
+        "compression", layers=list(res.layers), head_axes=res.head_axes), probe_inputs(res))]

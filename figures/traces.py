@@ -21,11 +21,13 @@ def spans(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def draw_activity_trace(tokens: Sequence[str], activity: np.ndarray, head: str,
                         shaded: np.ndarray | None = None, shaded_label: str = "quoted",
-                        style: str = "bars", title: str = "") -> Figure:
+                        style: str = "bars", title: str = "", marks: np.ndarray | None = None,
+                        marks_label: str = "marked") -> Figure:
     """A head's activity on each token of a story, tokens along x.
 
-    activity: [T]; shaded: [T] bool, drawn as grey spans (quoted text, say);
-    style: 'bars' (a bar per token) or 'strip' (a one-row heat strip).
+    activity: [T]; shaded: [T] bool, drawn as grey spans (quoted text, say); marks: [T]
+    bool, tokens drawn with a dashed line (closing quotation marks, say); style: 'bars' (a
+    bar per token) or 'strip' (a one-row heat strip).
     """
     activity = np.asarray(activity, dtype=float)
     n = len(tokens)
@@ -51,7 +53,10 @@ def draw_activity_trace(tokens: Sequence[str], activity: np.ndarray, head: str,
         for k, (start, end) in enumerate(spans(shaded)):
             ax.axvspan(start - 0.5, end - 0.5, color="0.85", zorder=0,
                        label=shaded_label if k == 0 else None)
-    if style == "bars" and (shaded is not None and np.any(shaded)):
+    for k, i in enumerate(np.flatnonzero(marks) if marks is not None else []):
+        ax.axvline(i, color="tab:red", lw=0.8, ls="--", label=marks_label if k == 0 else None)
+    if style == "bars" and ((shaded is not None and np.any(shaded))
+                            or (marks is not None and np.any(marks))):
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_xlabel("token")
     set_token_ticks(ax, tokens, "x")

@@ -1,9 +1,10 @@
 """An offline attention viewer: one self-contained HTML page for one story.
 
-The page embeds the attention patterns of every layer and head (from the model's
+The page embeds the attention patterns of every layer and query head (from the model's
 ``blocks.L.attn.hook_pattern`` hooks) as JSON; hovering a token colours the tokens it
 attends to for the chosen head and lists, for every head of the chosen layer, where
-that token attends. No network access, no external scripts or styles.
+that token attends. Under grouped-query attention each head is named with the key/value
+head it reads (``L2H5 (KV2)``). No network access, no external scripts or styles.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ def attention_patterns(model: Any, input_ids: Sequence[int]) -> np.ndarray:
 
 
 def pattern_payload(patterns: np.ndarray, tokens: Sequence[str], title: str,
-                    layer: int = 0) -> dict[str, Any]:
+                    layer: int = 0, kv_head: Sequence[int] | None = None) -> dict[str, Any]:
     """The JSON the page reads: tokens and, per layer and head, the causal rows of the pattern.
 
     patterns: [n_layers, n_heads, T, T]; row i keeps its first i + 1 weights, as integers
-    in units of 1 / SCALE.
+    in units of 1 / SCALE; kv_head: [n_heads] key/value head of each query head, given
+    for grouped-query models.
     """
     n_layers, n_heads, n, _ = patterns.shape
     if len(tokens) != n:
@@ -53,14 +55,18 @@ def pattern_payload(patterns: np.ndarray, tokens: Sequence[str], title: str,
     scaled = np.rint(np.clip(patterns, 0.0, 1.0) * SCALE).astype(np.int32)
     rows = [[[scaled[la, h, i, :i + 1].tolist() for i in range(n)] for h in range(n_heads)]
             for la in range(n_layers)]
-    return {"title": title, "tokens": list(tokens), "n_layers": n_layers, "n_heads": n_heads,
-            "layer": int(layer), "scale": SCALE, "patterns": rows}
+    payload = {"title": title, "tokens": list(tokens), "n_layers": n_layers,
+               "n_heads": n_heads, "layer": int(layer), "scale": SCALE, "patterns": rows}
+    if kv_head is not None:
+        payload["kv_head"] = [int(k) for k in kv_head]
+    return payload
 
 
 def render_viewer(patterns: np.ndarray, tokens: Sequence[str], title: str,
-                  layer: int = 0) -> str:
+                  layer: int = 0, kv_head: Sequence[int] | None = None) -> str:
     """The complete HTML page (inline CSS, JS and data) as a string."""
-    payload = json.dumps(pattern_payload(patterns, tokens, title, layer), separators=(",", ":"))
+    payload = json.dumps(pattern_payload(patterns, tokens, title, layer, kv_head),
+                         separators=(",", ":"))
     # A token could contain "</script>"; escaping "</" keeps the JSON inside its tag.
     payload = payload.replace("</", "<\\/")
     page = TEMPLATE.read_text()
@@ -68,9 +74,9 @@ def render_viewer(patterns: np.ndarray, tokens: Sequence[str], title: str,
 
 
 def write_viewer(out: str | Path, patterns: np.ndarray, tokens: Sequence[str], title: str,
-                 layer: int = 0) -> Path:
+                 layer: int = 0, kv_head: Sequence[int] | None = None) -> Path:
     """Write the page atomically to ``out``; return its path."""
-    text = render_viewer(patterns, tokens, title, layer)
+    text = render_viewer(patterns, tokens, title, layer, kv_head)
     with atomic_file(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(out)
@@ -84,6 +90,7 @@ def build_viewer(store_path: str | Path, model_name: str, story_id: int, out: st
 
     with open_store(store_path) as store:
         input_ids = find_story(read_stories(store), story_id).input_ids
+        kv_head = store.kv_head if store.n_kv_heads < store.n_heads else None
     if max_tokens is not None:
         input_ids = input_ids[:max_tokens]
     model = load_model(model_name)
@@ -92,4 +99,4 @@ def build_viewer(store_path: str | Path, model_name: str, story_id: int, out: st
     patterns = attention_patterns(model, input_ids)
     tokens = token_strings(model.tokenizer, input_ids)
     title = f"story {story_id}: {Path(str(model_name)).name}"
-    return write_viewer(out, patterns, tokens, title, layer)
+    return write_viewer(out, patterns, tokens, title, layer, kv_head)

@@ -11,8 +11,9 @@ The public Python API, for notebooks and scripts::
     quote = hp.read_study("runs/ts/studies/quote")   # a case study (probing quote)
     model = hp.load_model("../shared/models/tinystories-8L")   # a TransformerBridge
 
-This package holds what every stage shares (errors, atomic writes, manifests, run
-directories, hub resolution, tokenizers, token display, head and hook names, stories);
+This package holds what every stage shares (errors, atomic writes, output locks, one-line
+file-system failures, free-space checks, manifests, run directories, hub resolution,
+tokenizers, token display, head and hook names, stories);
 it imports no stage except to hand out the readers above, and only when one is asked for.
 """
 

@@ -11,6 +11,12 @@ HOOK_POINTS = {
     "q": "attn.hook_q",
     "k": "attn.hook_k",
     "v": "attn.hook_v",
+    "rot_q": "attn.hook_rot_q",    # after the rotary embedding (models that have one)
+    "rot_k": "attn.hook_rot_k",
+    "q_normed": "attn.hook_q_normed",   # after the query norm (models that have one)
+    "k_normed": "attn.hook_k_normed",
+    "cos": "attn.hook_cos",             # the rotary embedding's cos and sin
+    "sin": "attn.hook_sin",
     "z": "attn.hook_z",
     "pattern": "attn.hook_pattern",
     "resid_pre": "hook_resid_pre",

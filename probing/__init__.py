@@ -5,7 +5,9 @@
 - ``probing.solvers``: the logistic-regression solvers (batched ``fast``, ``sklearn``);
 - ``probing.labels``: store tags folded into probe classes;
 - ``probing.metrics``: per-tag scores and bootstrap intervals over stories;
-- ``probing.controls``: majority, shuffled-label, random-weights and bootstrap controls;
+- ``probing.controls``: majority, shuffled-label, control-task, random-weights and bootstrap
+  controls, and selectivity;
+- ``probing.mdl``: minimum description length probing (the online code);
 - ``probing.results``: the probe-grid results on disk and their reader;
 - ``probing.export``, ``probing.top``: other layouts of the results, and the best cells;
 - ``probing.studies``: the case studies, written through ``probing.study_io``.

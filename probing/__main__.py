@@ -2,8 +2,8 @@
 
     python -m probing fit --store FILE.h5 --out RESULTS [options]
     python -m probing export --results RESULTS --format seed004 --out DIR
-    python -m probing top --results RESULTS --tag VBD [--site key] [-k 5]
-    python -m probing summary --run runs/NAME
+    python -m probing top --results RESULTS --tag VBD [--site key] [-k 5] [--by selectivity]
+    python -m probing summary --run runs/NAME [--by f1|selectivity|compression]
     python -m probing bench [--stories N]
     python -m probing <study> ...        (case studies, see --help)
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError
 from headprobe.rundir import resolve
-from probing.controls import CONTROLS, DEFAULT_CONTROLS, parse_controls
+from probing.controls import CONTROLS, DEFAULT_CONTROLS, WORD_TYPES, parse_controls
 from probing.solvers import SOLVERS
 from probing.studies import STUDY_MODULES
 
@@ -33,7 +33,9 @@ def _add_fit(sub) -> None:
     p.add_argument("--store", help="activation store (python -m extract)")
     p.add_argument("--out", help="results directory to write")
     p.add_argument("--run", help="run directory: read RUN/activations.h5, write RUN/probes")
-    p.add_argument("--sites", default="key,query", help="sites to probe (default key,query)")
+    p.add_argument("--sites", default="key,query",
+                   help="sites to probe: key, query, and key_rot, query_rot where stored "
+                        "(default key,query)")
     p.add_argument("--tagset", default="fine", choices=("fine", "coarse"))
     p.add_argument("--tags", help="comma-separated tags to keep; every other tag becomes OTHER")
     p.add_argument("--merge-verbs", action="store_true",
@@ -42,6 +44,10 @@ def _add_fit(sub) -> None:
                    help="fold tags with fewer training tokens into OTHER (default 1)")
     p.add_argument("--exclude", default="BOS",
                    help="tags whose tokens are left out (default BOS; '' keeps all)")
+    p.add_argument("--multilabel", action="store_true",
+                   help="one-vs-rest probes per tag on every tag a token covers (a token "
+                        "'.\"' holds both . and ''), instead of one multinomial probe on its "
+                        "own tag")
     p.add_argument("--layers", help="comma-separated layers (default: all)")
     p.add_argument("--solver", default="fast", choices=SOLVERS,
                    help="fast (batched torch, default) or sklearn (reference)")
@@ -51,6 +57,14 @@ def _add_fit(sub) -> None:
                         f"{','.join(DEFAULT_CONTROLS)}; random is on with --control-store)")
     p.add_argument("--control-store",
                    help="store extracted from the re-initialised model (extract --reinit-seed)")
+    p.add_argument("--word-types", default="token", choices=WORD_TYPES,
+                   help="word types of the control task: token (model token id, default) or "
+                        "lower (lowercased token text)")
+    p.add_argument("--tokenizer", help="tokenizer for --word-types lower (default: the "
+                                       "store's model)")
+    p.add_argument("--mdl", action="store_true",
+                   help="also measure the online code length (MDL) of every cell, and of the "
+                        "random-weights store and the control task when those run")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of test stories (default 1000)")
     p.add_argument("--seed", type=int, default=0)
@@ -61,11 +75,14 @@ def _add_fit(sub) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     from headprobe.atomic import check_target
+    from headprobe.locks import claim_output
     from probing.grid import GridConfig, run_grid
+    from probing.multilabel import DESCRIPTIONS as MULTILABEL_DESCRIPTIONS
     from probing.results import write_results
 
     store = resolve(args.store, args.run, "store", "store")
-    out = check_target(resolve(args.out, args.run, "probes", "out"), args.overwrite)
+    out = claim_output(resolve(args.out, args.run, "probes", "out"))
+    check_target(out, args.overwrite, "directory")
     controls = parse_controls(split_list(args.controls), bool(args.control_store))
     config = GridConfig(
         sites=tuple(split_list(args.sites)), tagset=args.tagset,
@@ -73,7 +90,8 @@ def _fit(args: argparse.Namespace) -> int:
         min_support=args.min_support, exclude=tuple(split_list(args.exclude)),
         solver=args.solver, controls=controls,
         layers=[_int(x, "--layers") for x in split_list(args.layers)] or None, C=args.C,
-        n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs)
+        n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs, mdl=args.mdl,
+        word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel)
     result = run_grid(str(store), config, args.control_store)
     labels = result.labels
     if labels.folded:
@@ -84,10 +102,14 @@ def _fit(args: argparse.Namespace) -> int:
               "kept_tags": config.tags, "excluded_tags": labels.excluded,
               "folded_tags": labels.folded, "solver": args.solver, "C": args.C,
               "controls": list(controls), "bootstrap": args.bootstrap, "seed": args.seed,
-              **result.info}
+              "mdl": args.mdl, "word_types": args.word_types, **result.info}
+    if args.multilabel:
+        params.update(multilabel=True, not_probed_tags=labels.not_probed)
     write_results(out, result.sites, result.layers, result.tags, result.arrays, params,
                   {"inputs": {"store": str(store), "control_store": args.control_store},
-                   "params": params}, overwrite=args.overwrite)
+                   "params": params}, overwrite=args.overwrite, site_heads=result.site_heads,
+                  head_axes=result.head_axes,
+                  descriptions=MULTILABEL_DESCRIPTIONS if args.multilabel else None)
     print(f"wrote {out}")
     return 0
 
@@ -110,9 +132,11 @@ def _add_export(sub) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from headprobe.locks import claim_output
     from probing.export import export
 
     results = resolve(args.results, args.run, "probes", "results")
+    claim_output(args.out)
     for path in export(results, args.format, args.out, args.overwrite):
         print(f"wrote {path}")
     return 0
@@ -125,7 +149,21 @@ def _add_top(sub) -> None:
     p.add_argument("--tag", required=True, help="tag name (quote it: --tag '``')")
     p.add_argument("--site", help="only this site (default: all)")
     p.add_argument("-k", type=int, default=5, help="how many cells (default 5)")
+    _add_ranking(p)
     p.set_defaults(func=_top)
+
+
+def _add_ranking(p: argparse.ArgumentParser) -> None:
+    from probing.controls import SELECTIVITY_CONTROLS
+    from probing.top import RANKINGS
+
+    p.add_argument("--by", default="f1", choices=RANKINGS,
+                   help="rank by the tag's F1 (default), its selectivity (F1 minus a "
+                        "control's F1), the probe's selectivity-accuracy (accuracy minus a "
+                        "control's, Hewitt & Liang) or the probe's MDL compression")
+    p.add_argument("--control", choices=SELECTIVITY_CONTROLS,
+                   help="control selectivity is measured against (default: the one the fit "
+                        "chose, the control task when it ran)")
 
 
 def _top(args: argparse.Namespace) -> int:
@@ -133,21 +171,23 @@ def _top(args: argparse.Namespace) -> int:
     from probing.top import format_top, top_cells
 
     results = read_results(resolve(args.results, args.run, "probes", "results"))
-    rows = top_cells(results, args.tag, [args.site] if args.site else None, args.k)
-    print(format_top(rows, args.tag))
+    rows = top_cells(results, args.tag, [args.site] if args.site else None, args.k,
+                     by=args.by, control=args.control)
+    print(format_top(rows, args.tag, args.by))
     return 0
 
 
 def _add_summary(sub) -> None:
     p = sub.add_parser("summary", help="headline findings of a run directory")
     p.add_argument("--run", required=True, help="run directory (runs/NAME)")
+    _add_ranking(p)
     p.set_defaults(func=_summary)
 
 
 def _summary(args: argparse.Namespace) -> int:
     from probing.summary import summarize
 
-    print(summarize(args.run))
+    print(summarize(args.run, by=args.by, control=args.control))
     return 0
 
 

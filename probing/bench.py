@@ -1,11 +1,15 @@
-"""Benchmark: the probe grid the reference way (one scikit-learn LogisticRegression with
-newton-cg per cell, in a loop) against the batched ``fast`` solver, side by side.
+"""Benchmark: the probe grid with its controls, the control task and MDL, fitted the
+reference way (one scikit-learn LogisticRegression with newton-cg per cell, per control and
+per MDL portion) against the batched ``fast`` solver, side by side.
 
-    python -m probing bench [--stories 600] [--store FILE.h5] [--layers 0,1] [--jobs 1]
+    python -m probing bench [--stories 600] [--store FILE.h5] [--sites key] [--layers 0,4]
+                            [--jobs 1]
 
 Without ``--store`` the store is built from the shared model over the shared validation
 text (cached under the temp directory) via the datasets_build and extract Python APIs.
-Both solvers get the same number of threads; the ratio is measured in this one run.
+Each (site, layer) is fitted by both solvers in turn, with the same number of threads, so
+the ratio is measured in this one run under the same load. Goals: the fast grid at least
+10x faster, every accuracy within 0.01 and every code length within 1 % of the reference.
 """
 
 from __future__ import annotations
@@ -17,19 +21,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from threadpoolctl import threadpool_limits
 
-from extract.store import open_store
 from headprobe.cli import split_list
 from headprobe.errors import UsageError, opt
-from probing.labels import fold_tags
-from probing.metrics import score
-from probing.solvers import fit_fast, fit_sklearn
+from probing.grid import GridConfig, run_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HEADPROBE_SHARED", REPO.parent / "shared"))
-HELP = "time the probe grid: scikit-learn newton-cg per cell vs the batched fast solver"
+HELP = ("time the probe grid with controls, control task and MDL: scikit-learn newton-cg "
+        "per cell and portion vs the batched fast solver")
+# what both solvers fit: the default controls, the control task and the online code
+CONTROLS = ("majority", "shuffled", "control-task")
+ACCURACIES = ("accuracy", "accuracy_shuffled", "accuracy_control_task")
+CODELENGTHS = ("codelength", "codelength_control_task")
+GOALS = {"speed-up": 10.0, "accuracy": 0.01, "codelength": 0.01}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,8 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stories for the built store (default: the shared valid-3117.txt)")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "headprobe-bench"),
                    help="where built stores are cached")
-    p.add_argument("--layers", help="comma-separated layers (default: all)")
-    p.add_argument("--sites", default="key,query", help="sites (default key,query)")
+    p.add_argument("--layers", default="0,4",
+                   help="comma-separated layers (default 0,4; 'all' for every layer)")
+    p.add_argument("--sites", default="key", help="sites (default key)")
     p.add_argument("--jobs", type=int, default=1, help="threads for both solvers (default 1)")
 
 
@@ -64,48 +70,67 @@ def build_store(text: str, model: str, stories: int, cache: str) -> Path:
     return store
 
 
-def _timed(fit, *args):
+def _grid(store: Path, site: str, layer: int, solver: str, jobs: int
+          ) -> tuple[dict[str, np.ndarray], float]:
+    """The arrays of one (site, layer) of the grid and the seconds they took."""
+    config = GridConfig(sites=(site,), layers=[layer], solver=solver, controls=CONTROLS,
+                        mdl=True, n_boot=1, jobs=jobs)
     start = time.perf_counter()
-    out = fit(*args)
-    return out, time.perf_counter() - start
+    arrays = run_grid(store, config, log=lambda msg: None).arrays
+    return arrays, time.perf_counter() - start
+
+
+def _differences(ref: dict[str, np.ndarray], fast: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Largest accuracy difference and largest relative code-length difference."""
+    acc = max(float(np.abs(ref[n] - fast[n]).max()) for n in ACCURACIES)
+    bits = max(float(np.abs(fast[n] / ref[n] - 1).max()) for n in CODELENGTHS)
+    return acc, bits
+
+
+def _layers(text: str, n_layers: int) -> list[int]:
+    if text == "all":
+        return list(range(n_layers))
+    try:
+        layers = [int(x) for x in split_list(text)]
+    except ValueError:
+        raise UsageError(f"{opt('layers')} takes integers or 'all', got {text!r}") from None
+    if not layers or any(not 0 <= layer < n_layers for layer in layers):
+        raise UsageError(f"{opt('layers')} must lie in 0..{n_layers - 1}")
+    return layers
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Time both solvers on every (site, layer) of the store and print the comparison."""
+    """Time both solvers on every chosen (site, layer) of the store and print the comparison."""
+    from extract.store import open_store
+
     if args.jobs < 1:
-        raise UsageError("--jobs must be positive")
+        raise UsageError(f"{opt('jobs')} must be positive")
     path = Path(args.store) if args.store else build_store(args.text, args.model, args.stories,
                                                            args.cache)
-    sites = split_list(args.sites)
     with open_store(path) as store:
-        table = store.tokens(["fine_tag", "split"])
-        labels = fold_tags(table["fine_tag"], table["split"], store.tags["fine"])
-        layers = ([int(x) for x in split_list(args.layers)] if args.layers
-                  else list(range(store.n_layers)))
-        K = labels.n_classes
-        print(f"store {path}: {store.n_layers} layers x {store.n_heads} heads x d_head "
-              f"{store.d_head}; probing {len(sites)} sites x {len(layers)} layers; {K} tags; "
-              f"{len(labels.train_y)} train / {len(labels.test_y)} test tokens; "
-              f"{args.jobs} thread(s)")
-        t_ref = t_fast = 0.0
-        worst = 0.0
-        torch.set_num_threads(args.jobs)
-        with threadpool_limits(limits=args.jobs):
-            for site in sites:
-                for layer in layers:
-                    X = store.read_layer(site, layer).transpose(1, 0, 2)
-                    train, test = X[:, labels.train_rows], X[:, labels.test_rows]
-                    ref, dt_ref = _timed(fit_sklearn, train, labels.train_y, K)
-                    fast, dt_fast = _timed(fit_fast, train, labels.train_y, K)
-                    t_ref, t_fast = t_ref + dt_ref, t_fast + dt_fast
-                    f_ref = score(labels.test_y, ref.predict(test), K).macro_f1
-                    f_fast = score(labels.test_y, fast.predict(test), K).macro_f1
-                    diff = float(np.abs(f_ref - f_fast).max())
-                    worst = max(worst, diff)
-                    print(f"{site:5} layer {layer}: sklearn {dt_ref:7.2f} s  fast {dt_fast:6.2f} s"
-                          f"  macro-F1 {f_ref.mean():.3f} vs {f_fast.mean():.3f}  "
-                          f"max |diff| {diff:.4f}", flush=True)
-    print(f"reference (sklearn newton-cg, one per cell): {t_ref:.1f} s")
-    print(f"fast (batched torch):                        {t_fast:.1f} s")
-    print(f"speed-up: {t_ref / max(t_fast, 1e-9):.1f}x   largest macro-F1 difference: {worst:.4f}")
+        shape = (store.n_layers, store.n_heads, store.d_head)
+    layers, sites = _layers(args.layers, shape[0]), split_list(args.sites)
+    print(f"store {path}: {shape[0]} layers x {shape[1]} heads x d_head {shape[2]}; "
+          f"{len(sites)} site(s) x {len(layers)} layer(s); controls {', '.join(CONTROLS)} "
+          f"and MDL ({', '.join(CODELENGTHS)}); {args.jobs} thread(s)", flush=True)
+    t_ref = t_fast = worst_acc = worst_bits = 0.0
+    for site in sites:
+        for layer in layers:
+            ref, dt_ref = _grid(path, site, layer, "sklearn", args.jobs)
+            fast, dt_fast = _grid(path, site, layer, "fast", args.jobs)
+            acc, bits = _differences(ref, fast)
+            t_ref, t_fast = t_ref + dt_ref, t_fast + dt_fast
+            worst_acc, worst_bits = max(worst_acc, acc), max(worst_bits, bits)
+            print(f"{site:5} layer {layer}: sklearn {dt_ref:7.1f} s  fast {dt_fast:6.1f} s  "
+                  f"({dt_ref / dt_fast:5.1f}x)  compression {ref['compression'].mean():.3f} vs "
+                  f"{fast['compression'].mean():.3f}  max |accuracy diff| {acc:.4f}  "
+                  f"max code length diff {100 * bits:.3f} %", flush=True)
+    speedup = t_ref / max(t_fast, 1e-9)
+    met = (speedup >= GOALS["speed-up"] and worst_acc <= GOALS["accuracy"]
+           and worst_bits <= GOALS["codelength"])
+    print(f"reference (sklearn newton-cg, one fit per cell, control and portion): {t_ref:.1f} s")
+    print(f"fast (batched torch, all heads of a layer at once):                  {t_fast:.1f} s")
+    print(f"speed-up: {speedup:.1f}x   largest accuracy difference: {worst_acc:.4f}   "
+          f"largest code length difference: {100 * worst_bits:.3f} %   goals (>= 10x, "
+          f"<= 0.01, <= 1 %): {'met' if met else 'NOT met'}")
     return 0

@@ -2,7 +2,8 @@
 
 ``seed004``: one JSON file per site (``key_probes.json``, ``query_probes.json``), a list over
 layers of lists over heads of scikit-learn ``classification_report(output_dict=True)``
-dicts::
+dicts (for keys of a grouped-query model the inner lists run over key/value heads, so
+they are shorter than the queries')::
 
     {"NN": {"precision": .., "recall": .., "f1-score": .., "support": ..}, ...,
      "accuracy": .., "macro avg": {...}, "weighted avg": {...}}
@@ -57,7 +58,7 @@ def export_seed004(results: ProbeResults, out_dir: str | Path,
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         for s, site in enumerate(results.sites):
             grid = [[classification_report_dict(results, s, li, h)
-                     for h in range(results.n_heads)] for li in range(len(results.layers))]
+                     for h in range(results.site_heads[s])] for li in range(len(results.layers))]
             (tmp / f"{site}_probes.json").write_text(json.dumps(grid))
             names.append(Path(out_dir) / f"{site}_probes.json")
     return names

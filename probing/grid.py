@@ -22,23 +22,41 @@ from threadpoolctl import threadpool_limits
 
 from extract.store import Store, open_store
 from headprobe.errors import UsageError, opt
+from headprobe.rundir import model_of_store
 from probing.controls import (
     DEFAULT_CONTROLS,
+    SELECTIVITY_CONTROLS,
+    WORD_TYPES,
+    array_suffix,
     check_control_store,
+    control_task_labels,
     majority_predictions,
     parse_controls,
+    selectivity,
     shuffled_labels,
+    word_types,
 )
 from probing.labels import DEFAULT_EXCLUDE, Labels, fold_tags
+from probing.mdl import Portions, online_codelength, plan_portions, uniform_codelength
 from probing.metrics import (
     bootstrap_f1,
     bootstrap_weights,
     group_counts,
     scores_from_counts,
 )
-from probing.solvers import SOLVERS, ProbeFit, fit_probes
+from probing.multilabel import (
+    SetScorer,
+    TagSets,
+    check_store,
+    control_task_sets,
+    majority_sets,
+    tag_sets,
+)
+from probing.one_vs_rest import OneVsRest, fit_one_vs_rest
+from probing.solvers import SOLVERS, ProbeFit, fit_probes, fit_seen_classes
 
-VECTOR_SITES = ("key", "query")
+VECTOR_SITES = ("key", "query", "key_rot", "query_rot")
+DEFAULT_SITES = ("key", "query")
 # scores each control adds beside the probe's own, as "<score>_<control>"
 CONTROL_METRICS = ("f1", "macro_f1", "accuracy")
 
@@ -51,10 +69,15 @@ class GridConfig:
     min_support, exclude: how tags fold into classes (see probing.labels); solver: 'fast'
     or 'sklearn'; controls: among probing.controls.CONTROLS; layers: model layers (None:
     all); C: inverse L2 strength; n_boot: bootstrap resamples of test stories; seed: seeds
-    the shuffled labels, the bootstrap and the solver's subsample; jobs: threads.
+    the shuffled labels, the control task, the story order of MDL, the bootstrap and the
+    solver's subsample; jobs: threads; mdl: also compute the online code length
+    (probing.mdl); word_types: what a word type of the control task is ('token': the model
+    token id, 'lower': its lowercased text, decoded with ``tokenizer``, by default the
+    tokenizer of the store's model); multilabel: one-vs-rest probes per tag on the tags
+    each token covers (probing.multilabel).
     """
 
-    sites: tuple[str, ...] = VECTOR_SITES
+    sites: tuple[str, ...] = DEFAULT_SITES
     tagset: str = "fine"
     tags: list[str] | None = None
     merge_verbs: bool = False
@@ -67,29 +90,41 @@ class GridConfig:
     n_boot: int = 1000
     seed: int = 0
     jobs: int = 1
+    mdl: bool = False
+    word_types: str = "token"
+    tokenizer: str | None = None
+    multilabel: bool = False
 
 
 @dataclass
 class GridResult:
-    """Arrays of a finished grid (names and shapes as in probing.results)."""
+    """Arrays of a finished grid (names and shapes as in probing.results).
+
+    site_heads: [S] heads probed per site (key/value heads for keys); head_axes: [S] 'head'
+    or 'kv_head'. Cells past a site's heads are padding (see probing.results).
+    """
 
     sites: list[str]
     layers: list[int]
     tags: list[str]
     arrays: dict[str, np.ndarray]
-    labels: Labels
+    labels: Labels | TagSets
     info: dict[str, Any] = field(default_factory=dict)
+    site_heads: list[int] = field(default_factory=list)
+    head_axes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class HeadProbe:
     """The probe of one head, fitted on the train split and scored on the test split.
 
-    site, layer, head: the cell; tags: [K] class names; coef: [K, d_head] and intercept:
-    [K] act on raw stored vectors (``logits = x @ coef.T + intercept``); metrics: scores
+    site, layer, head: the cell; tags: [K] class names (multilabel: probed tags); coef:
+    [K, d_head] and intercept: [K] act on raw stored vectors (``logits = x @ coef.T +
+    intercept``; multilabel: one binary logit per tag); metrics: scores
     named as the arrays of probing.results, per tag ([K]: ``precision``, ``recall``,
-    ``f1``, ``support``, ``f1_shuffled``, ``f1_lo``, ...) or per probe (floats:
-    ``macro_f1``, ``accuracy``, ``macro_f1_shuffled``, ...); labels: the tokens and classes.
+    ``f1``, ``support``, ``f1_shuffled``, ``f1_lo``, ...), per probe (floats:
+    ``macro_f1``, ``accuracy``, ``macro_f1_shuffled``, ``codelength``, ...) or per MDL
+    block ([P]: ``codelength_blocks``); labels: the tokens and classes.
     """
 
     site: str
@@ -99,21 +134,30 @@ class HeadProbe:
     coef: np.ndarray
     intercept: np.ndarray
     metrics: dict[str, Any]
-    labels: Labels
+    labels: Labels | TagSets
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logits [n, K] of raw stored vectors X [n, d_head]."""
         return np.asarray(X, dtype=np.float64) @ self.coef.T + self.intercept
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted class ids [n] (indices into ``tags``) of vectors X [n, d_head]."""
-        return self.decision_function(X).argmax(-1)
+        """Predicted class ids [n] (indices into ``tags``) of vectors X [n, d_head];
+        multilabel: bool [n, K], the token covers each tag."""
+        logits = self.decision_function(X)
+        return logits > 0 if isinstance(self.labels, TagSets) else logits.argmax(-1)
 
 
-def _labels(store: Store, config: GridConfig) -> Labels:
+def _labels(store: Store, config: GridConfig) -> Labels | TagSets:
     if config.tagset not in ("fine", "coarse"):
         raise UsageError(f"unknown tag set {config.tagset!r}; choose fine or coarse")
     table = store.tokens([f"{config.tagset}_tag", "split"])
+    if config.multilabel:
+        check_store(store)
+        return tag_sets(store.tokens([f"{config.tagset}_tags"])[f"{config.tagset}_tags"],
+                        table[f"{config.tagset}_tag"], table["split"],
+                        store.tags[config.tagset], merge_verbs=config.merge_verbs,
+                        keep=config.tags, min_support=config.min_support,
+                        exclude=config.exclude)
     return fold_tags(table[f"{config.tagset}_tag"], table["split"], store.tags[config.tagset],
                      merge_verbs=config.merge_verbs, keep=config.tags,
                      min_support=config.min_support, exclude=config.exclude)
@@ -143,6 +187,12 @@ def _check_config(store: Store, config: GridConfig) -> list[int]:
         raise UsageError(f"{opt('n_boot')} (bootstrap resamples) must be at least 1")
     if config.jobs < 1:
         raise UsageError(f"{opt('jobs')} must be positive")
+    if config.word_types not in WORD_TYPES:
+        raise UsageError(f"unknown {opt('word_types')} {config.word_types!r}; choose from "
+                         f"{', '.join(WORD_TYPES)}")
+    if config.mdl and config.multilabel:
+        raise UsageError(f"{opt('mdl')} codes one tag per token; it does not combine with "
+                         f"{opt('multilabel')}")
     return layers
 
 
@@ -155,9 +205,12 @@ class _Scorer:
         _, self.groups = np.unique(stories, return_inverse=True)
         self.weights = bootstrap_weights(int(self.groups.max()) + 1, n_boot, seed)
 
-    def __call__(self, pred: np.ndarray, interval: bool = False) -> dict[str, np.ndarray]:
-        """pred: [c, n_test] -> metric name -> [c, K] or [c]."""
-        tp, fp, fn = group_counts(self.y, pred, self.groups, self.k)
+    def __call__(self, pred: np.ndarray, interval: bool = False,
+                 y: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """pred: [c, n_test] -> metric name -> [c, K] or [c]; y: [n_test] true classes
+        (default: the tags; the control task scores against its own labels)."""
+        y = self.y if y is None else y
+        tp, fp, fn = group_counts(y, pred, self.groups, self.k)
         s = scores_from_counts(tp.sum(-2), fp.sum(-2), fn.sum(-2))
         out = {"precision": s.precision, "recall": s.recall, "f1": s.f1,
                "support": s.support, "macro_f1": s.macro_f1, "accuracy": s.accuracy}
@@ -189,13 +242,112 @@ class _Reader:
                 np.ascontiguousarray(data[:, self.n_train:]))
 
 
-def _fit(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig) -> ProbeFit:
-    return fit_probes(X, y, n_classes, solver=config.solver, C=config.C, n_jobs=config.jobs,
-                      seed=config.seed)
+def _fit(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig,
+         seen_only: bool = False, init: ProbeFit | None = None) -> ProbeFit | OneVsRest:
+    """Probes of X [c, n, d] on labels y [n] (tag sets: bool [n, K], one binary probe per
+    tag); ``seen_only``: y may lack some classes (some tags may be constant); init: a fit
+    to start from (see probing.solvers)."""
+    if y.ndim == 2:
+        return fit_one_vs_rest(X, y, solver=config.solver, C=config.C, n_jobs=config.jobs,
+                               seed=config.seed, seen_only=seen_only)
+    fit = fit_seen_classes if seen_only else fit_probes
+    return fit(X, y, n_classes, solver=config.solver, C=config.C, n_jobs=config.jobs,
+               seed=config.seed, init=init)
 
 
-def _score_cells(data: tuple[np.ndarray, np.ndarray], labels: Labels, scorer: _Scorer,
-                 config: GridConfig,
+@dataclass
+class _Tasks:
+    """What every cell is scored on, prepared once per grid.
+
+    labels: the tag classes (or tag sets); scorer: scores test predictions; control_y:
+    control-task labels (train [n_train], test [n_test]; tag sets: [n, K]) when that control
+    runs; portions: the MDL cuts of the train tokens when ``mdl`` is on.
+    """
+
+    labels: Labels | TagSets
+    scorer: _Scorer | SetScorer
+    control_y: tuple[np.ndarray, np.ndarray] | None = None
+    portions: Portions | None = None
+
+
+def _tasks(store: Store, labels: Labels | TagSets, config: GridConfig) -> _Tasks:
+    """The scorer, the control-task labels and the MDL portions ``config`` asks for."""
+    # windows of one story (datasets_build max_tokens) stay together when resampled
+    stories = store.tokens(["parent_id"], index=labels.test_rows)["parent_id"]
+    scorer = SetScorer if isinstance(labels, TagSets) else _Scorer
+    tasks = _Tasks(labels, scorer(labels, stories, config.n_boot, config.seed))
+    if "control-task" in config.controls:
+        tokenizer = None
+        if config.word_types == "lower":
+            from headprobe.tokenization import load_tokenizer
+
+            name = config.tokenizer or model_of_store(store.attrs)
+            if name is None:
+                raise UsageError(f"the store names no model; give {opt('tokenizer')} for "
+                                 "lowercased word types")
+            tokenizer = load_tokenizer(name)
+        rows = np.concatenate([labels.train_rows, labels.test_rows])
+        types = word_types(store.tokens(["input_id"], index=rows)["input_id"],
+                           config.word_types, tokenizer)
+        n_train = len(labels.train_rows)
+        if isinstance(labels, TagSets):
+            tasks.control_y = control_task_sets(types[:n_train], types[n_train:],
+                                                labels.train_y, config.seed)
+        else:
+            tasks.control_y = control_task_labels(types[:n_train], types[n_train:],
+                                                  labels.train_y, labels.n_classes,
+                                                  config.seed)
+    if config.mdl:
+        train_stories = store.tokens(["parent_id"], index=labels.train_rows)["parent_id"]
+        tasks.portions = plan_portions(train_stories, config.seed)
+    return tasks
+
+
+def _control_scores(data: tuple[np.ndarray, np.ndarray], tasks: _Tasks, config: GridConfig,
+                    control_data: tuple[np.ndarray, np.ndarray] | None
+                    ) -> dict[str, dict[str, np.ndarray]]:
+    """Control name -> its scores (as the scorer gives them), for the controls asked for."""
+    (train, test), labels, scorer = data, tasks.labels, tasks.scorer
+    K, controls, got = labels.n_classes, config.controls, {}
+    if "shuffled" in controls:
+        y = shuffled_labels(labels.train_y, config.seed)
+        got["shuffled"] = scorer(_fit(train, y, K, config).predict(test))
+    if tasks.control_y is not None:
+        train_y, test_y = tasks.control_y
+        probe = _fit(train, train_y, K, config, seen_only=True)
+        got["control-task"] = scorer(probe.predict(test), y=test_y)
+    if "random" in controls:
+        c_train, c_test = control_data
+        got["random"] = scorer(_fit(c_train, labels.train_y, K, config).predict(c_test))
+    if "majority" in controls:
+        majority = majority_sets if isinstance(labels, TagSets) else majority_predictions
+        pred = majority(labels.train_y, len(labels.test_y))
+        got["majority"] = scorer(np.broadcast_to(pred, (len(train), *pred.shape)))
+    return got
+
+
+def _mdl_scores(train: np.ndarray, tasks: _Tasks, config: GridConfig,
+                control_train: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Online code length per block [c, P], its sum [c] and compression [c] of the tags,
+    and of the random-weights vectors and the control task when those controls run."""
+    labels, K = tasks.labels, tasks.labels.n_classes
+    runs = {"": (train, labels.train_y)}
+    if control_train is not None:
+        runs["_random"] = (control_train, labels.train_y)
+    if tasks.control_y is not None:
+        runs["_control_task"] = (train, tasks.control_y[0])
+    uniform = uniform_codelength(len(labels.train_y), K)
+    out = {}
+    for suffix, (X, y) in runs.items():
+        blocks = online_codelength(X, y, K, tasks.portions, lambda X, y, k, init: _fit(
+            X, y, k, config, seen_only=True, init=init))
+        out[f"codelength_blocks{suffix}"] = blocks
+        out[f"codelength{suffix}"] = blocks.sum(-1)
+        out[f"compression{suffix}"] = uniform / blocks.sum(-1)
+    return out
+
+
+def _score_cells(data: tuple[np.ndarray, np.ndarray], tasks: _Tasks, config: GridConfig,
                  control_data: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> dict[str, np.ndarray]:
     """Fit the probes of c cells and score them and the controls ``config`` asks for.
@@ -204,32 +356,26 @@ def _score_cells(data: tuple[np.ndarray, np.ndarray], labels: Labels, scorer: _S
     tokens' vectors in the control store (the random-weights control). Returns array name
     (as in probing.results) -> [c, ...].
     """
-    (train, test), K, controls = data, labels.n_classes, config.controls
-    fit = _fit(train, labels.train_y, K, config)
+    train, test = data
+    fit = _fit(train, tasks.labels.train_y, tasks.labels.n_classes, config)
     out = {"coef": fit.coef.astype(np.float32), "intercept": fit.intercept.astype(np.float32),
            "n_iter": fit.n_iter.astype(np.int32)}
-    out.update(scorer(fit.predict(test), "bootstrap" in controls))
-    control_scores = {}
-    if "shuffled" in controls:
-        y = shuffled_labels(labels.train_y, config.seed)
-        control_scores["shuffled"] = scorer(_fit(train, y, K, config).predict(test))
-    if "random" in controls:
-        c_train, c_test = control_data
-        control_scores["random"] = scorer(_fit(c_train, labels.train_y, K, config)
-                                          .predict(c_test))
-    if "majority" in controls:
-        pred = majority_predictions(labels.train_y, len(labels.test_y))
-        control_scores["majority"] = scorer(np.tile(pred, (len(train), 1)))
-    for name, got in control_scores.items():
-        out.update({f"{metric}_{name}": got[metric] for metric in CONTROL_METRICS})
+    out.update(tasks.scorer(fit.predict(test), "bootstrap" in config.controls))
+    for name, got in _control_scores(data, tasks, config, control_data).items():
+        out.update({f"{metric}_{array_suffix(name)}": got[metric] for metric in CONTROL_METRICS})
+    if tasks.portions is not None:
+        out.update(_mdl_scores(train, tasks, config,
+                               None if control_data is None else control_data[0]))
     return out
 
 
 def _selectivity(arrays: dict[str, np.ndarray], controls: tuple[str, ...]) -> str | None:
-    """Add ``selectivity`` (F1 minus the first control run of shuffled, random, majority)."""
-    reference = next((c for c in ("shuffled", "random", "majority") if c in controls), None)
+    """Add ``selectivity`` (per-tag F1) and ``selectivity_accuracy`` (accuracy, as Hewitt &
+    Liang define it) against the first control run of SELECTIVITY_CONTROLS."""
+    reference = next((c for c in SELECTIVITY_CONTROLS if c in controls), None)
     if reference is not None:
-        arrays["selectivity"] = arrays["f1"] - arrays[f"f1_{reference}"]
+        arrays["selectivity"] = selectivity(arrays, reference)
+        arrays["selectivity_accuracy"] = selectivity(arrays, reference, "accuracy")
     return reference
 
 
@@ -270,7 +416,9 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
     Returns
     -------
     GridResult whose arrays are [S, L, H, K] per tag, [S, L, H] per probe,
-    [S, L, H, K, d_head] for ``coef`` (names as in probing.results).
+    [S, L, H, K, d_head] for ``coef`` (names as in probing.results). H is the largest head
+    count of the sites: keys of a grouped-query model have fewer (key/value) heads than
+    queries, and their cells past ``site_heads[s]`` are NaN (-1 in integer arrays).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     config = _with_controls(config, control_store is not None)
@@ -287,27 +435,52 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
                 control.close()
 
 
-def _fit_all(store: Store, control: Store | None, labels: Labels, layers: list[int],
+def padded(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An array of padding: NaN for floats, -1 for integers (cells past a site's heads)."""
+    return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else -1, dtype=dtype)
+
+
+def head_axis(store: Store, site: str) -> str:
+    """'kv_head' for a site stored per key/value head of a grouped-query model, else 'head'."""
+    return "kv_head" if store.heads(site) < store.n_heads else "head"
+
+
+def _mdl_arrays(tasks: _Tasks) -> dict[str, np.ndarray]:
+    """The arrays that describe the MDL portions (none without ``mdl``)."""
+    p = tasks.portions
+    if p is None:
+        return {}
+    return {"mdl_percent": p.percent, "mdl_tokens": p.ends.astype(np.int64),
+            "mdl_stories": p.stories.astype(np.int64),
+            "uniform_codelength": np.float64(uniform_codelength(
+                len(tasks.labels.train_y), tasks.labels.n_classes))}
+
+
+def _fit_all(store: Store, control: Store | None, labels: Labels | TagSets, layers: list[int],
              config: GridConfig, log: Callable[[str], None]) -> GridResult:
     S, L = len(config.sites), len(layers)
-    stories = store.tokens(["story_id"], index=labels.test_rows)["story_id"]
-    scorer = _Scorer(labels, stories, config.n_boot, config.seed)
+    site_heads = [store.heads(site) for site in config.sites]
+    tasks = _tasks(store, labels, config)
     read = _Reader(labels)
     arrays: dict[str, np.ndarray] = {}
     for s, site in enumerate(config.sites):
         for li, layer in enumerate(layers):
-            log(f"probing {site} layer {layer} ({store.n_heads} heads, {labels.n_classes} "
+            log(f"probing {site} layer {layer} ({site_heads[s]} heads, {labels.n_classes} "
                 f"tags, {read.n_train} train / {len(labels.test_y)} test tokens)")
             control_data = read(control, site, layer) if control is not None else None
-            got = _score_cells(read(store, site, layer), labels, scorer, config, control_data)
+            got = _score_cells(read(store, site, layer), tasks, config, control_data)
             for name, value in got.items():
                 if name not in arrays:
-                    arrays[name] = np.zeros((S, L, *value.shape), dtype=value.dtype)
-                arrays[name][s, li] = value
+                    arrays[name] = padded((S, L, max(site_heads), *value.shape[1:]),
+                                          value.dtype)
+                arrays[name][s, li, :len(value)] = value
     reference = _selectivity(arrays, config.controls)
+    arrays.update(_mdl_arrays(tasks))
     info = {"selectivity_control": reference, "n_train": read.n_train,
-            "n_test": int(len(labels.test_y)), "n_test_stories": int(scorer.groups.max()) + 1}
-    return GridResult(list(config.sites), layers, labels.names, arrays, labels, info)
+            "n_test": int(len(labels.test_y)),
+            "n_test_stories": int(tasks.scorer.groups.max()) + 1}
+    return GridResult(list(config.sites), layers, labels.names, arrays, labels, info,
+                      site_heads, [head_axis(store, site) for site in config.sites])
 
 
 def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
@@ -317,12 +490,13 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
     Parameters
     ----------
     store : an open store (``headprobe.open_store``) or its path.
-    site : 'key' or 'query'.
-    layer, head : the head, e.g. 2 and 0 for L2H0.
+    site : 'key' or 'query' (or 'key_rot', 'query_rot' where stored).
+    layer, head : the head, e.g. 2 and 0 for L2H0; for keys a key/value head.
     control_store : a store of the same tokens from a re-initialised model (turns on the
         random-weights control).
     **options : fields of :class:`GridConfig` (tagset, tags, merge_verbs, min_support,
-        exclude, solver, controls, C, n_boot, seed, jobs).
+        exclude, solver, controls, C, n_boot, seed, jobs, mdl, word_types, tokenizer,
+        multilabel).
 
     Returns
     -------
@@ -332,21 +506,22 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
     config = _with_controls(config, control_store is not None)
     with _threads(config), _opened(store) as opened:
         _check_config(opened, config)
-        if not 0 <= head < opened.n_heads:
-            raise UsageError(f"head {head} is outside the store's {opened.n_heads} heads")
+        if not 0 <= head < opened.heads(site):
+            raise UsageError(f"head {head} is outside the store's {opened.heads(site)} heads "
+                             f"of site {site!r}")
         labels = _labels(opened, config)
-        stories = opened.tokens(["story_id"], index=labels.test_rows)["story_id"]
-        scorer = _Scorer(labels, stories, config.n_boot, config.seed)
+        tasks = _tasks(opened, labels, config)
         read = _Reader(labels)
         control_data = None
         if control_store is not None:
             with _opened(control_store) as control:
                 check_control_store(opened, control)
                 control_data = read(control, site, layer, head)
-        got = _score_cells(read(opened, site, layer, head), labels, scorer, config,
-                           control_data)
+        got = _score_cells(read(opened, site, layer, head), tasks, config, control_data)
     _selectivity(got, config.controls)
     metrics = {name: value[0] if value.ndim > 1 else value[0].item()
                for name, value in got.items() if name not in ("coef", "intercept")}
+    metrics.update({name: value.item() if value.ndim == 0 else value
+                    for name, value in _mdl_arrays(tasks).items()})
     return HeadProbe(site, layer, head, labels.names, got["coef"][0], got["intercept"][0],
                      metrics, labels)

@@ -3,8 +3,16 @@ their reader. The layout is described in docs/probe-results.md.
 
 Per-tag arrays are [site, layer, head, tag]; per-cell arrays [site, layer, head];
 probe weights [site, layer, head, tag, d_head] and biases [site, layer, head, tag] act on
-the raw stored vectors: ``logits = x @ coef.T + intercept``. Name arrays ``sites``,
-``layers`` (model layer of each layer index) and ``tags`` label the axes.
+the raw stored vectors: ``logits = x @ coef.T + intercept``; MDL block code lengths are
+[site, layer, head, portion] and the portions [portion]. Name arrays ``sites``,
+``layers`` (model layer of each layer index) and ``tags`` label the axes. :data:`ARRAYS`
+declares every array; :func:`write_results` checks the arrays against it.
+
+Sites may have different numbers of heads: under grouped-query attention keys are stored
+(and probed) per key/value head, queries per query head. The head axis is as long as the
+site with the most heads; ``site_heads[s]`` says how many cells of site s are real and
+``head_axes[s]`` whether they are query heads ('head') or key/value heads ('kv_head').
+Cells past ``site_heads[s]`` are padding: NaN in float arrays, -1 in integer arrays.
 """
 
 from __future__ import annotations
@@ -19,39 +27,116 @@ import numpy as np
 
 from headprobe.atomic import atomic_dir
 from headprobe.errors import UsageError
+from headprobe.failures import reading
+from headprobe.hdf5 import hdf5_image
+from headprobe.heads import head_label, kv_head_label
+from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest, write_json
+from probing.controls import SELECTIVITY_CONTROLS, array_suffix
+from probing.controls import selectivity as control_selectivity
 
 FORMAT = "headprobe-probes"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)   # version 1: every site has every head, no site_heads/head_axes
 RESULTS_FILE = "probes.h5"
-TAG_METRICS = ("precision", "recall", "f1", "support", "f1_shuffled", "f1_random",
-               "f1_majority", "f1_lo", "f1_hi", "selectivity")
-CELL_METRICS = ("macro_f1", "accuracy", "macro_f1_shuffled", "accuracy_shuffled",
-                "macro_f1_random", "accuracy_random", "macro_f1_majority",
-                "accuracy_majority", "n_iter")
-DESCRIPTIONS = {
-    "precision": "per-tag precision on the test split",
-    "recall": "per-tag recall on the test split",
-    "f1": "per-tag F1 on the test split",
-    "support": "test tokens of the tag",
-    "f1_shuffled": "per-tag F1 of the same probe fitted on shuffled training labels",
-    "f1_random": "per-tag F1 of the same probe on the randomly initialised model's vectors",
-    "f1_majority": "per-tag F1 of always predicting the most frequent training tag",
-    "f1_lo": "lower end of the bootstrap interval of F1 (test stories resampled)",
-    "f1_hi": "upper end of the bootstrap interval of F1 (test stories resampled)",
-    "selectivity": "f1 minus the F1 of the control named in attribute 'selectivity_control'",
-    "macro_f1": "mean F1 over the tags that occur in the test split",
-    "accuracy": "fraction of test tokens whose tag is predicted",
-    "macro_f1_shuffled": "macro-F1 of the shuffled-label control",
-    "accuracy_shuffled": "accuracy of the shuffled-label control",
-    "macro_f1_random": "macro-F1 of the random-weights control",
-    "accuracy_random": "accuracy of the random-weights control",
-    "macro_f1_majority": "macro-F1 of the majority-class baseline",
-    "accuracy_majority": "accuracy of the majority-class baseline",
-    "n_iter": "solver iterations of the probe",
-    "coef": "probe weights on the raw stored vectors [site, layer, head, tag, d_head]",
-    "intercept": "probe biases [site, layer, head, tag]",
+
+TAG, CELL = ("site", "layer", "head", "tag"), ("site", "layer", "head")
+BLOCKS, PORTION = ("site", "layer", "head", "portion"), ("portion",)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the results: its axes (``dims``) and what it means."""
+
+    dims: tuple[str, ...]
+    description: str
+
+
+# what each control's arrays are computed from (array names end in "_<suffix>")
+_CONTROL_WORDS = {
+    "shuffled": "the same probe fitted on shuffled training labels",
+    "control_task": "the control task (one drawn label per word type, Hewitt & Liang)",
+    "random": "the same probe on the randomly initialised model's vectors",
+    "majority": "always predicting the most frequent training tag",
 }
+
+
+def _declare() -> dict[str, ArraySpec]:
+    arrays = {
+        "precision": ArraySpec(TAG, "per-tag precision on the test split"),
+        "recall": ArraySpec(TAG, "per-tag recall on the test split"),
+        "f1": ArraySpec(TAG, "per-tag F1 on the test split"),
+        "support": ArraySpec(TAG, "test tokens of the tag"),
+        "f1_lo": ArraySpec(TAG, "lower end of the bootstrap interval of F1 (test stories "
+                                "resampled)"),
+        "f1_hi": ArraySpec(TAG, "upper end of the bootstrap interval of F1 (test stories "
+                                "resampled)"),
+        "selectivity": ArraySpec(TAG, "f1 minus the F1 of the control named in parameter "
+                                      "'selectivity_control'"),
+        "selectivity_accuracy": ArraySpec(CELL, "accuracy minus the accuracy of the control "
+                                                "named in parameter 'selectivity_control'"),
+        "macro_f1": ArraySpec(CELL, "mean F1 over the tags that occur in the test split"),
+        "accuracy": ArraySpec(CELL, "fraction of test tokens whose tag is predicted"),
+        "n_iter": ArraySpec(CELL, "solver iterations of the probe"),
+        "coef": ArraySpec((*TAG, "d_head"), "probe weights on the raw stored vectors "
+                                            "[site, layer, head, tag, d_head]"),
+        "intercept": ArraySpec(TAG, "probe biases [site, layer, head, tag]"),
+        "codelength": ArraySpec(CELL, "MDL online code length of the train tags, bits"),
+        "compression": ArraySpec(CELL, "uniform_codelength / codelength"),
+        "codelength_blocks": ArraySpec(BLOCKS, "bits of the online code spent on the new "
+                                               "tokens of each portion (portion 0: uniform)"),
+        "uniform_codelength": ArraySpec((), "bits to send the train tags with the uniform "
+                                            "code: n_train log2 n_tags"),
+        "mdl_percent": ArraySpec(PORTION, "share of the train tokens each MDL portion aims "
+                                          "at, percent (portions grow, whole stories)"),
+        "mdl_tokens": ArraySpec(PORTION, "train tokens in the first i+1 MDL portions"),
+        "mdl_stories": ArraySpec(PORTION, "train stories in the first i+1 MDL portions"),
+    }
+    for suffix, words in _CONTROL_WORDS.items():
+        arrays[f"f1_{suffix}"] = ArraySpec(TAG, f"per-tag F1 of {words}")
+        arrays[f"macro_f1_{suffix}"] = ArraySpec(CELL, f"macro-F1 of {words}")
+        arrays[f"accuracy_{suffix}"] = ArraySpec(CELL, f"accuracy of {words}")
+    for suffix in ("random", "control_task"):
+        words = _CONTROL_WORDS[suffix]
+        arrays[f"codelength_{suffix}"] = ArraySpec(CELL, f"MDL online code length of {words}")
+        arrays[f"compression_{suffix}"] = ArraySpec(
+            CELL, f"uniform_codelength / codelength_{suffix}")
+        arrays[f"codelength_blocks_{suffix}"] = ArraySpec(
+            BLOCKS, f"codelength_blocks of {words}")
+    return arrays
+
+
+# every array the results may hold: name -> axes and meaning
+ARRAYS = _declare()
+# the arrays that label the axes: name -> meaning
+AXIS_ARRAYS = {
+    "sites": "site names", "tags": "class names", "layers": "model layer of each layer index",
+    "site_heads": "heads probed per site: cells past site_heads[s] on the head axis are "
+                  "padding (NaN; -1 in integer arrays)",
+    "head_axes": "what the head axis counts for each site: 'head' (query heads) or 'kv_head' "
+                 "(key/value heads of a grouped-query model, shared by several query heads)",
+}
+TAG_METRICS = tuple(n for n, a in ARRAYS.items() if a.dims == TAG and n != "intercept")
+CELL_METRICS = tuple(n for n, a in ARRAYS.items() if a.dims == CELL)
+
+
+def check_arrays(arrays: dict[str, np.ndarray], sizes: dict[str, int]) -> None:
+    """Refuse arrays the format does not declare or whose shape breaks its axes.
+
+    sizes: known axis lengths (site, layer, tag); the others (head, d_head, portion) must
+    agree across arrays.
+    """
+    sizes = dict(sizes)
+    for name, value in arrays.items():
+        if name not in ARRAYS:
+            raise ValueError(f"probe results declare no array {name!r}")
+        dims, shape = ARRAYS[name].dims, np.shape(value)
+        if len(shape) != len(dims):
+            raise ValueError(f"{name} has shape {shape}; the format says [{', '.join(dims)}]")
+        for axis, n in zip(dims, shape, strict=True):
+            if sizes.setdefault(axis, n) != n:
+                raise ValueError(f"{name} has {n} along {axis}, other arrays "
+                                 f"{sizes[axis]}")
 
 
 @dataclass
@@ -60,7 +145,8 @@ class ProbeResults:
 
     sites: [S] names; layers: [L] model layers; tags: [K] class names; n_heads: H;
     arrays: name -> array ([S, L, H, K] per tag, [S, L, H] per cell; controls that were
-    not run are absent); attrs: run parameters (tagset, solver, controls, folded tags, ...).
+    not run are absent); attrs: run parameters (tagset, solver, controls, folded tags, ...);
+    site_heads: [S] real cells per site; head_axes: [S] 'head' or 'kv_head'.
     """
 
     path: Path
@@ -69,11 +155,27 @@ class ProbeResults:
     tags: list[str]
     arrays: dict[str, np.ndarray]
     attrs: dict[str, Any] = field(default_factory=dict)
+    site_heads: list[int] = field(default_factory=list)
+    head_axes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.site_heads = list(self.site_heads) or [self.n_heads] * len(self.sites)
+        self.head_axes = list(self.head_axes) or ["head"] * len(self.sites)
 
     @property
     def n_heads(self) -> int:
-        """H, heads per layer."""
+        """H, the length of the head axis (the most heads of any site)."""
         return int(self.arrays["f1"].shape[2])
+
+    def heads(self, site: str) -> int:
+        """How many heads ``site`` has (cells past them are padding)."""
+        return self.site_heads[self.site_index(site)]
+
+    def cell_label(self, site: str, layer: int, head: int) -> str:
+        """``L2H0`` for a query head, ``L2KV0`` for a key/value head of a grouped model."""
+        if self.head_axes[self.site_index(site)] == "kv_head":
+            return kv_head_label(layer, head)
+        return head_label(layer, head)
 
     def site_index(self, site: str) -> int:
         """Index of ``site`` along the site axis of the arrays."""
@@ -90,38 +192,84 @@ class ProbeResults:
         return self.tags.index(tag)
 
     def grid(self, metric: str, site: str, tag: str | None = None) -> np.ndarray:
-        """One metric of one site as a [L, H] grid (per-tag metrics need ``tag``)."""
+        """One metric of one site as a [L, heads(site)] grid (per-tag metrics need ``tag``)."""
         if metric not in self.arrays:
             raise UsageError(f"metric {metric!r} is not in these results (have "
                              f"{', '.join(sorted(self.arrays))})")
-        data = self.arrays[metric][self.site_index(site)]
-        if data.ndim == 3:
+        dims = ARRAYS[metric].dims
+        if dims[:3] != CELL or len(dims) > 4:
+            raise UsageError(f"metric {metric!r} is not a layer x head grid "
+                             f"([{', '.join(dims)}])")
+        data = self.arrays[metric][self.site_index(site), :, :self.heads(site)]
+        if dims == TAG:
             if tag is None:
                 raise UsageError(f"metric {metric!r} is per tag: give a tag")
             data = data[:, :, self.tag_index(tag)]
         return data
 
+    @property
+    def controls(self) -> list[str]:
+        """The controls whose per-tag F1 these results hold, in the order selectivity
+        prefers them (the first is the default ``selectivity_control``)."""
+        return [c for c in SELECTIVITY_CONTROLS if f"f1_{array_suffix(c)}" in self.arrays]
+
+    def selectivity(self, control: str | None = None, metric: str = "f1") -> np.ndarray:
+        """``metric`` minus that of ``control`` (default: the stored selectivity control):
+        per-tag F1 [S, L, H, K] by default, ``metric='accuracy'`` gives [S, L, H]."""
+        control = control or self.attrs.get("selectivity_control")
+        if control is None:
+            raise UsageError(f"{self.path} holds no control to measure selectivity against")
+        if control not in self.controls:
+            raise UsageError(f"these results hold no {control!r} control (have "
+                             f"{', '.join(self.controls) or 'none'})")
+        return control_selectivity(self.arrays, control, metric)
+
+
+def _write_axes(f: h5py.File, sites: list[str], layers: list[int], tags: list[str],
+                site_heads: list[int], head_axes: list[str]) -> None:
+    """The arrays that label the axes, each with its description."""
+    text = h5py.string_dtype()
+    for name, data, dtype, dims in (
+            ("sites", np.array(sites, dtype=object), text, "site"),
+            ("tags", np.array(tags, dtype=object), text, "tag"),
+            ("layers", np.asarray(layers, dtype=np.int32), None, "layer"),
+            ("site_heads", np.asarray(site_heads, dtype=np.int32), None, "site"),
+            ("head_axes", np.array(head_axes, dtype=object), text, "site")):
+        ds = f.create_dataset(name, data=data, dtype=dtype)
+        ds.attrs["dims"] = dims
+        ds.attrs["description"] = AXIS_ARRAYS[name]
+
 
 def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags: list[str],
                   arrays: dict[str, np.ndarray], attrs: dict[str, Any],
-                  manifest: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write RESULTS/probes.h5 and RESULTS/manifest.json atomically; return the directory."""
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        with h5py.File(tmp / RESULTS_FILE, "w") as f:
+                  manifest: dict[str, Any], overwrite: bool = False,
+                  site_heads: list[int] | None = None,
+                  head_axes: list[str] | None = None,
+                  descriptions: dict[str, str] | None = None) -> Path:
+    """Write RESULTS/probes.h5 and RESULTS/manifest.json atomically; return the directory.
+
+    arrays: names and shapes as declared in ARRAYS (checked before anything is written);
+    site_heads, head_axes: [S] real heads per site and what they count (default: every
+    site has the whole head axis of query heads); descriptions: what arrays mean where it
+    differs from ARRAYS (one-vs-rest probes).
+    """
+    check_arrays(arrays, {"site": len(sites), "layer": len(layers), "tag": len(tags)})
+    n_heads = int(np.shape(arrays["f1"])[2]) if "f1" in arrays else 0
+    site_heads = list(site_heads or [n_heads] * len(sites))
+    head_axes = list(head_axes or ["head"] * len(sites))
+    with output_lock(out_dir), atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        with hdf5_image(tmp / RESULTS_FILE, Path(out_dir) / RESULTS_FILE) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["params"] = json.dumps(attrs, default=str)
-            f.create_dataset("sites", data=np.array(sites, dtype=object),
-                             dtype=h5py.string_dtype())
-            f.create_dataset("tags", data=np.array(tags, dtype=object),
-                             dtype=h5py.string_dtype())
-            f.create_dataset("layers", data=np.asarray(layers, dtype=np.int32))
+            _write_axes(f, sites, layers, tags, site_heads, head_axes)
             for name, value in arrays.items():
-                ds = f.create_dataset(name, data=np.asarray(value), compression="gzip")
-                ds.attrs["dims"] = ("site, layer, head, tag, d_head" if name == "coef" else
-                                    "site, layer, head, tag" if np.ndim(value) == 4 else
-                                    "site, layer, head")
-                ds.attrs["description"] = DESCRIPTIONS.get(name, name)
+                value = np.asarray(value)
+                ds = f.create_dataset(name, data=value,
+                                      compression="gzip" if value.ndim else None)
+                ds.attrs["dims"] = ", ".join(ARRAYS[name].dims)
+                ds.attrs["description"] = (descriptions or {}).get(
+                    name, ARRAYS[name].description)
         write_json(tmp / "manifest.json", {**base_manifest("probing fit"), "format": FORMAT,
                                            "format_version": FORMAT_VERSION, **manifest})
     return Path(out_dir)
@@ -138,14 +286,17 @@ def read_results(path: str | Path) -> ProbeResults:
         f = h5py.File(file, "r")
     except OSError as exc:
         raise UsageError(f"{file} is not an HDF5 file") from exc
-    with f:
-        if f.attrs.get("format") != FORMAT or f.attrs.get("format_version") != FORMAT_VERSION:
+    damaged = "the file is damaged; fit the probes again"
+    with f, reading(file, "probe results", damaged, also=(KeyError, RuntimeError, ValueError)):
+        if f.attrs.get("format") != FORMAT or f.attrs.get("format_version") not in \
+                READABLE_VERSIONS:
             raise UsageError(f"{file} is not a probe results file of format version "
-                             f"{FORMAT_VERSION}")
+                             f"{' or '.join(map(str, READABLE_VERSIONS))}")
         sites = list(f["sites"].asstr()[()])
         tags = list(f["tags"].asstr()[()])
         layers = [int(x) for x in f["layers"][()]]
-        arrays = {name: ds[()] for name, ds in f.items()
-                  if name not in ("sites", "tags", "layers")}
+        site_heads = [int(x) for x in f["site_heads"][()]] if "site_heads" in f else []
+        head_axes = list(f["head_axes"].asstr()[()]) if "head_axes" in f else []
+        arrays = {name: ds[()] for name, ds in f.items() if name not in AXIS_ARRAYS}
         attrs = json.loads(f.attrs["params"])
-    return ProbeResults(file.parent, sites, layers, tags, arrays, attrs)
+    return ProbeResults(file.parent, sites, layers, tags, arrays, attrs, site_heads, head_axes)

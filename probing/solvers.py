@@ -47,7 +47,7 @@ class ProbeFit:
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         """Logits [n_cells, n, n_classes] for raw vectors X [n_cells, n, d]."""
-        return np.einsum("cnd,ckd->cnk", X, self.coef) + self.intercept[:, None, :]
+        return np.matmul(X, self.coef.transpose(0, 2, 1)) + self.intercept[:, None, :]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted class ids [n_cells, n] for raw vectors X [n_cells, n, d]."""
@@ -171,18 +171,19 @@ class _Problem:
         """Objective per cell [c]."""
         return self._data_term(W, cells, False)[0] / self.n + self._penalty(W)
 
-    def loss_grad(self, W: torch.Tensor, cells: torch.Tensor,
-                  hessian: bool = False) -> tuple[torch.Tensor, ...]:
-        """Objective [c], gradient [c, e, m] and, if asked, Hessian [c, e*m, e*m]."""
+    def loss_grad(self, W: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Objective [c] and gradient [c, e, m]."""
         value, P = self._data_term(W, cells, True)
         X = self.X[cells]
         Pw = P * self.w.view(1, -1, 1) if self.w is not None else P
         grad = (torch.bmm(X.transpose(1, 2), Pw) - self.S[cells]) / self.n
         grad += self.lam * self.pen * W
         loss = value / self.n + self._penalty(W)
-        if not hessian:
-            return loss, grad
-        return loss, grad, self._hessian(X, P)
+        return loss, grad
+
+    def hessian(self, W: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Hessian [c, e*m, e*m] of the objective at W [c, e, m]."""
+        return self._hessian(self.X[cells], self._data_term(W, cells, True)[1])
 
     def _hessian(self, X: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
         """sum_i w_i (x_i x_i^T) kron (diag p_i - p_i p_i^T) / n + penalty, [c, e*m, e*m]."""
@@ -222,23 +223,22 @@ def _inverse(hess: torch.Tensor) -> torch.Tensor:
 
 
 def _line_search(problem: _Problem, W: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor,
-                 cells: torch.Tensor, step: torch.Tensor, exact: bool) -> tuple[torch.Tensor, ...]:
+                 cells: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Backtracking (Armijo) along ``step`` [a, e, m] for ``cells`` [a].
 
-    Returns (accepted [a] bool, new W [a, e, m], loss [a], grad [a, e, m], hess or None);
-    rows that are not accepted keep their old values.
+    Returns (accepted [a] bool, new W [a, e, m], loss [a], grad [a, e, m]); rows that are
+    not accepted keep their old values.
     """
     g = grad[cells]
     slope = (g * step).sum((1, 2))
     new_w, new_loss, new_grad = W[cells].clone(), loss[cells].clone(), g.clone()
-    new_hess = None
     accepted = torch.zeros(len(cells), dtype=torch.bool)
     t = torch.ones(len(cells), dtype=W.dtype)
     todo = torch.arange(len(cells))
     for _ in range(30):
         sel = cells[todo]
         trial = W[sel] + t[todo].view(-1, 1, 1) * step[todo]
-        res = problem.loss_grad(trial, sel, hessian=exact)
+        res = problem.loss_grad(trial, sel)
         old = loss[sel]
         # Armijo; near the optimum float rounding hides the decrease, so a step that
         # keeps the objective within rounding and shrinks the gradient is taken too
@@ -247,36 +247,30 @@ def _line_search(problem: _Problem, W: torch.Tensor, loss: torch.Tensor, grad: t
         ok |= flat & (res[1].abs().amax((1, 2)) < g[todo].abs().amax((1, 2)))
         done = todo[ok]
         new_w[done], new_loss[done], new_grad[done] = trial[ok], res[0][ok], res[1][ok]
-        if exact:
-            if new_hess is None:
-                new_hess = torch.zeros(len(cells), *res[2].shape[1:], dtype=W.dtype)
-            new_hess[done] = res[2][ok]
         accepted[done] = True
         todo = todo[~ok]
         if len(todo) == 0:
             break
         t[todo] *= 0.5
-    return accepted, new_w, new_loss, new_grad, new_hess
+    return accepted, new_w, new_loss, new_grad
 
 
 def _newton(problem: _Problem, W: torch.Tensor, tol: float, max_iter: int,
-            hess: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray,
-                                                       torch.Tensor]:
+            hess: torch.Tensor | None = None, final_hessian: bool = False
+            ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor | None]:
     """Minimise per cell until max|grad| <= tol; W [c, e, m] is the start.
 
-    Without ``hess``: Newton steps with the exact Hessian. With ``hess`` [c, p, p] (an
-    approximation, e.g. from a subsample): quasi-Newton (BFGS) steps starting from it, so
-    one pass over the data per step. Returns (W, n_iter [c], Hessian at the end (exact
-    mode) or the given one).
+    Without ``hess``: Newton steps with the exact Hessian (computed once per step, for the
+    cells still moving). With ``hess`` [c, p, p] (an approximation, e.g. from a
+    subsample): quasi-Newton (BFGS) steps starting from it, so one pass over the data per
+    step. Returns (W, n_iter [c], the exact Hessian at the end if ``final_hessian``, else
+    the given one).
     """
     c, e, m = W.shape
     exact = hess is None
     cells = torch.arange(c)
-    out = problem.loss_grad(W, cells, hessian=exact)
-    loss, grad = out[0], out[1]
-    if exact:
-        hess = out[2]
-    else:
+    loss, grad = problem.loss_grad(W, cells)
+    if not exact:
         inv = _inverse(hess)
     n_iter = np.zeros(c, dtype=np.int64)
     active = torch.arange(c)
@@ -286,20 +280,19 @@ def _newton(problem: _Problem, W: torch.Tensor, tol: float, max_iter: int,
             break
         n_iter[active.numpy()] += 1
         if exact:
-            step = _solve(hess[active], grad[active])
+            step = _solve(problem.hessian(W[active], active), grad[active])
         else:
             step = -torch.bmm(inv[active], grad[active].reshape(len(active), -1, 1))
             step = step.view(-1, e, m)
-        ok, new_w, new_loss, new_grad, new_hess = _line_search(
-            problem, W, loss, grad, active, step, exact)
+        ok, new_w, new_loss, new_grad = _line_search(problem, W, loss, grad, active, step)
         if not exact:
             _bfgs_update(inv, active[ok], (new_w - W[active])[ok],
                          (new_grad - grad[active])[ok])
         acc = active[ok]
         W[acc], loss[acc], grad[acc] = new_w[ok], new_loss[ok], new_grad[ok]
-        if exact and new_hess is not None:
-            hess[acc] = new_hess[ok]
         active = acc  # a cell with no acceptable step is as converged as rounding allows
+    if exact and final_hessian:
+        hess = problem.hessian(W, cells)
     return W, n_iter, hess
 
 
@@ -334,13 +327,27 @@ def _warm_rows(y: np.ndarray, n_classes: int, n_sub: int, rng: np.random.Generat
     return rows, 1.0 / rate[y[rows]]
 
 
+def _start(init: ProbeFit, mean: np.ndarray, scale: np.ndarray, binary: bool) -> torch.Tensor:
+    """Parameters [c, d+1, m] on standardised features equal to raw-space probes ``init``
+    (coef [c, n_classes, d], finite intercept [c, n_classes])."""
+    W = np.concatenate([init.coef * scale[:, None, :],
+                        (init.intercept + np.einsum("ckd,cd->ck", init.coef, mean))[..., None]],
+                       axis=2)  # [c, n_classes, d+1]
+    if binary:
+        W = W[:, 1:] - W[:, :1]
+    return torch.from_numpy(W.transpose(0, 2, 1).astype(np.float32)).contiguous()
+
+
 def fit_fast(X: np.ndarray, y: np.ndarray, n_classes: int, C: float = 1.0, tol: float = 1e-4,
-             max_iter: int = 100, n_sub: int = 2048, seed: int = 0) -> ProbeFit:
+             max_iter: int = 100, n_sub: int = 2048, seed: int = 0,
+             init: ProbeFit | None = None) -> ProbeFit:
     """Batched probes for all cells at once (see the module docstring).
 
     X: [n_cells, n, d] raw vectors; y: [n] class ids 0..n_classes-1; n_sub: rows of the
     weighted subsample that gives the warm start and the Hessian approximation (the full
-    data is used with exact Newton steps when it is not much larger).
+    data is used with exact Newton steps when it is not much larger); init: probes of the
+    same classes (e.g. fitted on part of the data) to start from instead of zero weights;
+    the optimum is the same, only reached sooner.
     """
     y = np.asarray(y, dtype=np.int64)
     _check(X, y, n_classes)
@@ -350,14 +357,15 @@ def fit_fast(X: np.ndarray, y: np.ndarray, n_classes: int, C: float = 1.0, tol: 
     Xt = torch.cat([torch.from_numpy(Xs), torch.ones(cells, n, 1, dtype=dtype)], 2)
     yt = torch.from_numpy(y)
     lam = 1.0 / (C * n)
-    W = torch.zeros(cells, d + 1, 1 if n_classes == 2 else n_classes, dtype=dtype)
+    W = (torch.zeros(cells, d + 1, 1 if n_classes == 2 else n_classes, dtype=dtype)
+         if init is None else _start(init, mean, scale, n_classes == 2))
     full = _Problem(Xt, yt, n_classes, lam)
     if n > 3 * n_sub:
         rows, weight = _warm_rows(y, n_classes, n_sub, np.random.default_rng(seed))
         rows_t = torch.from_numpy(rows)
         sub = _Problem(Xt[:, rows_t].contiguous(), yt[rows_t], n_classes, lam,
                        torch.from_numpy(weight).to(dtype), n=float(weight.sum()))
-        W, it_sub, hess = _newton(sub, W, tol, max_iter)
+        W, it_sub, hess = _newton(sub, W, tol, max_iter, final_hessian=True)
         W, n_iter, _ = _newton(full, W, tol, max_iter, hess=hess)
     else:
         W, n_iter, _ = _newton(full, W, tol, max_iter)
@@ -369,10 +377,41 @@ def fit_fast(X: np.ndarray, y: np.ndarray, n_classes: int, C: float = 1.0, tol: 
 
 
 def fit_probes(X: np.ndarray, y: np.ndarray, n_classes: int, solver: str = "fast",
-               C: float = 1.0, n_jobs: int = 1, seed: int = 0) -> ProbeFit:
-    """Fit one probe per cell with the named solver ('sklearn' or 'fast')."""
+               C: float = 1.0, n_jobs: int = 1, seed: int = 0,
+               init: ProbeFit | None = None) -> ProbeFit:
+    """Fit one probe per cell with the named solver ('sklearn' or 'fast'); ``init``: a
+    starting point the fast solver uses (the reference always starts from zero)."""
     if solver == "sklearn":
         return fit_sklearn(X, y, n_classes, C=C, n_jobs=n_jobs)
     if solver == "fast":
-        return fit_fast(X, y, n_classes, C=C, seed=seed)
+        return fit_fast(X, y, n_classes, C=C, seed=seed, init=init)
     raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
+
+
+def fit_seen_classes(X: np.ndarray, y: np.ndarray, n_classes: int,
+                     init: ProbeFit | None = None, **options) -> ProbeFit:
+    """:func:`fit_probes` on the classes that occur in y [n], returned with all n_classes.
+
+    Randomly drawn labels or a small portion of the data may lack some classes; those get
+    zero weights and intercept -inf, so the probe never predicts them (probability 0).
+    A single class gives the probe that always predicts it. X: [n_cells, n, d]; init: an
+    earlier fit of this kind to start from (its classes absent here are dropped, classes
+    it lacks start below all others).
+    """
+    seen, y_seen = np.unique(np.asarray(y), return_inverse=True)
+    cells, _, d = X.shape
+    coef = np.zeros((cells, n_classes, d))
+    intercept = np.full((cells, n_classes), -np.inf)
+    if len(seen) == 1:
+        intercept[:, seen[0]] = 0.0
+        return ProbeFit(coef, intercept, np.zeros(cells, dtype=np.int64))
+    if init is not None:
+        start = init.intercept[:, seen]
+        new = ~np.isfinite(start)
+        floor = np.where(new, np.inf, start).min(1, keepdims=True) - 1.0
+        init = ProbeFit(np.where(new[..., None], 0.0, init.coef[:, seen]),
+                        np.where(new, np.where(np.isfinite(floor), floor, 0.0), start),
+                        init.n_iter)
+    fit = fit_probes(X, y_seen, len(seen), init=init, **options)
+    coef[:, seen], intercept[:, seen] = fit.coef, fit.intercept
+    return ProbeFit(coef, intercept, fit.n_iter)

@@ -32,6 +32,9 @@ import numpy as np
 
 from headprobe.atomic import atomic_dir
 from headprobe.errors import UsageError
+from headprobe.failures import reading
+from headprobe.hdf5 import hdf5_image
+from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest, write_json
 from probing.studies import STUDY_MODULES
 
@@ -193,8 +196,8 @@ def write_study(out_dir: str | Path, layout: Layout, arrays: Mapping[str, Any],
     that does not fit); meta: JSON-serialisable metadata; report: the text report.
     """
     layout.check(arrays)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        with h5py.File(tmp / RESULTS_FILE, "w") as f:
+    with output_lock(out_dir), atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        with hdf5_image(tmp / RESULTS_FILE, Path(out_dir) / RESULTS_FILE) as f:
             f.attrs["study"] = layout.study
             f.attrs["format_version"] = STUDY_FORMAT_VERSION
             f.attrs["meta"] = json.dumps(meta, default=str)
@@ -219,7 +222,9 @@ def read_study(path: str | Path) -> StudyResults:
     if not file.is_file():
         raise UsageError(f"{path} holds no study results (no {RESULTS_FILE})")
     arrays, axes = {}, {}
-    with h5py.File(file, "r") as f:
+    damaged = "the file is damaged; run the study again"
+    with reading(file, "study results", damaged, also=(KeyError, RuntimeError, ValueError)), \
+            h5py.File(file, "r") as f:
         if int(f.attrs.get("format_version", -1)) != STUDY_FORMAT_VERSION:
             raise UsageError(f"{file} has an unknown study format version")
         for name, ds in f.items():

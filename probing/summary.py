@@ -1,7 +1,8 @@
 """Headline findings of a run directory, read from its stored results.
 
 ``python -m probing summary --run runs/NAME`` names, for the probe grid, the best head for
-each headline tag (with its shuffled-label control), and for every case study found under
+each headline tag (by F1, selectivity or compression, with its controls) and, when MDL was
+measured, the most compressing head of each site; and for every case study found under
 ``runs/NAME/studies`` its main number.
 """
 
@@ -22,17 +23,47 @@ from probing.top import top_cells
 HEADLINE_TAGS = ("``", "''", "VBD", "NN", "PRP$", "NNP", "DT")
 
 
-def probe_lines(results: ProbeResults, tags: tuple[str, ...] = HEADLINE_TAGS) -> list[str]:
-    """One line per headline tag present: the best cell by F1 and its controls."""
+# per-tag control F1 named in a summary line: (row key, words)
+SUMMARY_CONTROLS = (("f1_shuffled", "shuffled labels"), ("f1_control_task", "control task"),
+                    ("f1_random", "random weights"))
+
+
+def probe_lines(results: ProbeResults, tags: tuple[str, ...] = HEADLINE_TAGS,
+                by: str = "f1", control: str | None = None) -> list[str]:
+    """One line per headline tag present: the best cell (ranked ``by`` as in
+    probing.top), its F1, the controls' F1, selectivity and compression."""
     lines = []
     for tag in (t for t in tags if t in results.tags):
-        best = top_cells(results, tag, k=1)[0]
-        shuffled = best.get("f1_shuffled", np.nan)
-        extra = f", random weights {best['f1_random']:.2f}" if "f1_random" in best else ""
-        head = head_label(best["layer"], best["head"])
-        lines.append(f"  {tag:<5} best {best['site']:<5} {head:<6}"
-                     f" F1 {best['f1']:.2f} (shuffled labels {shuffled:.2f}{extra};"
+        best = top_cells(results, tag, k=1, by=by, control=control)[0]
+        controls = [f"{words} {best[key]:.2f}" for key, words in SUMMARY_CONTROLS
+                    if key in best]
+        if "selectivity" in best:
+            controls.append(f"selectivity {best['selectivity']:+.2f} vs {best['control']}")
+        if "compression" in best:
+            controls.append(f"compression {best['compression']:.2f}")
+        lines.append(f"  {tag:<5} best {best['site']:<5} {best['cell']:<6}"
+                     f" F1 {best['f1']:.2f} ({', '.join(controls) or 'no controls'};"
                      f" {best['support']} test tokens)")
+    return lines
+
+
+def mdl_lines(results: ProbeResults) -> list[str]:
+    """Per site, the head whose probe compresses the tags most, beside the median head and
+    the same head's random-weights and control-task compression."""
+    a = results.arrays
+    if "compression" not in a:
+        return []
+    lines = [f"MDL (uniform code {float(a['uniform_codelength']):.0f} bits):"]
+    for s, site in enumerate(results.sites):
+        grid = a["compression"][s, :, :results.heads(site)]
+        li, h = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+        same = [f"{words} {a[name][s, li, h]:.2f}x" for name, words in (
+            ("compression_random", "on random weights"),
+            ("compression_control_task", "on the control task")) if name in a]
+        extra = f"; this head {', '.join(same)}" if same else ""
+        cell = results.cell_label(site, results.layers[li], h)
+        lines.append(f"  {site:<5} most compressing {cell:<6}"
+                     f" {grid[li, h]:.2f}x (median head {np.nanmedian(grid):.2f}x{extra})")
     return lines
 
 
@@ -42,6 +73,10 @@ def _quote(r: StudyResults) -> str:
             f"inside quotes (paired t {b['t_stat']:.1f})")
     if "attn_to_open" in b:
         text += f", attention to the opening mark {b['attn_to_open']:.2f}"
+    if r.meta.get("close_head"):
+        head = tuple(r.meta["close_head"])
+        text += (f"; {head_label(*head)} attends most to the closing mark once it appears "
+                 f"({float(r[quote.ATTN_TO_CLOSE][head]):.2f})")
     return text
 
 
@@ -63,8 +98,9 @@ def study_line(r: StudyResults) -> str:
     return first
 
 
-def summarize(run: str | Path) -> str:
-    """The headline findings of run directory ``run`` as text."""
+def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> str:
+    """The headline findings of run directory ``run`` as text; probe heads ranked ``by``
+    'f1', 'selectivity' (against ``control``) or 'compression'."""
     run = Path(run)
     if not run.is_dir():
         raise UsageError(f"run directory {run} does not exist")
@@ -72,8 +108,9 @@ def summarize(run: str | Path) -> str:
     probes = run_path(run, "probes")
     if (probes / "probes.h5").exists():
         results = read_results(probes)
-        lines += [f"probe grid ({', '.join(results.sites)}; {len(results.tags)} tags):",
-                  *probe_lines(results)]
+        lines += [f"probe grid ({', '.join(results.sites)}; {len(results.tags)} tags; "
+                  f"best heads by {by}):", *probe_lines(results, by=by, control=control),
+                  *mdl_lines(results)]
     studies = run_path(run, "studies")
     for path in sorted(studies.glob("*/results.h5")) if studies.is_dir() else []:
         r = read_study(path.parent)

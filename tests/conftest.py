@@ -12,7 +12,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HEADPROBE_SHARED", REPO.parent / "shared"))
 
 pytest_plugins = ["tests.fixtures_figures", "tests.fixtures_dataset", "tests.fixtures_organisms",
-                  "tests.fixtures_probing", "tests.fixtures_studies", "tests.fixtures_store"]
+                  "tests.fixtures_probing", "tests.fixtures_studies", "tests.fixtures_store",
+                  "tests.fixtures_faults",
+                  "tests.fixtures_families", "tests.fixtures_cluster"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped, with the reason shown, where CUDA is not available."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 def _shared(rel: str) -> Path:

@@ -28,7 +28,7 @@ SIZES = {"layer": N_LAYERS, "head": N_HEADS, "layer/head": 2, "rank": 3, "story"
          "sequence": 2, "half": 2, "position within the half": SEQ,
          "position within the second half": SEQ, "statistic": len(stats.SUMMARY),
          "bin": 8, "bin edge": 9, "d_model": 8, "tag": 5, "draw": 3, "value": 3, "token": 6,
-         "vocab": 20, "prompt": 20, "digit": 10, "generation": 2, "pair": 30,
+         "vocab": 20, "prompt": 20, "digit": 10, "generation": 2, "pair": 30, "offset": 9,
          "writer layer": N_LAYERS, "writer head": N_HEADS, "reader layer": N_LAYERS,
          "reader head": N_HEADS, "mode (Q, K, V)": 3}
 
@@ -112,7 +112,7 @@ def write_story_studies(studies: Path, rng: np.random.Generator) -> None:
         quote.EXAMPLE_TOKENS: story, quote.EXAMPLE_QUOTED: quoted,
         quote.EXAMPLE_PATTERN: pattern, quote.RATIO: rng.uniform(0.5, 3, (N_LAYERS, N_HEADS)),
         quote.T_STAT: rng.normal(size=(N_LAYERS, N_HEADS))}),
-        {"best_head": [2, 0], "example_story_id": 5, "n_stories": 9})
+        {"best_head": [2, 0], "close_head": [1, 3], "example_story_id": 5, "n_stories": 9})
     write(studies, tag_induction, layout_arrays(tag_induction.LAYOUT, rng, len(story), {
         tag_induction.EXAMPLE_TOKENS: story, tag_induction.EXAMPLE_PATTERN: pattern,
         tag_induction.EXAMPLE_IS_TAG: np.isin(np.arange(len(story)), [2, 8])}),

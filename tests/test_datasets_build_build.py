@@ -10,6 +10,7 @@ from datasets_build.dataset import TOKEN_COLUMNS, load_tagged_dataset
 from datasets_build.demo_corpus import demo_stories
 from datasets_build.sources import open_source, read_separated
 from datasets_build.tagging import load_pipeline, tag_stories
+from datasets_build.tagsets import has_tag
 from headprobe.tokenization import load_tokenizer, vocab_hash
 
 
@@ -42,6 +43,34 @@ def test_shared_dataset_contents(shared_dataset, shared_model, valid_text):
     assert '"' not in quoted_words and quoted_words
     said = ds.tags["fine"].index("VBD")
     assert np.sum(t["fine_tag"] == said) > 40
+    # the default rule: a token covering a closing quote takes it; its set keeps the rest
+    assert m["format_version"] == 3 and m["alignment"]["rule"] == "priority"
+    assert has_tag(t["fine_tags"], t["fine_tag"]).all()
+    close, period = ds.tags["fine"].index("''"), ds.tags["fine"].index(".")
+    fused = has_tag(t["fine_tags"], close) & has_tag(t["fine_tags"], period)
+    assert fused.sum() > 10 and (t["fine_tag"][fused] == close).all() and t["straddle"][fused].all()
+
+
+def test_rules_change_only_fine_and_coarse_tags(tmp_path, shared_dataset, valid_text,
+                                               shared_model):
+    """Built with rule ``first``, the same stories differ from the default build exactly in
+    the tokens its manifest counts, and only in fine_tag and coarse_tag."""
+    first = load_tagged_dataset(build_dataset(str(valid_text), str(shared_model),
+                                              tmp_path / "first", limit=40, test_fraction=0.25,
+                                              align="first"))
+    best = load_tagged_dataset(shared_dataset)
+    a, b = first.token_table(), best.token_table()
+    for col in set(TOKEN_COLUMNS) - {"fine_tag", "coarse_tag"}:
+        assert np.array_equal(a[col], b[col]), col
+    for manifest in (first.manifest, best.manifest):
+        counts = manifest["alignment"]["rules"]["priority"]
+        assert counts["changed_fine"] == np.sum(a["fine_tag"] != b["fine_tag"]) > 0
+        assert counts["changed_coarse"] == np.sum(a["coarse_tag"] != b["coarse_tag"])
+    changes = best.manifest["alignment"]["rules"]["priority"]["changes"]
+    assert list(changes)[0] == ". -> ''"
+    assert first.manifest["alignment"]["rule"] == "first"
+    assert first.manifest["alignment"]["rules"]["first"]["changed_fine"] == 0
+    assert "first non-space character" in first.manifest["conventions"]["alignment"]
 
 
 def test_build_is_deterministic(tmp_path, shared_dataset, valid_text, shared_model):

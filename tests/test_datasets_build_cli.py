@@ -43,11 +43,12 @@ def bad_inputs(tmp_path, valid_text, gpt2_tokenizer, empty_corpus):
         "fraction": (["--source", "demo:3", "--test-fraction", "1.5", *tok], "test-fraction"),
         "no out": (["--source", "demo:3", "--tokenizer", str(gpt2_tokenizer)], "--out"),
         "flag": (["--source", "demo:3", "--bogus"], "unrecognized"),
+        "align": (["--source", "demo:3", "--align", "middle", *tok], "invalid choice"),
     }
 
 
 CASES = ["unknown source", "missing file", "empty corpus", "hub offline", "spacy", "offsets",
-         "no tokenizer", "fraction", "no out", "flag"]
+         "no tokenizer", "fraction", "no out", "flag", "align"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -70,6 +71,10 @@ def test_refuses_existing_then_overwrites(tmp_path, shared_model, capsys):
             "--test-fraction", "0.25"]
     code, out, err = cli(args, capsys)
     assert code == 0 and out.strip() == str(run / "dataset") and "aligned:" in err
+    assert "alignment rule: priority" in err
+    rules = load_tagged_dataset(run / "dataset").manifest["alignment"]["rules"]
+    for rule, counts in rules.items():  # one line per rule: fine / coarse tokens changed
+        assert f"{rule:<9}{counts['changed_fine']:>8} / {counts['changed_coarse']:<8}" in err
     before = (run / "dataset" / "manifest.json").read_text()
     code, _, err = cli(args + ["--limit", "2"], capsys)
     assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1

@@ -142,3 +142,66 @@ def test_reinit_seed_gives_reproducible_random_weights(shared_model, shared_hf):
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert wa.shape == shared_hf.state_dict()[name].shape
     assert not torch.allclose(wa, shared_hf.state_dict()[name])
+
+
+LLAMA_SITES = ["key", "query", "value", "z", "key_rot", "query_rot", "activity", "entropy",
+               "argmax"]
+
+
+def hf_attentions(hf, ids):
+    """Attention patterns [b, layer, head, q, k] of an eager HF forward."""
+    with torch.no_grad():
+        return torch.stack(hf(ids, output_attentions=True).attentions, 1)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_fused_llama_family_equals_hooks_and_hf_patterns(family, family_models, tmp_path,
+                                                         gpt2_tokenizer):
+    """Rotary, grouped-query (and for Qwen2 and Mistral sliding-window) attention: the fused
+    path equals the TransformerLens hook path on every site, and its patterns equal HF's."""
+    from transformers import AutoModelForCausalLM, MistralConfig
+
+    from tests.fixtures_families import GQA, save_tiny_model
+
+    if family == "mistral":   # one key/value head (multi-query), a window of 16 everywhere
+        model_dir = save_tiny_model(tmp_path / "mistral", MistralConfig(
+            **{**GQA, "num_key_value_heads": 1}, sliding_window=16), gpt2_tokenizer)
+    else:
+        model_dir = family_models[family]
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+    ids = torch.randint(0, 50257, (2, 70), generator=torch.Generator().manual_seed(3))
+    fused = FastForward(hf, LLAMA_SITES)(ids)
+    hooked = HookForward(load_model(str(model_dir), compat=False), LLAMA_SITES)(ids)
+    assert fused["key"].shape[3] == hf.config.num_key_value_heads
+    assert_sites_close(fused, hooked, LLAMA_SITES, atol=5e-5)
+    pattern = hf_attentions(hf, ids)
+    entropy = (-torch.special.xlogy(pattern, pattern).sum(-1)).permute(0, 3, 1, 2)
+    argmax = pattern.argmax(-1).permute(0, 3, 1, 2)
+    assert_sites_close(fused, {"entropy": entropy, "argmax": argmax}, ["entropy", "argmax"],
+                       atol=5e-5)
+
+
+def test_fused_llama_batches_equal_single_stories(family_models):
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(family_models["qwen2"]).eval()
+    lengths = [3, 50, 17, 41]
+    ids = np.random.default_rng(1).integers(0, 50257, sum(lengths))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    stories = [Story(i, int(s), ids[s:s + n])
+               for i, (s, n) in enumerate(zip(starts, lengths, strict=True))]
+    forward = FastForward(hf, ["key", "query_rot", "activity"])
+    batched = Extractor(forward, batch_tokens=4096).run_group(stories)
+    single = Extractor(forward, batch_tokens=1).run_group(stories)
+    for site in batched:
+        np.testing.assert_allclose(batched[site], single[site], atol=1e-5, rtol=1e-5)
+
+
+def test_rotate_half_as_a_matrix_equals_transformers_rotate_half():
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    from extract.forward.families import rotate_half_matrix
+
+    x = torch.randn(5, 3 * 8, generator=torch.Generator().manual_seed(0))
+    want = rotate_half(x.reshape(5, 3, 8)).reshape(5, 24)
+    torch.testing.assert_close(x @ rotate_half_matrix(3, 8), want)

@@ -80,9 +80,7 @@ def test_direct_chunk_writes_equal_plain_hdf5_writes(tmp_path):
     for name, step in (("aligned", 256), ("ragged", 100)):
         writer = create_store(tmp_path / f"{name}.h5", 700, {"n_layers": 2, "n_heads": 3,
                               "d_head": 4}, list(arrays), "float16", tags=TAGS, chunk_rows=256)
-        writer.write_tokens({k: table.get(k, np.zeros(700)) for k in
-                             ("input_id", "story_id", "position", "char_start", "char_end",
-                              "fine_tag", "coarse_tag", "quoted", "straddle", "split")})
+        writer.write_tokens({k: table.get(k, np.zeros(700)) for k in TOKEN_COLUMNS})
         for start in range(0, 700, step):
             writer.write_block(start, {k: v[start:start + step] for k, v in arrays.items()})
         writer.finish()
@@ -101,9 +99,63 @@ def test_plain_h5py_sees_self_describing_attributes(tmp_path):
     with h5py.File(path, "r") as f:
         assert "token" in f.attrs["description"]
         assert f.attrs["schema_version"] == SCHEMA_VERSION
-        assert f["keys"].attrs["dims"] == "token, layer, head, d_head"
+        assert f["keys"].attrs["dims"] == "token, layer, kv_head, d_head"
+        assert f["queries"].attrs["dims"] == "token, layer, head, d_head"
         assert "hook_k" in f["keys"].attrs["description"]
+        assert "no rotary embedding" in f["keys"].attrs["stage"]
+        assert f["kv_head"][()].tolist() == [0, 1, 2]
+        assert f["kv_head"].attrs["dims"] == "head"
         assert f["tokens/fine_tag"].shape == (700,)
+
+
+def _grouped(n=300, layers=2, heads=4, kv=2, d_head=4, seed=1):
+    """Synthetic arrays of a grouped-query model: keys per key/value head."""
+    rng = np.random.default_rng(seed)
+    table = {"story_id": np.repeat(np.arange(3), n // 3), "position": np.tile(np.arange(n // 3), 3),
+             "split": np.repeat([0, 1], [n - 100, 100])}
+    arrays = {"key": rng.standard_normal((n, layers, kv, d_head)).astype(np.float32),
+              "query": rng.standard_normal((n, layers, heads, d_head)).astype(np.float32),
+              "key_rot": rng.standard_normal((n, layers, kv, d_head)).astype(np.float32),
+              "activity": rng.random((n, layers, heads)).astype(np.float32)}
+    return table, arrays
+
+
+def test_grouped_query_store_keeps_keys_per_key_value_head(tmp_path):
+    table, arrays = _grouped()
+    path = write_store(tmp_path / "g.h5", table, arrays, tags=TAGS, dtype="float32",
+                       attrs={"architecture": {"rotary": True, "qk_norm": True}})
+    with open_store(path) as store:
+        assert (store.n_heads, store.n_kv_heads) == (4, 2)
+        assert store.kv_head.tolist() == [0, 0, 1, 1]
+        assert [store.heads(s) for s in ("key", "key_rot", "query", "activity")] == [2, 2, 4, 4]
+        np.testing.assert_array_equal(store.read("key", 1, 1), arrays["key"][:, 1, 1])
+        assert store.read_layer("key", 0).shape == (300, 2, 4)
+        assert store.read_layer("query", 0).shape == (300, 4, 4)
+        with pytest.raises(IndexError, match="site 'key'"):
+            store.read("key", 0, 2)
+        np.testing.assert_array_equal(store.read("query", 0, 3), arrays["query"][:, 0, 3])
+    with h5py.File(path, "r") as f:
+        assert f.attrs["n_kv_heads"] == 2 and f["keys"].shape == (300, 2, 2, 4)
+        assert f["keys"].attrs["stage"] == "before the rotary embedding; before the key norm"
+        assert f["keys_rot"].attrs["stage"] == "after the key norm and the rotary embedding"
+        assert "hook_rot_k" in f["keys_rot"].attrs["description"]
+        assert f["keys_rot"].attrs["dims"] == "token, layer, kv_head, d_head"
+
+
+def test_version_1_stores_are_still_read(tmp_path):
+    """A store as version 1 wrote it: no n_kv_heads, no /kv_head, every site per head."""
+    table, arrays = _synthetic(n=350)
+    path = write_store(tmp_path / "v1.h5", table, arrays, tags=TAGS, dtype="float32")
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = 1
+        del f.attrs["n_kv_heads"], f["kv_head"]
+        for name in ("keys", "queries"):
+            f[name].attrs["dims"] = "token, layer, head, d_head"
+    with open_store(path) as store:
+        assert (store.n_heads, store.n_kv_heads, store.kv_head.tolist()) == (3, 3, [0, 1, 2])
+        np.testing.assert_array_equal(store.read("key", 1, 2), arrays["key"][:, 1, 2])
+    with pytest.raises(UsageError, match="schema version"):
+        reopen_store(path)
 
 
 def test_open_store_refuses_non_stores_wrong_versions_and_partial_files(tmp_path):

@@ -58,11 +58,11 @@ def probe_results(tmp_path_factory) -> Path:
 def test_probe_figures_from_a_real_fit(probe_results: Path, tmp_path: Path):
     res = read_results(probe_results)
     planned, not_planned = plan_all(discover([probe_results]))
-    assert not not_planned
+    assert [name for name, _ in not_planned] == ["probes_compression"]  # fitted without MDL
     by_name = {p.name: p for p in planned}
     grids = {f"probes_{s}{x}" for s in ("keys", "queries")
              for x in ("", "_shuffled", "_random", "_selectivity")}
-    assert set(by_name) == grids | {f"f1:{t}" for t in res.tags}
+    assert set(by_name) == grids | {f"f1:{t}" for t in res.tags} | {"probes_selectivity"}
 
     keys = by_name["probes_keys"].draw()
     panels = heat(keys)
@@ -109,7 +109,7 @@ def test_study_figures_from_real_writers(studies_store, study_model, tmp_path: P
     assert not not_planned
     figs = {p.name: p.draw() for p in planned}
     assert set(figs) == {"ablation", "activation_stats", "activation_hist", "mlp_sparsity",
-                         "quote_heads", "quote_activity", "quote_attention"}
+                         "quote_heads", "quote_activity", "quote_attention", "quote_shift"}
 
     arrays = results["ablate"][0]
     bars = figs["ablation"].get_axes()[0].patches
@@ -129,9 +129,15 @@ def test_study_figures_from_real_writers(studies_store, study_model, tmp_path: P
         "attention output (hook_attn_out)",
         "residual after attention + LayerNorm (ln2.hook_out)"]
 
-    meta = results["quote"][1]
+    arrays, meta = results["quote"][:2]
     trace = figs["quote_activity"].get_axes()[0]
     assert f"L{meta['best_head'][0]}H{meta['best_head'][1]}" in trace.get_title()
+    dashed = [line.get_xdata()[0] for line in trace.get_lines() if line.get_linestyle() == "--"]
+    assert dashed == np.flatnonzero(arrays["example_closing"]).tolist()
+    shift = figs["quote_shift"].get_axes()
+    layer, head = meta["close_head"]
+    to_close = [line for line in shift[-1].get_lines() if line.get_label() == "to the closing mark"]
+    np.testing.assert_allclose(to_close[0].get_ydata(), arrays["shift_to_close"][:, layer, head])
 
 
 def test_chat_study_figures_from_real_writers(chat_organism, tmp_path: Path):
@@ -155,3 +161,35 @@ def test_chat_study_figures_from_real_writers(chat_organism, tmp_path: Path):
     assert shown.shape[0] == 2 and np.all((shown >= 0) & (shown <= 1))
     bars = figs["time_order_mass"].get_axes()[0].patches
     assert max(b.get_y() + b.get_height() for b in bars) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_control_task_selectivity_and_compression_figures(tmp_path: Path):
+    store = tiny_store(tmp_path / "a.h5", signal=(1, 2))
+    control = tiny_store(tmp_path / "r.h5", signal=(0, 0))
+    out = tmp_path / "probes"
+    assert run_main(probing_main, ["fit", "--store", str(store), "--out", str(out),
+                                   "--control-store", str(control), "--controls",
+                                   "shuffled,control-task", "--mdl"],
+                    prog="python -m probing") == 0
+    res = read_results(out)
+    planned, not_planned = plan_all(discover([out]))
+    assert not not_planned
+    by_name = {p.name: p for p in planned}
+    assert {"probes_keys_control_task", "probes_selectivity", "probes_compression"} <= set(
+        by_name)
+    panels = heat(by_name["probes_compression"].draw())
+    assert len(panels) == 6  # keys and queries x (tags, random model, control task)
+    assert panels[0].get_title().startswith("keys: tags, trained model\n(best L1H2 = ")
+    np.testing.assert_allclose(panels[1].get_images()[0].get_array(),
+                               res.grid("compression_random", "key"))
+    shared = max(res.arrays[n].max() for n in ("compression", "compression_random",
+                                                "compression_control_task"))
+    assert all(ax.get_images()[0].norm.vmax == pytest.approx(shared) for ax in panels)
+    panels = heat(by_name["probes_selectivity"].draw())
+    assert [ax.get_title().split("\n")[0] for ax in panels[:2]] == [
+        "keys: minus control task", "keys: minus shuffled labels"]
+    np.testing.assert_allclose(panels[0].get_images()[0].get_array(),
+                               res.grid("selectivity_accuracy", "key"))
+    detail = heat(by_name["f1:VBD"].draw())
+    assert len(detail) == 10  # per site: F1, control task, shuffled, random model, selectivity
+    assert "selectivity vs control task" in detail[4].get_title()

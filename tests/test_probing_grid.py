@@ -71,7 +71,7 @@ def test_fit_writes_readable_results_with_controls(tmp_path, capsys):
 
     capsys.readouterr()
     assert main(["top", "--results", str(out), "--tag", "``", "--site", "key", "-k", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.split("\n\n")[0].splitlines()  # the table, not the legend
     assert lines[2].split()[:2] == ["key", "L1H2"] and len(lines) == 4
 
 
@@ -202,7 +202,7 @@ def test_shared_store_probes_beat_their_controls(probing_results, capsys):
     assert f1[best] > 0.7 and f1[best] - shuffled[best] > 0.5 and lo[best] > shuffled[best]
     capsys.readouterr()
     assert main(["top", "--results", str(probing_results), "--tag", "``", "--site", "key"]) == 0
-    rows = capsys.readouterr().out.splitlines()[2:]
+    rows = capsys.readouterr().out.split("\n\n")[0].splitlines()[2:]
     assert len(rows) == 5
     top = rows[0].split()
     assert top[1] == f"L{res.layers[best[0]]}H{best[1]}"

@@ -9,18 +9,22 @@ from headprobe.cli import run_main
 from headprobe.stories import read_stories
 from probing.__main__ import main
 from probing.studies import quote
+from probing.studies.common import is_quote_mark
 from probing.study_io import read_study
 
 
-def test_quote_spans_find_the_opening_mark():
+def test_quote_spans_find_the_opening_and_closing_marks():
     strings = ["<bos>", "Tom", " said", ' "', "I", " am", '."', " Then", ' "', "Go", '!"']
     quoted = np.array([0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0], bool)
-    assert quote.quote_spans(quoted, strings) == [(3, 4, 6), (8, 9, 10)]
-    # a mark fused with the first quoted word opens its own quotation
-    strings = ["<bos>", " said", ' "I', " am", '."']
-    assert quote.quote_spans(np.array([0, 0, 1, 1, 0], bool), strings) == [(2, 2, 4)]
+    assert quote.quote_spans(quoted, strings) == [(3, 4, 6, 6), (8, 9, 10, 10)]
+    # as the dataset marks them: '."' is quoted (its "." is), and closes the quotation
+    quoted = np.array([0, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1], bool)
+    assert quote.quote_spans(quoted, strings) == [(3, 4, 7, 6), (8, 9, 11, 10)]
+    # a mark fused with the first quoted word opens its own quotation, never closes it
+    strings = ["<bos>", " said", ' "I', " am", " here"]
+    assert quote.quote_spans(np.array([0, 0, 1, 1, 1], bool), strings) == [(2, 2, 5, -1)]
     assert quote.quote_spans(np.array([0, 1, 1, 0, 0], bool), ["a", "b", "c", "d", "e"]) == \
-        [(-1, 1, 3)]
+        [(-1, 1, 3, -1)]
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +80,37 @@ def test_attention_to_the_opening_mark_matches_the_pattern_hooks(studies_store, 
     one = quote.quote_attention(study_model, [story], [q], [strings])
     _, cache = study_model.run_with_cache(torch.as_tensor(story.input_ids)[None])
     values = [cache["blocks.3.attn.hook_pattern"][0, 5, p, mark].item()
-              for mark, start, end in spans for p in range(max(start, mark + 1), end)]
+              for mark, start, end, _ in spans for p in range(max(start, mark + 1), end)]
     assert one["attn_to_open"][3, 5] == pytest.approx(np.mean(values), abs=1e-5)
+    # once the closing mark appears: attention to it from it and the tokens after it
+    pattern = cache["blocks.3.attn.hook_pattern"][0, 5]
+    n = len(story.input_ids)
+    closed = [(k, q) for k, q in enumerate(spans) if q.close >= 0]
+    stops = [spans[k + 1].open if k + 1 < len(spans) else n for k, _ in closed]
+    values = [pattern[p, q.close].item() for (_, q), stop in zip(closed, stops, strict=True)
+              for p in range(q.close, stop)]
+    assert one["attn_to_close"][3, 5] == pytest.approx(np.mean(values), abs=1e-5)
+    assert one["n_closing"] == len(closed) > 0
+    # around the closing mark: offset 0 is the mark itself, which attends to itself
+    offsets = one["shift_offset"].tolist()
+    zero = offsets.index(0)
+    at_mark = [pattern[q.close, q.close].item() for _, q in closed]
+    assert one["shift_to_close"][zero, 3, 5] == pytest.approx(np.mean(at_mark), abs=1e-5)
+    assert np.isnan(one["shift_to_close"][:zero]).all()
+    to_open = [pattern[q.close, q.open].item() for _, q in closed]
+    assert one["shift_to_open"][zero, 3, 5] == pytest.approx(np.mean(to_open), abs=1e-5)
     best = tuple(meta["best_head"])
     n = len(arrays["example_tokens"])
     assert arrays["example_pattern"].shape == (n, n)
     np.testing.assert_allclose(arrays["example_pattern"].sum(-1), 1.0, atol=1e-4)
     assert arrays["ratio"][best] == np.nanmax(arrays["ratio"])
     assert "attends most to" in report
+    assert arrays["attn_to_close"].shape == (8, 16) and meta["n_closing"] > 0
+    assert tuple(meta["close_head"]) == np.unravel_index(arrays["attn_to_close"].argmax(),
+                                                         (8, 16))
+    assert "Around the closing mark" in report and "close->close" in report
+    closing = np.flatnonzero(arrays["example_closing"])
+    assert len(closing) and all(is_quote_mark(arrays["example_tokens"][i]) for i in closing)
 
 
 def test_quote_cli_without_model(studies_store, tmp_path):

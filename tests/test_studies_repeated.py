@@ -133,6 +133,12 @@ def test_top1_accuracy_in_blocks_matches_dense():
     assert dense >= 20 / 37
     for block in (1, 7, 64):
         assert circuits.top1_accuracy(matrix, block=block) == pytest.approx(dense)
+    # a sample of rows: rows 0..19 all hit; the sample of a vocabulary too large is seeded
+    assert circuits.top1_accuracy(matrix, block=3, rows=np.arange(0, 20, 2)) == 1.0
+    rows = circuits.circuit_rows(37, 10, seed=1)
+    assert len(set(rows)) == 10 and np.array_equal(rows, circuits.circuit_rows(37, 10, seed=1))
+    assert circuits.circuit_rows(37, 37, seed=1) is None
+    assert circuits.circuit_rows(37, 0, seed=1) is None
 
 
 def frobenius_score(left: torch.Tensor, right: torch.Tensor) -> float:

@@ -1,15 +1,18 @@
 """The activation store: one HDF5 file of per-token, per-head activations.
 
-Layout (schema version 1, see docs/hdf5-schema.md)::
+Layout (schema version 2, see docs/hdf5-schema.md)::
 
-    /keys          [n_tokens, n_layers, n_heads, d_head]  blocks.L.attn.hook_k
-    /queries       [n_tokens, n_layers, n_heads, d_head]  blocks.L.attn.hook_q
-    /values        [n_tokens, n_layers, n_heads, d_head]  blocks.L.attn.hook_v   (optional)
-    /z             [n_tokens, n_layers, n_heads, d_head]  blocks.L.attn.hook_z   (optional)
-    /activity      [n_tokens, n_layers, n_heads]          ||z_h W_O[h]||_2
-    /attn_entropy  [n_tokens, n_layers, n_heads]          entropy of the query's pattern (optional)
-    /attn_argmax   [n_tokens, n_layers, n_heads]          position attended most (optional)
-    /tokens/<col>  [n_tokens]                              the token table (input_id, story_id, ...)
+    /keys          [n_tokens, n_layers, n_kv_heads, d_head]  blocks.L.attn.hook_k
+    /queries       [n_tokens, n_layers, n_heads, d_head]     blocks.L.attn.hook_q
+    /values        [n_tokens, n_layers, n_kv_heads, d_head]  blocks.L.attn.hook_v     (optional)
+    /z             [n_tokens, n_layers, n_heads, d_head]     blocks.L.attn.hook_z     (optional)
+    /keys_rot      [n_tokens, n_layers, n_kv_heads, d_head]  blocks.L.attn.hook_rot_k (rotary)
+    /queries_rot   [n_tokens, n_layers, n_heads, d_head]     blocks.L.attn.hook_rot_q (rotary)
+    /activity      [n_tokens, n_layers, n_heads]             ||z_h W_O[h]||_2
+    /attn_entropy  [n_tokens, n_layers, n_heads]             entropy of the pattern (optional)
+    /attn_argmax   [n_tokens, n_layers, n_heads]             position attended most (optional)
+    /kv_head       [n_heads]                                 key/value head of each query head
+    /tokens/<col>  [n_tokens]                                the token table (input_id, ...)
 
 Datasets are token-major and chunked along tokens: vector sites in chunks of
 ``(chunk_rows, 1, 1, d_head)`` so reading one (layer, head) decompresses only that head,
@@ -38,11 +41,14 @@ from extract.store.schema import (
     DEFAULT_SITES,
     DESCRIPTION,
     DTYPES,
+    READABLE_VERSIONS,
+    ROTARY_SITES,
     SCHEMA,
     SCHEMA_VERSION,
     SITES,
     TOKEN_TABLE,
     Site,
+    StoreShape,
     row_bytes,
 )
 from extract.store.writer import (
@@ -58,8 +64,9 @@ from extract.store.writer import (
 
 __all__ = [
     "BUFFER_BYTES", "COMPRESSIONS", "DEFAULT_COMPRESSION", "DEFAULT_SITES", "DESCRIPTION",
-    "DTYPES", "MAX_CHUNK_ROWS", "MIN_CHUNK_ROWS", "SCHEMA", "SCHEMA_VERSION", "SITES",
-    "TOKEN_TABLE", "Site", "Store", "StoreWriter", "chunk_rows_for", "create_store",
+    "DTYPES", "MAX_CHUNK_ROWS", "MIN_CHUNK_ROWS", "READABLE_VERSIONS", "ROTARY_SITES", "SCHEMA",
+    "SCHEMA_VERSION", "SITES", "TOKEN_TABLE", "Site", "Store", "StoreShape", "StoreWriter",
+    "chunk_rows_for", "create_store",
     "decode_attrs", "deflate", "describe_compression", "encode_attrs", "open_store",
     "parse_compression", "reopen_store", "row_bytes", "shuffled_chunks", "stored_level",
     "write_store",

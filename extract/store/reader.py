@@ -10,9 +10,26 @@ import h5py
 import numpy as np
 
 from datasets_build.dataset import SPLITS
+from datasets_build.tagsets import tag_bits
 from extract.store.json_attrs import decode_attrs
-from extract.store.schema import SCHEMA, SCHEMA_VERSION, SITES, TOKEN_TABLE, token_path
+from extract.store.schema import (
+    KV_HEAD,
+    READABLE_VERSIONS,
+    SCHEMA,
+    SITES,
+    TAG_SETS,
+    TOKEN_TABLE,
+    StoreShape,
+    token_path,
+)
+from extract.store.virtual import check_sources
 from headprobe.errors import UsageError, opt
+from headprobe.failures import reading
+from headprobe.heads import kv_heads
+
+DAMAGED = "the file is damaged; extract it again"
+# what h5py raises, besides OSError, on a damaged file
+H5_DAMAGE = (KeyError, RuntimeError, ValueError)
 
 
 def _as_index(index: Any, n: int) -> np.ndarray | None:
@@ -32,18 +49,22 @@ def _as_index(index: Any, n: int) -> np.ndarray | None:
 class Store:
     """A store opened for reading. Use as a context manager; arrays come back as numpy.
 
-    Attributes: n_tokens, n_layers, n_heads, d_head, sites (stored sites), attrs (root
-    attributes, JSON decoded), tags ({"fine": [...], "coarse": [...]}), path.
+    Attributes: n_tokens, n_layers, n_heads (query heads), n_kv_heads (key/value heads),
+    d_head, kv_head ([n_heads]: the key/value head each query head reads), sites (stored
+    sites), attrs (root attributes, JSON decoded), tags ({"fine": [...], "coarse": [...]}),
+    path. Version-1 stores read as stores without grouped-query attention.
     """
 
     def __init__(self, file: h5py.File):
         self.file = file
         self.path = Path(file.filename)
         self.attrs = decode_attrs(file.attrs)
+        self.shape = StoreShape.of(self.attrs)
         self.n_tokens = int(self.attrs["n_tokens"])
-        self.n_layers = int(self.attrs["n_layers"])
-        self.n_heads = int(self.attrs["n_heads"])
-        self.d_head = int(self.attrs["d_head"])
+        self.n_layers, self.n_heads = self.shape.n_layers, self.shape.n_heads
+        self.n_kv_heads, self.d_head = self.shape.n_kv_heads, self.shape.d_head
+        self.kv_head = (file[KV_HEAD][()].astype(np.int64) if KV_HEAD in file
+                        else kv_heads(self.n_heads, self.n_kv_heads))
         self.sites: list[str] = list(self.attrs["sites"])
         self.tags: dict[str, list[str]] = self.attrs["tags"]
         self._columns: dict[str, np.ndarray] = {}
@@ -60,13 +81,25 @@ class Store:
 
     def __repr__(self) -> str:
         return (f"Store({str(self.path)!r}, n_tokens={self.n_tokens}, n_layers={self.n_layers}, "
-                f"n_heads={self.n_heads}, d_head={self.d_head}, sites={self.sites})")
+                f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, d_head={self.d_head}, "
+                f"sites={self.sites})")
+
+    def heads(self, site: str) -> int:
+        """Length of ``site``'s head axis: n_kv_heads for keys and values, else n_heads."""
+        return self.shape.heads(site)
 
     def _column(self, name: str) -> np.ndarray:
         if name not in TOKEN_TABLE:
             raise KeyError(f"unknown token column {name!r}; have {', '.join(TOKEN_TABLE)}")
         if name not in self._columns:
-            self._columns[name] = self.file[token_path(name)][()]
+            path = token_path(name)
+            if name == "parent_id" and path not in self.file:  # written before windows
+                path = token_path("story_id")
+            if name in TAG_SETS and path not in self.file:  # written before tag sets
+                self._columns[name] = tag_bits(self._column(TAG_SETS[name]))  # one tag each
+            else:
+                with reading(self.path, "activation store", DAMAGED, also=H5_DAMAGE):
+                    self._columns[name] = self.file[path][()]
         return self._columns[name]
 
     def tokens(self, columns: Sequence[str] | None = None,
@@ -84,32 +117,37 @@ class Store:
             raise KeyError(f"site {site!r} is not in this store (has {', '.join(self.sites)})")
         return self.file[SITES[site].dataset]
 
-    def _check(self, layer: int, head: int | None = None) -> None:
+    def _check(self, site: str, layer: int, head: int | None = None) -> None:
         if not 0 <= layer < self.n_layers:
             raise IndexError(f"layer {layer} out of range [0, {self.n_layers})")
-        if head is not None and not 0 <= head < self.n_heads:
-            raise IndexError(f"head {head} out of range [0, {self.n_heads})")
+        if head is not None and site in SITES and not 0 <= head < self.heads(site):
+            raise IndexError(f"head {head} out of range [0, {self.heads(site)}) of site {site!r}")
 
     def _read_rows(self, ds: h5py.Dataset, key: tuple, idx: np.ndarray | None) -> np.ndarray:
         """Read ds[rows, *key]; for an index read only the span it covers."""
-        if idx is None:
-            data = ds[(slice(None), *key)]
-        elif idx.size == 0:
-            data = ds[(slice(0, 0), *key)]
-        else:
-            lo, hi = int(idx.min()), int(idx.max()) + 1
-            data = ds[(slice(lo, hi), *key)][idx - lo]
+        with reading(self.path, "activation store", DAMAGED, also=H5_DAMAGE):
+            if idx is None:
+                data = ds[(slice(None), *key)]
+            elif idx.size == 0:
+                data = ds[(slice(0, 0), *key)]
+            else:
+                lo, hi = int(idx.min()), int(idx.max()) + 1
+                data = ds[(slice(lo, hi), *key)][idx - lo]
         return data if SITES[ds.attrs["site"]].kind == "index" else data.astype(np.float32)
 
     def read(self, site: str, layer: int, head: int, index: Any = None) -> np.ndarray:
-        """One head's values: [n_sel, d_head] float32 (vector sites) or [n_sel] (scalar sites)."""
-        self._check(layer, head)
+        """One head's values: [n_sel, d_head] float32 (vector sites) or [n_sel] (scalar sites).
+
+        ``head`` counts the site's heads: key/value heads for keys and values (the key/value
+        head of query head h is ``kv_head[h]``), query heads otherwise.
+        """
+        self._check(site, layer, head)
         return self._read_rows(self._dataset(site), (layer, head),
                                _as_index(index, self.n_tokens))
 
     def read_layer(self, site: str, layer: int, index: Any = None) -> np.ndarray:
-        """All heads of a layer: [n_sel, n_heads, d_head] or [n_sel, n_heads]."""
-        self._check(layer)
+        """All heads of a layer: [n_sel, heads, d_head] or [n_sel, heads] (heads: see heads())."""
+        self._check(site, layer)
         return self._read_rows(self._dataset(site), (layer,), _as_index(index, self.n_tokens))
 
     def select(self, split: str | int | None = None, fine: Any = None, coarse: Any = None,
@@ -145,8 +183,23 @@ class Store:
         return ids
 
 
+def _check_file(file: h5py.File, path: Path, allow_partial: bool) -> None:
+    """UsageError unless ``file`` is a (complete) store of this schema whose shards, for a
+    merged store, are all in place."""
+    schema, version = file.attrs.get("schema"), file.attrs.get("schema_version")
+    if schema != SCHEMA:
+        raise UsageError(f"{path} is not a headprobe activation store")
+    if version not in READABLE_VERSIONS:
+        raise UsageError(f"{path} has store schema version {version}; this headprobe reads "
+                         f"versions {', '.join(map(str, READABLE_VERSIONS))}")
+    if not allow_partial and not int(file.attrs.get("complete", 0)):
+        raise UsageError(f"{path} is an unfinished store (resume it with {opt('resume', True)})")
+    check_sources(path, decode_attrs(file.attrs))
+
+
 def open_store(path: str | Path, allow_partial: bool = False) -> Store:
-    """Open a store for reading; UsageError if it is not a complete store of this schema."""
+    """Open a store for reading; UsageError if it is not a complete store of this schema, or
+    cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"activation store {path} does not exist")
@@ -154,15 +207,10 @@ def open_store(path: str | Path, allow_partial: bool = False) -> Store:
         file = h5py.File(path, "r")
     except OSError as exc:
         raise UsageError(f"{path} is not an HDF5 file") from exc
-    schema, version = file.attrs.get("schema"), file.attrs.get("schema_version")
-    if schema != SCHEMA:
+    try:
+        with reading(path, "activation store", DAMAGED, also=H5_DAMAGE):
+            _check_file(file, path, allow_partial)
+            return Store(file)
+    except BaseException:
         file.close()
-        raise UsageError(f"{path} is not a headprobe activation store")
-    if version != SCHEMA_VERSION:
-        file.close()
-        raise UsageError(f"{path} has store schema version {version}; this headprobe reads "
-                         f"version {SCHEMA_VERSION}")
-    if not allow_partial and not int(file.attrs.get("complete", 0)):
-        file.close()
-        raise UsageError(f"{path} is an unfinished store (resume it with {opt('resume', True)})")
-    return Store(file)
+        raise

@@ -16,6 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from datasets_build.tagsets import tag_bits
 from extract.store.codec import (
     DEFAULT_COMPRESSION,
     TOKEN_TABLE_FILTER,
@@ -29,20 +30,26 @@ from extract.store.json_attrs import encode_attrs
 from extract.store.schema import (
     DEFAULT_SITES,
     DESCRIPTION,
+    KV_HEAD,
+    KV_HEAD_DESCRIPTION,
     SCHEMA,
     SCHEMA_VERSION,
     SITES,
+    TAG_SETS,
     TOKEN_GROUP,
     TOKEN_GROUP_DESCRIPTION,
     TOKEN_TABLE,
+    StoreShape,
     check_block,
     check_dtype,
     check_sites,
     check_token_column,
     row_bytes,
+    site_stage,
     token_path,
 )
 from headprobe.errors import UsageError
+from headprobe.heads import kv_heads
 
 MAX_CHUNK_ROWS = 16384
 MIN_CHUNK_ROWS = 256
@@ -50,13 +57,12 @@ TOKEN_CHUNK_ROWS = 65536
 BUFFER_BYTES = 64 * 2**20
 
 
-def chunk_rows_for(n_layers: int, n_heads: int, d_head: int, sites: Sequence[str],
-                   budget: int = BUFFER_BYTES) -> int:
+def chunk_rows_for(shape: StoreShape, sites: Sequence[str], budget: int = BUFFER_BYTES) -> int:
     """Rows per chunk: a power of two so that one block of rows for all sites fits ``budget``.
 
     The extractor holds one block of float32 rows in memory before writing it.
     """
-    rows = max(1, budget // row_bytes(n_layers, n_heads, d_head, sites))
+    rows = max(1, budget // row_bytes(shape, sites))
     rows = 1 << (rows.bit_length() - 1)
     return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
 
@@ -72,7 +78,7 @@ class StoreWriter:
         self.path = Path(file.filename)
         self.sites: list[str] = json.loads(file.attrs["sites"])
         self.n_tokens = int(file.attrs["n_tokens"])
-        self.shape = tuple(int(file.attrs[k]) for k in ("n_layers", "n_heads", "d_head"))
+        self.shape = StoreShape.of(file.attrs)
         self.chunk_rows = int(file.attrs["chunk_rows"])
         self.level = stored_level(file.attrs)
         self.blocks_written = 0   # by this writer, since it was opened
@@ -95,8 +101,9 @@ class StoreWriter:
     def write_block(self, start: int, arrays: dict[str, np.ndarray]) -> None:
         """Write rows [start, start + rows) of every site.
 
-        arrays: site -> [rows, n_layers, n_heads, d_head] (vector sites) or
-        [rows, n_layers, n_heads] (activity, entropy, argmax). Every stored site must be given.
+        arrays: site -> [rows, n_layers, heads, d_head] (vector sites) or
+        [rows, n_layers, n_heads] (activity, entropy, argmax), heads being n_kv_heads for
+        keys and values and n_heads otherwise. Every stored site must be given.
         Blocks that cover whole chunks (chunk-aligned start, a multiple of chunk_rows rows
         or up to the end of the file) are compressed here and written as raw chunks.
         """
@@ -106,7 +113,7 @@ class StoreWriter:
         for site in self.sites:
             ds = self.file[SITES[site].dataset]
             data = np.asarray(arrays[site], dtype=ds.dtype)
-            check_block(site, data, *self.shape)
+            check_block(site, data, self.shape)
             rows = len(data)
             self._check_rows(start, rows)
             whole = (start % self.chunk_rows == 0
@@ -161,7 +168,8 @@ def _root_attrs(n_tokens: int, arch: dict[str, Any], sites: list[str], dtype: st
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "description": DESCRIPTION,
         "n_tokens": int(n_tokens), "n_layers": int(arch["n_layers"]),
         "n_heads": int(arch["n_heads"]), "d_head": int(arch["d_head"]),
-        "architecture": dict(arch), "sites": sites, "dtype": dtype, "chunk_rows": chunk_rows,
+        "n_kv_heads": StoreShape.of(arch).n_kv_heads, "architecture": dict(arch),
+        "sites": sites, "dtype": dtype, "chunk_rows": chunk_rows,
         "tags": tags or {"fine": [], "coarse": []}, "rows_written": 0, "complete": 0,
         **compression_attrs(level),
     }
@@ -169,19 +177,27 @@ def _root_attrs(n_tokens: int, arch: dict[str, Any], sites: list[str], dtype: st
 
 def _create_sites(file: h5py.File, sites: list[str], n_tokens: int, arch: dict[str, Any],
                   dtype: str, chunk_rows: int, level: int) -> None:
-    """One dataset per site, [n_tokens, *row_shape], chunked one head (or layer) at a time."""
-    n_layers, n_heads, d_head = (int(arch[k]) for k in ("n_layers", "n_heads", "d_head"))
+    """One dataset per site, [n_tokens, *row_shape], chunked one head (or layer) at a time,
+    and ``/kv_head`` [n_heads]."""
+    shape = StoreShape.of(arch)
     # "fast" streams are ordinary deflate streams under the gzip filter (see codec)
     filters = dataset_filters(level) if n_tokens else {}
     for name in sites:
         site = SITES[name]
         ds = file.create_dataset(
-            site.dataset, shape=(n_tokens, *site.row_shape(n_layers, n_heads, d_head)),
-            chunks=site.chunk_shape(chunk_rows, n_heads, d_head) if n_tokens else None,
+            site.dataset, shape=(n_tokens, *shape.row_shape(name)),
+            chunks=shape.chunk_shape(name, chunk_rows) if n_tokens else None,
             dtype=site.dtype(dtype), **filters)
         ds.attrs["site"] = site.name
         ds.attrs["dims"] = site.dims
         ds.attrs["description"] = site.description
+        stage = site_stage(name, bool(arch.get("rotary")), bool(arch.get("qk_norm")))
+        if stage:
+            ds.attrs["stage"] = stage
+    kv = file.create_dataset(KV_HEAD, data=kv_heads(shape.n_heads, shape.n_kv_heads)
+                             .astype(np.int32))
+    kv.attrs["dims"] = "head"
+    kv.attrs["description"] = KV_HEAD_DESCRIPTION
 
 
 def _create_token_table(file: h5py.File, n_tokens: int) -> None:
@@ -203,7 +219,8 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
                  compression: str | int = DEFAULT_COMPRESSION) -> StoreWriter:
     """Create an empty store at ``path`` (replacing any file there) and return its writer.
 
-    arch: needs n_layers, n_heads, d_head (other entries are kept as attributes).
+    arch: needs n_layers, n_heads, d_head; n_kv_heads (default n_heads), rotary and qk_norm
+    (default false) say how keys and queries are read (other entries are kept as attributes).
     sites: names from SITES; dtype: storage dtype of float sites ('float16' or 'float32');
     compression: of the per-head datasets: "fast" (Huffman-only deflate), "none" or a gzip
     level 1-9 (:func:`parse_compression`); the token table is always gzip-compressed.
@@ -212,8 +229,7 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
     sites = check_sites(sites)
     check_dtype(dtype)
     if chunk_rows is None:
-        chunk_rows = chunk_rows_for(int(arch["n_layers"]), int(arch["n_heads"]),
-                                    int(arch["d_head"]), sites)
+        chunk_rows = chunk_rows_for(StoreShape.of(arch), sites)
     rows = max(1, min(int(chunk_rows), max(n_tokens, 1)))
     file = _open_h5(Path(path), "w")
     encode_attrs(file.attrs, {**_root_attrs(n_tokens, arch, sites, dtype, rows, tags, level),
@@ -238,24 +254,38 @@ def reopen_store(path: str | Path) -> StoreWriter:
     return StoreWriter(file)
 
 
+def _arch_of(arrays: dict[str, np.ndarray], given: dict[str, Any]) -> dict[str, Any]:
+    """The architecture numbers the arrays show, then the ``given`` ones for the rest."""
+    some = next(iter(arrays.values()))
+    heads = {SITES[s].head_axis: a.shape[2] for s, a in arrays.items()}
+    vec = next((a for s, a in arrays.items() if SITES[s].kind == "vector"), None)
+    arch = {"n_layers": some.shape[1], "d_head": vec.shape[3] if vec is not None else 1}
+    arch["n_heads"] = heads.get("head", given.get("n_heads", heads.get("kv_head")))
+    arch["n_kv_heads"] = heads.get("kv_head", given.get("n_kv_heads", arch["n_heads"]))
+    arch.update({k: v for k, v in given.items() if k not in arch})
+    return arch
+
+
 def write_store(path: str | Path, token_table: dict[str, np.ndarray],
                 arrays: dict[str, np.ndarray], attrs: dict[str, Any] | None = None,
                 tags: dict[str, list[str]] | None = None, dtype: str = "float16",
                 chunk_rows: int | None = None) -> Path:
     """Write a whole store in one call (small stores, tests).
 
-    token_table: column -> [n_tokens] (missing columns are filled: -1 for char spans, 0 else);
-    arrays: site -> [n_tokens, n_layers, n_heads(, d_head)].
+    token_table: column -> [n_tokens] (missing columns are filled: parent_id with story_id,
+    -1 for char spans, the token's one tag for tag sets, 0 else); arrays: site -> [n_tokens,
+    n_layers, heads(, d_head)] (heads: n_kv_heads for keys and
+    values, n_heads otherwise; attrs["architecture"] fills in what the arrays do not show).
     """
     n = len(next(iter(token_table.values())))
+    filled = {"parent_id": token_table.get("story_id", np.zeros(n))}
     table = {k: np.asarray(token_table[k]) if k in token_table
-             else np.full(n, -1 if k.startswith("char_") else 0) for k in TOKEN_TABLE}
-    some = next(iter(arrays.values()))
-    vec = next((a for s, a in arrays.items() if SITES[s].kind == "vector"), None)
-    arch = {"n_layers": some.shape[1], "n_heads": some.shape[2],
-            "d_head": vec.shape[3] if vec is not None else 1}
-    arch.update({k: v for k, v in (attrs or {}).get("architecture", {}).items()
-                 if k not in arch})
+             else filled.get(k, np.full(n, -1 if k.startswith("char_") else 0))
+             for k in TOKEN_TABLE}
+    for sets, tag in TAG_SETS.items():
+        if sets not in token_table:
+            table[sets] = tag_bits(table[tag])
+    arch = _arch_of(arrays, (attrs or {}).get("architecture", {}))
     writer = create_store(path, n, arch, list(arrays), dtype, attrs, tags, chunk_rows)
     writer.write_tokens(table)
     writer.write_block(0, arrays)

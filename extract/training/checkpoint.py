@@ -35,7 +35,7 @@ def checkpoint_path(out_dir: str | Path) -> Path:
 def check_outputs(out_dir: Path, resume: bool, overwrite: bool) -> Path:
     """Refuse to replace a model or an interrupted run unasked; return the checkpoint path."""
     ckpt = checkpoint_path(out_dir)
-    check_target(out_dir, overwrite)
+    check_target(out_dir, overwrite, "directory")
     if not resume:
         if ckpt.exists() and not overwrite:
             raise UsageError(f"{ckpt.parent} holds an interrupted run; pass "
@@ -59,7 +59,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, cfg: TrainConfig, fingerprint: str) -> dict[str, Any]:
     """The state saved at ``path``, once it is known to continue this run."""
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")
     saved = state["config"]
     differ = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
     if differ:

@@ -17,7 +17,9 @@ from extract.training.config import ARCHES, ATTENTION, TrainConfig
 from extract.training.data import read_corpus
 from extract.training.loop import train_model
 from extract.training.recipes import RECIPES, get_recipe, recipe_corpus
+from headprobe.cli import add_device_arguments
 from headprobe.errors import UsageError
+from headprobe.locks import claim_output
 from headprobe.rundir import resolve
 
 
@@ -70,6 +72,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", type=int,
                         help="stop after N steps, keeping the checkpoint for --resume")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    add_device_arguments(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint of an interrupted run")
     parser.add_argument("--overwrite", action="store_true")
@@ -98,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     """Entry point of ``python -m extract train``."""
-    out = resolve(args.out, args.run, "model", "out")
+    out = claim_output(resolve(args.out, args.run, "model", "out"))
     if args.threads:
         torch.set_num_threads(args.threads)
     texts, senders = read_corpus(args.corpus)
@@ -109,7 +112,8 @@ def run_train(args: argparse.Namespace) -> int:
             "sender_tokens": extra, "texts": len(texts)}
     result = train_model(texts, out, args.tokenizer, config_from_args(args), extra_tokens=extra,
                          resume=args.resume, overwrite=args.overwrite,
-                         stop_after=args.stop_after, progress=not args.quiet, info=info)
+                         stop_after=args.stop_after, progress=not args.quiet, info=info,
+                         device=args.device, model_dtype=args.model_dtype)
     if not result.finished:
         print(f"stopped; checkpoint in {checkpoint_path(out).parent} (continue with --resume)")
         return 0

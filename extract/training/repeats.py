@@ -5,12 +5,12 @@ With ``repeat_frac > 0`` a fraction of the training windows get one segment of
 starts ``0..repeat_gap`` text tokens after the first ends, and the pair sits at a random
 offset in the window. The segment's tokens are drawn independently (with replacement):
 were they distinct, every token of the first copy would be one not seen yet in the
-segment, which teaches the model not to copy and delays the induction head. Lengths, gaps and offsets are drawn per window, so the
-distance from a token back to its earlier copy changes from window to window: no head
-that attends at a fixed relative position predicts the second copy, only one that finds
-the earlier copy of the current token and reads what followed it (an induction head fed
-by a previous-token head). Every draw comes from the run's generator, so runs stay
-deterministic and resumable.
+segment, which teaches the model not to copy and delays the induction head. Lengths,
+gaps and offsets are drawn per window, so the distance from a token back to its earlier
+copy changes from window to window: no head that attends at a fixed relative position
+predicts the second copy, only one that finds the earlier copy of the current token and
+reads what followed it (an induction head fed by a previous-token head). Every draw comes
+from the run's generator, so runs stay deterministic and resumable.
 """
 
 from __future__ import annotations

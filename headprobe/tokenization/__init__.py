@@ -9,6 +9,8 @@ from typing import Any
 from headprobe.errors import UsageError
 from headprobe.hub import resolve_pretrained
 
+PROBE_TEXT = "Once upon a time, a cat sat."
+
 
 def load_tokenizer(name: str) -> Any:
     """Load a fast tokenizer (hub name or local dir); refuse ones without offsets."""
@@ -21,7 +23,18 @@ def load_tokenizer(name: str) -> Any:
         raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}") from exc
     if not getattr(tok, "is_fast", False):
         raise UsageError(f"tokenizer {name!r} has no offsets support (it is not a fast tokenizer)")
+    check_vocabulary(tok, name)
     return tok
+
+
+def check_vocabulary(tok: Any, name: str) -> None:
+    """Refuse a tokenizer that cannot tokenize: no token besides its special ones, or no
+    token for a plain sentence (a model directory without tokenizer files loads as one)."""
+    specials = set(tok.all_special_tokens)
+    if (all(token in specials for token in tok.get_vocab())
+            or not tok(PROBE_TEXT, add_special_tokens=False)["input_ids"]):
+        raise UsageError(f"tokenizer {name!r} has no vocabulary (no tokenizer.json or vocabulary "
+                         "files); give a directory or hub name that holds a tokenizer")
 
 
 def vocab_hash(tok: Any) -> str:

@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     with store_study(args, STUDY) as (out, store):
         heads = parse_heads(split_list(args.heads), store.n_layers, store.n_heads)
         name = model_name(args, store.attrs)
-        model = load_study_model(name, args.device)
+        model = load_study_model(name, args.device, args.model_dtype)
         arrays, meta, text = ablation_study(store, model, heads, args.mode, args.random_draws,
                                             args.split, args.max_stories, args.seed)
     meta["model"] = name

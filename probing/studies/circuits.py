@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from headprobe.heads import kv_heads
 from headprobe.hooks import hook_name, layer_hooks
 from probing.studies.ablation import ablation_hooks
 from probing.studies.common import capture, run_hooked
@@ -83,34 +84,56 @@ def strongest_pair(scores: np.ndarray) -> tuple[Head, Head]:
     return (int(idx[0]), int(idx[1])), (int(idx[2]), int(idx[3]))
 
 
+def kv_index(model: Any) -> np.ndarray:
+    """The key/value head each query head reads (:func:`headprobe.heads.kv_heads`): [n_heads]."""
+    cfg = model.cfg
+    return kv_heads(int(cfg.n_heads), int(getattr(cfg, "n_key_value_heads", None)
+                                          or cfg.n_heads))
+
+
 def k_composition_circuit(model: Any, prev_head: Head, ind_head: Head) -> Any:
     """``W_E W_Q (W_E W_V W_O W_K)^T`` as a FactoredMatrix [d_vocab, d_vocab].
 
     Rows are query tokens (the induction head's query side), columns key tokens seen
-    through the previous-token head's output (positional embeddings left out).
+    through the previous-token head's output (positional embeddings, and the rotary
+    embedding of rotary models, left out). Under grouped-query attention W_K and W_V are
+    those of the key/value head each query head reads.
     """
     from transformer_lens import FactoredMatrix
 
     (lp, hp), (li, hi) = prev_head, ind_head
+    kv = kv_index(model)
     with torch.no_grad():
         w_e = model.W_E.detach().float()
         query = w_e @ model.W_Q[li, hi].detach().float()                  # [d_vocab, d_head]
-        key = (w_e @ model.W_V[lp, hp].detach().float() @ model.W_O[lp, hp].detach().float()
-               @ model.W_K[li, hi].detach().float())                       # [d_vocab, d_head]
-    return FactoredMatrix(query, key.T)
+        key = (w_e @ model.W_V[lp, kv[hp]].detach().float()
+               @ model.W_O[lp, hp].detach().float()
+               @ model.W_K[li, kv[hi]].detach().float())                   # [d_vocab, d_head]
+    return FactoredMatrix(query.cpu(), key.T.cpu())
 
 
-def top1_accuracy(matrix: Any, block: int = 512) -> float:
+def top1_accuracy(matrix: Any, block: int = 512, rows: np.ndarray | None = None) -> float:
     """Fraction of rows of a square FactoredMatrix whose largest entry is on the diagonal.
 
-    Computed ``block`` rows at a time so the full [n, n] product is never formed.
+    rows: the row indices to score (default all). Computed ``block`` rows at a time so the
+    full [n, n] product is never formed.
     """
     n = matrix.shape[-2]
+    rows = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.long)
     hits = 0
-    for start in range(0, n, block):
-        rows = matrix[start:start + block].AB                               # [block, n]
-        hits += int((rows.argmax(-1) == torch.arange(start, start + rows.shape[0])).sum())
-    return hits / n
+    for start in range(0, len(rows), block):
+        chosen = rows[start:start + block]
+        product = matrix.A[chosen] @ matrix.B                                # [block, n]
+        hits += int((product.argmax(-1) == chosen).sum())
+    return hits / max(len(rows), 1)
+
+
+def circuit_rows(d_vocab: int, max_tokens: int, seed: int) -> np.ndarray | None:
+    """Query tokens the circuit accuracy is measured on: all (None) up to ``max_tokens``,
+    else a seeded sample of that many (a large vocabulary makes every row too slow)."""
+    if max_tokens <= 0 or d_vocab <= max_tokens:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(d_vocab, max_tokens, replace=False))
 
 
 def clean_cache(model: Any, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -160,10 +183,15 @@ def normalized(model: Any, resid: torch.Tensor) -> torch.Tensor:
 
 
 def head_keys(model: Any, resid: torch.Tensor, head: Head) -> torch.Tensor:
-    """Keys [batch, pos, d_head] of ``head`` computed from the residual stream entering
-    its block, resid [batch, pos, d_model]."""
-    layer, h = head
-    return normalized(model, resid) @ model.W_K[layer, h].detach() + model.b_K[layer, h].detach()
+    """Keys [batch, pos, d_head] of query head ``head`` (those of the key/value head it
+    reads) computed from the residual stream entering its block, resid [batch, pos, d_model]."""
+    layer, kv = head[0], int(kv_index(model)[head[1]])
+    keys = normalized(model, resid) @ model.W_K[layer, kv].detach()
+    try:
+        bias = model.b_K
+    except AttributeError:          # bias-free projections (Llama)
+        return keys
+    return keys if bias is None else keys + bias[layer, kv].detach()
 
 
 def key_path_drop(model: Any, tokens: torch.Tensor, metric: Metric, cache: dict[str, Any],
@@ -174,12 +202,15 @@ def key_path_drop(model: Any, tokens: torch.Tensor, metric: Metric, cache: dict[
     The writer's output z W_O is replaced by its mean output in the residual stream that
     the reader's keys are computed from, and nowhere else (the direct path writer ->
     reader keys); the keys are recomputed from that stream and patched on ``hook_k``.
-    Returns (drop, note); drop is None when the model's keys cannot be recomputed from
-    its residual stream (checked on the clean run), and the note says why.
+    Under grouped-query attention the keys are those of the reader's key/value head, so
+    the query heads sharing it see the patched keys too. Returns (drop, note); drop is None
+    when the model's keys cannot be recomputed from its residual stream (checked on the
+    clean run), and the note says why.
     """
     (lw, hw), (lr, hr) = writer, reader
+    kv = int(kv_index(model)[hr])
     resid = cache[hook_name("resid_pre", lr)]
-    clean_keys = cache[hook_name("k", lr)][:, :, hr]
+    clean_keys = cache[hook_name("k", lr)][:, :, kv]
     error = float((head_keys(model, resid, reader) - clean_keys).abs().max())
     scale = float(clean_keys.abs().max()) or 1.0
     if error > 1e-4 * scale:
@@ -190,7 +221,7 @@ def key_path_drop(model: Any, tokens: torch.Tensor, metric: Metric, cache: dict[
     patched = head_keys(model, resid + (means[lw, hw] - z) @ w_o, reader)
 
     def patch(k: torch.Tensor, hook: Any) -> torch.Tensor:
-        k[:, :, hr] = patched.to(k.dtype)
+        k[:, :, kv] = patched.to(k.dtype)
         return k
 
     base = metric(run_hooked(model, tokens))

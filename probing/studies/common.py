@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from headprobe.atomic import check_target
+from headprobe.cli import add_device_arguments
 from headprobe.errors import UsageError
 from headprobe.hooks import layer_hooks
+from headprobe.locks import claim_output
 from headprobe.rundir import model_of_store, run_path, study_path
 from headprobe.stories import Story
 from probing.study_io import Layout, write_study
@@ -39,12 +41,12 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--model`` (hub name or local HF directory) and ``--device``."""
+    """``--model`` (hub name or local HF directory), ``--device`` and ``--model-dtype``."""
     what = "model (hub name or local HF directory)"
     if not required:
         what += "; default: the model named in the store, or RUN/model"
     parser.add_argument("--model", metavar="M", default=None, required=False, help=what)
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_device_arguments(parser)
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
@@ -69,14 +71,16 @@ def add_story_arguments(parser: argparse.ArgumentParser, split: str = "all",
 
 
 def output_dir(args: argparse.Namespace, study: str) -> Path:
-    """Where ``study`` writes: ``--out`` or ``RUN/studies/<study>``; refused if it exists."""
+    """Where ``study`` writes: ``--out`` or ``RUN/studies/<study>``, owned by this command
+    (:func:`headprobe.locks.claim_output`); refused if it exists."""
     if getattr(args, "out", None):
         out = Path(args.out)
     elif getattr(args, "run", None):
         out = study_path(args.run, study)
     else:
         raise UsageError("give --out DIR or --run runs/NAME")
-    return check_target(out, getattr(args, "overwrite", False))
+    claim_output(out)
+    return check_target(out, getattr(args, "overwrite", False), "directory")
 
 
 def finish_study(out: Path, layout: Layout, arrays: dict[str, Any], meta: dict[str, Any],
@@ -126,14 +130,15 @@ def required_model(args: argparse.Namespace) -> tuple[str, Any]:
     """(name, booted model) of ``--model``, which the study cannot do without."""
     if not getattr(args, "model", None):
         raise UsageError("give --model M")
-    return str(args.model), load_study_model(args.model, args.device)
+    return str(args.model), load_study_model(args.model, args.device, args.model_dtype)
 
 
-def load_study_model(name: str, device: str = "cpu") -> Any:
-    """Boot ``name`` through TransformerLens (see :func:`extract.models.load_model`)."""
+def load_study_model(name: str, device: str | None = None, dtype: str = "float32") -> Any:
+    """Boot ``name`` through TransformerLens on ``device`` (None: cuda when available),
+    computing in ``dtype`` (see :func:`extract.models.load_model`)."""
     from extract.models import load_model
 
-    return load_model(name, device=device)
+    return load_model(name, device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------- tokens
@@ -187,9 +192,10 @@ HookFn = Callable[[torch.Tensor, Any], torch.Tensor | None]
 
 def run_hooked(model: Any, tokens: torch.Tensor,
                hooks: Sequence[tuple[str, HookFn]] = ()) -> torch.Tensor:
-    """Logits [batch, pos, d_vocab] of a no-grad forward pass with forward hooks."""
+    """Logits [batch, pos, d_vocab] of a no-grad forward pass with forward hooks (the
+    tokens go to the model's device)."""
     with torch.inference_mode():
-        return model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+        return model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=list(hooks))
 
 
 def capture(model: Any, tokens: torch.Tensor, names: Sequence[str],

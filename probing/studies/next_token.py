@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_dir(args, STUDY)
     name = model_name(args)
     tok = load_tokenizer(name)
-    model = load_study_model(name, args.device)
+    model = load_study_model(name, args.device, args.model_dtype)
     bos = None if args.no_bos else bos_id(tok)
     probs = next_token_probs(model, encode_prompts(tok, prompts, bos))
     cols = top_columns(probs, args.top_k)

@@ -91,17 +91,27 @@ def check_lengths(tokenizer: Any, clean: list[int], corrupt: list[int]) -> None:
             f"{len(corrupt)} {show_tokens(token_strings(tokenizer, corrupt))}")
 
 
+def check_prompts(clean: str, corrupt: str) -> None:
+    """Refuse an empty (or blank) prompt: patching needs a position to patch and to read."""
+    for param, text in (("clean", clean), ("corrupt", corrupt)):
+        if not text.strip():
+            raise UsageError(f"the {opt(param)} prompt is empty; give a prompt with text")
+
+
 def tokenize_pair(model: Any, clean: str, corrupt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [1, n] of both prompts (with BOS); refused when the lengths differ."""
+    """Token ids [1, n] of both prompts (with BOS); refused when empty or of unequal length."""
+    check_prompts(clean, corrupt)
     a, b = model.to_tokens(clean), model.to_tokens(corrupt)
     check_lengths(model.tokenizer, a[0].tolist(), b[0].tolist())
     return a, b
 
 
 def precheck_lengths(name: str, clean: str, corrupt: str) -> None:
-    """Refuse prompts of unequal length from the tokenizer alone, before booting the model."""
+    """Refuse empty prompts, and prompts of unequal length from the tokenizer alone, before
+    booting the model."""
     from headprobe.tokenization import load_tokenizer
 
+    check_prompts(clean, corrupt)
     try:
         tok = load_tokenizer(name)
     except UsageError:
@@ -125,6 +135,7 @@ def top_k_table(model: Any, logits: torch.Tensor, k: int = TOP_K) -> dict[str, n
     """Top-k next tokens from last-position logits [d_vocab]: rank, id, token, probability."""
     probs = torch.softmax(logits.float(), dim=-1)
     p, ids = probs.topk(min(k, probs.shape[-1]))
+    p, ids = p.cpu(), ids.cpu()
     return {"rank": np.arange(1, len(ids) + 1), "id": ids.numpy(),
             "token": np.array(token_strings(model.tokenizer, ids.tolist())), "prob": p.numpy()}
 
@@ -194,7 +205,7 @@ def reference_grid(model: Any, clean: torch.Tensor, corrupt: torch.Tensor, site:
     _, cache = model.run_with_cache(clean)
     with torch.inference_mode():
         grid = functions[site](model, corrupt, cache, lambda lg: metric(lg)[0])
-    return grid.float().numpy()
+    return grid.float().cpu().numpy()
 
 
 def normalise(grid: np.ndarray, corrupted: float, clean: float) -> np.ndarray:
@@ -257,7 +268,7 @@ def patch_study(model: Any, clean_text: str, corrupt_text: str, target: str | No
         "grid": grid, "grid_raw": raw,
         "clean_tokens": np.array(token_strings(tok, clean[0].tolist())),
         "corrupt_tokens": np.array(token_strings(tok, corrupt[0].tolist())),
-        "clean_ids": clean[0].numpy(), "corrupt_ids": corrupt[0].numpy(),
+        "clean_ids": clean[0].cpu().numpy(), "corrupt_ids": corrupt[0].cpu().numpy(),
         "layer_labels": np.array([layer_label(layer) for layer in range(model.cfg.n_layers)]),
         **{TOP["clean"][k].name: v for k, v in clean_table.items()},
         **{TOP["corrupt"][k].name: v for k, v in corrupt_table.items()},
@@ -357,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.model:
         raise UsageError("give --model M")
     precheck_lengths(args.model, args.clean, args.corrupt)
-    model = load_study_model(args.model, args.device)
+    model = load_study_model(args.model, args.device, args.model_dtype)
     if args.bench:
         site = args.site if args.site != "resid_post" else "resid_pre"
         result = bench(model, args.clean, args.corrupt, site)

@@ -8,19 +8,26 @@ a paired t-test and a paired Wilcoxon signed-rank test over the per-story means.
 With the model, the stories with quotations are run again and the attention patterns
 are read from ``blocks.L.attn.hook_pattern``: for each quoted token, the attention it
 pays to the opening quotation mark of its quotation (averaged over all such tokens),
-and for contrast the attention that tokens after the closing mark still pay to it.
+and for contrast the attention that tokens after the closing mark still pay to it. Once
+the closing mark appears, a quotation head may move its attention there (seed 004: "until
+the end, when it shifts to the end-quotation mark"): ``attn_to_close`` is the attention
+from the closing mark and the tokens after it to the closing mark, and ``shift_to_open``
+/ ``shift_to_close`` follow both along the tokens around the closing mark.
 
 The opening mark of a quotation (a maximal run of quoted tokens; quote marks themselves
 are not quoted) is the nearest token at or before the run's start, at most two tokens
-back, whose text holds a quotation mark.
+back, whose text holds a quotation mark; its closing mark the nearest token from the
+run's last token on, at most two tokens ahead, whose text holds one. A closing mark fused
+with the punctuation before it (``."``, ``!"``) belongs to the last quoted token.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 from scipy import stats as scipy_stats
 
 from headprobe.errors import UsageError, opt
@@ -73,6 +80,19 @@ ATTN_TO_OPEN = Array("attn_to_open", LAYER_HEAD, "float",
 ATTN_AFTER_TO_OPEN = Array("attn_after_to_open", LAYER_HEAD, "float",
                            "mean attention from tokens after a quotation (up to the next one) "
                            "to its opening mark", WITH_MODEL)
+ATTN_TO_CLOSE = Array("attn_to_close", LAYER_HEAD, "float",
+                      "mean attention from the closing mark of a quotation and the tokens "
+                      "after it (up to the next quotation) to that closing mark", WITH_MODEL)
+SHIFT_OFFSET = Array("shift_offset", ("offset",), "int",
+                     "position relative to the closing mark of a quotation (0: the token "
+                     "holding it)", WITH_MODEL)
+SHIFT_TO_OPEN = Array("shift_to_open", ("offset", *LAYER_HEAD), "float",
+                      "mean attention to the opening mark from the token at each offset from "
+                      "the closing mark (tokens after the opening mark, before the next "
+                      "quotation)", WITH_MODEL)
+SHIFT_TO_CLOSE = Array("shift_to_close", ("offset", *LAYER_HEAD), "float",
+                       "mean attention to the closing mark from the token at each offset "
+                       "from it (NaN before it: no token attends ahead)", WITH_MODEL)
 TOP_HEADS = Array("top_heads", ("rank", "layer/head"), "int",
                   "(layer, head) of the best heads by the chosen ranking, best first")
 EXAMPLE_IDS = Array("example_ids", ("position",), "int", "token ids of the example story")
@@ -81,6 +101,9 @@ EXAMPLE_TOKENS = Array("example_tokens", ("position",), "str",
                        "with the model or its tokenizer")
 EXAMPLE_QUOTED = Array("example_quoted", ("position",), "bool",
                        "whether each token of the example story is inside a quotation")
+EXAMPLE_CLOSING = Array("example_closing", ("position",), "bool",
+                        "whether each token of the example story holds the closing mark of a "
+                        "quotation", "with the model or its tokenizer")
 EXAMPLE_ACTIVITY = Array("example_activity", ("position",), "float",
                          "activity of the best head on each token of the example story")
 EXAMPLE_PATTERN = Array("example_pattern", PATTERN, "float",
@@ -90,24 +113,37 @@ EXAMPLE_ATTN_TARGET = Array("example_attn_target", ("position",), "int",
                             "under the best head", WITH_MODEL)
 LAYOUT = Layout(STUDY, (
     RATIO, MEAN_IN, MEAN_OUT, T_STAT, T_PVALUE, WILCOXON_STAT, WILCOXON_PVALUE, EFFECT_SIZE,
-    STORY_IDS, STORY_MEAN_IN, STORY_MEAN_OUT, ATTN_TO_OPEN, ATTN_AFTER_TO_OPEN, TOP_HEADS,
-    EXAMPLE_IDS, EXAMPLE_TOKENS, EXAMPLE_QUOTED, EXAMPLE_ACTIVITY, EXAMPLE_PATTERN,
-    EXAMPLE_ATTN_TARGET))
+    STORY_IDS, STORY_MEAN_IN, STORY_MEAN_OUT, ATTN_TO_OPEN, ATTN_AFTER_TO_OPEN, ATTN_TO_CLOSE,
+    SHIFT_OFFSET, SHIFT_TO_OPEN, SHIFT_TO_CLOSE, TOP_HEADS, EXAMPLE_IDS, EXAMPLE_TOKENS,
+    EXAMPLE_QUOTED, EXAMPLE_CLOSING, EXAMPLE_ACTIVITY, EXAMPLE_PATTERN, EXAMPLE_ATTN_TARGET))
 # grids whose value at the best head goes into meta["best"]
 BEST_KEYS = ("ratio", "mean_in", "mean_out", "t_stat", "t_pvalue", "wilcoxon_pvalue",
-             "effect_size", "attn_to_open", "attn_after_to_open")
+             "effect_size", "attn_to_open", "attn_after_to_open", "attn_to_close")
+SHIFT_WINDOW = 4  # tokens before and after the closing mark in shift_to_open/close
 
 
-def quote_spans(quoted: np.ndarray, strings: list[str]) -> list[tuple[int, int, int]]:
-    """Quotations of one story as (opening mark position or -1, first, end) of each
-    maximal run of quoted tokens; quoted [n_tok] bool, strings [n_tok] token texts."""
+class Quotation(NamedTuple):
+    """One quotation of a story: token positions of its opening mark (-1: none found), of
+    its first quoted token, one past its last quoted token, and of its closing mark (-1)."""
+
+    open: int
+    start: int
+    end: int
+    close: int
+
+
+def quote_spans(quoted: np.ndarray, strings: list[str]) -> list[Quotation]:
+    """Quotations of one story, one per maximal run of quoted tokens (see the module
+    docstring); quoted [n_tok] bool, strings [n_tok] token texts."""
     q = np.asarray(quoted, dtype=bool)
     edges = np.flatnonzero(np.diff(np.r_[0, q.astype(np.int8), 0]))
     spans = []
     for start, end in zip(edges[::2], edges[1::2], strict=True):
         mark = next((p for p in (start, start - 1, start - 2)
                      if p >= 0 and is_quote_mark(strings[p])), -1)
-        spans.append((mark, int(start), int(end)))
+        close = next((p for p in (end - 1, end, end + 1)
+                      if mark < p < len(strings) and is_quote_mark(strings[p])), -1)
+        spans.append(Quotation(mark, int(start), int(end), close))
     return spans
 
 
@@ -163,35 +199,82 @@ def paired_tests(inside: np.ndarray, outside: np.ndarray) -> dict[str, np.ndarra
     return out
 
 
-def quote_attention(model: Any, stories: list[Story], quoted: list[np.ndarray],
-                    strings: list[list[str]]) -> dict[str, Any]:
-    """Mean attention to the opening mark from quoted tokens and from tokens after the quote.
+class _Attention:
+    """Sums of attention to the marks of quotations over the stories of a study."""
 
-    Returns {"attn_to_open": [L, H], "attn_after_to_open": [L, H], "n_queries": int,
-    "n_after": int, "uniform": mean 1 / (position + 1) over the quoted queries}.
+    def __init__(self, n_layers: int, n_heads: int, window: int):
+        grid = (n_layers, n_heads)
+        self.window = window
+        self.sums = {k: np.zeros(grid) for k in ("attn_to_open", "attn_after_to_open",
+                                                  "attn_to_close")}
+        self.counts = dict.fromkeys(self.sums, 0)
+        self.shift = {k: np.zeros((2 * window + 1, *grid)) for k in ("open", "close")}
+        self.shift_n = np.zeros(2 * window + 1, dtype=np.int64)
+        self.uniform = 0.0
+        self.n_closing = 0
+
+    def add(self, name: str, pattern: torch.Tensor, queries: np.ndarray, mark: int) -> None:
+        """Add the attention of ``queries`` [q] to position ``mark``; pattern [L, H, n, n]."""
+        if len(queries):
+            self.sums[name] += pattern[:, :, queries, mark].sum(-1).numpy()
+            self.counts[name] += len(queries)
+
+    def add_quotation(self, pattern: torch.Tensor, quote: Quotation, stop: int,
+                      quoted: np.ndarray) -> None:
+        """One quotation; ``stop``: where the next quotation (or the story) begins."""
+        inside = np.arange(max(quote.start, quote.open + 1), quote.end)
+        self.add("attn_to_open", pattern, inside, quote.open)
+        self.uniform += float(np.sum(1.0 / (inside + 1)))
+        later = np.arange(quote.end, stop)
+        self.add("attn_after_to_open", pattern, later[~quoted[later]], quote.open)
+        if quote.close < 0:
+            return
+        self.n_closing += 1
+        self.add("attn_to_close", pattern, np.arange(quote.close, stop), quote.close)
+        offsets = np.arange(-self.window, self.window + 1)
+        keep = (quote.close + offsets > quote.open) & (quote.close + offsets < stop)
+        rows, queries = np.flatnonzero(keep), quote.close + offsets[keep]
+        self.shift_n[rows] += 1
+        self.shift["open"][rows] += pattern[:, :, queries, quote.open].permute(2, 0, 1).numpy()
+        after = rows[offsets[rows] >= 0]
+        self.shift["close"][after] += pattern[:, :, quote.close + offsets[after],
+                                              quote.close].permute(2, 0, 1).numpy()
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v / max(self.counts[k], 1) for k, v in self.sums.items()}
+        n = np.maximum(self.shift_n, 1)[:, None, None]
+        offsets = np.arange(-self.window, self.window + 1)
+        close = self.shift["close"] / n
+        close[offsets < 0] = np.nan
+        out.update({"shift_offset": offsets, "shift_to_open": self.shift["open"] / n,
+                    "shift_to_close": close, "n_queries": self.counts["attn_to_open"],
+                    "n_after": self.counts["attn_after_to_open"],
+                    "n_close_queries": self.counts["attn_to_close"],
+                    "n_closing": self.n_closing,
+                    "uniform": self.uniform / max(self.counts["attn_to_open"], 1)})
+        return out
+
+
+def quote_attention(model: Any, stories: list[Story], quoted: list[np.ndarray],
+                    strings: list[list[str]], window: int = SHIFT_WINDOW) -> dict[str, Any]:
+    """Mean attention to the opening mark from quoted tokens and from tokens after the quote,
+    and to the closing mark once it appears.
+
+    Returns the grids [L, H] "attn_to_open", "attn_after_to_open", "attn_to_close"; around
+    the closing mark "shift_offset" [2 window + 1], "shift_to_open" and "shift_to_close"
+    [2 window + 1, L, H]; the counts "n_queries", "n_after", "n_close_queries",
+    "n_closing" (quotations with a closing mark) and "uniform" (mean 1 / (position + 1)
+    over the quoted queries).
     """
-    n_l, n_h = model.cfg.n_layers, model.cfg.n_heads
-    inside, after = np.zeros((n_l, n_h)), np.zeros((n_l, n_h))
-    n_in = n_after = 0
-    uniform = 0.0
+    acc = _Attention(model.cfg.n_layers, model.cfg.n_heads, window)
     by_id = {s.story_id: i for i, s in enumerate(stories)}
     for story, pattern in story_patterns(model, stories):
         i = by_id[story.story_id]
-        spans = [s for s in quote_spans(quoted[i], strings[i]) if s[0] >= 0]
-        for k, (mark, start, end) in enumerate(spans):
-            queries = np.arange(max(start, mark + 1), end)
-            if len(queries):
-                inside += pattern[:, :, queries, mark].sum(-1).numpy()
-                n_in += len(queries)
-                uniform += float(np.sum(1.0 / (queries + 1)))
-            stop = spans[k + 1][0] if k + 1 < len(spans) else len(story.input_ids)
-            later = np.arange(end, stop)
-            later = later[~quoted[i][later]] if len(later) else later
-            if len(later):
-                after += pattern[:, :, later, mark].sum(-1).numpy()
-                n_after += len(later)
-    return {"attn_to_open": inside / max(n_in, 1), "attn_after_to_open": after / max(n_after, 1),
-            "n_queries": n_in, "n_after": n_after, "uniform": uniform / max(n_in, 1)}
+        spans = [s for s in quote_spans(quoted[i], strings[i]) if s.open >= 0]
+        for k, quote in enumerate(spans):
+            stop = spans[k + 1].open if k + 1 < len(spans) else len(story.input_ids)
+            acc.add_quotation(pattern, quote, stop, quoted[i])
+    return acc.result()
 
 
 def pick_example(stories: list[Story], quoted: list[np.ndarray], max_len: int = 120) -> int:
@@ -239,6 +322,9 @@ def example_arrays(store: Any, model: Any, story: Story, quoted: np.ndarray,
         "example_quoted": quoted, "example_ids": story.input_ids}
     if strings is not None:
         arrays["example_tokens"] = np.array(strings)
+        arrays["example_closing"] = np.zeros(len(strings), dtype=bool)
+        closes = [q.close for q in quote_spans(quoted, strings) if q.close >= 0]
+        arrays["example_closing"][closes] = True
     if model is not None:
         _, pattern = next(story_patterns(model, [story]))
         arrays["example_pattern"] = pattern[head[0], head[1]].numpy()
@@ -272,8 +358,8 @@ def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str
     if model is not None:
         chosen = kept[:max_stories]
         attn = quote_attention(model, chosen, quoted[:len(chosen)], strings[:len(chosen)])
-        arrays["attn_to_open"] = attn["attn_to_open"]
-        arrays["attn_after_to_open"] = attn["attn_after_to_open"]
+        arrays.update({a.name: attn[a.name] for a in LAYOUT if a.when == WITH_MODEL
+                       and a.name in attn})
     key = {"ratio": "ratio", "t": "t_stat", "attention": "attn_to_open"}[rank_by]
     ranked = top_heads(arrays[key], top_k)
     best = ranked[0]
@@ -285,7 +371,9 @@ def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str
         "study": STUDY, "store": str(store.path), "split": split, "rank_by": rank_by,
         "n_stories": len(kept), "n_stories_attention": len(kept[:max_stories]) if attn else 0,
         "n_quoted_queries": attn.get("n_queries", 0), "n_after_queries": attn.get("n_after", 0),
+        "n_closing": attn.get("n_closing", 0), "n_close_queries": attn.get("n_close_queries", 0),
         "uniform_attention": attn.get("uniform"), "best_head": list(best),
+        "close_head": list(top_heads(attn["attn_to_close"], 1)[0]) if attn else None,
         "example_story_id": kept[ex].story_id,
         "best": {k: float(arrays[k][best]) for k in BEST_KEYS if k in arrays},
     }
@@ -295,13 +383,14 @@ def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str
 def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int, int]]) -> str:
     has_attn = "attn_to_open" in arrays
     header = ["head", "in/out", "mean in", "mean out", "t", "p (Wilcoxon)"]
-    header += ["attn->open", "after->open"] if has_attn else []
+    header += ["attn->open", "after->open", "close->close"] if has_attn else []
     rows = []
     for h in ranked:
         row = [head_label(*h), arrays["ratio"][h], arrays["mean_in"][h], arrays["mean_out"][h],
                arrays["t_stat"][h], arrays["wilcoxon_pvalue"][h]]
         if has_attn:
-            row += [arrays["attn_to_open"][h], arrays["attn_after_to_open"][h]]
+            row += [arrays["attn_to_open"][h], arrays["attn_after_to_open"][h],
+                    arrays["attn_to_close"][h]]
         rows.append(row)
     lines = [f"Quotation heads from {meta['store']} ({meta['n_stories']} stories with quotations, "
              f"split {meta['split']}); ranked by {meta['rank_by']}.", format_table(header, rows)]
@@ -309,9 +398,11 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
         lines += [f"attention measured on {meta['n_quoted_queries']} quoted tokens of "
                   f"{meta['n_stories_attention']} stories (uniform attention would give "
                   f"{meta['uniform_attention']:.3f})"]
-        best_attn = top_heads(arrays["attn_to_open"], 3)
-        lines += ["heads attending most to the opening mark: " + ", ".join(
-            f"{head_label(*h)} {arrays['attn_to_open'][h]:.3f}" for h in best_attn)]
+        for name, what in (("attn_to_open", "the opening mark"),
+                           ("attn_to_close", "the closing mark once it appears")):
+            lines += [f"heads attending most to {what}: " + ", ".join(
+                f"{head_label(*h)} {arrays[name][h]:.3f}" for h in top_heads(arrays[name], 3))]
+        lines += ["", shift_report(meta, arrays)]
     best = tuple(meta["best_head"])
     lines += ["", f"Example story {meta['example_story_id']} under {head_label(*best)}:"]
     tokens = arrays.get("example_tokens", arrays["example_ids"].astype(str))
@@ -328,6 +419,21 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
     return "\n".join(lines)
 
 
+def shift_report(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
+    """Attention of the best head and of the head attending most to the closing mark,
+    to both marks, along the tokens around the closing mark."""
+    heads = list(dict.fromkeys([tuple(meta["best_head"]), tuple(meta["close_head"])]))
+    header = ["offset"] + [f"{head_label(*h)} {to}" for h in heads for to in ("->open",
+                                                                             "->close")]
+    rows = []
+    for i, offset in enumerate(arrays["shift_offset"]):
+        rows.append([f"{int(offset):+d}"] + [
+            float(arrays[name][(i, *h)]) for h in heads
+            for name in ("shift_to_open", "shift_to_close")])
+    return (f"Around the closing mark of {meta['n_closing']} quotations (offset 0: the token "
+            "holding it; nan: before it):\n" + format_table(header, rows))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_story_arguments(parser)
     parser.add_argument("--no-model", action="store_true",
@@ -342,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
         name = model_name(args, store.attrs, required=False)
         model = tokenizer = None
         if name and not args.no_model:
-            model = load_study_model(name, args.device)
+            model = load_study_model(name, args.device, args.model_dtype)
         elif name:
             from headprobe.tokenization import load_tokenizer
             tokenizer = load_tokenizer(name)

@@ -18,7 +18,8 @@ copy has exactly one earlier occurrence.
   below it, each head's mean-ablation drop of second-half accuracy, path patching of the
   previous-token head into the induction head's keys only, Q/K/V-composition scores of
   all pairs of heads with a random-weights baseline, and the K-composition circuit's
-  top-1 accuracy (:mod:`probing.studies.circuits`);
+  top-1 accuracy (on a seeded sample of ``--circuit-tokens`` query tokens when the
+  vocabulary is larger; :mod:`probing.studies.circuits`);
 * MLP patching grid [layer, i]: the second-half loss change when the MLP output at the
   second copy of token i is replaced by its output at the first copy.
 """
@@ -57,6 +58,7 @@ HELP = "induction and previous-token heads on repeated random tokens, and their 
 STUDY = "repeated"
 MIN_SCORE = 0.5        # both heads' scores for the study to name a circuit
 COMPOSITION = ("writer layer", "writer head", "reader layer", "reader head")
+CIRCUIT_TOKENS = 8192   # query tokens scored for the K-composition circuit (vocab 4096: all)
 
 TOKENS = Array("tokens", ("sequence", "position"), "int",
                "the input: BOS, random prefix, a random segment, the segment again, random "
@@ -394,8 +396,10 @@ def circuit_checks(model: Any, rep: Repeats, prev_head: tuple[int, int],
 
 
 def circuit_study(model: Any, rep: Repeats, scores: dict[str, np.ndarray], seed: int,
-                  min_score: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays (ablation drops, composition) and meta["circuit"] of the induction pair."""
+                  min_score: float, circuit_tokens: int = CIRCUIT_TOKENS
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays (ablation drops, composition) and meta["circuit"] of the induction pair; the
+    K-composition circuit's accuracy on at most ``circuit_tokens`` query tokens (0: all)."""
     induction, prev = scores["induction_score"], scores["prev_token_score"]
     arrays = composition_arrays(model, seed)
     if model.cfg.n_layers < 2:
@@ -404,14 +408,18 @@ def circuit_study(model: Any, rep: Repeats, scores: dict[str, np.ndarray], seed:
     prev_head, ind_head = best_pair(induction, prev)
     drops, causal = circuit_checks(model, rep, prev_head, ind_head, seed)
     arrays["ablation_drop"] = drops
-    top1 = circuits.top1_accuracy(circuits.k_composition_circuit(model, prev_head, ind_head))
+    d_vocab = int(model.cfg.d_vocab)
+    rows = circuits.circuit_rows(d_vocab, circuit_tokens, seed)
+    top1 = circuits.top1_accuracy(circuits.k_composition_circuit(model, prev_head, ind_head),
+                                  rows=rows)
     return arrays, {
         "found": bool(prev[prev_head] >= min_score and induction[ind_head] >= min_score),
         "min_score": min_score, "prev_token_head": list(prev_head),
         "induction_head": list(ind_head), "prev_token_score": float(prev[prev_head]),
         "induction_score": float(induction[ind_head]), **causal,
         "k_composition": composition_check(arrays, prev_head, ind_head),
-        "k_circuit_top1": top1, "chance": 1.0 / model.cfg.d_vocab}
+        "k_circuit_top1": top1, "chance": 1.0 / d_vocab,
+        "query_tokens": d_vocab if rows is None else len(rows)}
 
 
 def check_sizes(model: Any, seq_len: int, batch: int, min_len: int | None,
@@ -527,7 +535,8 @@ def circuit_details(meta: dict[str, Any]) -> list[str]:
         f"{head_label(*k['best_writer_into_induction_keys'])}",
         f"Path patching {pair}, keys only (mean of the writer's output): {path}",
         f"K-composition circuit {pair}: top-1 accuracy over the vocabulary "
-        f"{c['k_circuit_top1']:.4f} (chance {c['chance']:.2g})"]
+        f"{c['k_circuit_top1']:.4f} (chance {c['chance']:.2g}; {c['query_tokens']} query "
+        f"tokens)"]
 
 
 def report(meta: dict[str, Any], induction: np.ndarray, prev: np.ndarray) -> str:
@@ -565,6 +574,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score both heads need for a circuit to be named (default 0.5)")
     parser.add_argument("--no-mlp-grid", action="store_true",
                         help="skip the MLP patching grid (the slowest part)")
+    parser.add_argument("--circuit-tokens", type=int, default=CIRCUIT_TOKENS,
+                        help="query tokens (a seeded sample) on which the K-composition "
+                             f"circuit's accuracy is measured; 0 = the whole vocabulary "
+                             f"(default {CIRCUIT_TOKENS})")
     add_output_arguments(parser)
 
 
@@ -574,6 +587,7 @@ def run(args: argparse.Namespace) -> int:
     arrays, meta, text = repeated_study(model, args.seq_len, args.batch, args.seed,
                                         mlp_grid=not args.no_mlp_grid,
                                         min_len=min(args.min_len, args.seq_len),
-                                        max_prefix=args.max_prefix, min_score=args.min_score)
+                                        max_prefix=args.max_prefix, min_score=args.min_score,
+                                        circuit_tokens=args.circuit_tokens)
     meta["model"] = name
     return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)

@@ -104,7 +104,7 @@ def site_arrays(acts: dict[str, Any], site: str, n_layers: int, bins: int
                 ) -> dict[str, np.ndarray]:
     """The values of hook point ``site`` [n_layers, pos, d_model] with their summaries and
     histograms (see LAYOUT)."""
-    values = np.stack([acts[hook_name(site, layer)][0].float().numpy()
+    values = np.stack([acts[hook_name(site, layer)][0].float().cpu().numpy()
                        for layer in range(n_layers)])
     counts, edges = histograms(values, bins)
     return {VALUES[site].name: values,
@@ -150,7 +150,7 @@ def stats_study(model: Any, prompt: str = DEFAULT_PROMPT, threshold: float = 0.0
     for site in SITES:
         arrays.update(site_arrays(acts, site, n_layers, bins))
     if has_mlp:
-        post = np.stack([acts[name][0].float().numpy() for name in mlp])   # [L, pos, d_mlp]
+        post = np.stack([acts[name][0].float().cpu().numpy() for name in mlp])   # [L, pos, d_mlp]
         arrays.update(mlp_arrays(post, threshold, top_k))
     meta = {
         "study": STUDY, "prompt": prompt, "threshold": threshold, "top_k": top_k,

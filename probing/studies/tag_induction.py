@@ -255,7 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     with store_study(args, STUDY) as (out, store):
         name = model_name(args, store.attrs)
-        model = load_study_model(name, args.device)
+        model = load_study_model(name, args.device, args.model_dtype)
         arrays, meta, text = tag_induction_study(store, model, args.before, args.split,
                                                  args.max_stories, args.top)
     meta["model"] = name

@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.source} gives no prompt with a non-zero {args.field} tens digit")
     name = model_name(args)
     tok = load_tokenizer(name)
-    model = load_study_model(name, args.device)
+    model = load_study_model(name, args.device, args.model_dtype)
     bos = bos_id(tok)
     encoded = encode_prompts(tok, prompts, bos)
     cropped = sum(len(p) > int(model.cfg.n_ctx) for p in encoded)

@@ -1,0 +1,197 @@
+"""A store built from shards: the output's shard directory, one shard at a time, the merge.
+
+Shard i of n holds the i-th of n contiguous runs of stories with about equal token counts
+(:func:`extract.plan.select_stories`). The shards of output ``OUT`` live in its shard
+directory, ``OUT.shards/shard-00003-of-00016.h5``; each is written under a temporary name
+(``....h5.partial``) and renamed when complete, like any store. Running a shard is
+idempotent, so a job array or a cluster can run it again after a failure: a complete shard
+extracted with the same settings, model weights and dataset content is kept, an unfinished
+one is continued (``resume``), a missing one is extracted. When all n are complete,
+:func:`merge_shard_dir` joins them into ``OUT`` through HDF5 virtual datasets
+(:mod:`extract.merge`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets_build.dataset import load_tagged_dataset
+from extract.merge import merge_stores
+from extract.models import model_fingerprint
+from extract.options import ExtractOptions, partial_path
+from extract.plan import group_tokens_for, select_stories
+from extract.store.integrity import TOKENS_HASH, token_table_hash
+from extract.store.reader import open_store
+from headprobe.errors import UsageError, opt
+
+SHARD_DIR_SUFFIX = ".shards"
+SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)\.h5")
+# Settings a kept shard must have been extracted with, besides the weights and the dataset.
+KEPT_SETTINGS = ("split", "sites", "dtype", "model_dtype", "batch_tokens", "reinit_seed")
+
+
+def shard_dir(out: str | Path) -> Path:
+    """The shard directory of output ``out``: ``OUT.shards`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + SHARD_DIR_SUFFIX)
+
+
+def shard_file(out: str | Path, index: int, n: int) -> Path:
+    """Where shard ``index`` of ``n`` of output ``out`` is written."""
+    return shard_dir(out) / f"shard-{index:05d}-of-{n:05d}.h5"
+
+
+def shard_state(out: str | Path, index: int, n: int) -> str:
+    """'complete', 'partial' (an unfinished file to continue) or 'missing'."""
+    path = shard_file(out, index, n)
+    if path.is_file():
+        return "complete"
+    return "partial" if partial_path(path).is_file() else "missing"
+
+
+@dataclass
+class ShardRun:
+    """What running one shard did: its rows, the seconds it took, whether it was kept."""
+
+    index: int
+    n: int
+    n_tokens: int
+    seconds: float
+    kept: bool
+
+
+def shard_token_hashes(dataset_dir: str | Path, split: str, n: int, indices: Sequence[int],
+                       group_tokens: int) -> dict[int, str]:
+    """The token-table fingerprint each of shards ``indices`` of ``n`` has when extracted
+    from ``dataset_dir`` in groups of ``group_tokens`` (the store's ``token_table_sha256``)."""
+    dataset = load_tagged_dataset(dataset_dir)
+    table = dataset.token_table()
+    hashes = {}
+    for index in indices:
+        _, rows = select_stories(dataset, split, (index, n), table["input_id"], group_tokens)
+        hashes[index] = token_table_hash({k: v[rows] for k, v in table.items()})
+    return hashes
+
+
+def weights_hash(model: Any) -> str | None:
+    """sha256 of a model directory's weight files (None for a loaded model or a hub name
+    whose files are not on this machine)."""
+    if not isinstance(model, (str, Path)):
+        return None
+    return model_fingerprint(str(model)).get("model_weights_sha256")
+
+
+def kept_shard_problem(path: Path, options: ExtractOptions, tokens_hash: str,
+                       weights: str | None) -> str:
+    """Why the complete shard ``path`` is not what ``options`` would extract ('' if it is).
+
+    tokens_hash: the shard's expected token-table fingerprint (:func:`shard_token_hashes`);
+    weights: the model's weight fingerprint (:func:`weights_hash`), None to skip it.
+    """
+    with open_store(path) as store:
+        attrs = {"model_dtype": "float32", **store.attrs}
+    index, n = options.shard
+    want = {"split": options.split, "sites": list(options.sites), "dtype": options.dtype,
+            "model_dtype": options.model_dtype, "batch_tokens": int(options.batch_tokens),
+            "reinit_seed": -1 if options.reinit_seed is None else int(options.reinit_seed)}
+    differ = [key for key in KEPT_SETTINGS if attrs.get(key) != want[key]]
+    if attrs.get("shard") != f"{index}/{n}":
+        differ.append("shard")
+    if weights is not None and attrs.get("model_weights_sha256") != weights:
+        differ.append("model weights")
+    if attrs.get(TOKENS_HASH) != tokens_hash:
+        differ.append("dataset content")
+    return f"with different {', '.join(differ)}" if differ else ""
+
+
+def shard_options(dataset_dir: str | Path, model: Any, out: str | Path, index: int, n: int,
+                  state: str, overwrite: bool = False, **settings: Any) -> ExtractOptions:
+    """The options that extract shard ``index`` of ``n`` of ``out`` from its ``state``
+    (:func:`shard_state`): continued when partial, from the start when missing or when
+    ``overwrite``; a complete shard's options are for checking it (nothing is written)."""
+    resume = state == "partial" and not overwrite
+    return ExtractOptions(dataset_dir, model, shard_file(out, index, n), shard=(index, n),
+                          resume=resume, overwrite=overwrite or state == "complete",
+                          **settings)
+
+
+def extract_shard(dataset_dir: str | Path, model: Any, out: str | Path, index: int, n: int,
+                  overwrite: bool = False, **settings: Any) -> ShardRun:
+    """Make sure shard ``index`` of ``n`` of output ``out`` is complete (see the module
+    docstring); UsageError naming the shard file when a complete one was extracted with
+    other settings (``overwrite`` extracts it again).
+
+    settings: those of :func:`extract.extractor.extract_store` (split, sites, dtype, ...).
+    """
+    from extract.extractor import extract_store
+
+    if not 0 <= index < n:
+        raise UsageError(f"{opt('shard')} {index}/{n}: need 0 <= i < n")
+    state = "missing" if overwrite else shard_state(out, index, n)
+    options = shard_options(dataset_dir, model, out, index, n, state, overwrite, **settings)
+    if state == "complete":
+        hashes = shard_token_hashes(dataset_dir, options.split, n, [index],
+                                    group_tokens_for(options))
+        problem = kept_shard_problem(options.out, options, hashes[index], weights_hash(model))
+        if problem:
+            raise UsageError(f"{options.out} was extracted {problem}; pass "
+                             f"{opt('overwrite', True)} to extract it again")
+        return ShardRun(index, n, _rows(options.out), 0.0, kept=True)
+    start = time.perf_counter()
+    extract_store(dataset_dir, model, options.out, shard=(index, n), resume=options.resume,
+                  overwrite=overwrite, **settings)
+    return ShardRun(index, n, _rows(options.out), time.perf_counter() - start, kept=False)
+
+
+def _rows(path: Path) -> int:
+    with open_store(path) as store:
+        return store.n_tokens
+
+
+def shards_in_dir(out: str | Path) -> dict[int, list[int]]:
+    """n -> sorted indices of the complete shard files in ``out``'s shard directory."""
+    found: dict[int, list[int]] = {}
+    directory = shard_dir(out)
+    for path in sorted(directory.glob("shard-*-of-*.h5")) if directory.is_dir() else []:
+        match = SHARD_NAME.fullmatch(path.name)
+        if match:
+            found.setdefault(int(match.group(2)), []).append(int(match.group(1)))
+    return found
+
+
+def merge_shard_dir(out: str | Path, n: int | None = None, overwrite: bool = False) -> Path:
+    """Merge the n complete shards of ``out``'s shard directory into ``out``.
+
+    n: how many shards (None: the one splitting the directory holds). UsageError naming the
+    shards that are missing or unfinished.
+    """
+    out = Path(out)
+    found = shards_in_dir(out)
+    if n is None:
+        counts = sorted({*found, *_partial_counts(out)})
+        if len(counts) != 1:
+            where = shard_dir(out)
+            raise UsageError(f"{where} holds no shards" if not counts else
+                             f"{where} holds shards of {len(counts)} splittings "
+                             f"({', '.join(map(str, counts))} shards); merge the shard files "
+                             "of one of them")
+        n = counts[0]
+    missing = sorted(set(range(n)) - set(found.get(n, [])))
+    if missing:
+        names = ", ".join(f"{i}/{n} ({shard_state(out, i, n)})" for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise UsageError(f"cannot merge {out}: shards {names}{more} are not complete; run them "
+                         "first")
+    return merge_stores(out, [shard_file(out, i, n) for i in range(n)], overwrite=overwrite)
+
+
+def _partial_counts(out: Path) -> set[int]:
+    directory = shard_dir(out)
+    names = directory.glob("shard-*-of-*.h5.partial") if directory.is_dir() else []
+    return {int(m.group(2)) for p in names
+            if (m := SHARD_NAME.fullmatch(p.name.removesuffix(".partial")))}
