@@ -203,12 +203,12 @@ def head_scores(model: Any, rep: Repeats) -> tuple[torch.Tensor, dict[str, np.nd
     prev = torch.zeros(cfg.n_layers, cfg.n_heads)
 
     def score(pattern: torch.Tensor, hook: Any, layer: int) -> None:
-        induction[layer] = pattern[rows, :, dest, src].float().mean(0)     # [n, n_heads]
-        prev[layer] = diagonal_score(pattern, -1, 1).float()
+        induction[layer] = pattern[rows, :, dest, src].float().mean(0).cpu()   # [n_heads]
+        prev[layer] = diagonal_score(pattern, -1, 1).float().cpu()
 
     hooks = [(name, partial(score, layer=layer))
              for layer, name in enumerate(layer_hooks("pattern", cfg.n_layers))]
-    logits = run_hooked(model, rep.tokens, hooks)
+    logits = run_hooked(model, rep.tokens, hooks).cpu()
     return logits, {"induction_score": induction.numpy(), "prev_token_score": prev.numpy()}
 
 
@@ -236,14 +236,14 @@ def half_metrics(logits: torch.Tensor, rep: Repeats, seq_len: int) -> dict[str, 
 
 def second_half_accuracy(logits: torch.Tensor, rep: Repeats) -> float:
     """Top-1 accuracy on the second copy's tokens after its first."""
-    hit = logits[:, :-1].argmax(-1) == rep.tokens[:, 1:]
+    hit = logits[:, :-1].argmax(-1).cpu() == rep.tokens[:, 1:]
     return hit[rep.targets(1)[:, 1:]].float().mean().item()
 
 
 def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean loss of each row over ``mask``: logits [rows, pos, d_vocab] predict targets
     [rows, pos]; mask [rows, pos] bool. Returns [rows]."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    logprobs = torch.log_softmax(logits.float().cpu(), dim=-1)
     loss = -logprobs.gather(-1, targets[..., None])[..., 0]
     return (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
@@ -440,17 +440,19 @@ def example_arrays(model: Any, rep: Repeats, heads: dict[str, tuple[int, int]]
     _, acts = capture(model, rep.tokens[:1], names)
     out = {"example_tokens": np.array(token_strings(model.tokenizer, rep.tokens[0].tolist()))}
     for array, (layer, head) in heads.items():
-        out[array] = acts[hook_name("pattern", layer)][0, head].float().numpy()
+        out[array] = acts[hook_name("pattern", layer)][0, head].float().cpu().numpy()
     return out
 
 
 def repeated_study(model: Any, seq_len: int = 25, batch: int = 30, seed: int = 0,
                    mlp_grid: bool = True, min_len: int | None = 8, max_prefix: int = 10,
-                   min_score: float = MIN_SCORE) -> tuple[dict[str, Any], dict[str, Any], str]:
+                   min_score: float = MIN_SCORE, circuit_tokens: int = CIRCUIT_TOKENS
+                   ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Run the whole study; returns (arrays, meta, report).
 
     Segments of ``min_len..seq_len`` tokens (None: always ``seq_len``) after ``0..max_prefix``
-    random tokens; the defaults are the command line's.
+    random tokens; the defaults are the command line's. The K-composition circuit's
+    accuracy is measured on at most ``circuit_tokens`` query tokens (0: all).
 
     arrays are named and shaped as declared in LAYOUT; meta["circuit"] holds the
     induction circuit (heads, scores, ablation and path-patching drops, composition).
@@ -464,7 +466,7 @@ def repeated_study(model: Any, seq_len: int = 25, batch: int = 30, seed: int = 0
                        max_prefix, avoid=getattr(tok, "all_special_ids", None) or ())
     logits, scores = head_scores(model, rep)
     halves = half_metrics(logits, rep, seq_len)
-    more, circuit = circuit_study(model, rep, scores, seed, min_score)
+    more, circuit = circuit_study(model, rep, scores, seed, min_score, circuit_tokens)
     induction, prev = scores["induction_score"], scores["prev_token_score"]
     examples = {"example_pattern": circuit.get("induction_head", top_heads(induction, 1)[0]),
                 "example_prev_pattern": circuit.get("prev_token_head", top_heads(prev, 1)[0])}
