@@ -41,9 +41,12 @@ INDUCTION = Recipe(
          "and an induction head in layer 1",
     corpus="data/tinystories/train-3118.txt",
     tokenizer="char",
-    settings=dict(arch="attn-only", layers=2, d_model=64, heads=4, ctx=64, window=8,
-                  attention="local-global", batch=32, steps=4000, lr=3e-3, repeat_frac=1.0,
-                  repeat_min=6, repeat_max=28, repeat_gap=8),
+    # layer 0 local with a window of 2 (the token itself and the one before), so its heads
+    # either copy the previous token or the current one; an unembedding of its own, so the
+    # embedding need not double as the output map
+    settings=dict(arch="attn-only", layers=2, d_model=64, heads=4, ctx=64, window=2,
+                  attention="local-global", tied=False, batch=32, steps=4000, lr=3e-3,
+                  repeat_frac=1.0, repeat_min=6, repeat_max=28, repeat_gap=8),
 )
 RECIPES = {r.name: r for r in (INDUCTION,)}
 
