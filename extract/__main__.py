@@ -212,12 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     if argv and argv[0] == "train":  # model organisms: extract/training/
-        from extract.training.cli import add_train_arguments, run_train
+        from extract.training.cli import add_train_arguments, parse_train_args, run_train
 
         train_parser = Parser(prog=f"{PROG} train", description="Train a small causal LM "
                               "and save it as a Hugging Face directory.")
         add_train_arguments(train_parser)
-        return run_train(train_parser.parse_args(argv[1:]))
+        return run_train(parse_train_args(train_parser, argv[1:]))
     return extract_main(argv)
 
 

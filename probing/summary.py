@@ -22,7 +22,7 @@ from probing.study_io import StudyResults, read_study
 from probing.top import top_cells
 
 # studies whose result is one of the findings, so not listed again
-FINDING_STUDIES = (quote.STUDY, repeated.STUDY)
+FINDING_STUDIES = (quote.STUDY,)
 HEADLINE_TAGS = ("``", "''", "VBD", "NN", "PRP$", "NNP", "DT")
 
 
@@ -71,7 +71,10 @@ def mdl_lines(results: ProbeResults) -> list[str]:
 
 
 def study_line(r: StudyResults) -> str:
-    """The headline of one study: its report's first line."""
+    """The headline of one study: the induction circuit's verdict for ``repeated``, else
+    its report's first line."""
+    if r.study == repeated.STUDY and "circuit" in r.meta:
+        return repeated.circuit_line(r.meta)
     return next((line for line in r.report.splitlines() if line.strip()), "")
 
 

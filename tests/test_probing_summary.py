@@ -67,7 +67,12 @@ def test_summary_states_each_finding_with_its_control(
     # the quote study ran without the model: no attention, so nothing to claim
     assert finding_line(out, "quotation head").startswith(
         "  quotation head: not found: the quote study ran without the model")
-    assert "\nquote: " not in out and "\nrepeated: " not in out
+    assert "\nquote: " not in out
+    # the induction circuit's verdict follows as the repeated study's line
+    circuit = rep.meta["circuit"]
+    (pl, ph), (il, ih) = circuit["prev_token_head"], circuit["induction_head"]
+    assert (f"repeated: circuit: previous-token L{pl}H{ph} ({circuit['prev_token_score']:.2f})"
+            f" -> induction L{il}H{ih} ") in out
 
     # the same results against stricter thresholds: each effect is now "not found"
     monkeypatch.setattr(findings, "INDUCTION_MIN_SCORE", float(grid.max()) + 0.01)
