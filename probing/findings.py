@@ -81,10 +81,12 @@ def induction_finding(r: StudyResults | None) -> Finding:
     score = float(grid[layer, head])
     first, second = (float(a) for a in r[repeated.ACCURACY])
     found = score >= INDUCTION_MIN_SCORE and second - first >= INDUCTION_MIN_GAIN
-    tokens = r[repeated.TOKENS]                                    # [batch, 1 + 2 seq_len]
+    m = r.meta
+    low, high = m.get("min_len", m["seq_len"]), m["seq_len"]
+    lengths = f"{low}-{high}" if low < high else f"{high}"
     return Finding(name, found, (
         f"{head_label(int(layer), int(head))} induction score {score:.2f} on "
-        f"{tokens.shape[0]} sequences of {(tokens.shape[1] - 1) // 2} random tokens repeated; "
+        f"{m['batch']} sequences of {lengths} random tokens repeated; "
         f"top-1 accuracy first half {first:.2f} -> second half {second:.2f} (thresholds: "
         f"score {INDUCTION_MIN_SCORE:.2f}, accuracy gain {INDUCTION_MIN_GAIN:.2f})"))
 
