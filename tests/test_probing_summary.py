@@ -51,8 +51,10 @@ def test_summary_states_each_finding_with_its_control(
     first, second = rep["accuracy"]
     assert grid.max() >= findings.INDUCTION_MIN_SCORE and second - first >= 0.2
     line = finding_line(out, "induction head")
+    low, high = rep.meta["min_len"], rep.meta["seq_len"]
     assert line.startswith(f"  induction head: found: L{layer}H{head} induction score "
-                           f"{grid.max():.2f} on 4 sequences of 20 random tokens repeated")
+                           f"{grid.max():.2f} on 4 sequences of {low}-{high} random tokens "
+                           "repeated")
     assert f"first half {first:.2f} -> second half {second:.2f}" in line
 
     best = [c for c in top_cells(read_results(run / "probes"), "``", k=1000,
