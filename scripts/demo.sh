@@ -30,11 +30,11 @@ step() {
 
 if [ ! -f "$run/model/config.json" ]; then
     step "training a small model on 4,000 synthetic stories (cached in $run/model)"
-    # layers 1 and 3 see only the token and the one before it (a window of 2), so a
-    # previous-token head is at hand; every training window holds one segment of random
-    # tokens written twice, which only an induction head predicts (extract.training.repeats)
+    # every training window holds one segment of random tokens written twice, which only
+    # an induction head predicts (extract.training.repeats); heads of 16 dimensions, so a
+    # head can match a token among the 512 of the vocabulary
     "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:512 \
-        --layers 4 --heads 4 --d-model 64 --ctx 128 --window 2 --batch 16 --lr 5e-3 \
+        --layers 4 --heads 4 --d-model 64 --ctx 128 --batch 16 --lr 5e-3 \
         --repeat-frac 1 --repeat-min 6 --repeat-max 30 --repeat-gap 8 \
         --steps "${DEMO_STEPS:-2500}" --ckpt-every 500
 else
