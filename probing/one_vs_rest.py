@@ -22,6 +22,7 @@ import numpy as np
 from scipy.special import expit
 
 from probing.solvers import fit_probes, standardise
+from probing.stream import Vectors, as_vectors
 
 CONSTANT_LOGIT = 30.0  # the bias of a tag every training token holds (minus: none holds)
 
@@ -45,7 +46,7 @@ class OneVsRest:
         return self.decision(X) > 0
 
 
-def fit_one_vs_rest(X: np.ndarray, Y: np.ndarray, solver: str = "fast", C: float = 1.0,
+def fit_one_vs_rest(X: np.ndarray | Vectors, Y: np.ndarray, solver: str = "fast", C: float = 1.0,
                     n_jobs: int = 1, seed: int = 0, tol: float = 1e-4, max_iter: int = 100,
                     n_sub: int = 4096, seen_only: bool = False) -> OneVsRest:
     """One binary probe per tag and cell (see the module docstring).
@@ -55,6 +56,7 @@ def fit_one_vs_rest(X: np.ndarray, Y: np.ndarray, solver: str = "fast", C: float
     starts on all rows when there are not much more); seen_only: a column may hold one
     value only (a control task's drawn sets), and its probe then always answers it.
     """
+    X = as_vectors(X).array()
     if seen_only:
         return _with_constant_tags(X, Y, solver, C, n_jobs, seed)
     if solver != "fast":
