@@ -459,7 +459,7 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
             with open_store(control_store) as control:
                 check_control_store(store, control)
         result = _fit_all(store, control_store, labels, layers, config, log)
-    result.info.update(sample)
+    result.info.update({"max_train_tokens": config.max_train_tokens, **sample})
     return result
 
 
