@@ -63,14 +63,14 @@ class ProbeFit:
 def standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standardise each cell: X [n_cells, n, d] -> (Xs, mean [n_cells, d], scale [n_cells, d])."""
     X = np.asarray(X, dtype=np.float64)
-    mean, scale = _statistics(as_vectors(X))
+    mean, scale = standard_scale(as_vectors(X))
     Xs = (X - mean[:, None, :]) / scale[:, None, :]
     return Xs.astype(np.float32), mean, scale
 
 
-def _statistics(X: Vectors) -> tuple[np.ndarray, np.ndarray]:
-    """Train mean and scale [n_cells, d] of the standardisation (a constant dimension keeps
-    scale 1)."""
+def standard_scale(X: Vectors) -> tuple[np.ndarray, np.ndarray]:
+    """Train mean and scale [n_cells, d] of the standardisation of X [n_cells, n, d], read
+    chunk by chunk (a constant dimension keeps scale 1)."""
     mean, scale = X.moments()
     scale[scale < 1e-12] = 1.0
     return mean, scale
@@ -224,8 +224,8 @@ class _Chunked:
         """(problem of one chunk's rows for ``cells``, local cell ids) per chunk."""
         picked = cells.numpy()
         local = torch.arange(len(picked))
-        for part, X in self.X.chunks():
-            Xt = _design(X[picked], self.mean[picked], self.scale[picked])
+        for part, X in self.X.chunks(picked):
+            Xt = _design(X, self.mean[picked], self.scale[picked])
             yield _Problem(Xt, torch.from_numpy(self.y[part]), self.n_classes, self.lam,
                            n=self.n), local
 
@@ -419,7 +419,7 @@ def fit_fast(X: np.ndarray | Vectors, y: np.ndarray, n_classes: int, C: float = 
     """
     X, y = as_vectors(X), np.asarray(y, dtype=np.int64)
     _check(X, y, n_classes)
-    mean, scale = _statistics(X)
+    mean, scale = standard_scale(X)
     cells, n, d = X.shape
     lam = 1.0 / (C * n)
     W = (torch.zeros(cells, d + 1, 1 if n_classes == 2 else n_classes, dtype=torch.float32)

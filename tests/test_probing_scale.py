@@ -11,6 +11,7 @@ from headprobe.cli import run_main
 from headprobe.errors import UsageError
 from probing.__main__ import main
 from probing.grid import GridConfig, run_grid
+from probing.one_vs_rest import fit_one_vs_rest
 from probing.results import read_results
 from probing.solvers import fit_fast
 from probing.stream import Vectors, as_vectors
@@ -56,6 +57,18 @@ def test_fast_solver_on_tiny_chunks_reaches_the_same_probes():
     centred = [f.intercept - f.intercept.mean(1, keepdims=True) for f in (chunked, whole)]
     np.testing.assert_allclose(*centred, atol=2e-3)
     np.testing.assert_array_equal(chunked.predict(X), whole.predict(X))
+
+
+def test_one_vs_rest_on_tiny_chunks_reaches_the_same_probes():
+    rng = np.random.default_rng(2)
+    Y = rng.random((6000, 3)) < [0.5, 0.2, 0.05]
+    X = rng.normal(size=(2, 6000, 4)).astype(np.float32)
+    X[1, :, :3] += 1.5 * Y
+    whole = fit_one_vs_rest(X, Y, n_sub=512)
+    chunked = fit_one_vs_rest(as_vectors(X, chunk_rows=101), Y, n_sub=512)
+    np.testing.assert_allclose(chunked.coef, whole.coef, atol=2e-3)
+    np.testing.assert_allclose(chunked.intercept, whole.intercept, atol=2e-3)
+    assert (chunked.predict(X) == whole.predict(X)).mean() > 0.999
 
 
 def test_chunked_grid_equals_the_unchunked_grid(shared_store):
