@@ -1,10 +1,12 @@
 """Probes fitted from an activation store: the whole grid, or the probe of one head.
 
 A probe predicts a token's tag from one cell's vectors (a site, a layer and a head). For
-each site and layer the vectors of all heads are read once, the probes of all heads are
+each site and layer (a block) the vectors of all heads are read from the store once and
+then handed to the solvers in row chunks (probing.stream), the probes of all heads are
 fitted together (the ``fast`` solver batches them; ``sklearn`` fits them one by one), and
 the predictions are scored per test story so that bootstrap intervals resample stories,
-not tokens. :func:`fit_probe` runs the same steps for a single head.
+not tokens. Blocks are fitted one after another, in local processes or as Ray tasks
+(probing.parallel). :func:`fit_probe` runs the same steps for a single head.
 """
 
 from __future__ import annotations
