@@ -211,11 +211,11 @@ def test_induction_organism_has_the_canonical_circuit(induction_model):
     arrays, meta, report = repeated.repeated_study(induction_model, seed=11)
     c = meta["circuit"]
     assert meta["accuracy_second"] >= 0.9 and meta["accuracy_first"] <= 0.2
-    # the recipe reaches 0.88-0.89 on both scores (docs/case-studies.md), short of 0.9
+    # the recipe's induction score is 0.86-0.87 (docs/case-studies.md), short of 0.9
     assert arrays["induction_score"][1].max() >= 0.85
-    assert arrays["prev_token_score"][0].max() >= 0.85
+    assert arrays["prev_token_score"][0].max() >= 0.9
     assert c["found"] and c["prev_token_head"][0] == 0 and c["induction_head"][0] == 1
-    assert c["ablation_drop"] >= 0.5 and c["random_drop"] <= 0.2
+    assert c["ablation_drop"] >= 0.5 and c["random_drop"] <= 0.1
     assert c["key_path_drop"] >= 0.5
     k = c["k_composition"]
     assert k["agrees"] and k["strongest_score"] > k["baseline"] + 5 * k["baseline_sd"]

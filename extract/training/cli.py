@@ -55,6 +55,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=d.steps)
     parser.add_argument("--batch", type=int, default=d.batch)
     parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                        help="AdamW weight decay on matrices (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=d.warmup,
                         help="warm-up steps (default 5%% of --steps)")
     parser.add_argument("--seed", type=int, default=d.seed)
