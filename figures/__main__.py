@@ -18,7 +18,7 @@ from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError, opt
 from headprobe.locks import claim_output
-from headprobe.rundir import model_of_store, run_path
+from headprobe.rundir import model_of_store, require_input, run_path
 
 PROG = "python -m figures"
 COMMANDS = ("list", "viewer")
@@ -66,8 +66,7 @@ def viewer_parser() -> Parser:
 def _result_dirs(results: Sequence[str], run: str | None) -> list[str]:
     dirs = list(results)
     if run:
-        if not Path(run).is_dir():
-            raise UsageError(f"run directory {run} does not exist")
+        require_input("run", run)
         dirs.append(run)
     if not dirs:
         raise UsageError(f"give {opt('results')} DIR... or {opt('run')} runs/NAME")

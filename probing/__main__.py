@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError
-from headprobe.rundir import resolve
+from headprobe.rundir import resolve, run_path
 from probing.controls import CONTROLS, DEFAULT_CONTROLS, WORD_TYPES, parse_controls
 from probing.solvers import SOLVERS
 from probing.studies import STUDY_MODULES
@@ -83,7 +83,8 @@ def _fit(args: argparse.Namespace) -> int:
     store = resolve(args.store, args.run, "store", "store")
     out = claim_output(resolve(args.out, args.run, "probes", "out"))
     check_target(out, args.overwrite, "directory")
-    controls = parse_controls(split_list(args.controls), bool(args.control_store))
+    control_store = _control_store(args)
+    controls = parse_controls(split_list(args.controls), bool(control_store))
     config = GridConfig(
         sites=tuple(split_list(args.sites)), tagset=args.tagset,
         tags=split_list(args.tags) or None, merge_verbs=args.merge_verbs,
@@ -92,12 +93,12 @@ def _fit(args: argparse.Namespace) -> int:
         layers=[_int(x, "--layers") for x in split_list(args.layers)] or None, C=args.C,
         n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs, mdl=args.mdl,
         word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel)
-    result = run_grid(str(store), config, args.control_store)
+    result = run_grid(str(store), config, control_store)
     labels = result.labels
     if labels.folded:
         print("folded tags: " + ", ".join(f"{a}->{b}" for a, b in labels.folded.items()),
               file=sys.stderr)
-    params = {"store": str(store), "control_store": args.control_store, "tagset": args.tagset,
+    params = {"store": str(store), "control_store": control_store, "tagset": args.tagset,
               "merge_verbs": args.merge_verbs, "min_support": args.min_support,
               "kept_tags": config.tags, "excluded_tags": labels.excluded,
               "folded_tags": labels.folded, "solver": args.solver, "C": args.C,
@@ -106,12 +107,22 @@ def _fit(args: argparse.Namespace) -> int:
     if args.multilabel:
         params.update(multilabel=True, not_probed_tags=labels.not_probed)
     write_results(out, result.sites, result.layers, result.tags, result.arrays, params,
-                  {"inputs": {"store": str(store), "control_store": args.control_store},
+                  {"inputs": {"store": str(store), "control_store": control_store},
                    "params": params}, overwrite=args.overwrite, site_heads=result.site_heads,
                   head_axes=result.head_axes,
                   descriptions=MULTILABEL_DESCRIPTIONS if args.multilabel else None)
     print(f"wrote {out}")
     return 0
+
+
+def _control_store(args: argparse.Namespace) -> str | None:
+    """``--control-store``; else, when the random-weights control is asked for with
+    ``--run``, the run's RUN/activations-random.h5."""
+    if args.control_store:
+        return str(args.control_store)
+    if args.run and "random" in split_list(args.controls):
+        return str(run_path(args.run, "control_store"))
+    return None
 
 
 def _int(text: str, flag: str) -> int:

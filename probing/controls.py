@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from headprobe.errors import UsageError, opt
+from headprobe.rundir import make_command
 
 if TYPE_CHECKING:
     from extract.store import Store
@@ -47,8 +48,8 @@ def parse_controls(names: list[str], have_control_store: bool) -> tuple[str, ...
                          f"{', '.join(CONTROLS)}")
     chosen = [n for n in names if n != "random"]
     if "random" in names and not have_control_store:
-        raise UsageError(f"the random-weights control needs {opt('control_store', 'FILE.h5')} "
-                         f"(a store extracted with {opt('reinit_seed')})")
+        raise UsageError(f"the random-weights control needs {opt('control_store', 'FILE.h5')}; "
+                         f"make it with: {make_command('control_store', 'FILE.h5')}")
     if have_control_store:
         chosen.append("random")
     return tuple(dict.fromkeys(chosen))

@@ -392,12 +392,13 @@ def _threads(config: GridConfig) -> Iterator[None]:
 
 
 @contextmanager
-def _opened(store: Store | str | Path) -> Iterator[Store]:
-    """An open store as given, or the store at a path (closed afterwards)."""
+def _opened(store: Store | str | Path, what: str = "store") -> Iterator[Store]:
+    """An open store as given, or the store at a path (closed afterwards); what: 'store' or
+    'control_store' (how a missing file is named)."""
     if isinstance(store, Store):
         yield store
     else:
-        with open_store(store) as opened:
+        with open_store(store, what=what) as opened:
             yield opened
 
 
@@ -425,7 +426,7 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
     with _threads(config), open_store(store_path) as store:
         layers = _check_config(store, config)
         labels = _labels(store, config)
-        control = open_store(control_store) if control_store else None
+        control = open_store(control_store, what="control_store") if control_store else None
         try:
             if control is not None:
                 check_control_store(store, control)
@@ -514,7 +515,7 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
         read = _Reader(labels)
         control_data = None
         if control_store is not None:
-            with _opened(control_store) as control:
+            with _opened(control_store, "control_store") as control:
                 check_control_store(opened, control)
                 control_data = read(control, site, layer, head)
         got = _score_cells(read(opened, site, layer, head), tasks, config, control_data)

@@ -20,7 +20,7 @@ from headprobe.cli import add_device_arguments
 from headprobe.errors import UsageError
 from headprobe.hooks import layer_hooks
 from headprobe.locks import claim_output
-from headprobe.rundir import model_of_store, run_path, study_path
+from headprobe.rundir import model_of_store, require_input, run_path, study_path
 from headprobe.stories import Story
 from probing.study_io import Layout, write_study
 
@@ -99,9 +99,7 @@ def store_path(args: argparse.Namespace) -> Path:
         path = run_path(args.run, "store")
     else:
         raise UsageError("give --store FILE.h5 or --run runs/NAME")
-    if not path.is_file():
-        raise UsageError(f"activation store {path} does not exist")
-    return path
+    return require_input("store", path, getattr(args, "run", None))
 
 
 @contextmanager
