@@ -220,7 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the heads' output by zero or by its mean (default zero)")
     parser.add_argument("--random-draws", type=int, default=5,
                         help="random head sets for the control (default 5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     add_output_arguments(parser)
 
 

@@ -32,18 +32,19 @@ QUOTE_CHARS = ('"', "\u201c", "\u201d", "''", "``")
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out DIR``, ``--run runs/NAME`` and ``--overwrite``."""
-    parser.add_argument("--out", metavar="DIR", help="results directory")
+    parser.add_argument("--out", metavar="DIR",
+                        help="results directory (default: RUN/studies/<study> with --run)")
     parser.add_argument("--run", metavar="DIR",
                         help="run directory: inputs default to its files, results go to "
-                             "RUN/studies/<study>")
+                             "RUN/studies/<study> (default: none; give --out or --run)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``--model`` (hub name or local HF directory), ``--device`` and ``--model-dtype``."""
     what = "model (hub name or local HF directory)"
-    if not required:
-        what += "; default: the model named in the store, or RUN/model"
+    what += ("; default: the model named in the store, or RUN/model" if not required else
+             "; default: RUN/model with --run")
     parser.add_argument("--model", metavar="M", default=None, required=False, help=what)
     add_device_arguments(parser)
 
@@ -124,10 +125,12 @@ def model_name(args: argparse.Namespace, store_attrs: dict[str, Any] | None = No
 
 
 def required_model(args: argparse.Namespace) -> tuple[str, Any]:
-    """(name, booted model) of ``--model``, which the study cannot do without."""
-    if not getattr(args, "model", None):
+    """(name, booted model) of ``--model`` (else RUN/model), which the study cannot do
+    without."""
+    name = getattr(args, "model", None) or model_of_store({}, getattr(args, "run", None))
+    if not name:
         raise UsageError("give --model M")
-    return str(args.model), load_study_model(args.model, args.device, args.model_dtype)
+    return str(name), load_study_model(name, args.device, args.model_dtype)
 
 
 def load_study_model(name: str, device: str | None = None, dtype: str = "float32") -> Any:

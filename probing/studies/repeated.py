@@ -351,7 +351,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--seq-len", type=int, default=50, help="random tokens per half")
     parser.add_argument("--batch", type=int, default=30, help="number of sequences")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     parser.add_argument("--no-mlp-grid", action="store_true",
                         help="skip the MLP patching grid (the slowest part)")
     parser.add_argument("--circuit-tokens", type=int, default=CIRCUIT_TOKENS,
