@@ -87,8 +87,8 @@ def add_cluster_arguments(parser: Parser) -> None:
                         "OUT: 'auto' (the cluster this machine belongs to), a head node's "
                         "address, or local:N (a local Ray instance with N CPUs); default: no "
                         "cluster")
-    parser.add_argument("--shards", type=int, help="shards (Ray tasks) of a --ray run (default: none; "
-                        "--ray needs it)")
+    parser.add_argument("--shards", type=int,
+                        help="shards (Ray tasks) of a --ray run (default: none; --ray needs it)")
     parser.add_argument("--cpus-per-shard", type=float, default=1.0,
                         help="CPUs of each shard task (default 1; also its torch threads)")
     parser.add_argument("--gpus-per-shard", type=float, default=0.0,
