@@ -28,6 +28,10 @@ CONTROLS = ("majority", "shuffled", "control-task", "random", "bootstrap")
 DEFAULT_CONTROLS = ("majority", "shuffled", "bootstrap")
 # controls that give a per-tag F1 to compare with, in the order selectivity prefers them
 SELECTIVITY_CONTROLS = ("control-task", "shuffled", "random", "majority")
+# the same controls from the strongest (hardest to beat) to the weakest: a randomly
+# initialised model's vectors already hold word identity and position; the control task
+# only word identity; shuffled labels nothing but the label distribution
+STRONGEST_FIRST = ("random", "control-task", "shuffled", "majority")
 # what a word type of the control task is: the model token id, or its lowercased text
 WORD_TYPES = ("token", "lower")
 
@@ -35,6 +39,11 @@ WORD_TYPES = ("token", "lower")
 def array_suffix(control: str) -> str:
     """How a control names its arrays: ``f1_<suffix>`` (``control-task`` -> ``control_task``)."""
     return control.replace("-", "_")
+
+
+def strongest_control(available: list[str] | tuple[str, ...]) -> str | None:
+    """The strongest control of ``available`` (see STRONGEST_FIRST), None when there is none."""
+    return next((c for c in STRONGEST_FIRST if c in available), None)
 
 
 def parse_controls(names: list[str], have_control_store: bool) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from headprobe.errors import UsageError
 from headprobe.hooks import layer_hooks
 from headprobe.locks import claim_output
 from headprobe.rundir import model_of_store, require_input, run_path, study_path
-from headprobe.stories import Story
+from headprobe.stories import Story, row_blocks
 from probing.study_io import Layout, write_study
 
 QUOTE_CHARS = ('"', "\u201c", "\u201d", "''", "``")
@@ -217,12 +217,14 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
 
 
-def story_patterns(model: Any, stories: Sequence[Story], max_bytes: int = 2**28,
+def story_patterns(model: Any, stories: Sequence[Story], max_bytes: int = 2**25,
                    device: str = "cpu") -> Iterator[tuple[Story, torch.Tensor]]:
     """Attention patterns of each story, taken from the ``hook_pattern`` hooks.
 
     Yields (story, pattern [n_layers, n_heads, n_tok, n_tok]) in the order of ``stories``;
-    stories are run in batches whose patterns take at most about ``max_bytes``.
+    stories are run in batches whose patterns take at most about ``max_bytes`` (one story
+    longer than that is a batch of its own), so memory stays bounded however many stories
+    a study reads.
     """
     check_context(model, stories)
     names = layer_hooks("pattern", model.cfg.n_layers)
@@ -230,10 +232,32 @@ def story_patterns(model: Any, stories: Sequence[Story], max_bytes: int = 2**28,
     for group in batches(stories, max(1, max_bytes // per_cell), power=2):
         tokens = padded([s.input_ids for s in group], device)
         _, acts = capture(model, tokens, names)
-        stacked = torch.stack([acts[n] for n in names], dim=1).float().cpu()
         for i, story in enumerate(group):
             n = len(story.input_ids)
-            yield story, stacked[i, :, :, :n, :n]
+            yield story, torch.stack([acts[name][i, :, :n, :n] for name in names]).float().cpu()
+        del acts
+
+
+def activity_sums(store: Any, stories: Sequence[Story], masks: Sequence[np.ndarray],
+                  max_rows: int = 2**16) -> list[np.ndarray]:
+    """Per story and head, the sum of the ``activity`` site over the rows each mask picks.
+
+    masks: each [n_tokens] bool over the store's rows; returns one [n_stories, n_layers,
+    n_heads] array per mask. The store is read in blocks of whole stories of at most about
+    ``max_rows`` rows (:func:`headprobe.stories.row_blocks`), never a whole layer at once.
+    """
+    n_l, n_h = store.n_layers, store.n_heads
+    sums = [np.zeros((len(stories), n_l, n_h)) for _ in masks]
+    for lo, hi, members in row_blocks(stories, max_rows):
+        owner = np.full(hi - lo, -1)
+        for i in members:
+            owner[stories[i].start - lo:stories[i].stop - lo] = i
+        picks = [np.asarray(mask[lo:hi], dtype=bool) & (owner >= 0) for mask in masks]
+        for layer in range(n_l):
+            act = store.read_layer("activity", layer, index=np.arange(lo, hi))    # [rows, H]
+            for total, pick in zip(sums, picks, strict=True):
+                np.add.at(total[:, layer], owner[pick], act[pick])
+    return sums
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

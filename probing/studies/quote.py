@@ -35,6 +35,7 @@ from headprobe.heads import head_label
 from headprobe.stories import Story, read_stories
 from headprobe.tokens import token_strings
 from probing.studies.common import (
+    activity_sums,
     add_output_arguments,
     add_story_arguments,
     example_window,
@@ -153,26 +154,15 @@ def per_story_activity(store: Any, stories: list[Story], quoted: np.ndarray,
 
     quoted, positions: token-table columns [n_tokens] of the whole store. Keeps the stories
     with tokens on both sides. Returns (kept story indices [n_s], inside [n_s, L, H],
-    outside [n_s, L, H]).
+    outside [n_s, L, H]). The store is read a block of stories at a time.
     """
-    n_l, n_h = store.n_layers, store.n_heads
-    story_of = np.full(store.n_tokens, -1)
-    for i, s in enumerate(stories):
-        story_of[s.rows] = i
-    used = story_of >= 0
-    inside = used & quoted
-    outside = used & ~quoted & (positions > 0)
-    n_in = np.bincount(story_of[inside], minlength=len(stories))
-    n_out = np.bincount(story_of[outside], minlength=len(stories))
+    inside, outside = quoted, ~quoted & (positions > 0)
+    n_in = np.array([np.count_nonzero(inside[s.start:s.stop]) for s in stories], dtype=int)
+    n_out = np.array([np.count_nonzero(outside[s.start:s.stop]) for s in stories], dtype=int)
     keep = np.flatnonzero((n_in > 0) & (n_out > 0))
-    mean_in = np.zeros((len(stories), n_l, n_h))
-    mean_out = np.zeros((len(stories), n_l, n_h))
-    for layer in range(n_l):
-        act = store.read_layer("activity", layer)                      # [n_tokens, H]
-        for mask, total, count in ((inside, mean_in, n_in), (outside, mean_out, n_out)):
-            sums = np.zeros((len(stories), n_h))
-            np.add.at(sums, story_of[mask], act[mask])
-            total[:, layer] = sums / np.maximum(count, 1)[:, None]
+    sum_in, sum_out = activity_sums(store, stories, [inside, outside])
+    mean_in = sum_in / np.maximum(n_in, 1)[:, None, None]
+    mean_out = sum_out / np.maximum(n_out, 1)[:, None, None]
     return keep, mean_in[keep], mean_out[keep]
 
 

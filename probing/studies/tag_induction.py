@@ -25,6 +25,7 @@ from headprobe.heads import head_label
 from headprobe.stories import Story, read_stories
 from headprobe.tokens import token_strings
 from probing.studies.common import (
+    activity_sums,
     add_output_arguments,
     add_story_arguments,
     example_window,
@@ -137,17 +138,18 @@ def induction_scores(model: Any, stories: list[Story], is_tag: list[np.ndarray]
 
 def activity_means(store: Any, stories: list[Story], is_tag: list[np.ndarray]
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean activity [L, H] at before positions and over all non-BOS tokens of ``stories``."""
-    before_rows = np.concatenate([s.rows[positions_of(t)[0]]
-                                  for s, t in zip(stories, is_tag, strict=True)])
-    all_rows = np.concatenate([s.rows[1:] for s in stories])
-    mean_before = np.zeros((store.n_layers, store.n_heads))
-    mean_all = np.zeros((store.n_layers, store.n_heads))
-    for layer in range(store.n_layers):
-        act = store.read_layer("activity", layer)
-        mean_before[layer] = act[before_rows].mean(0) if len(before_rows) else np.nan
-        mean_all[layer] = act[all_rows].mean(0)
-    return mean_before, mean_all
+    """Mean activity [L, H] at before positions and over all non-BOS tokens of ``stories``
+    (the store is read a block of stories at a time)."""
+    before = np.zeros(store.n_tokens, dtype=bool)
+    later = np.zeros(store.n_tokens, dtype=bool)
+    for s, t in zip(stories, is_tag, strict=True):
+        before[s.rows[positions_of(t)[0]]] = True
+        later[s.start + 1:s.stop] = True
+    sum_before, sum_all = (total.sum(0) for total in activity_sums(store, stories,
+                                                                   [before, later]))
+    n_before, n_all = int(before.sum()), int(later.sum())
+    mean_before = sum_before / n_before if n_before else np.full(sum_before.shape, np.nan)
+    return mean_before, sum_all / max(n_all, 1)
 
 
 def pick_example(stories: list[Story], is_tag: list[np.ndarray], max_len: int = 120) -> int:
