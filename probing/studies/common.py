@@ -172,6 +172,17 @@ def batches(items: Sequence[Any], max_tokens: int = 8192, power: int = 1,
         yield group
 
 
+def model_batches(model: Any, stories: Sequence[Story], max_tokens: int = 8192,
+                  max_bytes: int = 2**25) -> Iterator[list[Story]]:
+    """Consecutive groups of stories for one forward pass: at most ``max_tokens`` tokens,
+    and one layer's attention pattern [batch, n_heads, longest, longest] of at most about
+    ``max_bytes`` (a longer story is a group of its own), so that the attention a forward
+    pass computes stays bounded however long the stories."""
+    per_cell = 4 * model.cfg.n_heads
+    for group in batches(stories, max_tokens):
+        yield from batches(group, max(1, max_bytes // per_cell), power=2)
+
+
 def padded(ids: Sequence[np.ndarray], device: str = "cpu") -> torch.Tensor:
     """Right-pad token id arrays with 0 into [batch, max_len]; causal attention ignores pads."""
     width = max(len(a) for a in ids)
