@@ -172,7 +172,7 @@ def batches(items: Sequence[Any], max_tokens: int = 8192, power: int = 1,
         yield group
 
 
-def model_batches(model: Any, stories: Sequence[Story], max_tokens: int = 4096,
+def model_batches(model: Any, stories: Sequence[Story], max_tokens: int = 8192,
                   max_bytes: int = 2**25) -> Iterator[list[Story]]:
     """Consecutive groups of stories for one forward pass: at most ``max_tokens`` tokens
     (the logits and their log-softmax, each [tokens, d_vocab], are a loss's largest
