@@ -241,9 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     if argv and argv[0] == "train":  # model organisms: extract/training/
-        from extract.training.cli import run_train
+        from extract.training.cli import parse_train_args, run_train
 
-        return run_train(train_parser().parse_args(argv[1:]))
+        return run_train(parse_train_args(train_parser(), argv[1:]))
     return extract_main(argv)
 
 

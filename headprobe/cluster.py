@@ -20,7 +20,7 @@ from typing import Any
 
 from headprobe.errors import UsageError, opt
 
-INSTALL_HINT = "pip install 'headprobe[ray]' (or pip install ray)"
+INSTALL_HINT = "pip install 'headprobe[ray]' (in a checkout: pip install -e '.[ray]')"
 LOCAL = "local"
 ENV_PREFIX = "HEADPROBE_"
 

@@ -4,7 +4,7 @@
     python -m probing export --results RESULTS --format seed004 --out DIR
     python -m probing top --results RESULTS --tag VBD [--site key] [-k 5] [--by selectivity]
     python -m probing summary --run runs/NAME [--by f1|selectivity|compression]
-    python -m probing bench [--stories N]
+    python -m probing bench [--stories N] | bench --rss [--small N --large N]
     python -m probing <study> ...        (case studies, see --help)
 """
 
@@ -75,9 +75,28 @@ def _add_fit(sub) -> None:
                    help="bootstrap resamples of test stories (default 1000)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the shuffled labels, the control task and the bootstrap")
-    p.add_argument("--jobs", type=int, default=1, help="parallel workers / threads (default 1)")
+    _add_scale(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_fit)
+
+
+def _add_scale(p: argparse.ArgumentParser) -> None:
+    """How much of the store ``fit`` reads at a time and where it fits the blocks."""
+    from probing.stream import DEFAULT_CHUNK_ROWS
+
+    p.add_argument("--max-train-tokens", type=int, metavar="N",
+                   help="train on whole train stories, drawn in an order seeded by --seed, up "
+                        "to N tokens (default: every train story)")
+    p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, metavar="ROWS",
+                   help="token rows of a (site, layer) block held in memory at a time; "
+                        f"memory does not grow with the store (default {DEFAULT_CHUNK_ROWS})")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="local processes, each fitting one (site, layer) block at a time "
+                        "(default 1); results are the same for any number")
+    p.add_argument("--ray", metavar="auto|ADDRESS|local:N",
+                   help="fit the (site, layer) blocks as tasks on a Ray cluster: 'auto' (the "
+                        "cluster this machine belongs to), a head node's address, or local:N "
+                        "(a local instance with N CPUs); needs the ray extra")
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -99,7 +118,8 @@ def _fit(args: argparse.Namespace) -> int:
         solver=args.solver, controls=controls,
         layers=[_int(x, "--layers") for x in split_list(args.layers)] or None, C=args.C,
         n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs, mdl=args.mdl,
-        word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel)
+        word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel,
+        ray=args.ray, chunk_rows=args.chunk_rows, max_train_tokens=args.max_train_tokens)
     result = run_grid(str(store), config, control_store)
     labels = result.labels
     if labels.folded:

@@ -4,12 +4,16 @@ per MDL portion) against the batched ``fast`` solver, side by side.
 
     python -m probing bench [--stories 600] [--store FILE.h5] [--sites key] [--layers 0,4]
                             [--jobs 1]
+    python -m probing bench --rss [--small 1000] [--large 3000] [--sites key] [--layers 0,4]
 
 Without ``--store`` the store is built from the shared model over the shared validation
 text (cached under the temp directory) via the datasets_build and extract Python APIs.
 Each (site, layer) is fitted by both solvers in turn, with the same number of threads, so
 the ratio is measured in this one run under the same load. Goals: the fast grid at least
 10x faster, every accuracy within 0.01 and every code length within 1 % of the reference.
+
+With ``--rss`` it measures memory instead (probing.bench_rss): the peak resident set size
+of ``probing fit`` on the stores of ``--small`` and ``--large`` stories, side by side.
 """
 
 from __future__ import annotations
@@ -52,7 +56,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", default="0,4",
                    help="comma-separated layers (default 0,4; 'all' for every layer)")
     p.add_argument("--sites", default="key", help="sites (default key)")
-    p.add_argument("--jobs", type=int, default=1, help="threads for both solvers (default 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes of probing fit (default 1; the bench fits one block at a "
+                        "time, each on one thread, so more changes nothing)")
+    p.add_argument("--rss", action="store_true",
+                   help="measure the peak memory (RSS) of probing fit on the stores of --small "
+                        "and --large stories instead of timing the solvers")
+    p.add_argument("--small", type=int, default=1000,
+                   help="stories of the smaller store of --rss (default 1000)")
+    p.add_argument("--large", type=int, default=3000,
+                   help="stories of the larger store of --rss (default 3000)")
 
 
 def build_store(text: str, model: str, stories: int, cache: str) -> Path:
@@ -104,6 +117,10 @@ def run_bench(args: argparse.Namespace) -> int:
     """Time both solvers on every chosen (site, layer) of the store and print the comparison."""
     from extract.store import open_store
 
+    if args.rss:
+        from probing.bench_rss import run_rss
+
+        return run_rss(args)
     if args.jobs < 1:
         raise UsageError(f"{opt('jobs')} must be positive")
     path = Path(args.store) if args.store else build_store(args.text, args.model, args.stories,
@@ -113,7 +130,7 @@ def run_bench(args: argparse.Namespace) -> int:
     layers, sites = _layers(args.layers, shape[0]), split_list(args.sites)
     print(f"store {path}: {shape[0]} layers x {shape[1]} heads x d_head {shape[2]}; "
           f"{len(sites)} site(s) x {len(layers)} layer(s); controls {', '.join(CONTROLS)} "
-          f"and MDL ({', '.join(CODELENGTHS)}); {args.jobs} thread(s)", flush=True)
+          f"and MDL ({', '.join(CODELENGTHS)}); one thread", flush=True)
     t_ref = t_fast = worst_acc = worst_bits = 0.0
     for site in sites:
         for layer in layers:

@@ -1,15 +1,18 @@
 """Probes fitted from an activation store: the whole grid, or the probe of one head.
 
 A probe predicts a token's tag from one cell's vectors (a site, a layer and a head). For
-each site and layer the vectors of all heads are read once, the probes of all heads are
+each site and layer (a block) the vectors of all heads are read from the store once and
+then handed to the solvers in row chunks (probing.stream), the probes of all heads are
 fitted together (the ``fast`` solver batches them; ``sklearn`` fits them one by one), and
 the predictions are scored per test story so that bootstrap intervals resample stories,
-not tokens. :func:`fit_probe` runs the same steps for a single head.
+not tokens. Blocks are fitted one after another, in local processes or as Ray tasks
+(probing.parallel). :func:`fit_probe` runs the same steps for a single head.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -21,6 +24,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from extract.store import Store, open_store
+from headprobe.cluster import import_ray, parse_cluster
 from headprobe.errors import UsageError, opt
 from headprobe.rundir import model_of_store
 from probing.controls import (
@@ -36,7 +40,7 @@ from probing.controls import (
     shuffled_labels,
     word_types,
 )
-from probing.labels import DEFAULT_EXCLUDE, Labels, fold_tags
+from probing.labels import DEFAULT_EXCLUDE, Labels, fold_tags, sample_train_stories
 from probing.mdl import Portions, online_codelength, plan_portions, uniform_codelength
 from probing.metrics import (
     bootstrap_f1,
@@ -53,7 +57,9 @@ from probing.multilabel import (
     tag_sets,
 )
 from probing.one_vs_rest import OneVsRest, fit_one_vs_rest
+from probing.parallel import block_name, map_blocks
 from probing.solvers import SOLVERS, ProbeFit, fit_probes, fit_seen_classes
+from probing.stream import DEFAULT_CHUNK_ROWS, Vectors, predict, spool_block
 
 VECTOR_SITES = ("key", "query", "key_rot", "query_rot")
 DEFAULT_SITES = ("key", "query")
@@ -69,12 +75,16 @@ class GridConfig:
     min_support, exclude: how tags fold into classes (see probing.labels); solver: 'fast'
     or 'sklearn'; controls: among probing.controls.CONTROLS; layers: model layers (None:
     all); C: inverse L2 strength; n_boot: bootstrap resamples of test stories; seed: seeds
-    the shuffled labels, the control task, the story order of MDL, the bootstrap and the
-    solver's subsample; jobs: threads; mdl: also compute the online code length
-    (probing.mdl); word_types: what a word type of the control task is ('token': the model
-    token id, 'lower': its lowercased text, decoded with ``tokenizer``, by default the
-    tokenizer of the store's model); multilabel: one-vs-rest probes per tag on the tags
-    each token covers (probing.multilabel).
+    the shuffled labels, the control task, the story order of MDL, the bootstrap, the
+    solver's subsample and the train stories ``max_train_tokens`` keeps; jobs: local
+    processes, each fitting one (site, layer) block at a time; ray: a Ray cluster ('auto',
+    an address or 'local:N') whose tasks fit the blocks instead; mdl: also compute the
+    online code length (probing.mdl); word_types: what a word type of the control task is
+    ('token': the model token id, 'lower': its lowercased text, decoded with
+    ``tokenizer``, by default the tokenizer of the store's model); multilabel: one-vs-rest
+    probes per tag on the tags each token covers (probing.multilabel); chunk_rows: rows
+    of a block held in memory at a time (probing.stream); max_train_tokens: train on whole
+    train stories, drawn in a seeded order, up to this many tokens (None: all).
     """
 
     sites: tuple[str, ...] = DEFAULT_SITES
@@ -94,6 +104,9 @@ class GridConfig:
     word_types: str = "token"
     tokenizer: str | None = None
     multilabel: bool = False
+    ray: str | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    max_train_tokens: int | None = None
 
 
 @dataclass
@@ -147,20 +160,26 @@ class HeadProbe:
         return logits > 0 if isinstance(self.labels, TagSets) else logits.argmax(-1)
 
 
-def _labels(store: Store, config: GridConfig) -> Labels | TagSets:
+def _labels(store: Store, config: GridConfig) -> tuple[Labels | TagSets, dict[str, Any]]:
+    """The probe targets and what the train sample took ({} without max_train_tokens)."""
     if config.tagset not in ("fine", "coarse"):
         raise UsageError(f"unknown tag set {config.tagset!r}; choose fine or coarse")
     table = store.tokens([f"{config.tagset}_tag", "split"])
+    split, info = table["split"], {}
+    if config.max_train_tokens is not None:
+        split, kept = sample_train_stories(split, store.tokens(["parent_id"])["parent_id"],
+                                           config.max_train_tokens, config.seed)
+        info = {"max_train_tokens": config.max_train_tokens, "train_stories": kept}
     if config.multilabel:
         check_store(store)
         return tag_sets(store.tokens([f"{config.tagset}_tags"])[f"{config.tagset}_tags"],
-                        table[f"{config.tagset}_tag"], table["split"],
+                        table[f"{config.tagset}_tag"], split,
                         store.tags[config.tagset], merge_verbs=config.merge_verbs,
                         keep=config.tags, min_support=config.min_support,
-                        exclude=config.exclude)
-    return fold_tags(table[f"{config.tagset}_tag"], table["split"], store.tags[config.tagset],
+                        exclude=config.exclude), info
+    return fold_tags(table[f"{config.tagset}_tag"], split, store.tags[config.tagset],
                      merge_verbs=config.merge_verbs, keep=config.tags,
-                     min_support=config.min_support, exclude=config.exclude)
+                     min_support=config.min_support, exclude=config.exclude), info
 
 
 def _with_controls(config: GridConfig, have_control_store: bool) -> GridConfig:
@@ -185,8 +204,7 @@ def _check_config(store: Store, config: GridConfig) -> list[int]:
         raise UsageError(f"{opt('C')} must be positive")
     if config.n_boot < 1:
         raise UsageError(f"{opt('n_boot')} (bootstrap resamples) must be at least 1")
-    if config.jobs < 1:
-        raise UsageError(f"{opt('jobs')} must be positive")
+    _check_scale(config)
     if config.word_types not in WORD_TYPES:
         raise UsageError(f"unknown {opt('word_types')} {config.word_types!r}; choose from "
                          f"{', '.join(WORD_TYPES)}")
@@ -194,6 +212,22 @@ def _check_config(store: Store, config: GridConfig) -> list[int]:
         raise UsageError(f"{opt('mdl')} codes one tag per token; it does not combine with "
                          f"{opt('multilabel')}")
     return layers
+
+
+def _check_scale(config: GridConfig) -> None:
+    """Refuse bad settings of how the grid is read and spread (before any work)."""
+    if config.jobs < 1:
+        raise UsageError(f"{opt('jobs')} must be positive")
+    if config.chunk_rows < 1:
+        raise UsageError(f"{opt('chunk_rows')} must be positive")
+    if config.max_train_tokens is not None and config.max_train_tokens < 1:
+        raise UsageError(f"{opt('max_train_tokens')} must be a positive number of tokens")
+    if config.ray is not None:
+        if config.jobs > 1:
+            raise UsageError(f"give {opt('jobs')} (local processes) or {opt('ray')} (a "
+                             "cluster), not both")
+        parse_cluster(config.ray)
+        import_ray()
 
 
 class _Scorer:
@@ -220,39 +254,34 @@ class _Scorer:
 
 
 class _Reader:
-    """Reads the train and test vectors of the probed tokens, cells first."""
+    """Spools the vectors of the probed tokens of one block (probing.stream) and hands
+    out the train and test tokens' Vectors, in the order of the labels."""
 
-    def __init__(self, labels: Labels):
-        self.rows = np.concatenate([labels.train_rows, labels.test_rows])
-        self.order = np.argsort(self.rows)  # the store reads fastest in row order
-        self.n_train = len(labels.train_rows)
+    def __init__(self, labels: Labels | TagSets, chunk_rows: int, scratch: str):
+        self.rows = np.sort(np.concatenate([labels.train_rows, labels.test_rows]))
+        self.train = np.searchsorted(self.rows, labels.train_rows)
+        self.test = np.searchsorted(self.rows, labels.test_rows)
+        self.chunk_rows, self.scratch = chunk_rows, scratch
 
     def __call__(self, source: Store, site: str, layer: int,
-                 head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 head: int | None = None) -> tuple[Vectors, Vectors]:
         """(train [c, n_train, d_head], test [c, n_test, d_head]); c is 1 for one head."""
-        index = self.rows[self.order]
-        if head is None:
-            got = source.read_layer(site, layer, index=index)
-        else:
-            got = source.read(site, layer, head, index=index)[:, None]
-        data = np.empty_like(got)
-        data[self.order] = got
-        data = data.transpose(1, 0, 2)  # [c, n, d_head]
-        return (np.ascontiguousarray(data[:, :self.n_train]),
-                np.ascontiguousarray(data[:, self.n_train:]))
+        block = spool_block(source, site, layer, self.rows, self.scratch, self.chunk_rows,
+                            head)
+        return block.subset(self.train), block.subset(self.test)
 
 
-def _fit(X: np.ndarray, y: np.ndarray, n_classes: int, config: GridConfig,
+def _fit(X: Vectors, y: np.ndarray, n_classes: int, config: GridConfig,
          seen_only: bool = False, init: ProbeFit | None = None) -> ProbeFit | OneVsRest:
     """Probes of X [c, n, d] on labels y [n] (tag sets: bool [n, K], one binary probe per
     tag); ``seen_only``: y may lack some classes (some tags may be constant); init: a fit
     to start from (see probing.solvers)."""
     if y.ndim == 2:
-        return fit_one_vs_rest(X, y, solver=config.solver, C=config.C, n_jobs=config.jobs,
-                               seed=config.seed, seen_only=seen_only)
+        return fit_one_vs_rest(X, y, solver=config.solver, C=config.C, seed=config.seed,
+                               seen_only=seen_only)
     fit = fit_seen_classes if seen_only else fit_probes
-    return fit(X, y, n_classes, solver=config.solver, C=config.C, n_jobs=config.jobs,
-               seed=config.seed, init=init)
+    return fit(X, y, n_classes, solver=config.solver, C=config.C, seed=config.seed,
+               init=init)
 
 
 @dataclass
@@ -303,31 +332,31 @@ def _tasks(store: Store, labels: Labels | TagSets, config: GridConfig) -> _Tasks
     return tasks
 
 
-def _control_scores(data: tuple[np.ndarray, np.ndarray], tasks: _Tasks, config: GridConfig,
-                    control_data: tuple[np.ndarray, np.ndarray] | None
+def _control_scores(data: tuple[Vectors, Vectors], tasks: _Tasks, config: GridConfig,
+                    control_data: tuple[Vectors, Vectors] | None
                     ) -> dict[str, dict[str, np.ndarray]]:
     """Control name -> its scores (as the scorer gives them), for the controls asked for."""
     (train, test), labels, scorer = data, tasks.labels, tasks.scorer
     K, controls, got = labels.n_classes, config.controls, {}
     if "shuffled" in controls:
         y = shuffled_labels(labels.train_y, config.seed)
-        got["shuffled"] = scorer(_fit(train, y, K, config).predict(test))
+        got["shuffled"] = scorer(predict(_fit(train, y, K, config), test))
     if tasks.control_y is not None:
         train_y, test_y = tasks.control_y
         probe = _fit(train, train_y, K, config, seen_only=True)
-        got["control-task"] = scorer(probe.predict(test), y=test_y)
+        got["control-task"] = scorer(predict(probe, test), y=test_y)
     if "random" in controls:
         c_train, c_test = control_data
-        got["random"] = scorer(_fit(c_train, labels.train_y, K, config).predict(c_test))
+        got["random"] = scorer(predict(_fit(c_train, labels.train_y, K, config), c_test))
     if "majority" in controls:
         majority = majority_sets if isinstance(labels, TagSets) else majority_predictions
         pred = majority(labels.train_y, len(labels.test_y))
-        got["majority"] = scorer(np.broadcast_to(pred, (len(train), *pred.shape)))
+        got["majority"] = scorer(np.broadcast_to(pred, (train.cells, *pred.shape)))
     return got
 
 
-def _mdl_scores(train: np.ndarray, tasks: _Tasks, config: GridConfig,
-                control_train: np.ndarray | None) -> dict[str, np.ndarray]:
+def _mdl_scores(train: Vectors, tasks: _Tasks, config: GridConfig,
+                control_train: Vectors | None) -> dict[str, np.ndarray]:
     """Online code length per block [c, P], its sum [c] and compression [c] of the tags,
     and of the random-weights vectors and the control task when those controls run."""
     labels, K = tasks.labels, tasks.labels.n_classes
@@ -347,8 +376,8 @@ def _mdl_scores(train: np.ndarray, tasks: _Tasks, config: GridConfig,
     return out
 
 
-def _score_cells(data: tuple[np.ndarray, np.ndarray], tasks: _Tasks, config: GridConfig,
-                 control_data: tuple[np.ndarray, np.ndarray] | None = None
+def _score_cells(data: tuple[Vectors, Vectors], tasks: _Tasks, config: GridConfig,
+                 control_data: tuple[Vectors, Vectors] | None = None
                  ) -> dict[str, np.ndarray]:
     """Fit the probes of c cells and score them and the controls ``config`` asks for.
 
@@ -360,7 +389,7 @@ def _score_cells(data: tuple[np.ndarray, np.ndarray], tasks: _Tasks, config: Gri
     fit = _fit(train, tasks.labels.train_y, tasks.labels.n_classes, config)
     out = {"coef": fit.coef.astype(np.float32), "intercept": fit.intercept.astype(np.float32),
            "n_iter": fit.n_iter.astype(np.int32)}
-    out.update(tasks.scorer(fit.predict(test), "bootstrap" in config.controls))
+    out.update(tasks.scorer(predict(fit, test), "bootstrap" in config.controls))
     for name, got in _control_scores(data, tasks, config, control_data).items():
         out.update({f"{metric}_{array_suffix(name)}": got[metric] for metric in CONTROL_METRICS})
     if tasks.portions is not None:
@@ -380,12 +409,13 @@ def _selectivity(arrays: dict[str, np.ndarray], controls: tuple[str, ...]) -> st
 
 
 @contextmanager
-def _threads(config: GridConfig) -> Iterator[None]:
-    """Limit torch and BLAS to ``config.jobs`` threads (one per worker for sklearn)."""
-    threads, jobs = torch.get_num_threads(), max(1, config.jobs)
+def _threads() -> Iterator[None]:
+    """One thread for torch and BLAS: a block is fitted the same way in every worker, so
+    the results do not depend on how blocks are spread (parallelism is over blocks)."""
+    threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(jobs)
-        with threadpool_limits(limits=1 if config.solver == "sklearn" else jobs):
+        torch.set_num_threads(1)
+        with threadpool_limits(limits=1):
             yield
     finally:
         torch.set_num_threads(threads)
@@ -420,20 +450,20 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
     [S, L, H, K, d_head] for ``coef`` (names as in probing.results). H is the largest head
     count of the sites: keys of a grouped-query model have fewer (key/value) heads than
     queries, and their cells past ``site_heads[s]`` are NaN (-1 in integer arrays).
+    Each (site, layer) block is read in row chunks (``config.chunk_rows``) and fitted in
+    this process, in ``config.jobs`` local processes or as tasks on ``config.ray``.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     config = _with_controls(config, control_store is not None)
-    with _threads(config), open_store(store_path) as store:
+    with _threads(), open_store(store_path) as store:
         layers = _check_config(store, config)
-        labels = _labels(store, config)
-        control = open_store(control_store, what="control_store") if control_store else None
-        try:
-            if control is not None:
+        labels, sample = _labels(store, config)
+        if control_store is not None:
+            with open_store(control_store, what="control_store") as control:
                 check_control_store(store, control)
-            return _fit_all(store, control, labels, layers, config, log)
-        finally:
-            if control is not None:
-                control.close()
+        result = _fit_all(store, control_store, labels, layers, config, log)
+    result.info.update({"max_train_tokens": config.max_train_tokens, **sample})
+    return result
 
 
 def padded(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -457,27 +487,42 @@ def _mdl_arrays(tasks: _Tasks) -> dict[str, np.ndarray]:
                 len(tasks.labels.train_y), tasks.labels.n_classes))}
 
 
-def _fit_all(store: Store, control: Store | None, labels: Labels | TagSets, layers: list[int],
-             config: GridConfig, log: Callable[[str], None]) -> GridResult:
+def _fit_block(site: str, layer: int, store_path: str, control_path: str | None,
+               tasks: _Tasks, config: GridConfig) -> dict[str, np.ndarray]:
+    """The arrays of every head of one (site, layer) (see :func:`_score_cells`); runs in
+    this process or in a worker, always on one thread."""
+    with (_threads(), open_store(store_path) as store,
+          tempfile.TemporaryDirectory(prefix="headprobe-block-") as scratch):
+        read = _Reader(tasks.labels, config.chunk_rows, scratch)
+        control_data = None
+        if control_path is not None:
+            with open_store(control_path) as control:
+                control_data = read(control, site, layer)
+        return _score_cells(read(store, site, layer), tasks, config, control_data)
+
+
+def _fit_all(store: Store, control_store: str | None, labels: Labels | TagSets,
+             layers: list[int], config: GridConfig, log: Callable[[str], None]) -> GridResult:
     S, L = len(config.sites), len(layers)
     site_heads = [store.heads(site) for site in config.sites]
     tasks = _tasks(store, labels, config)
-    read = _Reader(labels)
+    blocks = [(site, layer) for site in config.sites for layer in layers]
+    paths = (str(store.path.resolve()),
+             None if control_store is None else str(Path(control_store).resolve()))
+    log(f"probing {len(blocks)} (site, layer) blocks ({labels.n_classes} tags, "
+        f"{len(labels.train_y)} train / {len(labels.test_y)} test tokens)")
     arrays: dict[str, np.ndarray] = {}
-    for s, site in enumerate(config.sites):
-        for li, layer in enumerate(layers):
-            log(f"probing {site} layer {layer} ({site_heads[s]} heads, {labels.n_classes} "
-                f"tags, {read.n_train} train / {len(labels.test_y)} test tokens)")
-            control_data = read(control, site, layer) if control is not None else None
-            got = _score_cells(read(store, site, layer), tasks, config, control_data)
-            for name, value in got.items():
-                if name not in arrays:
-                    arrays[name] = padded((S, L, max(site_heads), *value.shape[1:]),
-                                          value.dtype)
-                arrays[name][s, li, :len(value)] = value
+    results = map_blocks(_fit_block, blocks, (*paths, tasks, config), config.jobs, config.ray)
+    for i, got in enumerate(results):
+        s, li = divmod(i, L)
+        log(f"probed {block_name(blocks[i])} ({site_heads[s]} heads; {i + 1}/{len(blocks)})")
+        for name, value in got.items():
+            if name not in arrays:
+                arrays[name] = padded((S, L, max(site_heads), *value.shape[1:]), value.dtype)
+            arrays[name][s, li, :len(value)] = value
     reference = _selectivity(arrays, config.controls)
     arrays.update(_mdl_arrays(tasks))
-    info = {"selectivity_control": reference, "n_train": read.n_train,
+    info = {"selectivity_control": reference, "n_train": int(len(labels.train_y)),
             "n_test": int(len(labels.test_y)),
             "n_test_stories": int(tasks.scorer.groups.max()) + 1}
     return GridResult(list(config.sites), layers, labels.names, arrays, labels, info,
@@ -496,8 +541,8 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
     control_store : a store of the same tokens from a re-initialised model (turns on the
         random-weights control).
     **options : fields of :class:`GridConfig` (tagset, tags, merge_verbs, min_support,
-        exclude, solver, controls, C, n_boot, seed, jobs, mdl, word_types, tokenizer,
-        multilabel).
+        exclude, solver, controls, C, n_boot, seed, mdl, word_types, tokenizer,
+        multilabel, chunk_rows, max_train_tokens).
 
     Returns
     -------
@@ -505,14 +550,15 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
     """
     config = replace(GridConfig(**options), sites=(site,), layers=[layer])
     config = _with_controls(config, control_store is not None)
-    with _threads(config), _opened(store) as opened:
+    with (_threads(), _opened(store) as opened,
+          tempfile.TemporaryDirectory(prefix="headprobe-probe-") as scratch):
         _check_config(opened, config)
         if not 0 <= head < opened.heads(site):
             raise UsageError(f"head {head} is outside the store's {opened.heads(site)} heads "
                              f"of site {site!r}")
-        labels = _labels(opened, config)
+        labels, _ = _labels(opened, config)
         tasks = _tasks(opened, labels, config)
-        read = _Reader(labels)
+        read = _Reader(labels, config.chunk_rows, scratch)
         control_data = None
         if control_store is not None:
             with _opened(control_store, "control_store") as control:

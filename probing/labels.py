@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 
 VERB_TAGS = ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ")
 OTHER = "OTHER"
@@ -104,3 +104,30 @@ def fold_tags(tag_ids: np.ndarray, split: np.ndarray, tag_names: list[str],
     excluded = [tag_names[t] for t in sorted(present)
                 if tag_names[t] in set(exclude) or lookup[t] < 0]
     return Labels(names, train, y[train], test, y[test], folded, excluded)
+
+
+def sample_train_stories(split: np.ndarray, stories: np.ndarray, max_tokens: int,
+                         seed: int) -> tuple[np.ndarray, int]:
+    """Keep whole train stories, drawn in a seeded order, while they fit in ``max_tokens``.
+
+    split: [n_tokens] 0 train / 1 test; stories: [n_tokens] story of each token (windows of
+    one story share it). The stories are put in a random order (``seed``) and the longest
+    run of them from the start whose tokens add up to at most ``max_tokens`` is kept.
+    Returns (split [n_tokens] with the train tokens of every other story set to -1, so no
+    split takes them; the number of stories kept). UsageError when not even the first
+    drawn story fits.
+    """
+    if max_tokens < 1:
+        raise UsageError(f"{opt('max_train_tokens')} must be a positive number of tokens")
+    split = np.asarray(split)
+    train = split == 0
+    ids, inverse = np.unique(np.asarray(stories)[train], return_inverse=True)
+    rank = np.random.default_rng(seed).permutation(len(ids))
+    sizes = np.bincount(inverse, minlength=len(ids))[np.argsort(rank)]  # in drawn order
+    kept = int(np.searchsorted(np.cumsum(sizes), max_tokens, side="right"))
+    if kept == 0:
+        raise UsageError(f"{opt('max_train_tokens')} {max_tokens} is smaller than the first "
+                         f"drawn train story ({int(sizes[0]) if len(sizes) else 0} tokens)")
+    out = split.astype(np.int8)
+    out[np.flatnonzero(train)[rank[inverse] >= kept]] = -1
+    return out, kept

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from probing.solvers import ProbeFit
+from probing.stream import Vectors, as_vectors
 
 # the paper's portions, in percent of the train tokens
 PORTIONS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5, 25.0, 50.0, 100.0)
@@ -69,40 +70,51 @@ def uniform_codelength(n_tokens: int, n_classes: int) -> float:
     return float(n_tokens * np.log2(n_classes))
 
 
-def block_bits(fit: ProbeFit, X: np.ndarray, y: np.ndarray, n_seen: int) -> np.ndarray:
-    """Bits per cell [c] to send labels y [m] of vectors X [c, m, d] with a fitted probe.
+def block_bits(fit: ProbeFit, X: np.ndarray | Vectors, y: np.ndarray,
+               n_seen: int) -> np.ndarray:
+    """Bits per cell [c] to send labels y [m] of vectors X [c, m, d] (an array or Vectors,
+    read chunk by chunk) with a fitted probe.
 
     ``fit`` has one column per class (classes it never saw have intercept -inf);
     ``n_seen``: tokens it was fitted on (the weight of its probabilities, see the module).
     """
     cells, n_classes = fit.coef.shape[:2]
-    logits = torch.baddbmm(torch.from_numpy(fit.intercept.astype(np.float32))[:, None, :],
-                           torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)),
-                           torch.from_numpy(fit.coef.astype(np.float32)).transpose(1, 2))
-    target = torch.from_numpy(np.asarray(y, dtype=np.int64)).expand(cells, -1)[..., None]
-    logp = logits.gather(2, target)[..., 0] - torch.logsumexp(logits, 2)
-    p = logp.double().exp().numpy()
-    return -np.log2((n_seen * p + 1.0) / (n_seen + n_classes)).sum(-1)
+    intercept = torch.from_numpy(fit.intercept.astype(np.float32))[:, None, :]
+    coef = torch.from_numpy(fit.coef.astype(np.float32)).transpose(1, 2)
+    y = np.asarray(y, dtype=np.int64)
+    bits = np.zeros(cells)
+    for part, chunk in as_vectors(X).chunks():
+        logits = torch.baddbmm(intercept, torch.from_numpy(chunk), coef)
+        target = torch.from_numpy(y[part]).expand(cells, -1)[..., None]
+        logp = logits.gather(2, target)[..., 0] - torch.logsumexp(logits, 2)
+        p = logp.double().exp().numpy()
+        bits += -np.log2((n_seen * p + 1.0) / (n_seen + n_classes)).sum(-1)
+    return bits
 
 
-def online_codelength(X: np.ndarray, y: np.ndarray, n_classes: int, portions: Portions,
-                      fit: Callable[..., ProbeFit]) -> np.ndarray:
+def online_codelength(X: np.ndarray | Vectors, y: np.ndarray, n_classes: int,
+                      portions: Portions, fit: Callable[..., ProbeFit]) -> np.ndarray:
     """Online code length of every block, in bits: [c, P].
 
-    X: [c, n_train, d] train vectors and y: [n_train] labels, both in train order (they
-    are put in portion order here); fit(X, y, n_classes, init) -> ProbeFit: the solver,
-    which must accept labels that lack some classes (``solvers.fit_seen_classes``); init
-    is the probe of the portion before (None for the first), a starting point it may use.
-    Block 0 is the first portion in the uniform code; block i the tokens of portion i coded
-    by the probe fitted on portions 0..i-1. The sum over blocks is the online code length.
+    X: [c, n_train, d] train vectors (an array or Vectors, read chunk by chunk) and y:
+    [n_train] labels, both in train order; fit(X, y, n_classes, init) -> ProbeFit: the
+    solver, which must accept labels that lack some classes
+    (``solvers.fit_seen_classes``); init is the probe of the portion before (None for the
+    first), a starting point it may use. Block 0 is the first portion in the uniform code;
+    block i the tokens of portion i coded by the probe fitted on portions 0..i-1. The sum
+    over blocks is the online code length. A portion's tokens are taken in train order
+    (the code length of a block does not depend on the order within it), so each read of
+    them stays sequential.
     """
-    X, y = X[:, portions.order], np.asarray(y)[portions.order]
-    bits = np.zeros((len(X), len(portions.ends)))
+    X, y = as_vectors(X), np.asarray(y)
+    bits = np.zeros((X.cells, len(portions.ends)))
     bits[:, 0] = uniform_codelength(int(portions.ends[0]), n_classes)
     probe = None
     for i in range(1, len(portions.ends)):
         seen, end = int(portions.ends[i - 1]), int(portions.ends[i])
         if end > seen:
-            probe = fit(X[:, :seen], y[:seen], n_classes, probe)
-            bits[:, i] = block_bits(probe, X[:, seen:end], y[seen:end], seen)
+            known = np.sort(portions.order[:seen])
+            probe = fit(X.subset(known), y[known], n_classes, probe)
+            block = np.sort(portions.order[seen:end])
+            bits[:, i] = block_bits(probe, X.subset(block), y[block], seen)
     return bits

@@ -15,7 +15,10 @@ Two solvers share one interface, ``fit(X, y, n_classes) -> ProbeFit``:
   weighted subsample (which keeps every row of the rare classes) gives a starting point
   close to the optimum; Newton steps on the full data with the subsample's Hessian then
   converge in a few passes over the data. It stops on the same criterion as
-  scikit-learn's ``newton-cg`` (largest absolute gradient entry <= tol).
+  scikit-learn's ``newton-cg`` (largest absolute gradient entry <= tol). The full data is
+  read in row chunks (:mod:`probing.stream`): the standardisation statistics, the
+  objective, its gradient and Hessian are sums over rows accumulated chunk by chunk, so
+  memory depends on the chunk size, not on the number of rows.
 
 Weights come back in the space of the raw (unstandardised) vectors, so
 ``logits = x @ coef.T + intercept`` holds for a stored vector ``x``.
@@ -24,10 +27,13 @@ Weights come back in the space of the raw (unstandardised) vectors, so
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from probing.stream import Vectors, as_vectors
 
 SOLVERS = ("sklearn", "fast")
 
@@ -57,11 +63,17 @@ class ProbeFit:
 def standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standardise each cell: X [n_cells, n, d] -> (Xs, mean [n_cells, d], scale [n_cells, d])."""
     X = np.asarray(X, dtype=np.float64)
-    mean = X.mean(axis=1)
-    scale = X.std(axis=1)
-    scale[scale < 1e-12] = 1.0
+    mean, scale = standard_scale(as_vectors(X))
     Xs = (X - mean[:, None, :]) / scale[:, None, :]
     return Xs.astype(np.float32), mean, scale
+
+
+def standard_scale(X: Vectors) -> tuple[np.ndarray, np.ndarray]:
+    """Train mean and scale [n_cells, d] of the standardisation of X [n_cells, n, d], read
+    chunk by chunk (a constant dimension keeps scale 1)."""
+    mean, scale = X.moments()
+    scale[scale < 1e-12] = 1.0
+    return mean, scale
 
 
 def _to_raw(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray,
@@ -71,8 +83,8 @@ def _to_raw(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray,
     return raw, intercept - np.einsum("ckd,cd->ck", raw, mean)
 
 
-def _check(X: np.ndarray, y: np.ndarray, n_classes: int) -> None:
-    if X.ndim != 3 or X.shape[1] != len(y):
+def _check(X: np.ndarray | Vectors, y: np.ndarray, n_classes: int) -> None:
+    if len(X.shape) != 3 or X.shape[1] != len(y):
         raise ValueError(f"X must be [n_cells, n, d] with n = len(y); got {X.shape}, {len(y)}")
     if n_classes < 2 or len(np.unique(y)) != n_classes or y.min() < 0 or y.max() >= n_classes:
         raise ValueError("y must hold every class id 0..n_classes-1 (at least two classes)")
@@ -96,17 +108,18 @@ def _fit_one_sklearn(X: np.ndarray, y: np.ndarray, C: float, solver: str, tol: f
     return coef, intercept, int(np.max(model.n_iter_))
 
 
-def fit_sklearn(X: np.ndarray, y: np.ndarray, n_classes: int, C: float = 1.0,
+def fit_sklearn(X: np.ndarray | Vectors, y: np.ndarray, n_classes: int, C: float = 1.0,
                 solver: str = "newton-cg", tol: float = 1e-4, max_iter: int = 100,
                 n_jobs: int = 1) -> ProbeFit:
     """Reference probes: one scikit-learn LogisticRegression per cell.
 
-    X: [n_cells, n, d] raw vectors; y: [n] class ids 0..n_classes-1 (shared by every cell);
-    solver: 'newton-cg' or 'lbfgs'; n_jobs: joblib workers over cells.
+    X: [n_cells, n, d] raw vectors (Vectors are read into memory whole); y: [n] class ids
+    0..n_classes-1 (shared by every cell); solver: 'newton-cg' or 'lbfgs'; n_jobs: joblib
+    workers over cells.
     """
     from joblib import Parallel, delayed
 
-    y = np.asarray(y)
+    X, y = as_vectors(X).array(), np.asarray(y)
     _check(X, y, n_classes)
     Xs, mean, scale = standardise(X)
     if n_jobs == 1:
@@ -137,8 +150,7 @@ class _Problem:
         self.binary = n_classes == 2
         self.w = weight
         self.n = n if n is not None else float(X.shape[1])
-        self.pen = torch.ones(X.shape[2], 1, dtype=X.dtype)
-        self.pen[-1] = 0.0  # no penalty on the bias row
+        self.pen = _penalised(X.shape[2], X.dtype)
         # class sums S[c, a, k] = sum_{i: y_i = k} w_i x_ia make sum_i w_i z_{i, y_i} = <S, W>
         onehot = torch.nn.functional.one_hot(y, n_classes).to(X.dtype)
         if weight is not None:
@@ -164,29 +176,16 @@ class _Problem:
         P = Z.div_(total)
         return value, (P[:, :, 1:] if self.binary else P)
 
-    def _penalty(self, W: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.lam * (self.pen * W * W).sum((1, 2))
-
-    def loss(self, W: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """Objective per cell [c]."""
-        return self._data_term(W, cells, False)[0] / self.n + self._penalty(W)
-
-    def loss_grad(self, W: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Objective [c] and gradient [c, e, m]."""
+    def data_grad(self, W: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Unnormalised data term [c] and its gradient [c, e, m] (no penalty)."""
         value, P = self._data_term(W, cells, True)
         X = self.X[cells]
         Pw = P * self.w.view(1, -1, 1) if self.w is not None else P
-        grad = (torch.bmm(X.transpose(1, 2), Pw) - self.S[cells]) / self.n
-        grad += self.lam * self.pen * W
-        loss = value / self.n + self._penalty(W)
-        return loss, grad
+        return value, torch.bmm(X.transpose(1, 2), Pw) - self.S[cells]
 
-    def hessian(self, W: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """Hessian [c, e*m, e*m] of the objective at W [c, e, m]."""
-        return self._hessian(self.X[cells], self._data_term(W, cells, True)[1])
-
-    def _hessian(self, X: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-        """sum_i w_i (x_i x_i^T) kron (diag p_i - p_i p_i^T) / n + penalty, [c, e*m, e*m]."""
+    def data_hessian(self, W: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """sum_i w_i (x_i x_i^T) kron (diag p_i - p_i p_i^T), [c, e*m, e*m] (no penalty)."""
+        X, P = self.X[cells], self._data_term(W, cells, True)[1]
         c, n, e = X.shape
         m = P.shape[2]
         Xw = X * self.w.view(1, -1, 1) if self.w is not None else X
@@ -198,12 +197,80 @@ class _Problem:
         hess = hess.view(c, e * m, e * m)
         root = self.w.sqrt().view(1, -1, 1, 1) if self.w is not None else 1.0
         Zs = (X.unsqueeze(3) * P.unsqueeze(2) * root).reshape(c, n, e * m)
-        hess -= torch.bmm(Zs.transpose(1, 2), Zs)
-        hess /= self.n
-        # the bias is unpenalised and the multinomial logits are shift-invariant: a tiny
-        # ridge keeps every system solvable without moving the optimum noticeably
-        ridge = (self.lam * self.pen).expand(e, m).reshape(-1) + 1e-6
-        return hess + torch.diag_embed(ridge).unsqueeze(0)
+        return hess - torch.bmm(Zs.transpose(1, 2), Zs)
+
+    def loss_grad(self, W: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Objective [c] and gradient [c, e, m]."""
+        return _objective(*self.data_grad(W, cells), W, self.n, self.lam, self.pen)
+
+    def hessian(self, W: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Hessian [c, e*m, e*m] of the objective at W [c, e, m]."""
+        return _with_ridge(self.data_hessian(W, cells), self.n, self.lam, self.pen)
+
+
+class _Chunked:
+    """The objective of :class:`_Problem` on rows read chunk by chunk: every evaluation
+    makes one pass over ``X`` (probing.stream.Vectors), standardising each chunk with the
+    given train statistics, so memory is bounded by the chunk size."""
+
+    def __init__(self, X: Vectors, y: np.ndarray, n_classes: int, lam: float,
+                 mean: np.ndarray, scale: np.ndarray):
+        self.X, self.y, self.n_classes, self.lam = X, y, n_classes, lam
+        self.mean, self.scale = mean, scale
+        self.n = float(X.n)
+        self.pen = _penalised(X.d + 1, torch.float32)
+
+    def _parts(self, cells: torch.Tensor) -> Iterator[tuple[_Problem, torch.Tensor]]:
+        """(problem of one chunk's rows for ``cells``, local cell ids) per chunk."""
+        picked = cells.numpy()
+        local = torch.arange(len(picked))
+        for part, X in self.X.chunks(picked):
+            Xt = _design(X, self.mean[picked], self.scale[picked])
+            yield _Problem(Xt, torch.from_numpy(self.y[part]), self.n_classes, self.lam,
+                           n=self.n), local
+
+    def loss_grad(self, W: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Objective [c] and gradient [c, e, m], summed over the chunks."""
+        value, grad = 0.0, 0.0
+        for problem, local in self._parts(cells):
+            v, g = problem.data_grad(W, local)
+            value, grad = value + v, grad + g
+        return _objective(value, grad, W, self.n, self.lam, self.pen)
+
+    def hessian(self, W: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Hessian [c, e*m, e*m] of the objective, summed over the chunks."""
+        total = sum(problem.data_hessian(W, local) for problem, local in self._parts(cells))
+        return _with_ridge(total, self.n, self.lam, self.pen)
+
+
+def _penalised(e: int, dtype: torch.dtype) -> torch.Tensor:
+    """[e, 1]: 1 for the weights, 0 for the (unpenalised) bias row."""
+    pen = torch.ones(e, 1, dtype=dtype)
+    pen[-1] = 0.0
+    return pen
+
+
+def _objective(value: torch.Tensor, grad: torch.Tensor, W: torch.Tensor, n: float, lam: float,
+               pen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Objective [c] and gradient [c, e, m] from the summed data term and its gradient."""
+    loss = value / n + 0.5 * lam * (pen * W * W).sum((1, 2))
+    return loss, grad / n + lam * pen * W
+
+
+def _with_ridge(hess: torch.Tensor, n: float, lam: float, pen: torch.Tensor) -> torch.Tensor:
+    """The objective's Hessian [c, p, p] from the summed data Hessian."""
+    e, m = pen.shape[0], hess.shape[1] // pen.shape[0]
+    # the bias is unpenalised and the multinomial logits are shift-invariant: a tiny
+    # ridge keeps every system solvable without moving the optimum noticeably
+    ridge = (lam * pen).expand(e, m).reshape(-1) + 1e-6
+    return hess / n + torch.diag_embed(ridge).unsqueeze(0)
+
+
+def _design(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    """Standardised vectors with a bias column: X [c, r, d] -> [c, r, d+1] float32."""
+    Xs = ((X - mean[:, None, :]) / scale[:, None, :]).astype(np.float32)
+    ones = np.ones((*Xs.shape[:2], 1), np.float32)
+    return torch.from_numpy(np.concatenate([Xs, ones], axis=2))
 
 
 def _solve(hess: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -338,33 +405,30 @@ def _start(init: ProbeFit, mean: np.ndarray, scale: np.ndarray, binary: bool) ->
     return torch.from_numpy(W.transpose(0, 2, 1).astype(np.float32)).contiguous()
 
 
-def fit_fast(X: np.ndarray, y: np.ndarray, n_classes: int, C: float = 1.0, tol: float = 1e-4,
-             max_iter: int = 100, n_sub: int = 2048, seed: int = 0,
+def fit_fast(X: np.ndarray | Vectors, y: np.ndarray, n_classes: int, C: float = 1.0,
+             tol: float = 1e-4, max_iter: int = 100, n_sub: int = 2048, seed: int = 0,
              init: ProbeFit | None = None) -> ProbeFit:
     """Batched probes for all cells at once (see the module docstring).
 
-    X: [n_cells, n, d] raw vectors; y: [n] class ids 0..n_classes-1; n_sub: rows of the
-    weighted subsample that gives the warm start and the Hessian approximation (the full
-    data is used with exact Newton steps when it is not much larger); init: probes of the
-    same classes (e.g. fitted on part of the data) to start from instead of zero weights;
-    the optimum is the same, only reached sooner.
+    X: [n_cells, n, d] raw vectors, an array or probing.stream.Vectors read chunk by chunk
+    (every pass over the data reads one chunk at a time); y: [n] class ids
+    0..n_classes-1; n_sub: rows of the weighted subsample that gives the warm start and
+    the Hessian approximation (the full data is used with exact Newton steps when it is not
+    much larger); init: probes of the same classes (e.g. fitted on part of the data) to
+    start from instead of zero weights; the optimum is the same, only reached sooner.
     """
-    y = np.asarray(y, dtype=np.int64)
+    X, y = as_vectors(X), np.asarray(y, dtype=np.int64)
     _check(X, y, n_classes)
-    Xs, mean, scale = standardise(X)
-    cells, n, d = Xs.shape
-    dtype = torch.float32
-    Xt = torch.cat([torch.from_numpy(Xs), torch.ones(cells, n, 1, dtype=dtype)], 2)
-    yt = torch.from_numpy(y)
+    mean, scale = standard_scale(X)
+    cells, n, d = X.shape
     lam = 1.0 / (C * n)
-    W = (torch.zeros(cells, d + 1, 1 if n_classes == 2 else n_classes, dtype=dtype)
+    W = (torch.zeros(cells, d + 1, 1 if n_classes == 2 else n_classes, dtype=torch.float32)
          if init is None else _start(init, mean, scale, n_classes == 2))
-    full = _Problem(Xt, yt, n_classes, lam)
+    full = _Chunked(X, y, n_classes, lam, mean, scale)
     if n > 3 * n_sub:
         rows, weight = _warm_rows(y, n_classes, n_sub, np.random.default_rng(seed))
-        rows_t = torch.from_numpy(rows)
-        sub = _Problem(Xt[:, rows_t].contiguous(), yt[rows_t], n_classes, lam,
-                       torch.from_numpy(weight).to(dtype), n=float(weight.sum()))
+        sub = _Problem(_design(X.subset(rows).array(), mean, scale), torch.from_numpy(y[rows]),
+                       n_classes, lam, torch.from_numpy(weight).float(), n=float(weight.sum()))
         W, it_sub, hess = _newton(sub, W, tol, max_iter, final_hessian=True)
         W, n_iter, _ = _newton(full, W, tol, max_iter, hess=hess)
     else:
@@ -376,7 +440,7 @@ def fit_fast(X: np.ndarray, y: np.ndarray, n_classes: int, C: float = 1.0, tol: 
     return ProbeFit(coef, intercept, n_iter)
 
 
-def fit_probes(X: np.ndarray, y: np.ndarray, n_classes: int, solver: str = "fast",
+def fit_probes(X: np.ndarray | Vectors, y: np.ndarray, n_classes: int, solver: str = "fast",
                C: float = 1.0, n_jobs: int = 1, seed: int = 0,
                init: ProbeFit | None = None) -> ProbeFit:
     """Fit one probe per cell with the named solver ('sklearn' or 'fast'); ``init``: a
@@ -388,7 +452,7 @@ def fit_probes(X: np.ndarray, y: np.ndarray, n_classes: int, solver: str = "fast
     raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
 
 
-def fit_seen_classes(X: np.ndarray, y: np.ndarray, n_classes: int,
+def fit_seen_classes(X: np.ndarray | Vectors, y: np.ndarray, n_classes: int,
                      init: ProbeFit | None = None, **options) -> ProbeFit:
     """:func:`fit_probes` on the classes that occur in y [n], returned with all n_classes.
 

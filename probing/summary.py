@@ -81,11 +81,7 @@ def _quote(r: StudyResults) -> str:
 
 
 def _repeated(r: StudyResults) -> str:
-    m = r.meta
-    head = head_label(*m["best_induction_head"])
-    score = float(r[repeated.INDUCTION_SCORE][tuple(m["best_induction_head"])])
-    return (f"induction head {head} (score {score:.2f}); top-1 accuracy on repeated random "
-            f"tokens {m['accuracy_first']:.2f} -> {m['accuracy_second']:.2f}")
+    return repeated.circuit_line(r.meta)
 
 
 HEADLINES = {quote.STUDY: _quote, repeated.STUDY: _repeated}

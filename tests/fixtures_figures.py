@@ -28,7 +28,9 @@ SIZES = {"layer": N_LAYERS, "head": N_HEADS, "layer/head": 2, "rank": 3, "story"
          "sequence": 2, "half": 2, "position within the half": SEQ,
          "position within the second half": SEQ, "statistic": len(stats.SUMMARY),
          "bin": 8, "bin edge": 9, "d_model": 8, "tag": 5, "draw": 3, "value": 3, "token": 6,
-         "vocab": 20, "prompt": 20, "digit": 10, "generation": 2, "pair": 30, "offset": 9}
+         "vocab": 20, "prompt": 20, "digit": 10, "generation": 2, "pair": 30, "offset": 9,
+         "writer layer": N_LAYERS, "writer head": N_HEADS, "reader layer": N_LAYERS,
+         "reader head": N_HEADS, "mode (Q, K, V)": 3}
 
 
 def random_values(entry: Array, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -79,7 +81,11 @@ def write_synthetic_studies(studies: Path, rng: np.random.Generator) -> None:
         repeated.POSITION_LOSS: np.stack([np.full(SEQ, 8.0), np.linspace(3, 0.2, SEQ)]),
         repeated.MLP_PATCH_DELTA: rng.normal(size=(N_LAYERS, SEQ)),
         repeated.EXAMPLE_TOKENS: toks, repeated.EXAMPLE_PATTERN: causal_pattern(len(toks), rng),
-    }), {"seq_len": SEQ, "best_induction_head": [1, 2]})
+        repeated.EXAMPLE_PREV_PATTERN: causal_pattern(len(toks), rng),
+        repeated.REPEAT_START: np.array([1, 1]), repeated.REPEAT_LENGTH: np.array([SEQ, SEQ]),
+    }), {"seq_len": SEQ, "best_induction_head": [1, 2],
+         "example_heads": {"example_pattern": [1, 2], "example_prev_pattern": [0, 1]},
+         "circuit": {"prev_token_head": [0, 1], "induction_head": [1, 2]}})
     clean = np.array(["Michelle", " Jones", " was", " a", " student", ".", " Michelle"])
     write(studies, patching, layout_arrays(patching.LAYOUT, rng, len(clean), {
         patching.GRID: rng.normal(size=(N_LAYERS, len(clean))),

@@ -1,10 +1,11 @@
 """Session fixtures of the case-study tests: the shared model booted once, a store with head
-activity, and a tiny attention-only model trained on repeated random tokens."""
+activity, the induction organism and a model that predicts repeats by a fixed offset."""
 
 import hashlib
 import inspect
 import json
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-# BOS + seq_len distinct random tokens + the same tokens again, as the study generates them.
-# The repeat offset is fixed, so a model may learn to attend by relative position from
-# layer 0 on; either way it needs a head on the induction diagonal to predict the repeat.
-INDUCTION = dict(vocab=96, seq_len=20, layers=2, heads=4, d_model=64, steps=300, lr=3e-3,
-                 batch=32, seed=0)
+# The old organism of the repeated study: BOS + seq_len distinct random tokens + the same
+# tokens again, always at the same offset. It predicts the repeat with layer-0 heads that
+# attend seq_len - 1 tokens back (no previous-token head, no composition): the negative
+# control of the circuit tests.
+FIXED_OFFSET = dict(vocab=96, seq_len=20, layers=2, heads=4, d_model=64, steps=300, lr=3e-3,
+                    batch=32, seed=0)
 
 
-def induction_sampler(vocab: int, seq_len: int):
+def fixed_offset_sampler(vocab: int, seq_len: int):
     """``sample(gen, batch) -> ids [batch, 1 + 2 seq_len]``: BOS, random half, same half."""
 
     def sample(gen: torch.Generator, batch: int) -> torch.Tensor:
@@ -42,37 +44,64 @@ def _training_sources() -> list[Path]:
     return sorted(files)
 
 
-def _cache_dir(settings: dict) -> Path:
-    """Where the model trained with ``settings`` by the current training code is cached."""
+def _cache_dir(name: str, settings: dict) -> Path:
+    """Where the model ``name`` trained with ``settings`` by the current training code is
+    cached."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in _training_sources():
-        name = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-        digest.update(name.as_posix().encode() + b"\0" + path.read_bytes())
+        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes())
     key = digest.hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / "headprobe-test-cache" / f"induction-{key}"
+    return Path(tempfile.gettempdir()) / "headprobe-test-cache" / f"{name}-{key}"
+
+
+@contextmanager
+def one_thread():
+    """Tiny matrices: one thread is fastest (and leaves the other core to other work)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
-def induction_model_dir() -> Path:
-    """HF directory of a 2-layer attention-only model that predicts repeated tokens.
+def induction_model_dir(shared_dir) -> Path:
+    """HF directory of the induction organism: ``python -m extract train --recipe induction``
+    (:data:`extract.training.recipes.INDUCTION`) on the shared TinyStories train file.
 
-    Trained once (well under a minute on one free core) and cached in the temp directory.
+    Trained once per (recipe, training code) and cached in the temp directory.
     """
-    from extract.train import train_model
+    from extract.train import read_corpus, train_model
+    from extract.training.recipes import INDUCTION
 
-    out = _cache_dir(INDUCTION)
+    settings = {"corpus": INDUCTION.corpus, "tokenizer": INDUCTION.tokenizer,
+                **INDUCTION.settings}
+    out = _cache_dir("induction", settings)
     if (out / "config.json").is_file():
         return out
-    cfg = dict(INDUCTION)
-    sample = induction_sampler(cfg.pop("vocab"), cfg.pop("seq_len"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread is fastest
-    try:
-        train_model(sample, out, vocab_size=INDUCTION["vocab"], ctx=1 + 2 * INDUCTION["seq_len"],
-                    arch="attn-only", progress=False, overwrite=True, log_every=100,
-                    ckpt_every=10**6, **cfg)
-    finally:
-        torch.set_num_threads(threads)
+    texts, _ = read_corpus(str(shared_dir / INDUCTION.corpus))
+    with one_thread():
+        train_model(texts, out, INDUCTION.tokenizer, progress=False, overwrite=True,
+                    ckpt_every=10**6, info={"recipe": INDUCTION.name}, **INDUCTION.settings)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fixed_offset_model_dir() -> Path:
+    """HF directory of the fixed-offset model (``FIXED_OFFSET``), cached like the organism."""
+    from extract.train import train_model
+
+    out = _cache_dir("fixed-offset", FIXED_OFFSET)
+    if (out / "config.json").is_file():
+        return out
+    cfg = dict(FIXED_OFFSET)
+    sample = fixed_offset_sampler(cfg.pop("vocab"), cfg.pop("seq_len"))
+    with one_thread():
+        train_model(sample, out, vocab_size=FIXED_OFFSET["vocab"],
+                    ctx=1 + 2 * FIXED_OFFSET["seq_len"], arch="attn-only", progress=False,
+                    overwrite=True, log_every=100, ckpt_every=10**6, **cfg)
     return out
 
 

@@ -88,7 +88,11 @@ def test_case_studies_use_the_per_query_head_pattern(family_run):
     assert read_study(studies / "patch")["grid"].shape == (2, 4)
     repeated = read_study(studies / "repeated")
     assert repeated["induction_score"].shape == (2, 4)
-    assert 0.0 <= repeated.meta["k_composition"]["top1_accuracy"] <= 1.0
+    circuit = repeated.meta["circuit"]
+    assert 0.0 <= circuit["k_circuit_top1"] <= 1.0
+    assert repeated["k_composition"].shape == (2, 4, 2, 4)      # per query head
+    assert np.isfinite(repeated["k_composition"][0, :, 1, :]).all()
+    assert repeated["ablation_drop"].shape == (2, 4)
     ablate = read_study(studies / "ablate")
     assert np.isfinite(ablate["ablated_delta"]).all() and ablate.meta["heads"] == "1.0,1.3"
 

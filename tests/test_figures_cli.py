@@ -35,7 +35,8 @@ def test_run_dir_draws_every_figure_with_sidecars(synthetic_run: Path, tmp_path:
     out = tmp_path / "figs"
     assert cli("--run", str(synthetic_run), "--out", str(out)) == 0
     stems = {"repeated_scores", "repeated_loss", "repeated_mlp_patching", "repeated_pattern",
-             "patching", "patching_topk", "quote_activity", "quote_attention", "quote_shift",
+             "repeated_scatter", "repeated_composition", "repeated_ablation", "patching",
+             "patching_topk", "quote_activity", "quote_attention", "quote_shift",
              "tag_induction_activity", "tag_induction_attention", "quote_heads",
              "tag_induction_heads", "next_token_table", "time_order_mass", "time_order_hist",
              "activation_stats", "activation_hist", "mlp_sparsity", "ablation"}

@@ -11,7 +11,15 @@ from figures.heads import draw_head_grids
 from figures.patching import draw_logit_diff, draw_table
 from figures.plotting import token_labels
 from figures.probe_grids import best_head, draw_tag_detail, draw_tag_grids, selectivity
-from figures.repeated import draw_half_losses, draw_head_scores, draw_mlp_patching
+from figures.repeated import (
+    draw_circuit_patterns,
+    draw_composition,
+    draw_half_losses,
+    draw_head_scores,
+    draw_mlp_patching,
+    draw_score_scatter,
+    writer_reader_matrix,
+)
 from figures.stats import (
     draw_layer_boxes,
     draw_layer_fractions,
@@ -154,6 +162,42 @@ def test_repeated_figures():
     assert grid.get_axes()[0].get_ylabel() == "MLP layer"
     (lo, hi), = set(image_limits(grid))
     assert lo == pytest.approx(-hi)
+
+
+def test_circuit_figures_mark_copies_heads_and_the_pair():
+    n, start, length = 9, 2, 3
+    patterns = [np.tril(RNG.uniform(size=(n, n))) for _ in range(2)]
+    fig = draw_circuit_patterns(patterns, ["previous-token head L0H1", "induction head L1H2"],
+                                start, length)
+    panels = [ax for ax in fig.get_axes() if ax.get_images()]
+    assert [ax.get_title() for ax in panels] == ["previous-token head L0H1",
+                                                 "induction head L1H2"]
+    shown = panels[0].get_images()[0].get_array()
+    assert shown.mask[0, 1] and not shown.mask[1, 0]       # nothing above the diagonal
+    dashed = sorted({line.get_xdata()[0] for line in panels[1].get_lines()
+                     if line.get_xdata()[0] == line.get_xdata()[1]})      # vertical lines
+    assert dashed == [start - 0.5, start + length - 0.5, start + 2 * length - 0.5]
+    prev, ind = RNG.uniform(size=(2, 3, 4))
+    scatter = draw_score_scatter(prev, ind, {"induction": (2, 3)})
+    ax = scatter.get_axes()[0]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 12
+    assert [t.get_text() for t in ax.texts] == ["induction L2H3"]
+    # composition: writers of layers 0..L-2 down, readers of layers 1..L-1 across
+    scores = np.full((3, 2, 3, 2), np.nan)
+    for lw in range(3):
+        for lr in range(lw + 1, 3):
+            scores[lw, :, lr, :] = 10 * lw + lr + RNG.uniform(0, 0.1, size=(2, 2))
+    mat = writer_reader_matrix(scores)
+    assert mat.shape == (4, 4) and np.isnan(mat[2:, :2]).all()
+    assert np.floor(mat[0, 0]) == 1 and np.floor(mat[3, 3]) == 12
+    fig = draw_composition([scores] * 3, ["Q", "K", "V"], [0.1, 0.2, 0.3], ((0, 1), (2, 0)))
+    panels = [ax for ax in fig.get_axes() if ax.get_images()]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == ["Q-composition",
+                                                                "K-composition",
+                                                                "V-composition"]
+    assert "0.200" in panels[1].get_title()
+    boxes = [p for p in panels[0].patches]
+    assert {(b.get_x() + 0.5, b.get_y() + 0.5) for b in boxes} == {(2.0, 1.0)}
 
 
 def test_patching_heatmap_labels_positions_with_tokens():

@@ -22,9 +22,10 @@ def test_summary_names_best_probe_heads_and_study_headlines(
     best = top_cells(read_results(run / "probes"), "``", k=1)[0]
     assert f"best {best['site']:<5} L{best['layer']}H{best['head']} " in out
     rep = read_study(run / "studies" / "repeated")
-    layer, head = rep.meta["best_induction_head"]
-    assert f"repeated: induction head L{layer}H{head} " in out
-    assert f"{rep.meta['accuracy_second']:.2f}" in out
+    layer, head = rep.meta["circuit"]["induction_head"]
+    assert "repeated: circuit: previous-token L0H" in out
+    assert f" -> induction L{layer}H{head} " in out
+    assert f"second-half accuracy {rep.meta['accuracy_second']:.2f}" in out
 
 
 def test_summary_of_missing_run_is_a_usage_error(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""The repeated-random-tokens study: scores, halves, MLP patching, K-composition, CLI."""
+"""The repeated-random-tokens study: inputs with their own repeat boundaries, scores, halves,
+MLP patching, the induction circuit (composition, ablation, key-path patching), CLI."""
 
 import numpy as np
 import pytest
@@ -8,23 +9,37 @@ from transformer_lens import FactoredMatrix, head_detector
 from headprobe.cli import run_main
 from headprobe.hooks import hook_name, layer_hooks
 from probing.__main__ import main
-from probing.studies import repeated
-from probing.studies.common import (
-    capture,
-)
+from probing.studies import circuits, repeated
+from probing.studies.common import capture
 from probing.study_io import read_study
 
 TEXT = "Tom and Sue went to the park. Tom saw a big dog and Sue saw a cat."
 
 
-def test_repeated_tokens_repeat_distinct_tokens_after_bos():
-    tokens = repeated.repeated_tokens(50, seq_len=12, batch=5, seed=3, bos=0)
-    assert tokens.shape == (5, 25)
-    assert (tokens[:, 0] == 0).all() and (tokens[:, 1:] != 0).all()
-    assert torch.equal(tokens[:, 1:13], tokens[:, 13:])
-    assert all(len(set(row[1:13].tolist())) == 12 for row in tokens)
-    assert torch.equal(tokens, repeated.repeated_tokens(50, 12, 5, seed=3, bos=0))
-    assert not torch.equal(tokens, repeated.repeated_tokens(50, 12, 5, seed=4, bos=0))
+def test_repeat_batch_repeats_distinct_tokens_at_each_sequences_boundary():
+    rep = repeated.repeat_batch(90, seq_len=12, batch=40, seed=3, min_len=4, max_prefix=6)
+    tokens, start, length = rep.tokens, rep.start, rep.length
+    assert tokens.shape == (40, 1 + 6 + 24) and (tokens[:, 0] == 0).all()
+    assert (tokens[:, 1:] != 0).all()
+    for row, s, n in zip(tokens.tolist(), start.tolist(), length.tolist(), strict=True):
+        assert row[s:s + n] == row[s + n:s + 2 * n]
+        rest = row[1:s + n] + row[s + 2 * n:]
+        assert len(set(rest)) == len(rest) == len(row) - 1 - n   # nothing else repeats
+    assert len(set(length.tolist())) > 5 and len(set(start.tolist())) > 4
+    assert 4 <= length.min() and length.max() <= 12 and 1 <= start.min() and start.max() <= 7
+    again = repeated.repeat_batch(90, 12, 40, seed=3, min_len=4, max_prefix=6)
+    assert torch.equal(tokens, again.tokens)
+    classic = repeated.repeat_batch(50, seq_len=12, batch=5, seed=3)
+    assert torch.equal(classic.tokens[:, 1:13], classic.tokens[:, 13:])
+    assert (classic.start == 1).all() and (classic.length == 12).all()
+    # targets: the tokens of each copy after its first one
+    mask = rep.targets(1)
+    assert mask.sum(1).tolist() == (length - 1).tolist()
+    assert mask[0, start[0] + length[0] + 1] and not mask[0, start[0] + length[0]]
+    with pytest.raises(ValueError, match="need 2 <= min_len <= seq_len"):
+        repeated.repeat_batch(50, seq_len=5, batch=2, min_len=6)
+    with pytest.raises(ValueError, match="distinct tokens"):
+        repeated.repeat_batch(10, seq_len=12, batch=2)
 
 
 def test_scores_agree_with_transformer_lens_head_detector(study_model):
@@ -37,12 +52,12 @@ def test_scores_agree_with_transformer_lens_head_detector(study_model):
                         for layer in range(model.cfg.n_layers)])
     reference = head_detector.detect_head(model, TEXT, "previous_token_head")
     np.testing.assert_allclose(mine.numpy() * (n - 1) / n, reference.numpy(), atol=1e-5)
-    # induction score on repeated tokens against the detector's induction pattern
+    # induction score on the classic input against the detector's induction pattern
     seq_len = 10
-    tokens = repeated.repeated_tokens(model.cfg.d_vocab, seq_len, 1, seed=0)
-    _, scores = repeated.head_scores(model, tokens, seq_len)
-    detection = head_detector.get_induction_head_detection_pattern(tokens)
-    _, acts = capture(model, tokens, [hook_name("pattern", 2)])
+    rep = repeated.repeat_batch(model.cfg.d_vocab, seq_len, 1, seed=0)
+    _, scores = repeated.head_scores(model, rep)
+    detection = head_detector.get_induction_head_detection_pattern(rep.tokens)
+    _, acts = capture(model, rep.tokens, [hook_name("pattern", 2)])
     for head in (0, 7):
         ref = head_detector.compute_head_attention_similarity_score(
             acts[hook_name("pattern", 2)][0, head], detection, exclude_bos=False,
@@ -51,34 +66,62 @@ def test_scores_agree_with_transformer_lens_head_detector(study_model):
             pytest.approx(ref, abs=1e-5)
 
 
+def test_induction_score_follows_each_sequences_own_boundary(study_model):
+    model = study_model
+    rep = repeated.repeat_batch(model.cfg.d_vocab, 9, 6, seed=2, min_len=3, max_prefix=5)
+    logits, scores = repeated.head_scores(model, rep)
+    _, acts = capture(model, rep.tokens, [hook_name("pattern", 3)])
+    pattern = acts[hook_name("pattern", 3)]
+    total, count = torch.zeros(model.cfg.n_heads), 0
+    for b, (s, n) in enumerate(zip(rep.start.tolist(), rep.length.tolist(), strict=True)):
+        for p in range(s + n, s + 2 * n):
+            total += pattern[b, :, p, p - n + 1]
+            count += 1
+    np.testing.assert_allclose(scores["induction_score"][3], (total / count).numpy(), atol=1e-6)
+    halves = repeated.half_metrics(logits, rep, 9)
+    hits = [int(logits[b, p - 1].argmax() == rep.tokens[b, p])
+            for b, (s, n) in enumerate(zip(rep.start.tolist(), rep.length.tolist(), strict=True))
+            for p in range(s + n + 1, s + 2 * n)]
+    assert halves["accuracy"][1] == pytest.approx(np.mean(hits))
+    assert halves["accuracy"][1] == pytest.approx(repeated.second_half_accuracy(logits, rep))
+    assert np.isnan(halves["position_loss"][:, rep.length.max():]).all()
+
+
 def test_mlp_patching_grid_matches_single_patched_runs(study_model, monkeypatch):
-    model, seq_len = study_model, 6
+    model = study_model
     n_layers = model.cfg.n_layers
-    tokens = repeated.repeated_tokens(model.cfg.d_vocab, seq_len, 2, seed=1)
-    grid = repeated.mlp_patching_grid(model, tokens, seq_len, max_rows=4)   # 2 positions a pass
-    assert grid.shape == (n_layers, seq_len)
-    # the last token's MLP output feeds no second-half prediction
-    np.testing.assert_allclose(grid[:, -1], 0.0, atol=1e-5)
-    names = [f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)]
-    logits, clean = capture(model, tokens, names)
-    base = repeated.second_half_loss(logits, tokens, seq_len).mean().item()
+    rep = repeated.repeat_batch(model.cfg.d_vocab, 6, 3, seed=1, min_len=4, max_prefix=3)
+    grid = repeated.mlp_patching_grid(model, rep, max_rows=4)
+    assert grid.shape == (n_layers, int(rep.length.max()))
+    names = layer_hooks("mlp_out", n_layers)
+    logits, clean = capture(model, rep.tokens, names)
+    mask = rep.targets(1)[:, 1:]
+
+    def second_copy_loss(logits):                    # [batch]
+        loss = -torch.log_softmax(logits[:, :-1], -1).gather(-1, rep.tokens[:, 1:, None])[..., 0]
+        return (loss * mask).sum(1) / mask.sum(1)
+
+    base = second_copy_loss(logits)
     for layer, i in ((0, 0), (1, 2), (n_layers - 1, 3)):
-        name = names[layer]
+        rows = [b for b in range(3) if rep.length[b] > i]
+        deltas = []
+        for b in rows:
+            dest, src = int(rep.start[b] + rep.length[b] + i), int(rep.start[b] + i)
 
-        def patch(act, hook, name=name, i=i):
-            act[:, seq_len + 1 + i] = clean[name][:, 1 + i]
-            return act
+            def patch(act, hook, b=b, dest=dest, src=src, name=names[layer]):
+                act[b, dest] = clean[name][b, src]
+                return act
 
-        with torch.inference_mode():
-            patched = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
-        expected = repeated.second_half_loss(patched, tokens, seq_len).mean().item() - base
-        assert abs(expected) > 1e-4
-        assert grid[layer, i] == pytest.approx(expected, abs=1e-4)
+            with torch.inference_mode():
+                patched = model.run_with_hooks(rep.tokens, fwd_hooks=[(names[layer], patch)])
+            deltas.append((second_copy_loss(patched) - base)[b].item())
+        assert abs(np.mean(deltas)) > 1e-4
+        assert grid[layer, i] == pytest.approx(np.mean(deltas), abs=1e-4)
     # models whose blocks cannot run on a residual stream alone take full patched passes
     assert repeated.can_resume(model)
     monkeypatch.setattr(repeated, "can_resume", lambda model: False)
-    full = repeated.mlp_patching_grid(model, tokens, seq_len, max_rows=6)
-    np.testing.assert_allclose(full, grid, atol=1e-4)
+    np.testing.assert_allclose(repeated.mlp_patching_grid(model, rep, max_rows=5), grid,
+                               atol=1e-4)
 
 
 def test_top1_accuracy_in_blocks_matches_dense():
@@ -89,48 +132,146 @@ def test_top1_accuracy_in_blocks_matches_dense():
     dense = (matrix.AB.argmax(-1) == torch.arange(37)).float().mean().item()
     assert dense >= 20 / 37
     for block in (1, 7, 64):
-        assert repeated.top1_accuracy(matrix, block=block) == pytest.approx(dense)
+        assert circuits.top1_accuracy(matrix, block=block) == pytest.approx(dense)
     # a sample of rows: rows 0..19 all hit; the sample of a vocabulary too large is seeded
-    assert repeated.top1_accuracy(matrix, block=3, rows=np.arange(0, 20, 2)) == 1.0
-    rows = repeated.circuit_rows(37, 10, seed=1)
-    assert len(set(rows)) == 10 and np.array_equal(rows, repeated.circuit_rows(37, 10, seed=1))
-    assert repeated.circuit_rows(37, 37, seed=1) is None
-    assert repeated.circuit_rows(37, 0, seed=1) is None
+    assert circuits.top1_accuracy(matrix, block=3, rows=np.arange(0, 20, 2)) == 1.0
+    rows = circuits.circuit_rows(37, 10, seed=1)
+    assert len(set(rows)) == 10 and np.array_equal(rows, circuits.circuit_rows(37, 10, seed=1))
+    assert circuits.circuit_rows(37, 37, seed=1) is None
+    assert circuits.circuit_rows(37, 0, seed=1) is None
 
 
-def test_model_trained_on_repeats_has_an_induction_head(induction_model):
-    arrays, meta, report = repeated.repeated_study(induction_model, seq_len=20, batch=20, seed=5)
-    assert arrays["induction_score"].max() >= 0.9
+def frobenius_score(left: torch.Tensor, right: torch.Tensor) -> float:
+    return (left @ right).norm().item() / (left.norm().item() * right.norm().item())
+
+
+def test_composition_scores_follow_the_definition(study_model):
+    model = study_model
+    scores = circuits.composition_scores(model)
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    assert scores["K"].shape == (n_layers, n_heads, n_layers, n_heads)
+    assert np.isnan(scores["K"][2, 0, 2, 1]) and np.isnan(scores["Q"][3, 0, 1, 0])
+    for (lw, hw), (lr, hr) in (((0, 3), (1, 5)), ((2, 11), (6, 0))):
+        ov = model.W_V[lw, hw] @ model.W_O[lw, hw]                      # [d_model, d_model]
+        qk = model.W_Q[lr, hr] @ model.W_K[lr, hr].T
+        ov_r = model.W_V[lr, hr] @ model.W_O[lr, hr]
+        with torch.no_grad():
+            expected = {"Q": frobenius_score(ov, qk), "K": frobenius_score(ov, qk.T),
+                        "V": frobenius_score(ov, ov_r)}
+        for mode, value in expected.items():
+            assert scores[mode][lw, hw, lr, hr] == pytest.approx(value, rel=1e-4), mode
+    baseline = circuits.random_composition_baseline(model.cfg.d_model, model.cfg.d_head, 300)
+    # rotation-invariant random factors: E||AB||^2 = ||A||^2 ||B||^2 / d_model
+    expect = 1 / np.sqrt(model.cfg.d_model)
+    for mode in circuits.MODES:
+        mean, sd = baseline[mode]
+        assert 0.9 * expect < mean < 1.1 * expect and 0 < sd < 0.2 * mean
+    assert baseline == circuits.random_composition_baseline(model.cfg.d_model,
+                                                            model.cfg.d_head, 300)
+
+
+def test_key_path_patching_changes_only_the_readers_keys(study_model):
+    model = study_model
+    rep = repeated.repeat_batch(model.cfg.d_vocab, 8, 4, seed=0, min_len=5, max_prefix=2)
+    cache = circuits.clean_cache(model, rep.tokens)
+    means = circuits.mean_z(cache, model.cfg.n_layers)
+    writer, reader = (1, 4), (3, 2)
+    clean_keys = cache[hook_name("k", 3)][:, :, 2]
+    np.testing.assert_allclose(circuits.head_keys(model, cache[hook_name("resid_pre", 3)],
+                                                  reader), clean_keys, atol=1e-4)
+    seen = {}
+
+    def metric(logits):
+        seen["logits"] = logits
+        return repeated.second_half_accuracy(logits, rep)
+
+    drop, note = circuits.key_path_drop(model, rep.tokens, metric, cache, means, writer, reader)
+    assert drop is not None and "hook_k" in note
+    # rerun the patch and look inside: only head 2 of layer 3 got other keys
+    names = [hook_name(p, 3) for p in ("q", "k", "v")]
+    z = cache[hook_name("z", 1)][:, :, 4]
+    resid = cache[hook_name("resid_pre", 3)] + (means[1, 4] - z) @ model.W_O[1, 4]
+    patched = circuits.head_keys(model, resid, reader)
+
+    def patch(k, hook):
+        k[:, :, 2] = patched
+        return k
+
+    _, acts = capture(model, rep.tokens, names, extra_hooks=[(names[1], patch)])
+    clean = cache[hook_name("k", 3)]
+    assert (acts[names[1]][:, :, 2] - clean[:, :, 2]).abs().max() > 1e-3
+    torch.testing.assert_close(acts[names[1]][:, :, [0, 1, 3]], clean[:, :, [0, 1, 3]])
+    _, q_clean = capture(model, rep.tokens, names[:1])
+    torch.testing.assert_close(acts[names[0]], q_clean[names[0]])
+
+
+def test_induction_organism_has_the_canonical_circuit(induction_model):
+    """The organism of ``python -m extract train --recipe induction``, on held-out repeats of
+    random lengths at random offsets (the study's defaults)."""
+    arrays, meta, report = repeated.repeated_study(induction_model, seed=11)
+    c = meta["circuit"]
     assert meta["accuracy_second"] >= 0.9 and meta["accuracy_first"] <= 0.2
-    assert meta["logprob_second"] > meta["logprob_first"] + 2
-    loss = arrays["position_loss"]
-    assert loss.shape == (2, 20) and loss[1].mean() < 0.5 < loss[0].mean()
-    best = tuple(meta["best_induction_head"])
+    # the recipe's induction score is 0.86-0.87 (docs/case-studies.md), short of 0.9
+    assert arrays["induction_score"][1].max() >= 0.85
+    assert arrays["prev_token_score"][0].max() >= 0.9
+    assert c["found"] and c["prev_token_head"][0] == 0 and c["induction_head"][0] == 1
+    assert c["ablation_drop"] >= 0.5 and c["random_drop"] <= 0.1
+    assert c["key_path_drop"] >= 0.5
+    k = c["k_composition"]
+    assert k["agrees"] and k["strongest_score"] > k["baseline"] + 5 * k["baseline_sd"]
+    assert c["k_circuit_top1"] > 10 * c["chance"]
+    assert len(set(arrays["repeat_length"].tolist())) > 5
     pattern = arrays["example_pattern"]
-    assert pattern.shape == (41, 41)
-    assert np.diagonal(pattern, offset=-19)[2:].mean() == pytest.approx(
-        arrays["induction_score"][best], abs=0.1)
-    k = meta["k_composition"]
-    assert k["prev_token_head"][0] < k["induction_head"][0]
-    assert 0.0 <= k["top1_accuracy"] <= 1.0
+    start, length = int(arrays["repeat_start"][0]), int(arrays["repeat_length"][0])
+    stripe = [pattern[p, p - length + 1] for p in range(start + length, start + 2 * length)]
+    assert np.mean(stripe) > 0.8
+    prev = arrays["example_prev_pattern"]
+    assert np.mean(np.diagonal(prev, offset=-1)) > 0.8
     # attention-only: the MLP outputs are zero, so patching them changes nothing
-    np.testing.assert_allclose(arrays["mlp_patch_delta"], 0.0, atol=1e-6)
-    assert "induction" in report
+    np.testing.assert_allclose(np.nan_to_num(arrays["mlp_patch_delta"]), 0.0, atol=1e-6)
+    assert report.startswith("circuit: previous-token L0H")
 
 
-def test_repeated_cli_writes_results(induction_model_dir, tmp_path):
+def test_fixed_offset_model_predicts_the_repeat_without_the_circuit(fixed_offset_model_dir):
+    from extract.models import load_model
+
+    model = load_model(str(fixed_offset_model_dir))
+    _, fixed, _ = repeated.repeated_study(model, seq_len=20, min_len=None, max_prefix=0,
+                                          batch=20, seed=5)
+    assert fixed["accuracy_second"] >= 0.9              # the offset it was trained on
+    _, varied, report = repeated.repeated_study(model, seq_len=12, min_len=4, max_prefix=16,
+                                                batch=20, seed=5)
+    assert varied["accuracy_second"] <= 0.3             # repeats at their own boundaries
+    assert not fixed["circuit"]["found"] and fixed["circuit"]["prev_token_score"] < 0.5
+    assert report.startswith("circuit: none")
+
+
+def test_repeated_cli_prints_the_circuit_line(induction_model_dir, tmp_path, capsys):
     out = tmp_path / "rep"
-    argv = ["repeated", "--model", str(induction_model_dir), "--seq-len", "10", "--batch", "4",
-            "--out", str(out)]
+    argv = ["repeated", "--model", str(induction_model_dir), "--out", str(out)]
     assert run_main(main, argv) == 0
+    first = capsys.readouterr().out.splitlines()[0]
     res = read_study(out)
-    assert res.study == "repeated"
-    assert res.arrays["tokens"].shape == (4, 21)
-    assert res.arrays["induction_score"].shape == (2, 4)
-    assert res.arrays["example_tokens"].shape == (21,)
-    assert res.arrays["mlp_patch_delta"].shape == (2, 10)
-    assert res.axes["induction_score"] == ("layer", "head")
-    assert "second half" in res.report
+    c = res.meta["circuit"]
+    prev, ind = (f"L{c[k][0]}H{c[k][1]}" for k in ("prev_token_head", "induction_head"))
+    assert first == (
+        f"circuit: previous-token {prev} ({c['prev_token_score']:.2f}) -> induction {ind} "
+        f"({c['induction_score']:.2f}); second-half accuracy {res.meta['accuracy_second']:.2f};"
+        f" ablation drop {c['ablation_drop']:.2f} (random head L0H{c['random_head'][1]} "
+        f"{c['random_drop']:.2f})")
+    assert res.axes["k_composition"] == repeated.K_COMPOSITION.axes
+    assert res.arrays["tokens"].shape == (30, 1 + 10 + 2 * 25)
     assert run_main(main, argv) == 2                       # exists, no --overwrite
     assert run_main(main, ["repeated", "--model", str(induction_model_dir), "--seq-len",
-                           "40", "--out", str(tmp_path / "long")]) == 2
+                           "200", "--out", str(tmp_path / "long")]) == 2
+
+
+def test_shared_model_says_it_has_no_circuit(shared_model, tmp_path, capsys):
+    argv = ["repeated", "--model", str(shared_model), "--batch", "4", "--seq-len", "12",
+            "--min-len", "6", "--max-prefix", "4", "--no-mlp-grid", "--out", str(tmp_path / "r")]
+    assert run_main(main, argv) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("circuit: none: no induction head")
+    res = read_study(tmp_path / "r")
+    assert res.arrays["induction_score"].max() < 0.5
+    assert res.arrays["ablation_drop"].shape == (8, 16)

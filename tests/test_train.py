@@ -16,7 +16,7 @@ from extract.train import (
     run_train,
     train_model,
 )
-from headprobe.cli import Parser
+from headprobe.cli import Parser, run_main
 from headprobe.errors import UsageError
 
 TINY = dict(layers=2, d_model=16, heads=2, ctx=32, batch=4, steps=6, ckpt_every=3,
@@ -185,3 +185,86 @@ def test_python_errors_name_parameters(tmp_path, chat_texts):
         train_model(["ab"], tmp_path / "x", "char", **TINY)
     with pytest.raises(TypeError, match="unknown training settings: bogus"):
         train_model(chat_texts, tmp_path / "x", "char", bogus=1)
+
+
+def test_repeated_segments_vary_in_length_gap_and_offset():
+    from extract.training.repeats import place_repeat, repeat_pool, with_repeats
+    from headprobe.tokenization.char import id_tokenizer
+
+    cfg = TrainConfig(ctx=63, repeat_frac=1.0, repeat_min=4, repeat_max=20, repeat_gap=6)
+    pool = repeat_pool(id_tokenizer(50), 50)
+    assert 0 not in pool.tolist() and len(pool) == 49     # BOS/EOS is never drawn
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        row = torch.full((64,), -1)
+        start, length, gap = place_repeat(row, gen, cfg, pool)
+        second = start + length + gap
+        assert 4 <= length <= 20 and 0 <= gap <= 6 and second + length <= 64
+        assert torch.equal(row[start:start + length], row[second:second + length])
+        assert (row >= 0).sum() == 2 * length                     # the rest is left as it was
+        seen.add((start, length, gap))
+    lengths, gaps, offsets = ({s[i] for s in seen} for i in (1, 2, 0))
+    assert len(lengths) > 10 and len(gaps) == 7 and len(offsets) > 20
+
+    def text(gen, batch):
+        return torch.full((batch, 64), 7)
+
+    half = with_repeats(text, TrainConfig(ctx=63, repeat_frac=0.5, repeat_max=20), pool)
+    batch = half(torch.Generator().manual_seed(1), 400)
+    mixed = (batch != 7).any(1).float().mean().item()
+    assert 0.4 < mixed < 0.6
+    assert torch.equal(batch, half(torch.Generator().manual_seed(1), 400))
+
+
+def test_training_with_repeats_is_deterministic_and_checked(tmp_path, chat_texts):
+    settings = {**TINY, "repeat_frac": 1.0, "repeat_min": 3, "repeat_max": 8}
+    for name in ("a", "b"):
+        train_model(chat_texts, tmp_path / name, "char", progress=False, **settings)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    record = json.loads((tmp_path / "a" / "training.json").read_text())
+    assert record["config"]["repeat_frac"] == 1.0 and record["config"]["repeat_max"] == 8
+    with pytest.raises(UsageError, match="^two copies of repeat_max 20 tokens do not fit"):
+        train_model(chat_texts, tmp_path / "x", "char", **{**settings, "repeat_max": 20})
+    with pytest.raises(UsageError, match="repeat_frac mixes repeats into texts"):
+        train_model(repeated_batches, tmp_path / "x", vocab_size=50, **settings)
+
+
+def test_local_first_layers_alternate_from_layer_zero():
+    from extract.train import gpt_neo_config
+
+    config = gpt_neo_config(TrainConfig(layers=3, attention="local-global", window=4), 10)
+    assert config.attention_layers == ["local", "global", "local"] and config.window_size == 4
+    assert gpt_neo_config(TrainConfig(layers=3), 10).attention_layers == [
+        "global", "local", "global"]
+    with pytest.raises(UsageError, match="unknown attention 'sparse'"):
+        TrainConfig(attention="sparse").check()
+
+
+def test_recipe_sets_defaults_that_flags_override(tmp_path, monkeypatch, valid_text):
+    from extract.__main__ import main
+    from extract.training.cli import config_from_args, parse_train_args
+    from extract.training.recipes import RECIPES
+
+    def parse(*argv):
+        parser = Parser(prog="extract train")
+        add_train_arguments(parser)
+        return parse_train_args(parser, list(argv))
+
+    monkeypatch.setenv("HEADPROBE_SHARED", str(valid_text.parents[2]))
+    recipe = RECIPES["induction"]
+    args = parse("--recipe", "induction", "--out", str(tmp_path / "m"))
+    cfg = config_from_args(args)
+    assert {k: getattr(cfg, k) for k in recipe.settings} == recipe.settings
+    assert args.corpus == str(valid_text.parents[2] / recipe.corpus)
+    assert args.tokenizer == recipe.tokenizer
+    args = parse("--recipe", "induction", "--steps", "7", "--corpus", "chatgen:50")
+    assert config_from_args(args).steps == 7 and args.corpus == "chatgen:50"
+    assert config_from_args(args).layers == recipe.settings["layers"]
+    assert config_from_args(parse("--corpus", "chatgen:50")) == TrainConfig()
+    monkeypatch.setenv("HEADPROBE_SHARED", str(tmp_path))
+    assert run_main(main, ["train", "--recipe", "induction", "--out", str(tmp_path / "m")]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        run_main(main, ["train", "--recipe", "nope", "--out", str(tmp_path / "m")])
+    assert run_main(main, ["train", "--out", str(tmp_path / "m")]) == 2
+    assert not (tmp_path / "m").exists()

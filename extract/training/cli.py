@@ -1,15 +1,22 @@
-"""Command line of ``python -m extract train``: flags in, :func:`train_model` out."""
+"""Command line of ``python -m extract train``: flags in, :func:`train_model` out.
+
+``--recipe NAME`` (:mod:`extract.training.recipes`) sets the corpus, tokenizer and settings
+of a documented organism as the flags' defaults; flags given explicitly still win.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from dataclasses import fields
 
 import torch
 
 from extract.training.checkpoint import checkpoint_path
-from extract.training.config import ARCHES, TrainConfig
+from extract.training.config import ARCHES, ATTENTION, TrainConfig
 from extract.training.data import read_corpus
 from extract.training.loop import train_model
+from extract.training.recipes import RECIPES, get_recipe, recipe_corpus
 from headprobe.cli import add_device_arguments
 from headprobe.errors import UsageError
 from headprobe.locks import claim_output
@@ -19,7 +26,11 @@ from headprobe.rundir import resolve
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m extract train``."""
     d = TrainConfig()
-    parser.add_argument("--corpus", required=True,
+    parser.add_argument("--recipe", choices=sorted(RECIPES),
+                        help="start from a documented organism's corpus, tokenizer and "
+                             "settings (see docs/organisms.md); explicit flags override them. "
+                             + "; ".join(f"{r.name}: {r.help}" for r in RECIPES.values()))
+    parser.add_argument("--corpus",
                         help="training texts: a .txt file (stories split at <|endoftext|>), "
                              "chat:PATH, chatgen:N, or any dataset SOURCE")
     parser.add_argument("--out", help="model directory to write (default RUN/model)")
@@ -33,6 +44,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ctx", type=int, default=d.ctx, help="training window in tokens")
     parser.add_argument("--window", type=int, default=d.window,
                         help="attention window of the local layers")
+    parser.add_argument("--attention", choices=ATTENTION, default=d.attention,
+                        help="global and local layers from layer 0 on, repeated (default "
+                             "global-local, as in the shared model)")
+    parser.add_argument("--untied", dest="tied", action="store_false", default=d.tied,
+                        help="an unembedding of its own instead of the embedding's transpose")
     parser.add_argument("--tokenizer", default="char",
                         help="a tokenizer directory, 'char', or 'bpe:VOCAB' (default char)")
     parser.add_argument("--sender-tokens", action="store_true",
@@ -40,10 +56,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
     parser.add_argument("--batch", type=int, default=d.batch, help="windows per step")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                        help="AdamW weight decay on matrices (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=d.warmup,
                         help="warm-up steps (default 5%% of --steps)")
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="seed of the initial weights and of the batches")
+    parser.add_argument("--repeat-frac", type=float, default=d.repeat_frac,
+                        help="share of training windows that get a segment of random tokens "
+                             "written twice (default 0: none)")
+    parser.add_argument("--repeat-min", type=int, default=d.repeat_min,
+                        help="shortest repeated segment (tokens)")
+    parser.add_argument("--repeat-max", type=int, default=d.repeat_max,
+                        help="longest repeated segment (tokens)")
+    parser.add_argument("--repeat-gap", type=int, default=d.repeat_gap,
+                        help="most text tokens between the two copies")
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
                         help="checkpoint every N steps to OUT.checkpoint/")
     parser.add_argument("--stop-after", type=int,
@@ -57,11 +84,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def parse_train_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; with ``--recipe`` the recipe's settings are the defaults."""
+    known, _ = parser.parse_known_args(argv)
+    if known.recipe:
+        recipe = get_recipe(known.recipe)
+        parser.set_defaults(tokenizer=recipe.tokenizer, **recipe.settings)
+    args = parser.parse_args(argv)
+    if args.recipe and not args.corpus:
+        args.corpus = recipe_corpus(get_recipe(args.recipe))
+    if not args.corpus:
+        raise UsageError("give --corpus SOURCE (or --recipe NAME)")
+    return args
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(arch=args.arch, layers=args.layers, d_model=args.d_model,
-                       heads=args.heads, ctx=args.ctx, window=args.window, steps=args.steps,
-                       batch=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
-                       ckpt_every=args.ckpt_every)
+    """The TrainConfig of every setting the command line has a flag for."""
+    names = [f.name for f in fields(TrainConfig) if hasattr(args, f.name)]
+    return TrainConfig(**{name: getattr(args, name) for name in names})
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -73,7 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.sender_tokens and not senders:
         raise UsageError("--sender-tokens needs a chat corpus (chat:PATH or chatgen:N)")
     extra = senders if args.sender_tokens else []
-    info = {"corpus": args.corpus, "tokenizer": args.tokenizer,
+    info = {"recipe": args.recipe, "corpus": args.corpus, "tokenizer": args.tokenizer,
             "sender_tokens": extra, "texts": len(texts)}
     result = train_model(texts, out, args.tokenizer, config_from_args(args), extra_tokens=extra,
                          resume=args.resume, overwrite=args.overwrite,

@@ -8,6 +8,8 @@ from typing import Any
 from headprobe.errors import UsageError, opt
 
 ARCHES = ("gpt-neo", "attn-only")
+# which layers attend globally and which within the local window, from layer 0 on
+ATTENTION = ("global-local", "local-global", "global")
 POSITIVE = ("layers", "d_model", "heads", "ctx", "steps", "batch", "log_every", "ckpt_every",
             "window")
 
@@ -22,6 +24,8 @@ class TrainConfig:
     heads: int = 16
     ctx: int = 256          # training window = max positions of the model
     window: int = 256       # local attention window of the "local" layers
+    attention: str = "global-local"   # layer pattern, repeated: see ATTENTION
+    tied: bool = True       # unembedding = embedding (as in the shared model)
     vocab_size: int = 0     # 0: taken from the tokenizer
     steps: int = 2000
     batch: int = 32
@@ -32,12 +36,20 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 200
     eval_fraction: float = 0.05
+    # repeated segments mixed into text windows (extract.training.repeats); 0: none
+    repeat_frac: float = 0.0   # fraction of windows that get one repeated segment
+    repeat_min: int = 4        # shortest segment (tokens)
+    repeat_max: int = 40       # longest segment (tokens)
+    repeat_gap: int = 20       # most text tokens between the two copies
 
     def check(self) -> None:
         """UsageError for an unknown architecture or impossible sizes."""
         if self.arch not in ARCHES:
             raise UsageError(f"unknown {opt('arch')} {self.arch!r}; choose from "
                              f"{', '.join(ARCHES)}")
+        if self.attention not in ATTENTION:
+            raise UsageError(f"unknown {opt('attention')} {self.attention!r}; choose from "
+                             f"{', '.join(ATTENTION)}")
         for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise UsageError(f"{opt(name)} must be a positive integer, got "
@@ -47,6 +59,21 @@ class TrainConfig:
                              f"{opt('heads')} {self.heads}")
         if self.lr <= 0:
             raise UsageError(f"the learning rate {opt('lr')} must be positive, got {self.lr}")
+        if self.repeat_frac:
+            self.check_repeats()
+
+    def check_repeats(self) -> None:
+        """UsageError unless the repeated segments are possible in a ``ctx + 1`` window."""
+        if not 0.0 <= self.repeat_frac <= 1.0:
+            raise UsageError(f"{opt('repeat_frac')} must be in [0, 1], got {self.repeat_frac}")
+        if not 2 <= self.repeat_min <= self.repeat_max:
+            raise UsageError(f"need 2 <= {opt('repeat_min')} <= {opt('repeat_max')}, got "
+                             f"{self.repeat_min} and {self.repeat_max}")
+        if self.repeat_gap < 0:
+            raise UsageError(f"{opt('repeat_gap')} must be >= 0, got {self.repeat_gap}")
+        if 2 * self.repeat_max > self.ctx + 1:
+            raise UsageError(f"two copies of {opt('repeat_max')} {self.repeat_max} tokens do "
+                             f"not fit a window of {opt('ctx')} + 1 = {self.ctx + 1} tokens")
 
 
 def make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:

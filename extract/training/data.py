@@ -18,6 +18,7 @@ import torch
 
 from datasets_build.sources import collect_stories, open_source
 from extract.training.config import TrainConfig
+from extract.training.repeats import repeat_pool, with_repeats
 from headprobe.errors import UsageError, opt
 from headprobe.tokenization import bos_id
 from headprobe.tokenization.char import id_tokenizer
@@ -82,6 +83,14 @@ def stream_sampler(stream: np.ndarray, ctx: int) -> BatchFn:
     return sample
 
 
+def text_sampler(stream: np.ndarray, tok: Any, cfg: TrainConfig) -> BatchFn:
+    """Random windows of ``stream``, with repeated segments mixed in when the run asks."""
+    sample = stream_sampler(stream, cfg.ctx)
+    if cfg.repeat_frac > 0:
+        sample = with_repeats(sample, cfg, repeat_pool(tok, cfg.vocab_size))
+    return sample
+
+
 def split_batch(value: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A sampler's batch as (ids [batch, seq], loss_mask [batch, seq - 1] or None)."""
     if isinstance(value, tuple):
@@ -100,6 +109,9 @@ def split_eval(texts: list[str], cfg: TrainConfig) -> tuple[list[str], list[str]
 def _from_sampler(sample: BatchFn, tokenizer: Any, cfg: TrainConfig) -> TrainingData:
     if cfg.vocab_size <= 0 and tokenizer is None:
         raise UsageError(f"give {opt('vocab_size')} when training from a batch sampler")
+    if cfg.repeat_frac > 0:
+        raise UsageError(f"{opt('repeat_frac')} mixes repeats into texts or token ids; a batch "
+                         "sampler makes its own batches")
     tok = tokenizer_from_spec(tokenizer, None) if tokenizer is not None else None
     if cfg.vocab_size <= 0:
         cfg.vocab_size = len(tok)
@@ -113,7 +125,7 @@ def _from_ids(sequences: list[Sequence[int]], tokenizer: Any, cfg: TrainConfig) 
         cfg.vocab_size = int(stream.max()) + 1
     tok = (tokenizer_from_spec(tokenizer, None) if tokenizer is not None
            else id_tokenizer(cfg.vocab_size))
-    return TrainingData(stream_sampler(stream, cfg.ctx), stream, None, tok)
+    return TrainingData(text_sampler(stream, tok, cfg), stream, None, tok)
 
 
 def _from_texts(texts: list[str], tokenizer: Any, cfg: TrainConfig,
@@ -130,7 +142,7 @@ def _from_texts(texts: list[str], tokenizer: Any, cfg: TrainConfig,
                          f"({len(tok)})")
     stream = encode_stream(texts, tok)
     eval_stream = encode_stream(list(eval_texts), tok) if eval_texts else None
-    return TrainingData(stream_sampler(stream, cfg.ctx), stream, eval_stream, tok)
+    return TrainingData(text_sampler(stream, tok, cfg), stream, eval_stream, tok)
 
 
 def prepare_data(data: Sequence[str] | Sequence[Sequence[int]] | BatchFn, tokenizer: Any,

@@ -7,6 +7,7 @@ and refuses to replace existing results without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -231,13 +232,18 @@ def no_kept_attentions(model: Any) -> dict[str, Any]:
 def capture(model: Any, tokens: torch.Tensor, names: Sequence[str],
             extra_hooks: Sequence[tuple[str, HookFn]] = ()) -> tuple[torch.Tensor,
                                                                      dict[str, torch.Tensor]]:
-    """Run ``tokens`` and keep the activations of hooks ``names``: (logits, {name: act})."""
+    """Run ``tokens`` and keep the activations of hooks ``names``: (logits, {name: act}).
+
+    Activations are keyed by the names asked for: an alias such as ``hook_resid_pre`` is
+    reported by the bridge under its own name (``hook_in``).
+    """
     acts: dict[str, torch.Tensor] = {}
 
-    def keep(act: torch.Tensor, hook: Any) -> None:
-        acts[hook.name] = act.detach().clone()
+    def keep(act: torch.Tensor, hook: Any, name: str) -> None:
+        acts[name] = act.detach().clone()
 
-    logits = run_hooked(model, tokens, [*extra_hooks, *((n, keep) for n in names)])
+    logits = run_hooked(model, tokens,
+                        [*extra_hooks, *((n, functools.partial(keep, name=n)) for n in names)])
     return logits, acts
 
 

@@ -1,26 +1,34 @@
-"""Repeated random tokens: induction heads, previous-token heads, MLP patching, K-composition.
+"""Repeated random tokens: induction heads, previous-token heads and the circuit they form.
 
-The input is BOS + ``seq_len`` random tokens + the same tokens again. A model with an
-induction circuit predicts the second half well although the first half is unpredictable.
+Each input sequence is BOS, a prefix of ``0..max_prefix`` random tokens, a segment of
+``min_len..seq_len`` random tokens, the same segment again, and random tokens up to the
+common width ``1 + max_prefix + 2 * seq_len``. Lengths and offsets are drawn per sequence,
+so every score is taken at the sequence's own repeat boundary; ``min_len = seq_len`` and
+``max_prefix = 0`` give the classic BOS + A + A. No token but the repeated ones occurs
+twice in a sequence and none is BOS or another special token, so each token of the second
+copy has exactly one earlier occurrence.
 
-* per-half mean log-probability and top-1 accuracy, per-position loss of both halves;
-* induction score per head: mean attention from each second-half token to the token just
-  after its first occurrence (the ``1 - seq_len`` diagonal of the pattern);
-* previous-token score per head: mean attention on the ``-1`` diagonal;
-* MLP patching grid [layer, position]: the second-half loss change when one second-half
-  MLP output is replaced by the first half's at the same token;
-* the K-composition circuit of the best previous-token -> induction head pair,
-  ``W_E W_Q (W_E W_V W_O W_K)^T`` as a ``FactoredMatrix`` [d_vocab, d_vocab], with its top-1
-  accuracy (fraction of query tokens whose best key token is themselves; on a seeded
-  sample of ``--circuit-tokens`` query tokens when the vocabulary is larger).
-
-The random halves are drawn without repetition (and without the BOS token), so every
-second-half token has exactly one earlier occurrence.
+* per copy (first, second): mean log-probability and top-1 accuracy of its tokens after
+  the first one (the second copy's first token follows a token seen once: nothing can
+  predict it), and the loss at each index of the copy;
+* induction score per head: mean attention from each second-copy position p to
+  ``p - length + 1``, the token after the earlier occurrence of the token at p;
+  previous-token score: mean attention from p >= 1 to p - 1;
+* the circuit: the best induction head above layer 0 and the best previous-token head
+  below it, each head's mean-ablation drop of second-half accuracy, path patching of the
+  previous-token head into the induction head's keys only, Q/K/V-composition scores of
+  all pairs of heads with a random-weights baseline, and the K-composition circuit's
+  top-1 accuracy (on a seeded sample of ``--circuit-tokens`` query tokens when the
+  vocabulary is larger; :mod:`probing.studies.circuits`);
+* MLP patching grid [layer, i]: the second-half loss change when the MLP output at the
+  second copy of token i is replaced by its output at the first copy.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,15 +36,17 @@ import numpy as np
 import torch
 
 from headprobe.errors import UsageError, opt
-from headprobe.heads import head_label, kv_heads
+from headprobe.heads import head_label
 from headprobe.hooks import hook_name, layer_hooks
 from headprobe.tokens import token_strings
+from probing.studies import circuits
 from probing.studies.common import (
     add_model_arguments,
     add_output_arguments,
     capture,
     finish_study,
     format_table,
+    next_token_loss,
     output_dir,
     required_model,
     run_hooked,
@@ -44,45 +54,130 @@ from probing.studies.common import (
 )
 from probing.study_io import LAYER_HEAD, PATTERN, Array, Layout
 
-HELP = "induction and previous-token heads on repeated random tokens"
+HELP = "induction and previous-token heads on repeated random tokens, and their circuit"
 STUDY = "repeated"
+MIN_SCORE = 0.5        # both heads' scores for the study to name a circuit
+COMPOSITION = ("writer layer", "writer head", "reader layer", "reader head")
 CIRCUIT_TOKENS = 8192   # query tokens scored for the K-composition circuit (vocab 4096: all)
 
 TOKENS = Array("tokens", ("sequence", "position"), "int",
-               "the input: BOS + seq_len distinct random tokens + the same tokens again")
+               "the input: BOS, random prefix, a random segment, the segment again, random "
+               "tokens to the common width")
+REPEAT_START = Array("repeat_start", ("sequence",), "int",
+                     "position of the first token of the segment's first copy")
+REPEAT_LENGTH = Array("repeat_length", ("sequence",), "int", "tokens in the repeated segment")
 INDUCTION_SCORE = Array("induction_score", LAYER_HEAD, "float",
-                        "mean attention from second-half position p to p - seq_len + 1")
+                        "mean attention from each second-copy position p to p - length + 1")
 PREV_TOKEN_SCORE = Array("prev_token_score", LAYER_HEAD, "float",
                          "mean attention from position p >= 1 to p - 1")
 LOGPROB = Array("logprob", ("half",), "float",
-                "mean log-probability of the tokens of the first and the second half")
+                "mean log-probability of the tokens of the first and the second copy after "
+                "their first token")
 ACCURACY = Array("accuracy", ("half",), "float",
-                 "top-1 accuracy on the tokens of the first and the second half")
+                 "top-1 accuracy on the tokens of the first and the second copy after their "
+                 "first token")
 POSITION_LOSS = Array("position_loss", ("half", "position within the half"), "float",
-                      "mean loss (nats) predicting the half's i-th token")
+                      "mean loss (nats) predicting each copy's i-th token, over the sequences "
+                      "whose segment is longer than i")
+ABLATION_DROP = Array("ablation_drop", LAYER_HEAD, "float",
+                      "second-copy accuracy minus the same with the head's hook_z replaced by "
+                      "its mean over the batch (BOS left out)")
+Q_COMPOSITION = Array("q_composition", COMPOSITION, "float",
+                      "Frobenius norm of W_OV W_QK over the product of their norms, for the "
+                      "writer's W_OV = W_V W_O and the reader's W_QK = W_Q W_K^T; NaN unless "
+                      "the writer's layer is below the reader's")
+K_COMPOSITION = Array("k_composition", COMPOSITION, "float",
+                      "the same with the reader's W_QK transposed: its keys read the writer")
+V_COMPOSITION = Array("v_composition", COMPOSITION, "float",
+                      "the same with the reader's W_OV: its values read the writer")
+COMPOSITION_BASELINE = Array("composition_baseline", ("mode (Q, K, V)",), "float",
+                             "mean composition score of random Gaussian weights of the same "
+                             "shapes")
+COMPOSITION_BASELINE_SD = Array("composition_baseline_sd", ("mode (Q, K, V)",), "float",
+                                "standard deviation of that score over the random draws")
 EXAMPLE_TOKENS = Array("example_tokens", ("position",), "str", "text of each token of sequence 0")
 EXAMPLE_PATTERN = Array("example_pattern", PATTERN, "float",
-                        "attention pattern of the best induction head on sequence 0")
+                        "attention pattern of the circuit's induction head (the best one above "
+                        "layer 0; of one layer, the best one) on sequence 0")
+EXAMPLE_PREV_PATTERN = Array("example_prev_pattern", PATTERN, "float",
+                             "attention pattern of the circuit's previous-token head (the best "
+                             "one below the induction head) on sequence 0")
 MLP_PATCH_DELTA = Array("mlp_patch_delta", ("layer", "position within the second half"),
-                        "float", "second-half loss change (nats) after replacing the MLP output "
+                        "float", "second-copy loss change (nats) after replacing the MLP output "
                         "at the second copy of token i by the first copy's",
                         "when the model has MLPs and the MLP grid is computed")
-LAYOUT = Layout(STUDY, (TOKENS, INDUCTION_SCORE, PREV_TOKEN_SCORE, LOGPROB, ACCURACY,
-                        POSITION_LOSS, EXAMPLE_TOKENS, EXAMPLE_PATTERN, MLP_PATCH_DELTA))
+LAYOUT = Layout(STUDY, (TOKENS, REPEAT_START, REPEAT_LENGTH, INDUCTION_SCORE, PREV_TOKEN_SCORE,
+                        LOGPROB, ACCURACY, POSITION_LOSS, ABLATION_DROP, Q_COMPOSITION,
+                        K_COMPOSITION, V_COMPOSITION, COMPOSITION_BASELINE,
+                        COMPOSITION_BASELINE_SD, EXAMPLE_TOKENS, EXAMPLE_PATTERN,
+                        EXAMPLE_PREV_PATTERN, MLP_PATCH_DELTA))
 
 
-def repeated_tokens(d_vocab: int, seq_len: int, batch: int, seed: int = 0,
-                    bos: int = 0) -> torch.Tensor:
-    """BOS + ``seq_len`` distinct random tokens + the same again: [batch, 1 + 2 * seq_len]."""
-    pool = torch.tensor([t for t in range(d_vocab) if t != bos])
-    if seq_len > len(pool):
-        raise UsageError(f"{opt('seq_len', seq_len)} exceeds the {len(pool)} usable vocabulary "
-                         "tokens")
+@dataclass
+class Repeats:
+    """A batch of repeated random tokens.
+
+    tokens: [batch, width]; start: [batch] position of the first copy's first token;
+    length: [batch] tokens in the segment (the second copy starts at start + length).
+    """
+
+    tokens: torch.Tensor
+    start: torch.Tensor
+    length: torch.Tensor
+
+    def copy_positions(self, copy: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions [batch, longest], valid [batch, longest]) of copy 0 or 1, by index."""
+        index = torch.arange(int(self.length.max()))[None, :]
+        first = (self.start + copy * self.length)[:, None]
+        return first + index, index < self.length[:, None]
+
+    def targets(self, copy: int) -> torch.Tensor:
+        """[batch, width] bool: the tokens of copy 0 or 1 after its first token."""
+        pos = torch.arange(self.tokens.shape[1])[None, :]
+        first = (self.start + copy * self.length)[:, None]
+        return (pos > first) & (pos < first + self.length[:, None])
+
+    def induction_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sequence, destination, source) [n] of every second-copy position and the token
+        after the earlier occurrence of its token."""
+        pos, valid = self.copy_positions(1)
+        rows = torch.arange(len(pos))[:, None].expand_as(pos)[valid]
+        dest = pos[valid]
+        return rows, dest, dest - self.length[rows] + 1
+
+
+def repeat_batch(d_vocab: int, seq_len: int, batch: int, seed: int = 0, bos: int = 0,
+                 min_len: int | None = None, max_prefix: int = 0,
+                 avoid: Sequence[int] = ()) -> Repeats:
+    """``batch`` sequences of width ``1 + max_prefix + 2 * seq_len`` (see the module doc).
+
+    Segment lengths are uniform in ``min_len..seq_len`` (default: always ``seq_len``),
+    prefixes in ``0..max_prefix``; tokens are drawn from ``0..d_vocab - 1`` without BOS
+    and the ids in ``avoid`` (special tokens).
+    """
+    min_len = seq_len if min_len is None else min_len
+    if not 2 <= min_len <= seq_len or max_prefix < 0 or batch < 1:
+        raise UsageError(f"need 2 <= {opt('min_len')} <= {opt('seq_len')}, "
+                         f"{opt('max_prefix')} >= 0 and {opt('batch')} >= 1")
+    skip = {bos, *avoid}
+    pool = torch.tensor([t for t in range(d_vocab) if t not in skip])
+    width = 1 + max_prefix + 2 * seq_len
+    if width - 1 - min_len > len(pool):
+        raise UsageError(f"{opt('seq_len', seq_len)} and {opt('max_prefix', max_prefix)} need "
+                         f"{width - 1 - min_len} distinct tokens; the vocabulary has "
+                         f"{len(pool)}")
     gen = torch.Generator().manual_seed(seed)
-    half = torch.stack([pool[torch.randperm(len(pool), generator=gen)[:seq_len]]
-                        for _ in range(batch)])
-    first = torch.full((batch, 1), bos, dtype=torch.long)
-    return torch.cat([first, half, half], dim=1)
+    rows, starts, lengths = [], [], []
+    for _ in range(batch):
+        length = int(torch.randint(min_len, seq_len + 1, (1,), generator=gen))
+        prefix = int(torch.randint(0, max_prefix + 1, (1,), generator=gen))
+        fresh = pool[torch.randperm(len(pool), generator=gen)[:width - 1 - length]]
+        segment = fresh[prefix:prefix + length]
+        rows.append(torch.cat([torch.tensor([bos]), fresh[:prefix + length], segment,
+                               fresh[prefix + length:]]))
+        starts.append(1 + prefix)
+        lengths.append(length)
+    return Repeats(torch.stack(rows), torch.tensor(starts), torch.tensor(lengths))
 
 
 def diagonal_score(pattern: torch.Tensor, offset: int, first_dest: int) -> torch.Tensor:
@@ -96,50 +191,61 @@ def diagonal_score(pattern: torch.Tensor, offset: int, first_dest: int) -> torch
     return pattern[:, :, dest, dest + offset].mean(dim=(0, 2))
 
 
-def head_scores(model: Any, tokens: torch.Tensor, seq_len: int
-                ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    """Logits and the per-head scores of the repeated-token batch.
+def head_scores(model: Any, rep: Repeats) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """Logits and the per-head scores of the batch, reduced inside the pattern hooks.
 
-    Returns (logits [batch, pos, d_vocab], {"induction_score": [n_layers, n_heads],
+    Returns (logits [batch, width, d_vocab], {"induction_score": [n_layers, n_heads],
     "prev_token_score": [n_layers, n_heads]}).
     """
-    n_layers = model.cfg.n_layers
-    names = [hook_name("pattern", layer) for layer in range(n_layers)]
-    logits, acts = capture(model, tokens, names)
-    induction = torch.stack([diagonal_score(acts[n], 1 - seq_len, seq_len + 1) for n in names])
-    prev = torch.stack([diagonal_score(acts[n], -1, 1) for n in names])
-    return logits, {"induction_score": induction.float().numpy(),
-                    "prev_token_score": prev.float().numpy()}
+    cfg = model.cfg
+    rows, dest, src = rep.induction_index()
+    induction = torch.zeros(cfg.n_layers, cfg.n_heads)
+    prev = torch.zeros(cfg.n_layers, cfg.n_heads)
+
+    def score(pattern: torch.Tensor, hook: Any, layer: int) -> None:
+        induction[layer] = pattern[rows, :, dest, src].float().mean(0).cpu()   # [n_heads]
+        prev[layer] = diagonal_score(pattern, -1, 1).float().cpu()
+
+    hooks = [(name, partial(score, layer=layer))
+             for layer, name in enumerate(layer_hooks("pattern", cfg.n_layers))]
+    logits = run_hooked(model, rep.tokens, hooks).cpu()
+    return logits, {"induction_score": induction.numpy(), "prev_token_score": prev.numpy()}
 
 
-def half_metrics(logits: torch.Tensor, tokens: torch.Tensor, seq_len: int) -> dict[str, Any]:
-    """Per-half log-probability, accuracy and per-position loss.
+def half_metrics(logits: torch.Tensor, rep: Repeats, seq_len: int) -> dict[str, np.ndarray]:
+    """Per-copy log-probability and accuracy, and the loss at each index of each copy.
 
-    Position i of a half is the prediction of that half's i-th token: the first half's
-    from positions 0..seq_len-1, the second half's from positions seq_len..2*seq_len-1.
+    Returns {"logprob": [2], "accuracy": [2], "position_loss": [2, seq_len]}; index i of
+    ``position_loss`` is averaged over the sequences whose segment is longer than i.
     """
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    target = tokens[:, 1:]
-    lp = logprobs.gather(-1, target[..., None])[..., 0]          # [batch, 2 * seq_len]
-    hit = (logprobs.argmax(-1) == target).float()
-    halves = (slice(0, seq_len), slice(seq_len, 2 * seq_len))
-    return {
-        "logprob": np.array([lp[:, h].mean().item() for h in halves]),
-        "accuracy": np.array([hit[:, h].mean().item() for h in halves]),
-        "position_loss": np.stack([(-lp[:, h]).mean(0).numpy() for h in halves]),
-    }
+    loss = next_token_loss(logits, rep.tokens)                 # [batch, width - 1]
+    hit = (logits[:, :-1].argmax(-1) == rep.tokens[:, 1:]).float()
+    out: dict[str, list[Any]] = {"logprob": [], "accuracy": [], "position_loss": []}
+    for copy in (0, 1):
+        mask = rep.targets(copy)[:, 1:]
+        out["logprob"].append(-loss[mask].mean().item())
+        out["accuracy"].append(hit[mask].mean().item())
+        pos, valid = rep.copy_positions(copy)
+        at = loss.gather(1, (pos - 1).clamp(max=loss.shape[1] - 1))   # [batch, longest]
+        per_index = np.full(seq_len, np.nan)
+        sums, counts = (at * valid).sum(0), valid.sum(0)
+        per_index[:len(sums)] = np.where(counts > 0, sums / counts.clamp(min=1), np.nan)
+        out["position_loss"].append(per_index)
+    return {k: np.array(v, dtype=float) for k, v in out.items()}
 
 
-def second_half_loss(logits: torch.Tensor, tokens: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Mean second-half loss of each sequence: [batch]."""
-    return target_loss(logits[:, seq_len:-1], tokens[:, seq_len + 1:])
+def second_half_accuracy(logits: torch.Tensor, rep: Repeats) -> float:
+    """Top-1 accuracy on the second copy's tokens after its first."""
+    hit = logits[:, :-1].argmax(-1).cpu() == rep.tokens[:, 1:]
+    return hit[rep.targets(1)[:, 1:]].float().mean().item()
 
 
-def target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean loss of predicting ``targets`` [batch, pos] from ``logits`` [batch, pos, d_vocab]:
-    [batch]."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return -logprobs.gather(-1, targets[..., None])[..., 0].mean(-1)
+def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean loss of each row over ``mask``: logits [rows, pos, d_vocab] predict targets
+    [rows, pos]; mask [rows, pos] bool. Returns [rows]."""
+    logprobs = torch.log_softmax(logits.float().cpu(), dim=-1)
+    loss = -logprobs.gather(-1, targets[..., None])[..., 0]
+    return (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
 def has_mlps(model: Any) -> bool:
@@ -162,53 +268,66 @@ def run_from(model: Any, resid: torch.Tensor, start: int, positions: slice) -> t
         return model.unembed(model.ln_final(resid[:, positions]))
 
 
-def mlp_patching_grid(model: Any, tokens: torch.Tensor, seq_len: int,
-                      max_rows: int = 256) -> np.ndarray:
-    """Second-half loss change when patching one MLP output from the first half.
+@dataclass
+class MlpCells:
+    """One pass of the MLP grid: cells ``index`` [rows] of sequences ``seq`` [rows], the
+    second-copy position ``dest`` [rows] patched with the first copy's ``src`` [rows]."""
 
-    Cell (layer, i): at position ``seq_len + 1 + i`` (the second copy of token i) the output
-    of MLP ``layer`` is replaced by its output at position ``1 + i`` (the first copy); the
-    value is the mean second-half loss minus the unpatched loss. All positions of one layer
-    run batched (rows = positions x sequences, at most ``max_rows`` per forward pass), each
-    starting from the clean residual stream after block ``layer`` with the MLP output
-    swapped, so only the blocks above it run. Returns [n_layers, seq_len].
+    index: torch.Tensor
+    seq: torch.Tensor
+    dest: torch.Tensor
+    src: torch.Tensor
+
+
+def mlp_cells(rep: Repeats, per_pass: int) -> list[MlpCells]:
+    """Every (index i, sequence) pair with a second-copy token i, ``per_pass`` at a time."""
+    first, valid = rep.copy_positions(0)                     # [batch, longest]
+    seq, index = valid.nonzero(as_tuple=True)
+    order = torch.argsort(index * len(first) + seq)          # by index, then sequence
+    seq, index = seq[order], index[order]
+    src = first[seq, index]
+    dest = src + rep.length[seq]
+    return [MlpCells(index[i:i + per_pass], seq[i:i + per_pass], dest[i:i + per_pass],
+                     src[i:i + per_pass]) for i in range(0, len(seq), per_pass)]
+
+
+def mlp_patching_grid(model: Any, rep: Repeats, max_rows: int = 256) -> np.ndarray:
+    """Second-copy loss change when patching one MLP output from the first copy.
+
+    Cell (layer, i): at the second copy of token i the output of MLP ``layer`` is replaced
+    by its output at the first copy; the value is the mean over sequences with a token i
+    of (patched - clean) mean second-copy loss. Up to ``max_rows`` patched sequences run
+    per pass, each from the clean residual stream after block ``layer`` with the MLP
+    output swapped, so only the blocks above it run. Returns [n_layers, longest segment].
     """
-    n_layers, batch = model.cfg.n_layers, tokens.shape[0]
-    mlp = layer_hooks("mlp_out", n_layers)
-    post = layer_hooks("resid_post", n_layers)
+    n_layers, tokens = model.cfg.n_layers, rep.tokens
+    mlp, post = layer_hooks("mlp_out", n_layers), layer_hooks("resid_post", n_layers)
     resume = can_resume(model)
-    clean: dict[str, torch.Tensor] = {}
-
-    def keep(act: torch.Tensor, hook: Any, name: str) -> None:
-        clean[name] = act.detach().clone()
-
-    names = mlp + post if resume else mlp
-    logits = run_hooked(model, tokens, [(n, partial(keep, name=n)) for n in names])
-    base = second_half_loss(logits, tokens, seq_len).mean().item()
-    scored = slice(seq_len, 2 * seq_len)
-    per_chunk = max(1, max_rows // batch)
-    grid = np.zeros((n_layers, seq_len))
+    logits, clean = capture(model, tokens, mlp + post if resume else mlp)
+    lo = int((rep.start + rep.length).min())    # predictions from here on may be scored
+    scored, mask, targets = slice(lo, -1), rep.targets(1)[:, lo + 1:], tokens[:, lo + 1:]
+    base = masked_loss(logits[:, scored], targets, mask)
+    total = np.zeros((n_layers, int(rep.length.max())))
+    count = np.zeros_like(total)
     for layer in range(n_layers):
-        for start in range(0, seq_len, per_chunk):
-            cells = torch.arange(start, min(seq_len, start + per_chunk))
-            dest = (seq_len + 1 + cells).repeat_interleave(batch)     # [rows]
-            seq = torch.arange(batch).repeat(len(cells))               # [rows]
-            rows = torch.arange(len(seq))
-            swap = clean[mlp[layer]][seq, dest - seq_len]              # [rows, d_model]
+        for cells in mlp_cells(rep, max_rows):
+            rows = torch.arange(len(cells.seq))
+            swap = clean[mlp[layer]][cells.seq, cells.src]             # [rows, d_model]
             if resume:
-                resid = clean[post[layer]][seq]                        # [rows, pos, d_model]
-                resid[rows, dest] += swap - clean[mlp[layer]][seq, dest]
+                resid = clean[post[layer]][cells.seq]                  # [rows, pos, d_model]
+                resid[rows, cells.dest] += swap - clean[mlp[layer]][cells.seq, cells.dest]
                 patched = run_from(model, resid, layer + 1, scored)
             else:
-                def patch(act: torch.Tensor, hook: Any, rows=rows, dest=dest,
+                def patch(act: torch.Tensor, hook: Any, dest=cells.dest,
                           swap=swap) -> torch.Tensor:
-                    act[rows, dest] = swap.to(act.dtype)
+                    act[torch.arange(len(dest)), dest] = swap.to(act.dtype)
                     return act
 
-                patched = run_hooked(model, tokens[seq], [(mlp[layer], patch)])[:, scored]
-            loss = target_loss(patched, tokens[seq, seq_len + 1:])
-            grid[layer, cells.numpy()] = loss.view(len(cells), batch).mean(1).numpy() - base
-    return grid
+                patched = run_hooked(model, tokens[cells.seq], [(mlp[layer], patch)])[:, scored]
+            delta = masked_loss(patched, targets[cells.seq], mask[cells.seq]) - base[cells.seq]
+            np.add.at(total[layer], cells.index.numpy(), delta.numpy())
+            np.add.at(count[layer], cells.index.numpy(), 1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def best_pair(induction: np.ndarray, prev: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -221,137 +340,240 @@ def best_pair(induction: np.ndarray, prev: np.ndarray) -> tuple[tuple[int, int],
     return prev_head, ind
 
 
-def k_composition_circuit(model: Any, prev_head: tuple[int, int],
-                          ind_head: tuple[int, int]) -> Any:
-    """``W_E W_Q (W_E W_V W_O W_K)^T`` as a FactoredMatrix [d_vocab, d_vocab].
-
-    Rows are query tokens (the induction head's query side), columns key tokens seen
-    through the previous-token head's output (positional embeddings, and the rotary
-    embedding of rotary models, left out). Under grouped-query attention W_K and W_V are
-    those of the key/value head each query head reads.
-    """
-    from transformer_lens import FactoredMatrix
-
-    (lp, hp), (li, hi) = prev_head, ind_head
-    kv = kv_heads(int(model.cfg.n_heads), int(getattr(model.cfg, "n_key_value_heads", None)
-                                              or model.cfg.n_heads))   # W_K, W_V per kv head
-    with torch.no_grad():
-        w_e = model.W_E.detach().float()
-        query = w_e @ model.W_Q[li, hi].detach().float()                  # [d_vocab, d_head]
-        key = (w_e @ model.W_V[lp, kv[hp]].detach().float()
-               @ model.W_O[lp, hp].detach().float()
-               @ model.W_K[li, kv[hi]].detach().float())                   # [d_vocab, d_head]
-    return FactoredMatrix(query, key.T)
-
-
-def top1_accuracy(matrix: Any, block: int = 512, rows: np.ndarray | None = None) -> float:
-    """Fraction of rows of a square FactoredMatrix whose largest entry is on the diagonal.
-
-    rows: the row indices to score (default all). Computed ``block`` rows at a time so the
-    full [n, n] product is never formed.
-    """
-    n = matrix.shape[-2]
-    rows = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.long)
-    hits = 0
-    for start in range(0, len(rows), block):
-        chosen = rows[start:start + block]
-        product = matrix.A[chosen] @ matrix.B                                # [block, n]
-        hits += int((product.argmax(-1) == chosen).sum())
-    return hits / max(len(rows), 1)
-
-
-def circuit_rows(d_vocab: int, max_tokens: int, seed: int) -> np.ndarray | None:
-    """Query tokens the circuit accuracy is measured on: all (None) up to ``max_tokens``,
-    else a seeded sample of that many (a large vocabulary makes every row too slow)."""
-    if max_tokens <= 0 or d_vocab <= max_tokens:
+def random_other_head(head: tuple[int, int], n_heads: int, seed: int) -> tuple[int, int] | None:
+    """A head of ``head``'s layer other than it, drawn with ``seed`` (None if there is none)."""
+    others = [h for h in range(n_heads) if h != head[1]]
+    if not others:
         return None
-    return np.sort(np.random.default_rng(seed).choice(d_vocab, max_tokens, replace=False))
+    return head[0], int(np.random.default_rng(seed).choice(others))
 
 
-def repeated_study(model: Any, seq_len: int = 50, batch: int = 30, seed: int = 0,
-                   mlp_grid: bool = True, circuit_tokens: int = CIRCUIT_TOKENS
+def composition_arrays(model: Any, seed: int) -> dict[str, np.ndarray]:
+    """Q/K/V-composition arrays [L, H, L, H] and the random-weights baseline [3]."""
+    scores = circuits.composition_scores(model)
+    cfg = model.cfg
+    baseline = circuits.random_composition_baseline(int(cfg.d_model), int(cfg.d_head),
+                                                    seed=seed)
+    return {**{f"{m.lower()}_composition": scores[m] for m in circuits.MODES},
+            "composition_baseline": np.array([baseline[m][0] for m in circuits.MODES]),
+            "composition_baseline_sd": np.array([baseline[m][1] for m in circuits.MODES])}
+
+
+def composition_check(arrays: dict[str, np.ndarray], prev_head: tuple[int, int],
+                      ind_head: tuple[int, int]) -> dict[str, Any]:
+    """The strongest K-composition pair against the pair found by attention scores."""
+    k = arrays["k_composition"]
+    writer, reader = circuits.strongest_pair(k)
+    into = k[:ind_head[0], :, ind_head[0], ind_head[1]]              # writers into the keys
+    best_writer = top_heads(into, 1)[0]
+    return {"strongest_pair": [list(writer), list(reader)],
+            "strongest_score": float(k[(*writer, *reader)]),
+            "pair_score": float(k[(*prev_head, *ind_head)]),
+            "baseline": float(arrays["composition_baseline"][1]),
+            "baseline_sd": float(arrays["composition_baseline_sd"][1]),
+            "best_writer_into_induction_keys": list(best_writer),
+            "agrees": (writer, reader) == (prev_head, ind_head)}
+
+
+def circuit_checks(model: Any, rep: Repeats, prev_head: tuple[int, int],
+                   ind_head: tuple[int, int], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Mean ablation of every head and path patching into the induction head's keys.
+
+    Returns (ablation drops [n_layers, n_heads], the causal numbers of the pair).
+    """
+    metric = partial(second_half_accuracy, rep=rep)
+    cache = circuits.clean_cache(model, rep.tokens)
+    means = circuits.mean_z(cache, model.cfg.n_layers)
+    drops = circuits.ablation_drops(model, rep.tokens, metric, means)
+    other = random_other_head(prev_head, model.cfg.n_heads, seed)
+    key_drop, note = circuits.key_path_drop(model, rep.tokens, metric, cache, means,
+                                            prev_head, ind_head)
+    return drops, {
+        "ablation_drop": float(drops[prev_head]),
+        "random_head": None if other is None else list(other),
+        "random_drop": None if other is None else float(drops[other]),
+        "key_path_drop": key_drop, "key_path_note": note}
+
+
+def circuit_study(model: Any, rep: Repeats, scores: dict[str, np.ndarray], seed: int,
+                  min_score: float, circuit_tokens: int = CIRCUIT_TOKENS
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays (ablation drops, composition) and meta["circuit"] of the induction pair; the
+    K-composition circuit's accuracy on at most ``circuit_tokens`` query tokens (0: all)."""
+    induction, prev = scores["induction_score"], scores["prev_token_score"]
+    arrays = composition_arrays(model, seed)
+    if model.cfg.n_layers < 2:
+        arrays["ablation_drop"] = np.full(induction.shape, np.nan)
+        return arrays, {"found": False, "reason": "the model has one layer"}
+    prev_head, ind_head = best_pair(induction, prev)
+    drops, causal = circuit_checks(model, rep, prev_head, ind_head, seed)
+    arrays["ablation_drop"] = drops
+    d_vocab = int(model.cfg.d_vocab)
+    rows = circuits.circuit_rows(d_vocab, circuit_tokens, seed)
+    top1 = circuits.top1_accuracy(circuits.k_composition_circuit(model, prev_head, ind_head),
+                                  rows=rows)
+    return arrays, {
+        "found": bool(prev[prev_head] >= min_score and induction[ind_head] >= min_score),
+        "min_score": min_score, "prev_token_head": list(prev_head),
+        "induction_head": list(ind_head), "prev_token_score": float(prev[prev_head]),
+        "induction_score": float(induction[ind_head]), **causal,
+        "k_composition": composition_check(arrays, prev_head, ind_head),
+        "k_circuit_top1": top1, "chance": 1.0 / d_vocab,
+        "query_tokens": d_vocab if rows is None else len(rows)}
+
+
+def check_sizes(model: Any, seq_len: int, batch: int, min_len: int | None,
+                max_prefix: int) -> None:
+    """UsageError for impossible sizes or inputs longer than the model's context."""
+    if seq_len < 2 or batch < 1:
+        raise UsageError(f"{opt('seq_len')} must be >= 2 and {opt('batch')} >= 1")
+    width = 1 + max_prefix + 2 * seq_len
+    if width > model.cfg.n_ctx:
+        raise UsageError(f"1 + {opt('max_prefix')} + 2 x {opt('seq_len')} = {width} exceeds the "
+                         f"model's context of {model.cfg.n_ctx} tokens")
+
+
+def example_arrays(model: Any, rep: Repeats, heads: dict[str, tuple[int, int]]
+                   ) -> dict[str, np.ndarray]:
+    """Tokens of sequence 0 and the patterns of ``heads`` (array name -> head) on it."""
+    names = sorted({hook_name("pattern", layer) for layer, _ in heads.values()})
+    _, acts = capture(model, rep.tokens[:1], names)
+    out = {"example_tokens": np.array(token_strings(model.tokenizer, rep.tokens[0].tolist()))}
+    for array, (layer, head) in heads.items():
+        out[array] = acts[hook_name("pattern", layer)][0, head].float().cpu().numpy()
+    return out
+
+
+def repeated_study(model: Any, seq_len: int = 25, batch: int = 30, seed: int = 0,
+                   mlp_grid: bool = True, min_len: int | None = 8, max_prefix: int = 10,
+                   min_score: float = MIN_SCORE, circuit_tokens: int = CIRCUIT_TOKENS
                    ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Run the whole study; returns (arrays, meta, report).
 
-    arrays are named and shaped as declared in LAYOUT: the input [batch, 1 + 2 * seq_len],
-    per-head scores [n_layers, n_heads], per-half metrics [2] and [2, seq_len], and with
-    MLPs (and ``mlp_grid``) the patching grid [n_layers, seq_len]. The circuit's top-1
+    Segments of ``min_len..seq_len`` tokens (None: always ``seq_len``) after ``0..max_prefix``
+    random tokens; the defaults are the command line's. The K-composition circuit's
     accuracy is measured on at most ``circuit_tokens`` query tokens (0: all).
+
+    arrays are named and shaped as declared in LAYOUT; meta["circuit"] holds the
+    induction circuit (heads, scores, ablation and path-patching drops, composition).
     """
     cfg = model.cfg
-    if seq_len < 2 or batch < 1:
-        raise UsageError(f"{opt('seq_len')} must be >= 2 and {opt('batch')} >= 1")
-    if 1 + 2 * seq_len > cfg.n_ctx:
-        raise UsageError(f"1 + 2 x {opt('seq_len')} = {1 + 2 * seq_len} exceeds the model's "
-                         f"context of {cfg.n_ctx} tokens")
-    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
-    tokens = repeated_tokens(cfg.d_vocab, seq_len, batch, seed, 0 if bos is None else int(bos))
-    logits, scores = head_scores(model, tokens, seq_len)
-    halves = half_metrics(logits, tokens, seq_len)
+    check_sizes(model, seq_len, batch, min_len, max_prefix)
+    tok = model.tokenizer
+    bos = tok.bos_token_id if tok is not None else None
+    size = int(cfg.d_vocab) if tok is None else min(int(cfg.d_vocab), len(tok))
+    rep = repeat_batch(size, seq_len, batch, seed, 0 if bos is None else int(bos), min_len,
+                       max_prefix, avoid=getattr(tok, "all_special_ids", None) or ())
+    logits, scores = head_scores(model, rep)
+    halves = half_metrics(logits, rep, seq_len)
+    more, circuit = circuit_study(model, rep, scores, seed, min_score, circuit_tokens)
     induction, prev = scores["induction_score"], scores["prev_token_score"]
+    examples = {"example_pattern": circuit.get("induction_head", top_heads(induction, 1)[0]),
+                "example_prev_pattern": circuit.get("prev_token_head", top_heads(prev, 1)[0])}
     arrays: dict[str, Any] = {
-        "tokens": tokens.numpy(), **scores, **halves,
-        "example_tokens": np.array(token_strings(model.tokenizer, tokens[0].tolist())),
-    }
-    ind = top_heads(induction, 1)[0]
-    _, acts = capture(model, tokens[:1], [hook_name("pattern", ind[0])])
-    arrays["example_pattern"] = acts[hook_name("pattern", ind[0])][0, ind[1]].float().numpy()
+        "tokens": rep.tokens.numpy(), "repeat_start": rep.start.numpy(),
+        "repeat_length": rep.length.numpy(), **scores, **halves, **more,
+        **example_arrays(model, rep, {k: tuple(v) for k, v in examples.items()})}
     grid_note = "model has no MLPs"
     if mlp_grid and has_mlps(model):
-        arrays["mlp_patch_delta"] = mlp_patching_grid(model, tokens, seq_len)
+        arrays["mlp_patch_delta"] = mlp_patching_grid(model, rep)
         grid_note = "computed"
     elif not mlp_grid:
         grid_note = "skipped (--no-mlp-grid)"
-    circuit: dict[str, Any] = {}
-    if cfg.n_layers >= 2:
-        prev_head, ind_head = best_pair(induction, prev)
-        rows = circuit_rows(int(cfg.d_vocab), circuit_tokens, seed)
-        accuracy = top1_accuracy(k_composition_circuit(model, prev_head, ind_head), rows=rows)
-        circuit = {"prev_token_head": list(prev_head), "induction_head": list(ind_head),
-                   "top1_accuracy": accuracy, "chance": 1.0 / cfg.d_vocab,
-                   "query_tokens": int(cfg.d_vocab) if rows is None else len(rows)}
     meta = {
-        "study": STUDY, "seq_len": seq_len, "batch": batch, "seed": seed,
-        "d_vocab": int(cfg.d_vocab), "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads),
+        "study": STUDY, "seq_len": seq_len, "min_len": seq_len if min_len is None else min_len,
+        "max_prefix": max_prefix, "batch": batch, "seed": seed, "d_vocab": int(cfg.d_vocab),
+        "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads),
         "logprob_first": float(halves["logprob"][0]), "logprob_second": float(halves["logprob"][1]),
         "accuracy_first": float(halves["accuracy"][0]),
         "accuracy_second": float(halves["accuracy"][1]),
-        "best_induction_head": list(ind), "best_prev_token_head": list(top_heads(prev, 1)[0]),
-        "k_composition": circuit, "mlp_patch_grid": grid_note,
+        "best_induction_head": list(top_heads(induction, 1)[0]),
+        "best_prev_token_head": list(top_heads(prev, 1)[0]),
+        "example_heads": {k: list(v) for k, v in examples.items()}, "circuit": circuit,
+        "ablation": "mean", "mlp_patch_grid": grid_note,
     }
     return arrays, meta, report(meta, induction, prev)
 
 
+def circuit_line(meta: dict[str, Any]) -> str:
+    """The one-line verdict: ``circuit: previous-token L0H1 (0.97) -> induction L1H3 ...``."""
+    c, acc = meta["circuit"], meta["accuracy_second"]
+    if "prev_token_head" not in c:
+        return f"circuit: none ({c['reason']}); second-half accuracy {acc:.2f}"
+    prev, ind = head_label(*c["prev_token_head"]), head_label(*c["induction_head"])
+    if c["random_head"] is None:
+        random = "no other head in its layer"
+    else:
+        random = f"random head {head_label(*c['random_head'])} {c['random_drop']:.2f}"
+    causal = f"ablation drop {c['ablation_drop']:.2f} ({random})"
+    if c["found"]:
+        return (f"circuit: previous-token {prev} ({c['prev_token_score']:.2f}) -> induction "
+                f"{ind} ({c['induction_score']:.2f}); second-half accuracy {acc:.2f}; {causal}")
+    parts = []
+    for role, head, score in (("induction head above layer 0", ind, c["induction_score"]),
+                              ("previous-token head before it", prev, c["prev_token_score"])):
+        parts.append(f"no {role} reaches {c['min_score']:.2f} (best {head} {score:.2f})"
+                     if score < c["min_score"] else f"{role} {head} ({score:.2f})")
+    return (f"circuit: none: {' and '.join(parts)}; second-half accuracy {acc:.2f}; "
+            f"{prev} {causal}")
+
+
+def circuit_details(meta: dict[str, Any]) -> list[str]:
+    """Report lines on K-composition and path patching of the circuit's pair."""
+    c = meta["circuit"]
+    if "prev_token_head" not in c:
+        return []
+    k, pair = c["k_composition"], (f"{head_label(*c['prev_token_head'])} -> "
+                                   f"{head_label(*c['induction_head'])}")
+    strongest = " -> ".join(head_label(*h) for h in k["strongest_pair"])
+    verdict = ("the pair found by attention scores" if k["agrees"] else
+               f"not the pair found by attention scores ({pair}: {k['pair_score']:.3f})")
+    path = (f"accuracy drop {c['key_path_drop']:.2f} (whole head {c['ablation_drop']:.2f})"
+            if c["key_path_drop"] is not None else f"not run: {c['key_path_note']}")
+    return [
+        f"K-composition from the weights: strongest pair {strongest} ({k['strongest_score']:.3f};"
+        f" random weights {k['baseline']:.3f} +- {k['baseline_sd']:.3f}): {verdict}; strongest "
+        f"writer into {head_label(*c['induction_head'])}'s keys: "
+        f"{head_label(*k['best_writer_into_induction_keys'])}",
+        f"Path patching {pair}, keys only (mean of the writer's output): {path}",
+        f"K-composition circuit {pair}: top-1 accuracy over the vocabulary "
+        f"{c['k_circuit_top1']:.4f} (chance {c['chance']:.2g}; {c['query_tokens']} query "
+        f"tokens)"]
+
+
 def report(meta: dict[str, Any], induction: np.ndarray, prev: np.ndarray) -> str:
+    lens = (f"{meta['min_len']}-{meta['seq_len']}" if meta["min_len"] < meta["seq_len"]
+            else str(meta["seq_len"]))
     lines = [
-        f"Repeated random tokens: BOS + {meta['seq_len']} random tokens, repeated; "
-        f"{meta['batch']} sequences (seed {meta['seed']}).",
-        f"mean log-prob  first half {meta['logprob_first']:.3f}   "
-        f"second half {meta['logprob_second']:.3f}",
-        f"top-1 accuracy first half {meta['accuracy_first']:.3f}   "
-        f"second half {meta['accuracy_second']:.3f}", "",
-        "Top induction heads (mean attention on the seq_len - 1 offset diagonal):",
+        circuit_line(meta),
+        f"Repeated random tokens: BOS + 0-{meta['max_prefix']} random tokens + a segment of "
+        f"{lens} random tokens, repeated; {meta['batch']} sequences (seed {meta['seed']}).",
+        f"mean log-prob  first copy {meta['logprob_first']:.3f}   "
+        f"second copy {meta['logprob_second']:.3f}",
+        f"top-1 accuracy first copy {meta['accuracy_first']:.3f}   "
+        f"second copy {meta['accuracy_second']:.3f}", "",
+        "Top induction heads (attention to the token after the earlier occurrence):",
         format_table(["head", "induction", "prev-token"],
                      [(head_label(*h), induction[h], prev[h]) for h in top_heads(induction, 5)]),
         "", "Top previous-token heads:",
         format_table(["head", "prev-token", "induction"],
                      [(head_label(*h), prev[h], induction[h]) for h in top_heads(prev, 5)]),
-    ]
-    k = meta["k_composition"]
-    if k:
-        lines += ["", f"K-composition circuit {head_label(*k['prev_token_head'])} -> "
-                      f"{head_label(*k['induction_head'])}: top-1 accuracy over the vocabulary "
-                      f"{k['top1_accuracy']:.4f} (chance {k['chance']:.2g}; "
-                      f"{k.get('query_tokens', '?')} query tokens)"]
-    lines += [f"MLP patching grid: {meta['mlp_patch_grid']}"]
+        "", *circuit_details(meta), f"MLP patching grid: {meta['mlp_patch_grid']}"]
     return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--seq-len", type=int, default=50, help="random tokens per half")
+    parser.add_argument("--seq-len", type=int, default=25,
+                        help="longest repeated segment (default 25)")
+    parser.add_argument("--min-len", type=int, default=8,
+                        help="shortest repeated segment (default 8; --seq-len: fixed length)")
+    parser.add_argument("--max-prefix", type=int, default=10,
+                        help="most random tokens before the segment (default 10)")
     parser.add_argument("--batch", type=int, default=30, help="number of sequences")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    parser.add_argument("--min-score", type=float, default=MIN_SCORE,
+                        help="score both heads need for a circuit to be named (default 0.5)")
     parser.add_argument("--no-mlp-grid", action="store_true",
                         help="skip the MLP patching grid (the slowest part)")
     parser.add_argument("--circuit-tokens", type=int, default=CIRCUIT_TOKENS,
@@ -366,6 +588,8 @@ def run(args: argparse.Namespace) -> int:
     name, model = required_model(args)
     arrays, meta, text = repeated_study(model, args.seq_len, args.batch, args.seed,
                                         mlp_grid=not args.no_mlp_grid,
+                                        min_len=min(args.min_len, args.seq_len),
+                                        max_prefix=args.max_prefix, min_score=args.min_score,
                                         circuit_tokens=args.circuit_tokens)
     meta["model"] = name
     return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)

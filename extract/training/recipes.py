@@ -1,0 +1,69 @@
+"""Named training recipes: the settings of a documented model organism in one place.
+
+``python -m extract train --recipe NAME`` starts from the recipe's corpus, tokenizer and
+settings; any flag given explicitly overrides the recipe. The recipe is recorded in
+``training.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headprobe.errors import UsageError, opt
+
+# where the shared assets live unless $HEADPROBE_SHARED says otherwise
+SHARED_DEFAULT = "../shared"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model organism: what it is for, the corpus (relative to the shared assets),
+    tokenizer and training settings (TrainConfig fields)."""
+
+    name: str
+    help: str
+    corpus: str
+    tokenizer: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def corpus_path(self) -> str:
+        """The recipe's corpus under ``$HEADPROBE_SHARED`` (default ``../shared``)."""
+        return str(Path(os.environ.get("HEADPROBE_SHARED") or SHARED_DEFAULT) / self.corpus)
+
+
+INDUCTION = Recipe(
+    name="induction",
+    help="2-layer attention-only model on TinyStories text with repeated segments of random "
+         "tokens (random lengths, gaps and offsets) mixed in: a previous-token head in layer 0 "
+         "and an induction head in layer 1",
+    corpus="data/tinystories/train-3118.txt",
+    tokenizer="char",
+    # layer 0 local with a window of 2 (the token itself and the one before), so its heads
+    # either copy the previous token or the current one; an unembedding of its own, so the
+    # embedding need not double as the output map; weight decay 0.2, since without decay
+    # the induction head does not form within the run
+    settings=dict(arch="attn-only", layers=2, d_model=64, heads=4, ctx=64, window=2,
+                  attention="local-global", tied=False, batch=32, steps=5000, lr=3e-3,
+                  weight_decay=0.2, repeat_frac=1.0, repeat_min=8, repeat_max=32,
+                  repeat_gap=8),
+)
+RECIPES = {r.name: r for r in (INDUCTION,)}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name`` (UsageError naming the known ones otherwise)."""
+    if name not in RECIPES:
+        raise UsageError(f"unknown {opt('recipe')} {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def recipe_corpus(recipe: Recipe) -> str:
+    """The recipe's corpus path; UsageError when it is missing."""
+    path = recipe.corpus_path()
+    if not Path(path).exists():
+        raise UsageError(f"the {recipe.name} recipe trains on {path}, which does not exist; "
+                         f"give {opt('corpus')} (or set HEADPROBE_SHARED to the shared folder)")
+    return path
