@@ -96,7 +96,7 @@ def _add_scale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", metavar="auto|ADDRESS|local:N",
                    help="fit the (site, layer) blocks as tasks on a Ray cluster: 'auto' (the "
                         "cluster this machine belongs to), a head node's address, or local:N "
-                        "(a local instance with N CPUs); needs the ray extra")
+                        "(a local instance with N CPUs); needs the ray extra; default: no cluster")
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -28,11 +28,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     parser.add_argument("--recipe", choices=sorted(RECIPES),
                         help="start from a documented organism's corpus, tokenizer and "
-                             "settings (see docs/organisms.md); explicit flags override them. "
+                             "settings (see docs/organisms.md); explicit flags override them; "
+                             "default: none. "
                              + "; ".join(f"{r.name}: {r.help}" for r in RECIPES.values()))
     parser.add_argument("--corpus",
                         help="training texts: a .txt file (stories split at <|endoftext|>), "
-                             "chat:PATH, chatgen:N, or any dataset SOURCE")
+                             "chat:PATH, chatgen:N, or any dataset SOURCE; default: the recipe's "
+                             "corpus, required without one")
     parser.add_argument("--out", help="model directory to write (default RUN/model)")
     parser.add_argument("--run", help="run directory (runs/NAME; default: none, give --out "
                         "or --run)")
