@@ -17,6 +17,7 @@ the whole grid takes a handful of forward passes.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -172,18 +173,19 @@ def patch_grid(model: Any, clean: torch.Tensor, corrupt: torch.Tensor, site: str
     for start in range(0, len(cells), max_rows):
         chunk = torch.tensor(cells[start:start + max_rows])            # [rows, 2]
 
-        def patch(act: torch.Tensor, hook: Any, chunk=chunk) -> torch.Tensor:
+        def patch(act: torch.Tensor, hook: Any, name: str, chunk=chunk) -> torch.Tensor:
             rows = torch.nonzero(chunk[:, 0] == hook.layer()).flatten()
             if len(rows):
                 index = chunk[rows, 1]
-                source = cache[hook.name][0]
+                source = cache[name][0]
                 if site == "head":                                     # act [b, pos, head, d]
                     act[rows, :, index] = source[:, index].transpose(0, 1).to(act.dtype)
                 else:                                                  # act [b, pos, d_model]
                     act[rows, index] = source[index].to(act.dtype)
             return act
 
-        logits = run_hooked(model, corrupt.repeat(len(chunk), 1), [(n, patch) for n in names])
+        hooks = [(n, functools.partial(patch, name=n)) for n in names]
+        logits = run_hooked(model, corrupt.repeat(len(chunk), 1), hooks)
         values[start:start + len(chunk)] = metric(logits).float()
     width = model.cfg.n_heads if site == "head" else n_pos
     return values.reshape(n_layers, width).numpy()
