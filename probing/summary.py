@@ -14,7 +14,7 @@ import numpy as np
 
 from headprobe.errors import UsageError
 from headprobe.heads import head_label
-from headprobe.rundir import run_path
+from headprobe.rundir import require_input, run_path
 from probing.results import ProbeResults, read_results
 from probing.studies import quote, repeated
 from probing.study_io import StudyResults, read_study
@@ -101,9 +101,7 @@ def study_line(r: StudyResults) -> str:
 def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> str:
     """The headline findings of run directory ``run`` as text; probe heads ranked ``by``
     'f1', 'selectivity' (against ``control``) or 'compression'."""
-    run = Path(run)
-    if not run.is_dir():
-        raise UsageError(f"run directory {run} does not exist")
+    run = require_input("run", run)
     lines = [f"Headline findings in {run}"]
     probes = run_path(run, "probes")
     if (probes / "probes.h5").exists():
