@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -31,19 +30,21 @@ subcommands:
 
 
 def build_parser() -> Parser:
-    p = Parser(prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = Parser(prog=PROG, epilog=EPILOG,
                description="Tag stories with spaCy, align the tags to a model's tokens and "
                            "write a headprobe dataset.")
     p.add_argument("--source", default=DEFAULT_SOURCE,
                    help=f"corpus to read (default: {DEFAULT_SOURCE})")
     p.add_argument("--tokenizer", help="AutoTokenizer name or directory (optional for demo:N, "
-                                       "which then trains and caches a small BPE)")
-    p.add_argument("--out", help="dataset directory to write")
-    p.add_argument("--run", help="run directory: write RUN/dataset")
+                                       "which then trains and caches a small BPE; default: none)")
+    p.add_argument("--out", help="dataset directory to write (default: RUN/dataset with --run)")
+    p.add_argument("--run", help="run directory: write RUN/dataset (default: none; give --out "
+                                 "or --run)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--split", default="validation",
                    help="split of a Hugging Face dataset (default: validation)")
-    p.add_argument("--limit", type=int, help="use only the first N non-empty stories")
+    p.add_argument("--limit", type=int,
+                   help="use only the first N non-empty stories (default: all)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of stories in the test split (default: 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
@@ -71,6 +72,13 @@ def build_parser() -> Parser:
                         f"other punctuation; default {DEFAULT_RULE}); every token also "
                         "records all the tags it covers")
     return p
+
+
+def parsers() -> list[Parser]:
+    """Every parser of the stage: the build and bench."""
+    from datasets_build.bench import build_parser as bench_parser
+
+    return [build_parser(), bench_parser()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

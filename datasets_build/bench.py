@@ -132,19 +132,26 @@ def run_bench(source: str, stories: int = 200, batch_size: int = DEFAULT_BATCH_S
             "same_as_ruler": None if reference is None else _same_tags(reference, batched)}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> Parser:
+    """The parser of ``python -m datasets_build bench``."""
     p = Parser(prog="python -m datasets_build bench",
                description="Tagged tokens per second: batched, reduced spaCy pipeline vs a "
                            "plain nlp(text)-per-story loop with the full pipeline.")
     p.add_argument("--stories", type=int, default=200, help="stories to tag (default: 200)")
     p.add_argument("--source", default=str(default_corpus()),
                    help="corpus (default: valid-3117.txt in the shared folder)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--n-process", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="texts per nlp.pipe batch of the batched side")
+    p.add_argument("--n-process", type=int, default=1,
+                   help="spaCy worker processes of the batched side")
     p.add_argument("--spacy-model", help="spaCy pipeline (default as for a build)")
     p.add_argument("--rounds", type=int, default=2,
                    help="alternating timing rounds; each side keeps its best (default: 2)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if min(args.stories, args.batch_size, args.n_process, args.rounds) < 1:
         raise UsageError("--stories, --batch-size, --n-process and --rounds must be at least 1")
     r = run_bench(args.source, args.stories, args.batch_size, args.n_process, args.spacy_model,

@@ -41,6 +41,7 @@ from datasets_build.tagsets import has_tag, tag_bits
 from headprobe.errors import UsageError
 from headprobe.failures import reading
 from headprobe.manifest import read_json, write_json
+from headprobe.rundir import make_command, require_input, run_of
 
 FORMAT = "headprobe-dataset"
 FORMAT_VERSION = 3
@@ -201,9 +202,11 @@ def load_tagged_dataset(path: str | Path) -> TaggedDataset:
 def _open_dataset(path: Path) -> TaggedDataset:
     from datasets import load_from_disk
 
+    run = run_of(path, "dataset")
+    require_input("dataset", path, run)
     if not (path / "manifest.json").is_file():
-        raise UsageError(f"{path} is not a headprobe dataset (no manifest.json); "
-                         "build one with python -m datasets_build")
+        raise UsageError(f"{path} is not a headprobe dataset (no manifest.json); make one "
+                         f"with: {make_command('dataset', path, run)}")
     manifest = read_json(path / "manifest.json")
     if manifest.get("format") != FORMAT or manifest.get("format_version") not in READS_VERSIONS:
         raise UsageError(f"{path} has dataset format {manifest.get('format')!r} version "

@@ -34,13 +34,16 @@ def build_parser() -> Parser:
                     "causal LM for every token of a tagged dataset (HDF5).",
                     epilog="Subcommands: 'merge OUT.h5 SHARD...' joins shard stores; "
                     "'bench' measures throughput; 'train' trains a small model.")
-    parser.add_argument("--dataset", help="tagged dataset directory (python -m datasets_build)")
+    parser.add_argument("--dataset", help="tagged dataset directory (python -m datasets_build; "
+                        "default: RUN/dataset with --run)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"hub name or local HF directory (default {DEFAULT_MODEL})")
-    parser.add_argument("--out", help="output store, e.g. activations.h5")
+    parser.add_argument("--out", help="output store, e.g. activations.h5 (default: "
+                        "RUN/activations.h5 with --run)")
     parser.add_argument("--run", help="run directory: reads RUN/dataset, writes "
-                        "RUN/activations.h5 unless given explicitly")
-    parser.add_argument("--split", default="all", choices=("train", "test", "all"))
+                        "RUN/activations.h5 unless given explicitly (default: none)")
+    parser.add_argument("--split", default="all", choices=("train", "test", "all"),
+                        help="stories of this split only")
     parser.add_argument("--sites", default=",".join(DEFAULT_SITES),
                         help=f"comma list from {', '.join(SITES)} (default: %(default)s); "
                         "key_rot and query_rot are after the rotary embedding (rotary models)")
@@ -66,12 +69,13 @@ def build_parser() -> Parser:
     parser.add_argument("--resume", action="store_true", help="continue OUT.partial")
     parser.add_argument("--shard", help="i/n: extract the i-th of n parts of the stories into "
                         "OUT.shards/ (a complete shard is kept, an unfinished one continued); "
-                        "then 'merge OUT'")
+                        "then 'merge OUT' (default: the whole store at once)")
     add_cluster_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--reinit-seed", type=int,
                         help="use freshly re-initialised random weights (seeded) instead of "
-                        "the trained ones")
+                        "the trained ones (default: the trained weights); the "
+                        "random-weights control store of probing fit --control-store")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -81,8 +85,10 @@ def add_cluster_arguments(parser: Parser) -> None:
     parser.add_argument("--ray", metavar="auto|ADDRESS|local:N",
                         help="extract on a Ray cluster, one task per shard, then merge into "
                         "OUT: 'auto' (the cluster this machine belongs to), a head node's "
-                        "address, or local:N (a local Ray instance with N CPUs)")
-    parser.add_argument("--shards", type=int, help="shards (Ray tasks) of a --ray run")
+                        "address, or local:N (a local Ray instance with N CPUs); default: no "
+                        "cluster")
+    parser.add_argument("--shards", type=int,
+                        help="shards (Ray tasks) of a --ray run (default: none; --ray needs it)")
     parser.add_argument("--cpus-per-shard", type=float, default=1.0,
                         help="CPUs of each shard task (default 1; also its torch threads)")
     parser.add_argument("--gpus-per-shard", type=float, default=0.0,
@@ -178,16 +184,39 @@ def extract_main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def merge_main(argv: Sequence[str]) -> int:
+def merge_parser() -> Parser:
+    """The parser of ``python -m extract merge``."""
     parser = Parser(prog=f"{PROG} merge", description="Join shard stores into one file "
                     "through HDF5 virtual datasets (no copy).")
     parser.add_argument("out", nargs="?", help="merged store to write (default "
                         "RUN/activations.h5)")
     parser.add_argument("shards", nargs="*", help="shard stores (default: every shard in "
                         "OUT.shards/, written by python -m extract --shard i/n)")
-    parser.add_argument("--run", help="run directory: merge into RUN/activations.h5")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--run", help="run directory: merge into RUN/activations.h5 "
+                        "(default: none; give OUT or --run)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    return parser
+
+
+def train_parser() -> Parser:
+    """The parser of ``python -m extract train``."""
+    from extract.training.cli import add_train_arguments
+
+    parser = Parser(prog=f"{PROG} train", description="Train a small causal LM and save it as "
+                    "a Hugging Face directory.")
+    add_train_arguments(parser)
+    return parser
+
+
+def parsers() -> list[Parser]:
+    """Every parser of the stage: extraction, merge, bench and train."""
+    from extract.bench import build_parser as bench_parser
+
+    return [build_parser(), merge_parser(), bench_parser(), train_parser()]
+
+
+def merge_main(argv: Sequence[str]) -> int:
+    args = merge_parser().parse_args(argv)
     from extract.merge import merge_stores
     from extract.shards import merge_shard_dir
     from extract.store import open_store
@@ -212,12 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     if argv and argv[0] == "train":  # model organisms: extract/training/
-        from extract.training.cli import add_train_arguments, parse_train_args, run_train
+        from extract.training.cli import parse_train_args, run_train
 
-        train_parser = Parser(prog=f"{PROG} train", description="Train a small causal LM "
-                              "and save it as a Hugging Face directory.")
-        add_train_arguments(train_parser)
-        return run_train(parse_train_args(train_parser, argv[1:]))
+        return run_train(parse_train_args(train_parser(), argv[1:]))
     return extract_main(argv)
 
 

@@ -317,12 +317,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "256, 16 heads, 4 key/value heads; random weights) instead")
     parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
                         help="tokenizer directory of the --llama model (default: GPT-2)")
-    parser.add_argument("--sites", default="key,query,activity")
+    parser.add_argument("--sites", default="key,query,activity", help="sites to store")
     parser.add_argument("--batch-tokens", type=lambda s: [int(x) for x in s.split(",")],
                         default=[512, 1024, 2048], help="comma list to try")
     parser.add_argument("--hf-batches", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 4], help="batch sizes to try for (b) (default 1,4)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads for every measurement")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for every measurement "
+                        "(default: torch's)")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds (default 2)")
     parser.add_argument("--compare", type=split_list, default=["fast", "none", "1"],
                         help="compression settings for the size table (default fast,none,1)")
@@ -331,10 +332,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_arguments(parser)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> Parser:
+    """The parser of ``python -m extract bench``."""
     parser = Parser(prog="python -m extract bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.stories < 1:
         raise UsageError("--stories must be positive")
     if args.repeat < 1:

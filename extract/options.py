@@ -14,6 +14,7 @@ from extract.store.schema import DEFAULT_SITES, check_dtype, check_sites
 from headprobe.atomic import check_target
 from headprobe.devices import DEFAULT_MODEL_DTYPE, check_model_dtype, resolve_device
 from headprobe.errors import UsageError, opt
+from headprobe.rundir import require_input, run_of
 
 DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
 FORWARD_PATHS = ("auto", "fast", "general")
@@ -79,8 +80,7 @@ class ExtractOptions:
         self.device = resolve_device(self.device)
         if isinstance(self.shard, str) or self.shard is None:
             self.shard = parse_shard(self.shard)
-        if not self.dataset_dir.is_dir():
-            raise UsageError(f"dataset directory {self.dataset_dir} does not exist")
+        require_input("dataset", self.dataset_dir, run_of(self.dataset_dir, "dataset"))
         if self.split not in (*SPLITS, "all"):
             raise UsageError(f"unknown {opt('split')} {self.split!r}; choose from train, test, "
                              "all")

@@ -18,7 +18,7 @@ from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError, opt
 from headprobe.locks import claim_output
-from headprobe.rundir import model_of_store, run_path
+from headprobe.rundir import model_of_store, require_input, run_path
 
 PROG = "python -m figures"
 COMMANDS = ("list", "viewer")
@@ -28,10 +28,12 @@ def draw_parser() -> Parser:
     p = Parser(prog=PROG, description="Redraw figures from stored results (nothing is "
                "recomputed). Subcommands: 'list' (what can be drawn), 'viewer' (attention page).")
     p.add_argument("--results", nargs="+", metavar="DIR", default=[],
-                   help="probe results dirs, study dirs, or run dirs holding probes/ and studies/")
+                   help="probe results dirs, study dirs, or run dirs holding probes/ and studies/ "
+                   "(default: --run's results)")
     p.add_argument("--run", metavar="DIR", help="run directory: its results, figures into "
-                   "RUN/figures unless --out is given")
-    p.add_argument("--out", metavar="FIGDIR", help="where figures go")
+                   "RUN/figures unless --out is given (default: none)")
+    p.add_argument("--out", metavar="FIGDIR",
+                   help="where figures go (default: RUN/figures with --run)")
     p.add_argument("--format", default="png,pdf", help="comma-separated formats out of "
                    f"{','.join(FORMATS)} (default png,pdf)")
     p.add_argument("--only", default="", help="comma-separated figure names or patterns "
@@ -43,22 +45,27 @@ def draw_parser() -> Parser:
 def list_parser() -> Parser:
     p = Parser(prog=f"{PROG} list", description="Name the figures that can be drawn; with "
                "--results or --run, the concrete figures found there.")
-    p.add_argument("--results", nargs="+", metavar="DIR", default=[])
-    p.add_argument("--run", metavar="DIR")
+    p.add_argument("--results", nargs="+", metavar="DIR", default=[],
+                   help="probe results dirs, study dirs, or run dirs (default: none: every "
+                        "figure the tool draws)")
+    p.add_argument("--run", metavar="DIR", help="run directory whose results to list "
+                   "(default: none)")
     return p
 
 
 def viewer_parser() -> Parser:
     p = Parser(prog=f"{PROG} viewer", description="Write a self-contained HTML page showing "
                "where every head attends on one story (no network needed to view it).")
-    p.add_argument("--store", metavar="FILE.h5", help="activation store (its token table)")
-    p.add_argument("--run", metavar="DIR", help="run directory (store RUN/activations.h5)")
+    p.add_argument("--store", metavar="FILE.h5", help="activation store (its token table; default: "
+                   "RUN/activations.h5 with --run)")
+    p.add_argument("--run", metavar="DIR", help="run directory (store RUN/activations.h5; default: "
+                   "none)")
     p.add_argument("--model", metavar="M", help="model the patterns come from (hub name or "
                    "local HF directory; default: the model named in the store, or RUN/model)")
     p.add_argument("--story", type=int, required=True, metavar="ID", help="story id")
     p.add_argument("--layer", type=int, default=0, help="layer shown first (default 0)")
     p.add_argument("--max-tokens", type=int, default=None, metavar="N",
-                   help="keep only the story's first N tokens")
+                   help="keep only the story's first N tokens (default: all)")
     p.add_argument("--out", required=True, metavar="page.html", help="output HTML file")
     return p
 
@@ -66,8 +73,7 @@ def viewer_parser() -> Parser:
 def _result_dirs(results: Sequence[str], run: str | None) -> list[str]:
     dirs = list(results)
     if run:
-        if not Path(run).is_dir():
-            raise UsageError(f"run directory {run} does not exist")
+        require_input("run", run)
         dirs.append(run)
     if not dirs:
         raise UsageError(f"give {opt('results')} DIR... or {opt('run')} runs/NAME")
@@ -171,6 +177,11 @@ def _model_of(store: Path, run: str | None) -> str:
     if name is None:
         raise UsageError(f"give {opt('model')} M (the store does not name its model)")
     return name
+
+
+def parsers() -> list[Parser]:
+    """Every parser of the stage: drawing, list and viewer."""
+    return [draw_parser(), list_parser(), viewer_parser()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

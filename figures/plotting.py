@@ -7,6 +7,7 @@ through ``pyplot``, so no global state is kept between figures.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import matplotlib
 
@@ -17,8 +18,12 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.font_manager import FontProperties, findfont  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+
+from headprobe.tokens import display_text  # noqa: E402
 
 SEQUENTIAL = "viridis"
 DIVERGING = "RdBu_r"
@@ -62,11 +67,21 @@ def integer_ticks(ax: Axes, n_rows: int, n_cols: int, max_ticks: int = 16) -> No
     ax.tick_params(labelsize=7)
 
 
+@cache
+def font_characters() -> frozenset[int]:
+    """Code points the figures' font can draw."""
+    return frozenset(FT2Font(findfont(FontProperties())).get_charmap())
+
+
 def token_labels(tokens: Sequence[str]) -> list[str]:
-    """Tokens made printable as tick labels: whitespace shown, newlines escaped."""
+    """Tokens as tick labels: shown as the viewer shows them
+    (:func:`headprobe.tokens.display_text`), a whitespace-only token as \u2423 per space,
+    and any character the font cannot draw as its escape, so no label draws a box."""
+    drawable = font_characters()
     out = []
     for tok in tokens:
-        tok = str(tok).replace("\n", "\\n").replace("\t", "\\t")
+        tok = "".join(ch if ord(ch) in drawable else ascii(ch)[1:-1]
+                      for ch in display_text(str(tok)))
         out.append(tok.replace(" ", "\u2423") if tok.strip() == "" else tok.strip() or tok)
     return out
 

@@ -3,7 +3,9 @@ per-probe grids of selectivity and MDL compression.
 
 Selectivity is the probe's F1 (or accuracy) minus that of a control (the same probe on
 the control task, on shuffled labels, or on the vectors of a randomly initialised
-model): how much of the score the trained model's activations themselves earn.
+model): how much of the score the trained model's activations themselves earn. The
+selectivity grids take the strongest control the results hold (random weights, else the
+control task, else shuffled labels; probing.controls.STRONGEST_FIRST).
 Compression is the MDL measure: the uniform code length of the train tags over their
 online code length with the probe (1 = the vectors do not help to send the tags).
 """
@@ -32,7 +34,7 @@ from figures.registry import NotPlanned, Planned, register
 from figures.sources import PROBES
 from headprobe.errors import UsageError
 from headprobe.heads import head_label, kv_head_label
-from probing.controls import array_suffix
+from probing.controls import array_suffix, strongest_control
 from probing.results import ProbeResults
 
 PANEL_INCH = 0.16  # inches per grid cell in small multiples
@@ -255,11 +257,12 @@ def controls_of(res: ProbeResults) -> dict[str, np.ndarray]:
 
 
 def selectivity_of(res: ProbeResults) -> tuple[np.ndarray | None, str]:
-    """The stored selectivity [S, L, H, K] and the name of its control."""
-    if "selectivity" not in res.arrays:
+    """Selectivity [S, L, H, K] against the strongest control the results hold (random
+    weights, else the control task, else shuffled labels) and that control's name."""
+    control = strongest_control(res.controls)
+    if control is None:
         return None, ""
-    control = str(res.attrs.get("selectivity_control") or "control")
-    return res.arrays["selectivity"].astype(float), PROBE_CONTROLS.get(
+    return res.selectivity(control).astype(float), PROBE_CONTROLS.get(
         f"f1_{array_suffix(control)}", (control, control))[1]
 
 

@@ -15,6 +15,7 @@ from figures.sources import best_head, meta_entry
 from figures.traces import draw_activity_trace, draw_attention_pattern
 from headprobe.heads import head_label
 from probing.studies import quote as study
+from probing.studies.common import is_quote_mark
 from probing.study_io import StudyResults
 
 
@@ -61,8 +62,24 @@ def plan_quote_activity(st: StudyResults) -> list[Planned]:
 def plan_quote_attention(st: StudyResults) -> list[Planned]:
     tokens, head = example_tokens(st), best_head(st)
     pattern = st[study.EXAMPLE_PATTERN]
-    return [Planned("quote_attention", lambda: draw_attention_pattern(pattern, tokens, head),
-                    [st.file])]
+    marks = quote_marks(st)
+    focus = int(np.argmax(marks)) if marks.any() else 0
+    title = (f"Attention pattern of {head} on story {st.meta.get('example_story_id', '?')}"
+             " (quotation marks in red)")
+    return [Planned("quote_attention", lambda: draw_attention_pattern(
+        pattern, tokens, head, title, marks=marks, marks_label="quotation mark", focus=focus),
+        [st.file])]
+
+
+def quote_marks(st: StudyResults) -> np.ndarray:
+    """[n_tok] bool: the example story's tokens holding a quotation mark (from the stored
+    token texts; the closing marks alone where no text was stored)."""
+    tokens = st.get(study.EXAMPLE_TOKENS)
+    if tokens is not None:
+        return np.array([is_quote_mark(str(t)) for t in tokens], dtype=bool)
+    closing = st.get(study.EXAMPLE_CLOSING)
+    n = len(st[study.EXAMPLE_IDS])
+    return np.zeros(n, dtype=bool) if closing is None else np.asarray(closing, dtype=bool)
 
 
 @register("quote_shift", study.STUDY,

@@ -17,7 +17,7 @@ import h5py
 
 from headprobe.errors import UsageError
 from headprobe.heads import head_label
-from headprobe.rundir import run_members
+from headprobe.rundir import make_command, missing_input, run_members, run_of
 from probing.results import RESULTS_FILE as PROBES_FILE
 from probing.results import read_results
 from probing.study_io import RESULTS_FILE, StudyResults, read_study
@@ -54,13 +54,23 @@ def classify(path: Path) -> str | None:
     return PROBES if (path / PROBES_FILE).is_file() else None
 
 
+def _missing(path: Path) -> UsageError:
+    """The error for a results directory that is not there, naming the command that makes
+    what its place says it is: probe results, a study's results or a run directory."""
+    if run_of(path, "probes") is not None:
+        return missing_input("probes", path, run_of(path, "probes"))
+    if run_of(path, "study") is not None:
+        return missing_input("study", path, run_of(path, "study"), path.name)
+    return missing_input("run", path)
+
+
 def discover(paths: Sequence[str | Path]) -> list[Source]:
     """Sources under the given directories (results, run directories or folders of results)."""
     sources: list[Source] = []
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            raise UsageError(f"results directory {path} does not exist")
+            raise _missing(path)
         kind = classify(path)
         if kind is not None:
             sources.append(Source(kind, path))
@@ -69,7 +79,8 @@ def discover(paths: Sequence[str | Path]) -> list[Source]:
                                             if p.is_dir() and classify(p) is not None)
         if not found:
             raise UsageError(f"{path} is neither probe results, a study directory nor a run "
-                             "directory with probes/ or studies/")
+                             "directory with probes/ or studies/; make probe results with: "
+                             f"{make_command('probes', path, run=path)}")
         for member in found:
             member_kind = classify(member)
             if member_kind is not None:

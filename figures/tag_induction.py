@@ -51,7 +51,9 @@ def plan_tag_activity(st: StudyResults) -> list[Planned]:
           needs=(study.EXAMPLE_TOKENS, study.EXAMPLE_PATTERN))
 def plan_tag_attention(st: StudyResults) -> list[Planned]:
     tokens, head, tag = list(st[study.EXAMPLE_TOKENS]), best_head(st), tag_name(st)
-    pattern = st[study.EXAMPLE_PATTERN]
-    title = f"Attention pattern of {head} (predicting {tag})"
+    pattern, is_tag = st[study.EXAMPLE_PATTERN], st.get(study.EXAMPLE_IS_TAG)
+    title = (f"Attention pattern of {head} on story {st.meta.get('example_story_id', '?')} "
+             f"(predicting {tag}; {tag} tokens in red)")
     return [Planned("tag_induction_attention",
-                    lambda: draw_attention_pattern(pattern, tokens, head, title), [st.file])]
+                    lambda: draw_attention_pattern(pattern, tokens, head, title, marks=is_tag,
+                                                   marks_label=f"{tag} token"), [st.file])]

@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from figures.plotting import SEQUENTIAL, heatmap, new_figure, set_token_ticks
+
+# An attention plot shows at most this many tokens, each in a cell of CELL_INCHES.
+MAX_PATTERN_TOKENS = 64
+CELL_INCHES = 0.14
 
 
 def spans(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -64,26 +70,62 @@ def draw_activity_trace(tokens: Sequence[str], activity: np.ndarray, head: str,
     return fig
 
 
+def pattern_window(n: int, focus: int = 0, max_tokens: int = MAX_PATTERN_TOKENS,
+                   before: int = 4) -> range:
+    """Positions an attention plot shows: all ``n`` when they fit, else ``max_tokens`` from
+    a little before position ``focus``."""
+    if n <= max_tokens:
+        return range(n)
+    start = min(max(0, focus - before), n - max_tokens)
+    return range(start, start + max_tokens)
+
+
 def draw_attention_pattern(pattern: np.ndarray, tokens: Sequence[str], head: str,
-                           title: str = "") -> Figure:
+                           title: str = "", marks: np.ndarray | None = None,
+                           marks_label: str = "marked token", focus: int = 0) -> Figure:
     """Attention of one head: destination (query) tokens down, source (key) tokens across.
 
-    pattern: [T, T], row = destination position, column = source position; the
-    causal upper triangle is left blank.
+    pattern: [T, T], row = destination position, column = source position; the causal
+    upper triangle is left blank. marks: [T] bool, tokens whose labels are drawn in red and
+    whose column is outlined (quotation marks, say). The figure is sized to the tokens, a
+    readable cell per token; a story longer than MAX_PATTERN_TOKENS is shown from a little
+    before position ``focus`` (see :func:`pattern_window`) and the title says which part.
     """
     pattern = np.asarray(pattern, dtype=float)
     n = len(tokens)
     if pattern.shape != (n, n):
         raise ValueError(f"pattern has shape {pattern.shape}, expected ({n}, {n})")
-    side = float(np.clip(0.16 * n + 2.0, 4.0, 30.0))
-    fig = new_figure(side + 1.0, side)
+    window = pattern_window(n, focus)
+    cut = slice(window.start, window.stop)
+    shown, m = [tokens[i] for i in window], len(window)
+    side = CELL_INCHES * m + 1.6
+    fig = new_figure(side + 1.2, side + 0.4)
     ax = fig.subplots()
-    masked = np.where(np.tril(np.ones((n, n), dtype=bool)), pattern, np.nan)
+    masked = np.where(np.tril(np.ones((n, n), dtype=bool)), pattern, np.nan)[cut, cut]
+    title = title or f"Attention pattern of {head}"
+    if m < n:
+        title += f"\n(tokens {window.start}\u2013{window.stop - 1} of {n})"
     image = heatmap(ax, masked, Normalize(0.0, 1.0), "Blues",
                     xlabel="source token (attended to)", ylabel="destination token (query)",
-                    title=title or f"Attention pattern of {head}")
+                    title=title)
     ax.set_aspect("equal")
-    set_token_ticks(ax, tokens, "x")
-    set_token_ticks(ax, tokens, "y")
+    for axis in ("x", "y"):
+        set_token_ticks(ax, shown, axis)
+    if marks is not None and np.any(np.asarray(marks)[cut]):
+        _mark_tokens(ax, np.flatnonzero(np.asarray(marks)[cut]), m, marks_label)
     fig.colorbar(image, ax=ax, label="attention weight", shrink=0.7)
     return fig
+
+
+def _mark_tokens(ax: Axes, columns: np.ndarray, n: int, label: str) -> None:
+    """Red tick labels and an outlined source column for each marked position."""
+    for ticks, labels in ((ax.get_xticks(), ax.get_xticklabels()),
+                          (ax.get_yticks(), ax.get_yticklabels())):
+        for position, text in zip(ticks, labels, strict=True):
+            if int(round(position)) in columns:
+                text.set_color("tab:red")
+    for k, col in enumerate(columns):
+        ax.add_patch(Rectangle((col - 0.5, col - 0.5), 1, n - col, fill=False,
+                               edgecolor="tab:red", lw=0.8, zorder=3,
+                               label=label if k == 0 else None))
+    ax.legend(loc="upper right", fontsize=7)

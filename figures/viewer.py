@@ -21,7 +21,7 @@ from headprobe.atomic import atomic_file
 from headprobe.errors import UsageError, opt
 from headprobe.hooks import layer_hooks
 from headprobe.stories import find_story, read_stories
-from headprobe.tokens import token_strings
+from headprobe.tokens import display_text, token_strings
 
 TEMPLATE = Path(__file__).with_name("viewer_template.html")
 SCALE = 10000  # weights are embedded as integers in units of 1 / SCALE
@@ -43,7 +43,8 @@ def attention_patterns(model: Any, input_ids: Sequence[int]) -> np.ndarray:
 
 def pattern_payload(patterns: np.ndarray, tokens: Sequence[str], title: str,
                     layer: int = 0, kv_head: Sequence[int] | None = None) -> dict[str, Any]:
-    """The JSON the page reads: tokens and, per layer and head, the causal rows of the pattern.
+    """The JSON the page reads: tokens (as :func:`headprobe.tokens.display_text` shows them)
+    and, per layer and head, the causal rows of the pattern.
 
     patterns: [n_layers, n_heads, T, T]; row i keeps its first i + 1 weights, as integers
     in units of 1 / SCALE; kv_head: [n_heads] key/value head of each query head, given
@@ -55,7 +56,8 @@ def pattern_payload(patterns: np.ndarray, tokens: Sequence[str], title: str,
     scaled = np.rint(np.clip(patterns, 0.0, 1.0) * SCALE).astype(np.int32)
     rows = [[[scaled[la, h, i, :i + 1].tolist() for i in range(n)] for h in range(n_heads)]
             for la in range(n_layers)]
-    payload = {"title": title, "tokens": list(tokens), "n_layers": n_layers,
+    payload = {"title": title, "tokens": [display_text(t) for t in tokens],
+               "n_layers": n_layers,
                "n_heads": n_heads, "layer": int(layer), "scale": SCALE, "patterns": rows}
     if kv_head is not None:
         payload["kv_head"] = [int(k) for k in kv_head]

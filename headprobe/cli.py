@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from headprobe.devices import AUTO, DEFAULT_MODEL_DTYPE, MODEL_DTYPES, resolve_device
 from headprobe.errors import UsageError
@@ -20,8 +21,33 @@ from headprobe.locks import release_claims
 FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos", "draws": "--random-draws"}
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """A description or epilog written on several lines is kept as written, one written on
+    one line is wrapped; an option's help ends with its default when it does not say it."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or action.nargs == 0 or default is None
+                or default is argparse.SUPPRESS or default == []):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = ",".join(map(str, default))
+        return f"{text} (default {str(default).replace('%', '%%')})"
+
+
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line and exit with code 2."""
+    """ArgumentParser whose errors are one line and exit with code 2, and whose help shows
+    every option's default (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
@@ -91,3 +117,12 @@ def add_device_arguments(parser: argparse.ArgumentParser, resolve: bool = True) 
 def split_list(text: str | None) -> list[str]:
     """Split a comma-separated option value, dropping empty items."""
     return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def walk_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and, depth first, the parser of every subcommand under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from walk_parsers(sub)

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from headprobe.errors import UsageError
+from headprobe.rundir import missing_input, run_of
 
 _PATH_PREFIXES = (".", "/", "~")
 
@@ -60,6 +61,8 @@ def resolve_pretrained(name: str, what: str, repo_type: str = "model",
     if path.exists():
         return str(path)
     if looks_like_path(name):
+        if what == "model":
+            raise missing_input("model", name, run_of(name, "model"))
         raise UsageError(f"{what} {name!r} does not exist")
     cached = _cached_snapshot(name, repo_type)
     if cached:

@@ -7,7 +7,7 @@ A token table (a dataset's or a store's) holds one row per token, sorted by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,3 +79,23 @@ def find_story(stories: list[Story], story_id: int) -> Story:
     ids = [s.story_id for s in stories]
     raise UsageError(f"story {story_id} is not in the store (it holds {len(ids)} stories, "
                      f"ids {min(ids)}..{max(ids)})")
+
+
+def row_blocks(stories: Sequence[Story], max_rows: int = 2**16
+               ) -> Iterator[tuple[int, int, list[int]]]:
+    """Stories grouped, in row order, into blocks whose rows span at most ``max_rows`` (a
+    longer story is a block of its own), so that a study reads a store a bounded block at a
+    time: yields (first row, one past the last row, indices into ``stories``)."""
+    block: list[int] = []
+    lo = hi = 0
+    for i in sorted(range(len(stories)), key=lambda k: stories[k].start):
+        story = stories[i]
+        if block and story.stop - lo > max_rows:
+            yield lo, hi, block
+            block = []
+        if not block:
+            lo = story.start
+        block.append(i)
+        hi = max(hi, story.stop)
+    if block:
+        yield lo, hi, block

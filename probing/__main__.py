@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError
-from headprobe.rundir import resolve
+from headprobe.rundir import resolve, run_path
 from probing.controls import CONTROLS, DEFAULT_CONTROLS, WORD_TYPES, parse_controls
 from probing.solvers import SOLVERS
 from probing.studies import STUDY_MODULES
@@ -30,14 +30,18 @@ def _add_fit(sub) -> None:
                        description="Fit a multinomial logistic-regression probe per (site, "
                                    "layer, head) on the train split and score it on the test "
                                    "split, with controls. BOS tokens are left out.")
-    p.add_argument("--store", help="activation store (python -m extract)")
-    p.add_argument("--out", help="results directory to write")
-    p.add_argument("--run", help="run directory: read RUN/activations.h5, write RUN/probes")
+    p.add_argument("--store", help="activation store (python -m extract; default: "
+                                   "RUN/activations.h5 with --run)")
+    p.add_argument("--out", help="results directory to write (default: RUN/probes with --run)")
+    p.add_argument("--run", help="run directory: read RUN/activations.h5, write RUN/probes "
+                                 "(default: none)")
     p.add_argument("--sites", default="key,query",
                    help="sites to probe: key, query, and key_rot, query_rot where stored "
                         "(default key,query)")
-    p.add_argument("--tagset", default="fine", choices=("fine", "coarse"))
-    p.add_argument("--tags", help="comma-separated tags to keep; every other tag becomes OTHER")
+    p.add_argument("--tagset", default="fine", choices=("fine", "coarse"),
+                   help="fine (Penn Treebank tags) or coarse (universal parts of speech)")
+    p.add_argument("--tags", help="comma-separated tags to keep; every other tag becomes OTHER "
+                                        "(default: every tag)")
     p.add_argument("--merge-verbs", action="store_true",
                    help="fold VB, VBD, VBG, VBN, VBP, VBZ into VB")
     p.add_argument("--min-support", type=int, default=1,
@@ -56,7 +60,9 @@ def _add_fit(sub) -> None:
                    help=f"controls among {', '.join(CONTROLS)} (default "
                         f"{','.join(DEFAULT_CONTROLS)}; random is on with --control-store)")
     p.add_argument("--control-store",
-                   help="store extracted from the re-initialised model (extract --reinit-seed)")
+                   help="store extracted from the re-initialised model (extract "
+                        "--reinit-seed); turns on the random control (default: none; "
+                        "RUN/activations-random.h5 when --controls names random with --run)")
     p.add_argument("--word-types", default="token", choices=WORD_TYPES,
                    help="word types of the control task: token (model token id, default) or "
                         "lower (lowercased token text)")
@@ -67,7 +73,8 @@ def _add_fit(sub) -> None:
                         "random-weights store and the control task when those run")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of test stories (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the shuffled labels, the control task and the bootstrap")
     _add_scale(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_fit)
@@ -89,7 +96,7 @@ def _add_scale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", metavar="auto|ADDRESS|local:N",
                    help="fit the (site, layer) blocks as tasks on a Ray cluster: 'auto' (the "
                         "cluster this machine belongs to), a head node's address, or local:N "
-                        "(a local instance with N CPUs); needs the ray extra")
+                        "(a local instance with N CPUs); needs the ray extra; default: no cluster")
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -102,7 +109,8 @@ def _fit(args: argparse.Namespace) -> int:
     store = resolve(args.store, args.run, "store", "store")
     out = claim_output(resolve(args.out, args.run, "probes", "out"))
     check_target(out, args.overwrite, "directory")
-    controls = parse_controls(split_list(args.controls), bool(args.control_store))
+    control_store = _control_store(args)
+    controls = parse_controls(split_list(args.controls), bool(control_store))
     config = GridConfig(
         sites=tuple(split_list(args.sites)), tagset=args.tagset,
         tags=split_list(args.tags) or None, merge_verbs=args.merge_verbs,
@@ -112,12 +120,12 @@ def _fit(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs, mdl=args.mdl,
         word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel,
         ray=args.ray, chunk_rows=args.chunk_rows, max_train_tokens=args.max_train_tokens)
-    result = run_grid(str(store), config, args.control_store)
+    result = run_grid(str(store), config, control_store)
     labels = result.labels
     if labels.folded:
         print("folded tags: " + ", ".join(f"{a}->{b}" for a, b in labels.folded.items()),
               file=sys.stderr)
-    params = {"store": str(store), "control_store": args.control_store, "tagset": args.tagset,
+    params = {"store": str(store), "control_store": control_store, "tagset": args.tagset,
               "merge_verbs": args.merge_verbs, "min_support": args.min_support,
               "kept_tags": config.tags, "excluded_tags": labels.excluded,
               "folded_tags": labels.folded, "solver": args.solver, "C": args.C,
@@ -126,12 +134,22 @@ def _fit(args: argparse.Namespace) -> int:
     if args.multilabel:
         params.update(multilabel=True, not_probed_tags=labels.not_probed)
     write_results(out, result.sites, result.layers, result.tags, result.arrays, params,
-                  {"inputs": {"store": str(store), "control_store": args.control_store},
+                  {"inputs": {"store": str(store), "control_store": control_store},
                    "params": params}, overwrite=args.overwrite, site_heads=result.site_heads,
                   head_axes=result.head_axes,
                   descriptions=MULTILABEL_DESCRIPTIONS if args.multilabel else None)
     print(f"wrote {out}")
     return 0
+
+
+def _control_store(args: argparse.Namespace) -> str | None:
+    """``--control-store``; else, when the random-weights control is asked for with
+    ``--run``, the run's RUN/activations-random.h5."""
+    if args.control_store:
+        return str(args.control_store)
+    if args.run and "random" in split_list(args.controls):
+        return str(run_path(args.run, "control_store"))
+    return None
 
 
 def _int(text: str, flag: str) -> int:
@@ -142,12 +160,13 @@ def _int(text: str, flag: str) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export probe results (seed004: per-site JSON reports)")
-    p.add_argument("--results", help="results directory of probing fit")
-    p.add_argument("--run", help="run directory: read RUN/probes")
+    p = sub.add_parser("export", help="export probe results (seed004: per-site JSON reports)",
+                       description="Export the results of probing fit: seed004 writes one "
+                                   "JSON report per site.")
+    _add_results(p)
     p.add_argument("--format", default="seed004", help="export format (seed004)")
     p.add_argument("--out", required=True, help="directory to write")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_export)
 
 
@@ -163,14 +182,27 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _add_top(sub) -> None:
-    p = sub.add_parser("top", help="best cells for a tag, with their controls")
-    p.add_argument("--results", help="results directory of probing fit")
-    p.add_argument("--run", help="run directory: read RUN/probes")
+    from probing.top import columns_help
+
+    p = sub.add_parser("top", help="best cells for a tag, with their controls",
+                       description="The best (site, layer, head) cells of the probe grid for "
+                                   "one tag, ranked by --by, with the tag's F1, its bootstrap "
+                                   "interval, each control's F1, selectivity and MDL "
+                                   "compression beside them.",
+                       epilog=columns_help())
+    _add_results(p)
     p.add_argument("--tag", required=True, help="tag name (quote it: --tag '``')")
     p.add_argument("--site", help="only this site (default: all)")
     p.add_argument("-k", type=int, default=5, help="how many cells (default 5)")
     _add_ranking(p)
     p.set_defaults(func=_top)
+
+
+def _add_results(p: argparse.ArgumentParser) -> None:
+    """``--results`` or ``--run``: where the probe results are read."""
+    p.add_argument("--results", help="results directory of probing fit (default: RUN/probes "
+                                     "with --run)")
+    p.add_argument("--run", help="run directory: read RUN/probes (default: none)")
 
 
 def _add_ranking(p: argparse.ArgumentParser) -> None:
@@ -198,7 +230,10 @@ def _top(args: argparse.Namespace) -> int:
 
 
 def _add_summary(sub) -> None:
-    p = sub.add_parser("summary", help="headline findings of a run directory")
+    p = sub.add_parser("summary", help="headline findings of a run directory",
+                       description="Headline findings of a run directory: the best probe "
+                                   "heads per tag with their controls, and one line per case "
+                                   "study.")
     p.add_argument("--run", required=True, help="run directory (runs/NAME)")
     _add_ranking(p)
     p.set_defaults(func=_summary)
@@ -214,7 +249,8 @@ def _summary(args: argparse.Namespace) -> int:
 def _add_bench(sub) -> None:
     from probing import bench
 
-    p = sub.add_parser("bench", help=bench.HELP)
+    p = sub.add_parser("bench", help=bench.HELP, description=bench.HELP[:1].upper() +
+                       bench.HELP[1:] + ".")
     bench.add_arguments(p)
     p.set_defaults(func=bench.run_bench)
 
@@ -227,15 +263,14 @@ def _add_studies(sub) -> None:
             if exc.name == module_name:  # not written yet: leave it out
                 continue
             raise
-        p = sub.add_parser(name, help=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
         module.add_arguments(p)
         p.set_defaults(func=module.run)
 
 
 def build_parser() -> Parser:
     """The parser of ``python -m probing`` and its subcommands."""
-    p = Parser(prog=PROG, description="Probe what attention heads encode.",
-               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description="Probe what attention heads encode.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_fit(sub)
     _add_export(sub)
@@ -244,6 +279,11 @@ def build_parser() -> Parser:
     _add_bench(sub)
     _add_studies(sub)
     return p
+
+
+def parsers() -> list[Parser]:
+    """Every parser of the stage (the subcommands hang under the one parser)."""
+    return [build_parser()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``python -m probing bench``."""
     p.add_argument("--stories", type=int, default=600,
                    help="stories of valid-3117.txt to build the store from (default 600)")
-    p.add_argument("--store", help="use this activation store instead of building one")
+    p.add_argument("--store", help="use this activation store instead of building one "
+                                   "(default: build one)")
     p.add_argument("--model", default=str(SHARED / "models" / "tinystories-8L"),
                    help="model directory for the built store (default: the shared model)")
     p.add_argument("--text", default=str(SHARED / "data" / "tinystories" / "valid-3117.txt"),

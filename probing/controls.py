@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from headprobe.errors import UsageError, opt
+from headprobe.rundir import make_command
 
 if TYPE_CHECKING:
     from extract.store import Store
@@ -27,6 +28,10 @@ CONTROLS = ("majority", "shuffled", "control-task", "random", "bootstrap")
 DEFAULT_CONTROLS = ("majority", "shuffled", "bootstrap")
 # controls that give a per-tag F1 to compare with, in the order selectivity prefers them
 SELECTIVITY_CONTROLS = ("control-task", "shuffled", "random", "majority")
+# the same controls from the strongest (hardest to beat) to the weakest: a randomly
+# initialised model's vectors already hold word identity and position; the control task
+# only word identity; shuffled labels nothing but the label distribution
+STRONGEST_FIRST = ("random", "control-task", "shuffled", "majority")
 # what a word type of the control task is: the model token id, or its lowercased text
 WORD_TYPES = ("token", "lower")
 
@@ -34,6 +39,11 @@ WORD_TYPES = ("token", "lower")
 def array_suffix(control: str) -> str:
     """How a control names its arrays: ``f1_<suffix>`` (``control-task`` -> ``control_task``)."""
     return control.replace("-", "_")
+
+
+def strongest_control(available: list[str] | tuple[str, ...]) -> str | None:
+    """The strongest control of ``available`` (see STRONGEST_FIRST), None when there is none."""
+    return next((c for c in STRONGEST_FIRST if c in available), None)
 
 
 def parse_controls(names: list[str], have_control_store: bool) -> tuple[str, ...]:
@@ -47,8 +57,8 @@ def parse_controls(names: list[str], have_control_store: bool) -> tuple[str, ...
                          f"{', '.join(CONTROLS)}")
     chosen = [n for n in names if n != "random"]
     if "random" in names and not have_control_store:
-        raise UsageError(f"the random-weights control needs {opt('control_store', 'FILE.h5')} "
-                         f"(a store extracted with {opt('reinit_seed')})")
+        raise UsageError(f"the random-weights control needs {opt('control_store', 'FILE.h5')}; "
+                         f"make it with: {make_command('control_store', 'FILE.h5')}")
     if have_control_store:
         chosen.append("random")
     return tuple(dict.fromkeys(chosen))

@@ -422,12 +422,13 @@ def _threads() -> Iterator[None]:
 
 
 @contextmanager
-def _opened(store: Store | str | Path) -> Iterator[Store]:
-    """An open store as given, or the store at a path (closed afterwards)."""
+def _opened(store: Store | str | Path, what: str = "store") -> Iterator[Store]:
+    """An open store as given, or the store at a path (closed afterwards); what: 'store' or
+    'control_store' (how a missing file is named)."""
     if isinstance(store, Store):
         yield store
     else:
-        with open_store(store) as opened:
+        with open_store(store, what=what) as opened:
             yield opened
 
 
@@ -458,7 +459,7 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
         layers = _check_config(store, config)
         labels, sample = _labels(store, config)
         if control_store is not None:
-            with open_store(control_store) as control:
+            with open_store(control_store, what="control_store") as control:
                 check_control_store(store, control)
         result = _fit_all(store, control_store, labels, layers, config, log)
     result.info.update({"max_train_tokens": config.max_train_tokens, **sample})
@@ -560,7 +561,7 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
         read = _Reader(labels, config.chunk_rows, scratch)
         control_data = None
         if control_store is not None:
-            with _opened(control_store) as control:
+            with _opened(control_store, "control_store") as control:
                 check_control_store(opened, control)
                 control_data = read(control, site, layer, head)
         got = _score_cells(read(opened, site, layer, head), tasks, config, control_data)

@@ -32,6 +32,7 @@ from headprobe.hdf5 import hdf5_image
 from headprobe.heads import head_label, kv_head_label
 from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest, write_json
+from headprobe.rundir import missing_input, run_of
 from probing.controls import SELECTIVITY_CONTROLS, array_suffix
 from probing.controls import selectivity as control_selectivity
 
@@ -280,8 +281,7 @@ def read_results(path: str | Path) -> ProbeResults:
     path = Path(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.is_file():
-        raise UsageError(f"{path} holds no probe results ({RESULTS_FILE} missing); run "
-                         "python -m probing fit")
+        raise missing_input("probes", path, run_of(path, "probes"))
     try:
         f = h5py.File(file, "r")
     except OSError as exc:

@@ -36,6 +36,7 @@ from headprobe.failures import reading
 from headprobe.hdf5 import hdf5_image
 from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest, write_json
+from headprobe.rundir import missing_input, run_of
 from probing.studies import STUDY_MODULES
 
 STUDY_FORMAT_VERSION = 1
@@ -220,7 +221,7 @@ def read_study(path: str | Path) -> StudyResults:
     path = Path(path)
     file = path / RESULTS_FILE
     if not file.is_file():
-        raise UsageError(f"{path} holds no study results (no {RESULTS_FILE})")
+        raise missing_input("study", path, run_of(path, "study"), path.name)
     arrays, axes = {}, {}
     damaged = "the file is damaged; run the study again"
     with reading(file, "study results", damaged, also=(KeyError, RuntimeError, ValueError)), \

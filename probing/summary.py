@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headprobe.errors import UsageError
-from headprobe.rundir import run_path
+from headprobe.rundir import require_input, run_path
 from probing.findings import findings_lines
 from probing.results import ProbeResults, read_results
 from probing.studies import quote, repeated
@@ -81,9 +80,7 @@ def study_line(r: StudyResults) -> str:
 def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> str:
     """The headline findings of run directory ``run`` as text; probe heads ranked ``by``
     'f1', 'selectivity' (against ``control``) or 'compression'."""
-    run = Path(run)
-    if not run.is_dir():
-        raise UsageError(f"run directory {run} does not exist")
+    run = require_input("run", run)
     probes = run_path(run, "probes")
     results = read_results(probes) if (probes / "probes.h5").exists() else None
     studies_dir = run_path(run, "studies")

@@ -40,6 +40,18 @@ CONTROL_NAMES = {"control-task": "control-task", "shuffled": "shuffled-label",
                  "random": "random-weights", "majority": "majority-class"}
 
 
+def columns_help() -> str:
+    """What the columns of the table mean, for ``probing top --help`` (the table repeats the
+    lines of the columns it shows)."""
+    lines = ["columns (those the results hold are shown):",
+             f"  {'site':>8}  the probed site (key, query, ...)",
+             f"  {'cell':>8}  layer and head: L2H5 (a key/value head L2KV1 for keys of a "
+             "grouped-query model)"]
+    lines += [f"  {title:>8}  {text.format(control='chosen control (--control)')}"
+              for _, title, text in COLUMNS]
+    return "\n".join(lines)
+
+
 def _check(results: ProbeResults, by: str, control: str | None, k: int) -> str | None:
     """The control selectivity is measured against (None when the results hold none)."""
     if k < 1:

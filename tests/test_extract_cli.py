@@ -123,8 +123,9 @@ def test_usage_errors_are_one_line_exit_2(untagged_dataset, shared_model, gpt2_t
     assert cli(*base, "--out", tmp_path / "b.h5", "--resume") == 2
     assert cli("--dataset", tmp_path / "none", "--model", shared_model,
                "--out", tmp_path / "c.h5") == 2
+    assert "not found; make it with: python -m datasets_build" in capsys.readouterr().err
     assert cli(*base[:2], "--model", tmp_path / "no-model", "--out", tmp_path / "d.h5") == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "not found; make it with: python -m extract train" in capsys.readouterr().err
     assert cli(*base, "--out", tmp_path / "e.h5", "--sites", "key,bogus") == 2
     assert "bogus" in capsys.readouterr().err
     gpt2_data = write_untagged_dataset(tmp_path / "gpt2data", ["Once upon a time."],

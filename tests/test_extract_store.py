@@ -159,7 +159,7 @@ def test_version_1_stores_are_still_read(tmp_path):
 
 
 def test_open_store_refuses_non_stores_wrong_versions_and_partial_files(tmp_path):
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(UsageError, match="not found; make it with: python -m extract"):
         open_store(tmp_path / "missing.h5")
     (tmp_path / "text.h5").write_text("not hdf5")
     with pytest.raises(UsageError, match="not an HDF5"):

@@ -96,7 +96,7 @@ def test_only_formats_and_study_dir(synthetic_run: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--out", "X"], "give --results"),
-    (["--results", "/nonexistent/dir", "--out", "X"], "does not exist"),
+    (["--results", "/nonexistent/dir", "--out", "X"], "not found; make it with: python -m"),
     (["--results", "{run}", "--out", "X", "--format", "jpg"], "unknown --format"),
     (["--results", "{run}", "--out", "X", "--only", "nosuchfigure"], "no figure matches"),
     (["--results", "{run}/studies"], "give --out"),

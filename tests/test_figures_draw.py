@@ -145,7 +145,7 @@ def test_attention_pattern_masks_the_future_and_labels_tokens():
     assert ax.get_xlabel().startswith("source") and ax.get_ylabel().startswith("destination")
     shown = ax.get_images()[0].get_array()
     assert shown.mask[0, 1] and not shown.mask[1, 0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["<bos>", "A", "b", "\\n", "c", "d"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["<bos>", "A", "b", "\u21b5", "c", "d"]
 
 
 def test_repeated_figures():
@@ -271,7 +271,7 @@ def test_chat_tables():
     probs = np.array([[0.9, 0.05], [0.3, 0.6]])
     fig = draw_prob_table(probs, ["Member 1", "Member 2"], ["2", "\n"], "SENDER", "Next")
     ax = fig.get_axes()[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "\\n"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "\u21b5"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Member 1", "Member 2"]
     assert sorted(t.get_text() for t in ax.texts) == ["30", "5", "60", "90"]
     parts = {"past": np.array([0.1, 0.2]), "same": np.array([0.5, 0.5]),

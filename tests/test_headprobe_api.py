@@ -60,7 +60,7 @@ def test_readers_refuse_bad_input_with_usage_errors(tmp_path):
                        (hp.load_dataset, tmp_path)):
         with pytest.raises(hp.UsageError):
             read(path)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="not found; make it with"):
         hp.open_store(tmp_path / "missing.h5")
 
 

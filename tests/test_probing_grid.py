@@ -135,7 +135,8 @@ def test_library_errors_name_parameters_the_command_line_names_flags(tmp_path, c
            "error: --jobs must be positive")
     _fails(capsys, ["fit", "--out", str(out)], "error: give --store or --run")
     _fails(capsys, ["fit", "--store", str(store), "--out", str(out), "--controls", "random"],
-           "needs --control-store FILE.h5 (a store extracted with --reinit-seed)")
+           "needs --control-store FILE.h5; make it with: python -m extract --dataset DATASET "
+           "--model MODEL --reinit-seed 0 --out FILE.h5")
     _fails(capsys, ["fit", "--store", str(store), "--out", str(out), "--min-support", "-1"],
            "error: --min-support must be >= 0")
     assert main(["fit", "--store", str(store), "--out", str(out), "--sites", "key",

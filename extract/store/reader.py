@@ -26,6 +26,7 @@ from extract.store.virtual import check_sources
 from headprobe.errors import UsageError, opt
 from headprobe.failures import reading
 from headprobe.heads import kv_heads
+from headprobe.rundir import missing_input, run_of
 
 DAMAGED = "the file is damaged; extract it again"
 # what h5py raises, besides OSError, on a damaged file
@@ -197,12 +198,13 @@ def _check_file(file: h5py.File, path: Path, allow_partial: bool) -> None:
     check_sources(path, decode_attrs(file.attrs))
 
 
-def open_store(path: str | Path, allow_partial: bool = False) -> Store:
+def open_store(path: str | Path, allow_partial: bool = False, what: str = "store") -> Store:
     """Open a store for reading; UsageError if it is not a complete store of this schema, or
-    cannot be read."""
+    cannot be read. what: 'store' or 'control_store', how a missing file is named (with the
+    command that makes it)."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"activation store {path} does not exist")
+        raise missing_input(what, path, run_of(path, what))
     try:
         file = h5py.File(path, "r")
     except OSError as exc:

@@ -28,18 +28,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     parser.add_argument("--recipe", choices=sorted(RECIPES),
                         help="start from a documented organism's corpus, tokenizer and "
-                             "settings (see docs/organisms.md); explicit flags override them. "
+                             "settings (see docs/organisms.md); explicit flags override them; "
+                             "default: none. "
                              + "; ".join(f"{r.name}: {r.help}" for r in RECIPES.values()))
     parser.add_argument("--corpus",
                         help="training texts: a .txt file (stories split at <|endoftext|>), "
-                             "chat:PATH, chatgen:N, or any dataset SOURCE")
+                             "chat:PATH, chatgen:N, or any dataset SOURCE; default: the recipe's "
+                             "corpus, required without one")
     parser.add_argument("--out", help="model directory to write (default RUN/model)")
-    parser.add_argument("--run", help="run directory (runs/NAME)")
+    parser.add_argument("--run", help="run directory (runs/NAME; default: none, give --out "
+                        "or --run)")
     parser.add_argument("--arch", choices=ARCHES, default=d.arch,
                         help="gpt-neo, or attn-only (MLPs zeroed and frozen)")
-    parser.add_argument("--layers", type=int, default=d.layers)
-    parser.add_argument("--d-model", type=int, default=d.d_model)
-    parser.add_argument("--heads", type=int, default=d.heads)
+    parser.add_argument("--layers", type=int, default=d.layers, help="transformer layers")
+    parser.add_argument("--d-model", type=int, default=d.d_model, help="residual width")
+    parser.add_argument("--heads", type=int, default=d.heads, help="attention heads per layer")
     parser.add_argument("--ctx", type=int, default=d.ctx, help="training window in tokens")
     parser.add_argument("--window", type=int, default=d.window,
                         help="attention window of the local layers")
@@ -54,14 +57,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a tokenizer directory, 'char', or 'bpe:VOCAB' (default char)")
     parser.add_argument("--sender-tokens", action="store_true",
                         help="chat corpora: one dedicated token per sender name")
-    parser.add_argument("--steps", type=int, default=d.steps)
-    parser.add_argument("--batch", type=int, default=d.batch)
-    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
+    parser.add_argument("--batch", type=int, default=d.batch, help="windows per step")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay,
                         help="AdamW weight decay on matrices (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=d.warmup,
                         help="warm-up steps (default 5%% of --steps)")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="seed of the initial weights and of the batches")
     parser.add_argument("--repeat-frac", type=float, default=d.repeat_frac,
                         help="share of training windows that get a segment of random tokens "
                              "written twice (default 0: none)")
@@ -74,12 +78,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
                         help="checkpoint every N steps to OUT.checkpoint/")
     parser.add_argument("--stop-after", type=int,
-                        help="stop after N steps, keeping the checkpoint for --resume")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+                        help="stop after N steps, keeping the checkpoint for --resume "
+                             "(default: run all --steps)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     add_device_arguments(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint of an interrupted run")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -24,11 +24,11 @@ from headprobe.stories import Story, read_stories
 from probing.studies.common import (
     add_output_arguments,
     add_story_arguments,
-    batches,
     check_context,
     finish_study,
     format_table,
     load_study_model,
+    model_batches,
     model_name,
     next_token_loss,
     padded,
@@ -87,7 +87,7 @@ def story_losses(model: Any, stories: list[Story], n_rows: int,
     Rows not predicted (BOS, rows of other stories) are NaN.
     """
     out = np.full(n_rows, np.nan)
-    for group in batches(stories):
+    for group in model_batches(model, stories):
         tokens = padded([s.input_ids for s in group], device)
         loss = next_token_loss(run_hooked(model, tokens, hooks), tokens).cpu().numpy()
         for i, s in enumerate(group):
@@ -100,7 +100,7 @@ def mean_z(model: Any, stories: list[Story], device: str = "cpu") -> torch.Tenso
     cfg = model.cfg
     total = torch.zeros(cfg.n_layers, cfg.n_heads, cfg.d_head, dtype=torch.float64)
     count = 0
-    for group in batches(stories):
+    for group in model_batches(model, stories):
         tokens = padded([s.input_ids for s in group], device)
         mask = torch.zeros(tokens.shape, dtype=torch.bool)
         for i, s in enumerate(group):
@@ -220,7 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the heads' output by zero or by its mean (default zero)")
     parser.add_argument("--random-draws", type=int, default=5,
                         help="random head sets for the control (default 5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     add_output_arguments(parser)
 
 

@@ -19,10 +19,10 @@ import torch
 from headprobe.atomic import check_target
 from headprobe.cli import add_device_arguments
 from headprobe.errors import UsageError
-from headprobe.hooks import layer_hooks
+from headprobe.hooks import hook_name
 from headprobe.locks import claim_output
-from headprobe.rundir import model_of_store, run_path, study_path
-from headprobe.stories import Story
+from headprobe.rundir import model_of_store, require_input, run_path, study_path
+from headprobe.stories import Story, row_blocks
 from probing.study_io import Layout, write_study
 
 QUOTE_CHARS = ('"', "\u201c", "\u201d", "''", "``")
@@ -33,18 +33,19 @@ QUOTE_CHARS = ('"', "\u201c", "\u201d", "''", "``")
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out DIR``, ``--run runs/NAME`` and ``--overwrite``."""
-    parser.add_argument("--out", metavar="DIR", help="results directory")
+    parser.add_argument("--out", metavar="DIR",
+                        help="results directory (default: RUN/studies/<study> with --run)")
     parser.add_argument("--run", metavar="DIR",
                         help="run directory: inputs default to its files, results go to "
-                             "RUN/studies/<study>")
+                             "RUN/studies/<study> (default: none; give --out or --run)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``--model`` (hub name or local HF directory), ``--device`` and ``--model-dtype``."""
     what = "model (hub name or local HF directory)"
-    if not required:
-        what += "; default: the model named in the store, or RUN/model"
+    what += ("; default: the model named in the store, or RUN/model" if not required else
+             "; default: RUN/model with --run")
     parser.add_argument("--model", metavar="M", default=None, required=False, help=what)
     add_device_arguments(parser)
 
@@ -100,9 +101,7 @@ def store_path(args: argparse.Namespace) -> Path:
         path = run_path(args.run, "store")
     else:
         raise UsageError("give --store FILE.h5 or --run runs/NAME")
-    if not path.is_file():
-        raise UsageError(f"activation store {path} does not exist")
-    return path
+    return require_input("store", path, getattr(args, "run", None))
 
 
 @contextmanager
@@ -127,10 +126,12 @@ def model_name(args: argparse.Namespace, store_attrs: dict[str, Any] | None = No
 
 
 def required_model(args: argparse.Namespace) -> tuple[str, Any]:
-    """(name, booted model) of ``--model``, which the study cannot do without."""
-    if not getattr(args, "model", None):
+    """(name, booted model) of ``--model`` (else RUN/model), which the study cannot do
+    without."""
+    name = getattr(args, "model", None) or model_of_store({}, getattr(args, "run", None))
+    if not name:
         raise UsageError("give --model M")
-    return str(args.model), load_study_model(args.model, args.device, args.model_dtype)
+    return str(name), load_study_model(name, args.device, args.model_dtype)
 
 
 def load_study_model(name: str, device: str | None = None, dtype: str = "float32") -> Any:
@@ -152,15 +153,17 @@ def is_quote_mark(text: str) -> bool:
 # ---------------------------------------------------------------- model runs
 
 
-def batches(items: Sequence[Any], max_tokens: int = 8192, power: int = 1) -> Iterator[list[Any]]:
+def batches(items: Sequence[Any], max_tokens: int = 8192, power: int = 1,
+            size: Callable[[Any], int] | None = None) -> Iterator[list[Any]]:
     """Consecutive groups of stories with ``len(group) * longest ** power <= max_tokens``.
 
-    ``power=2`` bounds the size of attention patterns instead of token counts.
+    ``power=2`` bounds the size of attention patterns instead of token counts. size: the
+    length of an item (default its ``input_ids``' length).
     """
     group: list[Any] = []
     longest = 0
     for item in items:
-        n = len(item.input_ids)
+        n = len(item.input_ids) if size is None else size(item)
         if group and max(longest, n) ** power * (len(group) + 1) > max_tokens:
             yield group
             group, longest = [], 0
@@ -168,6 +171,18 @@ def batches(items: Sequence[Any], max_tokens: int = 8192, power: int = 1) -> Ite
         longest = max(longest, n)
     if group:
         yield group
+
+
+def model_batches(model: Any, stories: Sequence[Story], max_tokens: int = 8192,
+                  max_bytes: int = 2**25) -> Iterator[list[Story]]:
+    """Consecutive groups of stories for one forward pass: at most ``max_tokens`` tokens
+    (the logits and their log-softmax, each [tokens, d_vocab], are a loss's largest
+    tensors), and one layer's attention pattern [batch, n_heads, longest, longest] of at
+    most about ``max_bytes`` (a longer story is a group of its own), so that the memory of
+    a forward pass stays bounded however long the stories."""
+    per_cell = 4 * model.cfg.n_heads
+    for group in batches(stories, max_tokens):
+        yield from batches(group, max(1, max_bytes // per_cell), power=2)
 
 
 def padded(ids: Sequence[np.ndarray], device: str = "cpu") -> torch.Tensor:
@@ -195,7 +210,23 @@ def run_hooked(model: Any, tokens: torch.Tensor,
     """Logits [batch, pos, d_vocab] of a no-grad forward pass with forward hooks (the
     tokens go to the model's device)."""
     with torch.inference_mode():
-        return model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=list(hooks))
+        return model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=list(hooks),
+                                    **no_kept_attentions(model))
+
+
+def no_kept_attentions(model: Any) -> dict[str, Any]:
+    """Forward arguments that stop a TransformerBridge's Hugging Face model from returning
+    the attention weights of every layer (the bridge asks for them by default).
+
+    Those weights, [batch, n_heads, pos, pos] per layer, would stay alive until the forward
+    pass ends: for a long story several times the memory of everything else. The
+    ``hook_pattern`` hooks still fire, since the attention modules return their weights
+    either way.
+    """
+    adapter = getattr(model, "adapter", None)
+    if getattr(adapter, "supports_hf_output_attentions", False):
+        return {"output_attentions": False}
+    return {}
 
 
 def capture(model: Any, tokens: torch.Tensor, names: Sequence[str],
@@ -222,23 +253,77 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
 
 
-def story_patterns(model: Any, stories: Sequence[Story], max_bytes: int = 2**28,
-                   device: str = "cpu") -> Iterator[tuple[Story, torch.Tensor]]:
-    """Attention patterns of each story, taken from the ``hook_pattern`` hooks.
+PatternVisit = Callable[[int, int, torch.Tensor], None]
 
-    Yields (story, pattern [n_layers, n_heads, n_tok, n_tok]) in the order of ``stories``;
-    stories are run in batches whose patterns take at most about ``max_bytes``.
+
+def visit_patterns(model: Any, stories: Sequence[Story], visit: PatternVisit,
+                   layers: Sequence[int] | None = None, max_bytes: int = 2**25,
+                   device: str = "cpu") -> None:
+    """Hand the attention pattern of every story and layer to ``visit(i, layer, pattern)``.
+
+    i indexes ``stories``; pattern [n_heads, n_tok, n_tok] (destination x source) is one
+    layer's ``hook_pattern`` of ``stories[i]``, valid only during the call (copy what must
+    outlive it). ``visit`` runs inside the hook, so no pattern is kept past its layer and
+    memory stays that of one forward pass however long a story or many the stories.
+    Stories are run in batches whose patterns over all layers take at most about
+    ``max_bytes`` (one story longer than that is a batch of its own). layers: the layers
+    visited (default all).
     """
     check_context(model, stories)
-    names = layer_hooks("pattern", model.cfg.n_layers)
+    wanted = range(model.cfg.n_layers) if layers is None else layers
+    names = [hook_name("pattern", layer) for layer in wanted]
     per_cell = 4 * model.cfg.n_layers * model.cfg.n_heads
-    for group in batches(stories, max(1, max_bytes // per_cell), power=2):
-        tokens = padded([s.input_ids for s in group], device)
-        _, acts = capture(model, tokens, names)
-        stacked = torch.stack([acts[n] for n in names], dim=1).float().cpu()
-        for i, story in enumerate(group):
-            n = len(story.input_ids)
-            yield story, stacked[i, :, :, :n, :n]
+    order = list(range(len(stories)))
+    for group in batches(order, max(1, max_bytes // per_cell), power=2,
+                         size=lambda i: len(stories[i].input_ids)):
+        fired: set[int] = set()
+
+        def hook(pattern: torch.Tensor, hook: Any, group: list[int] = group,
+                 fired: set[int] = fired) -> None:
+            fired.add(hook.layer())
+            for row, i in enumerate(group):
+                n = len(stories[i].input_ids)
+                visit(i, hook.layer(), pattern[row, :, :n, :n].float().cpu())
+
+        tokens = padded([stories[i].input_ids for i in group], device)
+        run_hooked(model, tokens, [(name, hook) for name in names])
+        if len(fired) < len(names):
+            raise RuntimeError("the model ran without handing its attention patterns to "
+                               "the hook_pattern hooks")
+
+
+def head_pattern(model: Any, story: Story, head: tuple[int, int]) -> np.ndarray:
+    """Attention pattern [n_tok, n_tok] (destination x source) of ``head`` (layer, head) on
+    one story."""
+    out: list[np.ndarray] = []
+
+    def keep(i: int, layer: int, pattern: torch.Tensor) -> None:
+        out.append(pattern[head[1]].numpy().copy())
+
+    visit_patterns(model, [story], keep, layers=[head[0]])
+    return out[0]
+
+
+def activity_sums(store: Any, stories: Sequence[Story], masks: Sequence[np.ndarray],
+                  max_rows: int = 2**16) -> list[np.ndarray]:
+    """Per story and head, the sum of the ``activity`` site over the rows each mask picks.
+
+    masks: each [n_tokens] bool over the store's rows; returns one [n_stories, n_layers,
+    n_heads] array per mask. The store is read in blocks of whole stories of at most about
+    ``max_rows`` rows (:func:`headprobe.stories.row_blocks`), never a whole layer at once.
+    """
+    n_l, n_h = store.n_layers, store.n_heads
+    sums = [np.zeros((len(stories), n_l, n_h)) for _ in masks]
+    for lo, hi, members in row_blocks(stories, max_rows):
+        owner = np.full(hi - lo, -1)
+        for i in members:
+            owner[stories[i].start - lo:stories[i].stop - lo] = i
+        picks = [np.asarray(mask[lo:hi], dtype=bool) & (owner >= 0) for mask in masks]
+        for layer in range(n_l):
+            act = store.read_layer("activity", layer, index=np.arange(lo, hi))    # [rows, H]
+            for total, pick in zip(sums, picks, strict=True):
+                np.add.at(total[:, layer], owner[pick], act[pick])
+    return sums
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

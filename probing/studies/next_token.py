@@ -116,10 +116,12 @@ def top_columns(probs: np.ndarray, k: int) -> np.ndarray:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, required=False)
     parser.add_argument("--prompt", help="the prompt (\\n = newline); with --vary it holds "
-                                         "{NAME}")
-    parser.add_argument("--prompt-file", help="read the prompt from this file instead")
+                                         "{NAME} (default: none; give --prompt or --prompt-file)")
+    parser.add_argument("--prompt-file", help="read the prompt from this file instead "
+                                              "(default: none)")
     parser.add_argument("--vary", metavar="NAME=V1,V2,...",
-                        help="substitute each value for {NAME} in the prompt")
+                        help="substitute each value for {NAME} in the prompt (default: the "
+                             "prompt as it is)")
     parser.add_argument("-k", "--top-k", type=int, default=10, help="tokens per prompt")
     parser.add_argument("--no-bos", action="store_true", help="do not start with BOS")
     add_output_arguments(parser)

@@ -29,6 +29,7 @@ import torch
 from headprobe.errors import UsageError, opt
 from headprobe.heads import layer_label
 from headprobe.hooks import hook_pattern, layer_hooks
+from headprobe.rundir import model_of_store
 from headprobe.tokens import show_tokens, token_strings
 from probing.studies.common import (
     add_model_arguments,
@@ -367,6 +368,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     writing = not args.bench or args.out or args.run
     out = output_dir(args, STUDY) if writing else None
+    args.model = args.model or model_of_store({}, args.run)
     if not args.model:
         raise UsageError("give --model M")
     precheck_lengths(args.model, args.clean, args.corrupt)

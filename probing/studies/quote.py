@@ -35,17 +35,19 @@ from headprobe.heads import head_label
 from headprobe.stories import Story, read_stories
 from headprobe.tokens import token_strings
 from probing.studies.common import (
+    activity_sums,
     add_output_arguments,
     add_story_arguments,
     example_window,
     finish_study,
     format_table,
+    head_pattern,
     is_quote_mark,
     load_study_model,
     model_name,
     store_study,
-    story_patterns,
     top_heads,
+    visit_patterns,
 )
 from probing.study_io import LAYER_HEAD, PATTERN, Array, Layout
 
@@ -153,26 +155,15 @@ def per_story_activity(store: Any, stories: list[Story], quoted: np.ndarray,
 
     quoted, positions: token-table columns [n_tokens] of the whole store. Keeps the stories
     with tokens on both sides. Returns (kept story indices [n_s], inside [n_s, L, H],
-    outside [n_s, L, H]).
+    outside [n_s, L, H]). The store is read a block of stories at a time.
     """
-    n_l, n_h = store.n_layers, store.n_heads
-    story_of = np.full(store.n_tokens, -1)
-    for i, s in enumerate(stories):
-        story_of[s.rows] = i
-    used = story_of >= 0
-    inside = used & quoted
-    outside = used & ~quoted & (positions > 0)
-    n_in = np.bincount(story_of[inside], minlength=len(stories))
-    n_out = np.bincount(story_of[outside], minlength=len(stories))
+    inside, outside = quoted, ~quoted & (positions > 0)
+    n_in = np.array([np.count_nonzero(inside[s.start:s.stop]) for s in stories], dtype=int)
+    n_out = np.array([np.count_nonzero(outside[s.start:s.stop]) for s in stories], dtype=int)
     keep = np.flatnonzero((n_in > 0) & (n_out > 0))
-    mean_in = np.zeros((len(stories), n_l, n_h))
-    mean_out = np.zeros((len(stories), n_l, n_h))
-    for layer in range(n_l):
-        act = store.read_layer("activity", layer)                      # [n_tokens, H]
-        for mask, total, count in ((inside, mean_in, n_in), (outside, mean_out, n_out)):
-            sums = np.zeros((len(stories), n_h))
-            np.add.at(sums, story_of[mask], act[mask])
-            total[:, layer] = sums / np.maximum(count, 1)[:, None]
+    sum_in, sum_out = activity_sums(store, stories, [inside, outside])
+    mean_in = sum_in / np.maximum(n_in, 1)[:, None, None]
+    mean_out = sum_out / np.maximum(n_out, 1)[:, None, None]
     return keep, mean_in[keep], mean_out[keep]
 
 
@@ -199,12 +190,26 @@ def paired_tests(inside: np.ndarray, outside: np.ndarray) -> dict[str, np.ndarra
     return out
 
 
+def _targets(quote: Quotation, stop: int, quoted: np.ndarray
+             ) -> list[tuple[str, np.ndarray, int]]:
+    """(grid, query positions [q], position attended to) of the attention one quotation adds
+    up; ``stop``: where the next quotation (or the story) begins."""
+    inside = np.arange(max(quote.start, quote.open + 1), quote.end)
+    later = np.arange(quote.end, stop)
+    out = [("attn_to_open", inside, quote.open),
+           ("attn_after_to_open", later[~quoted[later]], quote.open)]
+    if quote.close >= 0:
+        out.append(("attn_to_close", np.arange(quote.close, stop), quote.close))
+    return out
+
+
 class _Attention:
-    """Sums of attention to the marks of quotations over the stories of a study."""
+    """Sums of attention to the marks of quotations over the stories of a study, one layer
+    at a time: :meth:`count` each quotation once, :meth:`add` it for every layer."""
 
     def __init__(self, n_layers: int, n_heads: int, window: int):
         grid = (n_layers, n_heads)
-        self.window = window
+        self.offsets = np.arange(-window, window + 1)
         self.sums = {k: np.zeros(grid) for k in ("attn_to_open", "attn_after_to_open",
                                                   "attn_to_close")}
         self.counts = dict.fromkeys(self.sums, 0)
@@ -213,40 +218,42 @@ class _Attention:
         self.uniform = 0.0
         self.n_closing = 0
 
-    def add(self, name: str, pattern: torch.Tensor, queries: np.ndarray, mark: int) -> None:
-        """Add the attention of ``queries`` [q] to position ``mark``; pattern [L, H, n, n]."""
-        if len(queries):
-            self.sums[name] += pattern[:, :, queries, mark].sum(-1).numpy()
-            self.counts[name] += len(queries)
+    def _shift_rows(self, quote: Quotation, stop: int) -> np.ndarray:
+        """Rows of ``offsets`` [r] whose token lies after the opening mark, before ``stop``."""
+        at = quote.close + self.offsets
+        return np.flatnonzero((at > quote.open) & (at < stop))
 
-    def add_quotation(self, pattern: torch.Tensor, quote: Quotation, stop: int,
-                      quoted: np.ndarray) -> None:
-        """One quotation; ``stop``: where the next quotation (or the story) begins."""
-        inside = np.arange(max(quote.start, quote.open + 1), quote.end)
-        self.add("attn_to_open", pattern, inside, quote.open)
-        self.uniform += float(np.sum(1.0 / (inside + 1)))
-        later = np.arange(quote.end, stop)
-        self.add("attn_after_to_open", pattern, later[~quoted[later]], quote.open)
+    def count(self, quote: Quotation, stop: int, quoted: np.ndarray) -> None:
+        """Count the queries of one quotation (see :func:`_targets`)."""
+        for name, queries, _ in _targets(quote, stop, quoted):
+            self.counts[name] += len(queries)
+            if name == "attn_to_open":
+                self.uniform += float(np.sum(1.0 / (queries + 1)))
+        if quote.close >= 0:
+            self.n_closing += 1
+            self.shift_n[self._shift_rows(quote, stop)] += 1
+
+    def add(self, layer: int, pattern: torch.Tensor, quote: Quotation, stop: int,
+            quoted: np.ndarray) -> None:
+        """Add one quotation's attention under ``layer``; pattern [H, n, n]."""
+        for name, queries, mark in _targets(quote, stop, quoted):
+            if len(queries):
+                self.sums[name][layer] += pattern[:, queries, mark].sum(-1).numpy()
         if quote.close < 0:
             return
-        self.n_closing += 1
-        self.add("attn_to_close", pattern, np.arange(quote.close, stop), quote.close)
-        offsets = np.arange(-self.window, self.window + 1)
-        keep = (quote.close + offsets > quote.open) & (quote.close + offsets < stop)
-        rows, queries = np.flatnonzero(keep), quote.close + offsets[keep]
-        self.shift_n[rows] += 1
-        self.shift["open"][rows] += pattern[:, :, queries, quote.open].permute(2, 0, 1).numpy()
-        after = rows[offsets[rows] >= 0]
-        self.shift["close"][after] += pattern[:, :, quote.close + offsets[after],
-                                              quote.close].permute(2, 0, 1).numpy()
+        rows = self._shift_rows(quote, stop)
+        self.shift["open"][rows, layer] += pattern[:, quote.close + self.offsets[rows],
+                                                   quote.open].T.numpy()
+        after = rows[self.offsets[rows] >= 0]
+        self.shift["close"][after, layer] += pattern[:, quote.close + self.offsets[after],
+                                                     quote.close].T.numpy()
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v / max(self.counts[k], 1) for k, v in self.sums.items()}
         n = np.maximum(self.shift_n, 1)[:, None, None]
-        offsets = np.arange(-self.window, self.window + 1)
         close = self.shift["close"] / n
-        close[offsets < 0] = np.nan
-        out.update({"shift_offset": offsets, "shift_to_open": self.shift["open"] / n,
+        close[self.offsets < 0] = np.nan
+        out.update({"shift_offset": self.offsets, "shift_to_open": self.shift["open"] / n,
                     "shift_to_close": close, "n_queries": self.counts["attn_to_open"],
                     "n_after": self.counts["attn_after_to_open"],
                     "n_close_queries": self.counts["attn_to_close"],
@@ -267,13 +274,19 @@ def quote_attention(model: Any, stories: list[Story], quoted: list[np.ndarray],
     over the quoted queries).
     """
     acc = _Attention(model.cfg.n_layers, model.cfg.n_heads, window)
-    by_id = {s.story_id: i for i, s in enumerate(stories)}
-    for story, pattern in story_patterns(model, stories):
-        i = by_id[story.story_id]
-        spans = [s for s in quote_spans(quoted[i], strings[i]) if s.open >= 0]
-        for k, quote in enumerate(spans):
-            stop = spans[k + 1].open if k + 1 < len(spans) else len(story.input_ids)
-            acc.add_quotation(pattern, quote, stop, quoted[i])
+    marks: list[list[tuple[Quotation, int]]] = []       # per story: (quotation, stop)
+    for story, q, text in zip(stories, quoted, strings, strict=True):
+        spans = [s for s in quote_spans(q, text) if s.open >= 0]
+        stops = [s.open for s in spans[1:]] + [len(story.input_ids)]
+        marks.append(list(zip(spans, stops, strict=True)))
+        for quote, stop in marks[-1]:
+            acc.count(quote, stop, q)
+
+    def visit(i: int, layer: int, pattern: torch.Tensor) -> None:
+        for quote, stop in marks[i]:
+            acc.add(layer, pattern, quote, stop, quoted[i])
+
+    visit_patterns(model, stories, visit)
     return acc.result()
 
 
@@ -326,8 +339,7 @@ def example_arrays(store: Any, model: Any, story: Story, quoted: np.ndarray,
         closes = [q.close for q in quote_spans(quoted, strings) if q.close >= 0]
         arrays["example_closing"][closes] = True
     if model is not None:
-        _, pattern = next(story_patterns(model, [story]))
-        arrays["example_pattern"] = pattern[head[0], head[1]].numpy()
+        arrays["example_pattern"] = head_pattern(model, story, head)
         arrays["example_attn_target"] = arrays["example_pattern"].argmax(-1)
     return arrays
 
@@ -352,12 +364,11 @@ def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str
     kept = [stories[i] for i in keep]
     arrays = activity_arrays(kept, mean_in, mean_out)
     quoted = [quoted_col[s.rows] for s in kept]
-    strings = ([token_strings(tokenizer, s.input_ids) for s in kept] if tokenizer is not None
-               else None)
     attn: dict[str, Any] = {}
     if model is not None:
         chosen = kept[:max_stories]
-        attn = quote_attention(model, chosen, quoted[:len(chosen)], strings[:len(chosen)])
+        attn = quote_attention(model, chosen, quoted[:len(chosen)],
+                               [token_strings(tokenizer, s.input_ids) for s in chosen])
         arrays.update({a.name: attn[a.name] for a in LAYOUT if a.when == WITH_MODEL
                        and a.name in attn})
     key = {"ratio": "ratio", "t": "t_stat", "attention": "attn_to_open"}[rank_by]
@@ -366,7 +377,8 @@ def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str
     arrays["top_heads"] = np.array(ranked)
     ex = pick_example(kept, quoted)
     arrays.update(example_arrays(store, model, kept[ex], quoted[ex],
-                                 None if strings is None else strings[ex], best))
+                                 None if tokenizer is None
+                                 else token_strings(tokenizer, kept[ex].input_ids), best))
     meta = {
         "study": STUDY, "store": str(store.path), "split": split, "rank_by": rank_by,
         "n_stories": len(kept), "n_stories_attention": len(kept[:max_stories]) if attn else 0,

@@ -571,7 +571,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-prefix", type=int, default=10,
                         help="most random tokens before the segment (default 10)")
     parser.add_argument("--batch", type=int, default=30, help="number of sequences")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     parser.add_argument("--min-score", type=float, default=MIN_SCORE,
                         help="score both heads need for a circuit to be named (default 0.5)")
     parser.add_argument("--no-mlp-grid", action="store_true",

@@ -25,16 +25,18 @@ from headprobe.heads import head_label
 from headprobe.stories import Story, read_stories
 from headprobe.tokens import token_strings
 from probing.studies.common import (
+    activity_sums,
     add_output_arguments,
     add_story_arguments,
     example_window,
     finish_study,
     format_table,
+    head_pattern,
     load_study_model,
     model_name,
     store_study,
-    story_patterns,
     top_heads,
+    visit_patterns,
 )
 from probing.study_io import LAYER_HEAD, PATTERN, Array, Layout
 
@@ -102,14 +104,15 @@ def positions_of(is_tag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tag_attention(pattern: Any, is_tag: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Attention from each of ``positions`` to earlier tag tokens: [L, H] summed over them.
+    """Attention from each of ``positions`` to earlier tag tokens, summed over them.
 
-    pattern: [L, H, n_tok, n_tok] tensor (causal, so later tokens get no attention).
+    pattern: [..., n_tok, n_tok] tensor (causal, so later tokens get no attention), e.g.
+    [L, H, n, n] or one layer's [H, n, n]; returns the leading axes ([L, H] or [H]).
     """
     if len(positions) == 0:
-        return np.zeros(pattern.shape[:2])
+        return np.zeros(pattern.shape[:-2])
     cols = np.flatnonzero(is_tag)
-    block = pattern[:, :, positions][:, :, :, cols]               # [L, H, n_pos, n_tag]
+    block = pattern[..., positions, :][..., cols]                 # [..., n_pos, n_tag]
     return block.sum(-1).sum(-1).numpy()
 
 
@@ -120,15 +123,17 @@ def induction_scores(model: Any, stories: list[Story], is_tag: list[np.ndarray]
     sums = {"before": np.zeros((n_l, n_h)), "other": np.zeros((n_l, n_h))}
     counts = {"before": 0, "other": 0}
     uniform = 0.0
-    by_id = {s.story_id: i for i, s in enumerate(stories)}
-    for story, pattern in story_patterns(model, stories):
-        tag = is_tag[by_id[story.story_id]]
-        before, other = positions_of(tag)
-        for name, pos in (("before", before), ("other", other)):
-            sums[name] += tag_attention(pattern, tag, pos)
-            counts[name] += len(pos)
-        earlier = np.cumsum(tag)
-        uniform += float(np.sum(earlier[before] / (before + 1)))
+    positions = [positions_of(tag) for tag in is_tag]
+    for tag, (before, other) in zip(is_tag, positions, strict=True):
+        counts["before"] += len(before)
+        counts["other"] += len(other)
+        uniform += float(np.sum(np.cumsum(tag)[before] / (before + 1)))
+
+    def visit(i: int, layer: int, pattern: Any) -> None:
+        for name, pos in zip(("before", "other"), positions[i], strict=True):
+            sums[name][layer] += tag_attention(pattern, is_tag[i], pos)
+
+    visit_patterns(model, stories, visit)
     return {"score_before": sums["before"] / max(counts["before"], 1),
             "score_random": sums["other"] / max(counts["other"], 1),
             "n_before": counts["before"], "n_other": counts["other"],
@@ -137,17 +142,18 @@ def induction_scores(model: Any, stories: list[Story], is_tag: list[np.ndarray]
 
 def activity_means(store: Any, stories: list[Story], is_tag: list[np.ndarray]
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean activity [L, H] at before positions and over all non-BOS tokens of ``stories``."""
-    before_rows = np.concatenate([s.rows[positions_of(t)[0]]
-                                  for s, t in zip(stories, is_tag, strict=True)])
-    all_rows = np.concatenate([s.rows[1:] for s in stories])
-    mean_before = np.zeros((store.n_layers, store.n_heads))
-    mean_all = np.zeros((store.n_layers, store.n_heads))
-    for layer in range(store.n_layers):
-        act = store.read_layer("activity", layer)
-        mean_before[layer] = act[before_rows].mean(0) if len(before_rows) else np.nan
-        mean_all[layer] = act[all_rows].mean(0)
-    return mean_before, mean_all
+    """Mean activity [L, H] at before positions and over all non-BOS tokens of ``stories``
+    (the store is read a block of stories at a time)."""
+    before = np.zeros(store.n_tokens, dtype=bool)
+    later = np.zeros(store.n_tokens, dtype=bool)
+    for s, t in zip(stories, is_tag, strict=True):
+        before[s.rows[positions_of(t)[0]]] = True
+        later[s.start + 1:s.stop] = True
+    sum_before, sum_all = (total.sum(0) for total in activity_sums(store, stories,
+                                                                   [before, later]))
+    n_before, n_all = int(before.sum()), int(later.sum())
+    mean_before = sum_before / n_before if n_before else np.full(sum_before.shape, np.nan)
+    return mean_before, sum_all / max(n_all, 1)
 
 
 def pick_example(stories: list[Story], is_tag: list[np.ndarray], max_len: int = 120) -> int:
@@ -162,8 +168,7 @@ def example_arrays(store: Any, model: Any, story: Story, is_tag: np.ndarray,
                    ) -> dict[str, Any]:
     """The example story under ``head``: per-token arrays [n_tok] (is_tag and tag_column are
     [n_tok] too) and the head's attention pattern [n_tok, n_tok] (destination x source)."""
-    _, pattern = next(story_patterns(model, [story]))
-    example_pattern = pattern[head[0], head[1]].numpy()
+    example_pattern = head_pattern(model, story, head)
     return {
         "example_tokens": np.array(token_strings(model.tokenizer, story.input_ids)),
         "example_tags": np.array([tag_names[int(t)] for t in tag_column]),

@@ -172,7 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generations", type=int, default=16,
                         help="free generations for the ordering figure (0: none)")
     parser.add_argument("--gen-tokens", type=int, default=300, help="tokens per generation")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature of the generations")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     add_output_arguments(parser)
 
