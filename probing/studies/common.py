@@ -175,12 +175,13 @@ def batches(items: Sequence[Any], max_tokens: int = 8192, power: int = 1,
 
 def model_batches(model: Any, stories: Sequence[Story], max_tokens: int = 8192,
                   max_bytes: int = 2**25) -> Iterator[list[Story]]:
-    """Consecutive groups of stories for one forward pass: at most ``max_tokens`` tokens
-    (the logits and their log-softmax, each [tokens, d_vocab], are a loss's largest
-    tensors), and one layer's attention pattern [batch, n_heads, longest, longest] of at
-    most about ``max_bytes`` (a longer story is a group of its own), so that the memory of
-    a forward pass stays bounded however long the stories."""
+    """Consecutive groups of stories for one forward pass, so that its memory stays bounded
+    however long the stories: at most ``max_tokens`` tokens, and fewer when the logits
+    [tokens, d_vocab] would exceed about ``max_bytes`` (they and their log-softmax are a
+    loss's largest tensors); one layer's attention pattern [batch, n_heads, longest,
+    longest] of at most about ``max_bytes`` (a longer story is a group of its own)."""
     per_cell = 4 * model.cfg.n_heads
+    max_tokens = min(max_tokens, max(1, max_bytes // (4 * int(model.cfg.d_vocab))))
     for group in batches(stories, max_tokens):
         yield from batches(group, max(1, max_bytes // per_cell), power=2)
 
