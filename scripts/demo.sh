@@ -54,7 +54,7 @@ step "fitting the probe grid with controls"
 
 step "case studies: quotation heads, repeated random tokens"
 "$py" -m probing quote --run "$run" --model "$run/model" --overwrite > /dev/null
-"$py" -m probing repeated --run "$run" --model "$run/model" --seq-len 30 --batch 20 \
+"$py" -m probing repeated --run "$run" --model "$run/model" --seq-len 24 --batch 20 \
     --overwrite > /dev/null
 
 step "figures and the attention viewer"
