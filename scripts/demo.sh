@@ -4,7 +4,7 @@
 #   bash scripts/demo.sh [RUN_DIR]        (default runs/demo)
 #
 # 1. trains a small GPT-Neo on synthetic children's stories, with repeated segments of
-#    random tokens mixed into part of its training windows (cached in RUN_DIR/model),
+#    random tokens mixed into every training window (cached in RUN_DIR/model),
 # 2. tags fresh stories with spaCy and aligns the tags to the model's tokens,
 # 3. extracts per-head keys, queries and activity, also from a re-initialised copy,
 # 4. fits the probe grid with its controls, runs the quotation and repeated-token studies,
@@ -36,7 +36,7 @@ if [ ! -f "$run/model/config.json" ]; then
     "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:512 \
         --layers 4 --heads 4 --d-model 64 --attention global --ctx 64 --batch 32 --lr 5e-3 \
         --repeat-frac 1 --repeat-min 8 --repeat-max 28 --repeat-gap 8 \
-        --steps "${DEMO_STEPS:-3000}" --ckpt-every 500
+        --steps "${DEMO_STEPS:-4000}" --ckpt-every 500
 else
     step "using the model trained earlier: $run/model"
 fi
