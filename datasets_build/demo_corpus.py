@@ -5,6 +5,12 @@ generator. They carry the regularities the probes look for and a small model can
 named characters who recur, dialogue in double quotation marks closed by ``said``/``asked``,
 past-tense narration, and possessive pronouns (``his``/``her``/``their``) before nouns.
 
+Dialogue and narration share a bank of remarks ("the kite is red" / "the kite was red"):
+spoken in the present tense inside quotation marks, told in the past tense outside them.
+Which verb comes next, and whether a sentence ends with ``."`` or ``.``, so depends on
+whether the text is inside a quotation, which a model can only learn by looking back at
+the opening mark: the demo's quotation head.
+
 Story ``i`` depends only on ``(seed, i)``, so ``demo_stories(30)`` is the start of
 ``demo_stories(100)``.
 """
@@ -28,6 +34,20 @@ GAMES = ("hide and seek", "tag", "catch", "with blocks", "in the sand", "with th
 WEATHER = ("sunny", "windy", "rainy", "cold", "warm")
 SPOTS = ("under a tree", "behind the bench", "in the tall grass", "near the pond", "under the bed",
          "on a high branch", "in a big hole")
+# remarks told in either tense: (template, present-tense verbs, past-tense verbs)
+REMARKS = (
+    ("The {thing} {0} {adj}.", ("is",), ("was",)),
+    ("The {animal} {0} {spot}.", ("is",), ("was",)),
+    ("It {0} a {weather} day.", ("is",), ("was",)),
+    ("The {place} {0} very {nice}.", ("is",), ("was",)),
+    ("The {animal} {0} to play {game}.", ("wants",), ("wanted",)),
+    ("The {animal} {0} {feeling} and {1} away.", ("is", "runs"), ("was", "ran")),
+    ("{friend} {0} a {adj} {thing} too.", ("has",), ("had",)),
+    ("The sun {0} and the birds {1}.", ("shines", "sing"), ("shone", "sang")),
+    ("Everyone {0} the {adj} {thing}.", ("likes",), ("liked",)),
+    ("The {thing} {0} {spot} now.", ("is",), ("was",)),
+)
+NICE = ("nice", "big", "quiet", "busy", "pretty", "green")
 
 
 @dataclass
@@ -60,8 +80,27 @@ def _cast(rng: random.Random) -> _Cast:
                  rng.choice(ANIMALS))
 
 
-def _say(rng: random.Random, speaker: str, line: str, question: bool = False) -> str:
-    """One line of dialogue with its speech verb, in one of three word orders."""
+def _remark(rng: random.Random, c: _Cast, spoken: bool) -> str:
+    """One remark from REMARKS about the story's world: present tense when ``spoken``."""
+    template, present, past = rng.choice(REMARKS)
+    return template.format(*(present if spoken else past), thing=c.thing, adj=c.adj,
+                           animal=c.animal, spot=rng.choice(SPOTS), weather=rng.choice(WEATHER),
+                           place=c.place, nice=rng.choice(NICE), game=rng.choice(GAMES),
+                           feeling=rng.choice(FEELINGS), friend=c.friend)
+
+
+def _told(rng: random.Random, c: _Cast, p: float = 0.6) -> list[str]:
+    """Zero or one remark in the past tense (narration), with probability ``p``."""
+    return [_remark(rng, c, spoken=False)] if rng.random() < p else []
+
+
+def _say(rng: random.Random, speaker: str, line: str, question: bool = False,
+         c: _Cast | None = None) -> str:
+    """One line of dialogue with its speech verb, in one of three word orders; with the
+    cast ``c``, one or two remarks in the present tense come before the line."""
+    if c is not None:
+        line = " ".join([_remark(rng, c, spoken=True) for _ in range(rng.randint(1, 2))]
+                        + [line])
     verb = "asked" if question else rng.choice(("said", "said", "said", "shouted", "whispered"))
     end = "?" if question else rng.choice((",", "!")) if verb == "shouted" else ","
     form = rng.randrange(3)
@@ -86,7 +125,7 @@ def _opening(rng: random.Random, c: _Cast) -> list[str]:
         f"{c.hero_subj.capitalize()} had a {c.adj} {c.thing} that {c.hero_subj} loved very much.",
         f"Every day, {c.hero} played with {c.hero_pos} {c.adj} {c.thing}.",
     ))
-    return [first, have]
+    return [first, have, *_told(rng, c)]
 
 
 def _meeting(rng: random.Random, c: _Cast) -> list[str]:
@@ -97,10 +136,10 @@ def _meeting(rng: random.Random, c: _Cast) -> list[str]:
     ))]
     lines.append(_say(rng, c.friend, rng.choice((
         f"Can I play with your {c.thing}", "Do you want to play with me",
-        f"Is that your {c.thing}", f"Can we go to the {c.place}")), question=True))
+        f"Is that your {c.thing}", f"Can we go to the {c.place}")), question=True, c=c))
     lines.append(_say(rng, c.hero, rng.choice((
         "Yes, we can play together", f"Sure, {c.friend}", "Of course",
-        f"This is my {c.adj} {c.thing}"))))
+        f"This is my {c.adj} {c.thing}")), c=c))
     return lines
 
 
@@ -110,25 +149,25 @@ def _problem(rng: random.Random, c: _Cast) -> list[str]:
     if kind == 0:
         return [f"Suddenly, the wind took {c.hero_pos} {c.thing}.",
                 f"{c.hero} was {rng.choice(('sad', 'scared'))}.",
-                _say(rng, c.hero, f"Where is my {c.thing}", question=True),
+                _say(rng, c.hero, f"Where is my {c.thing}", question=True, c=c),
                 f"{c.friend} looked and looked. {c.friend_subj.capitalize()} found the "
                 f"{c.thing} {spot}.",
-                _say(rng, c.friend, f"Here is your {c.thing}, {c.hero}")]
+                _say(rng, c.friend, f"Here is your {c.thing}, {c.hero}", c=c)]
     if kind == 1:
         return [f"A {c.animal} ran to {c.friend} and took {c.friend_pos} "
                 f"{rng.choice(OBJECTS)}.",
                 f"{c.friend} cried. {c.friend_subj.capitalize()} was very "
                 f"{rng.choice(FEELINGS)}.",
                 f"{c.hero} ran after the {c.animal}. The {c.animal} stopped {spot}.",
-                _say(rng, c.hero, f"Please give it back, little {c.animal}"),
+                _say(rng, c.hero, f"Please give it back, little {c.animal}", c=c),
                 f"The {c.animal} dropped it and {c.hero} gave it back to {c.friend}.",
-                _say(rng, c.friend, f"Thank you, {c.hero}")]
+                _say(rng, c.friend, f"Thank you, {c.hero}", c=c)]
     return [f"{c.friend} wanted {c.hero_pos} {c.thing} too.",
             f"{c.hero} did not want to share {c.hero_pos} {c.thing}.",
-            _say(rng, c.friend, "Why can't we share", question=True),
+            _say(rng, c.friend, "Why can't we share", question=True, c=c),
             f"{c.hero} thought about it. Then {c.hero_subj} smiled and gave "
             f"{c.friend} {c.hero_pos} {c.thing}.",
-            _say(rng, c.hero, f"We can play with my {c.thing} together")]
+            _say(rng, c.hero, f"We can play with my {c.thing} together", c=c)]
 
 
 def _play(rng: random.Random, c: _Cast) -> list[str]:
@@ -137,7 +176,7 @@ def _play(rng: random.Random, c: _Cast) -> list[str]:
         f"They jumped and laughed and ran around the {c.place}.",
         f"{c.friend} showed {c.hero} {c.friend_pos} {rng.choice(ADJECTIVES)} "
         f"{rng.choice(OBJECTS)}.",
-    ))]
+    )), *_told(rng, c)]
 
 
 def _ending(rng: random.Random, c: _Cast) -> list[str]:

@@ -214,8 +214,9 @@ def _add_ranking(p: argparse.ArgumentParser) -> None:
                         "control's F1), the probe's selectivity-accuracy (accuracy minus a "
                         "control's, Hewitt & Liang) or the probe's MDL compression")
     p.add_argument("--control", choices=SELECTIVITY_CONTROLS,
-                   help="control selectivity is measured against (default: the one the fit "
-                        "chose, the control task when it ran)")
+                   help="control selectivity is measured against (default: the strongest "
+                        "the fit ran: random weights, else the control task, else shuffled "
+                        "labels)")
 
 
 def _top(args: argparse.Namespace) -> int:

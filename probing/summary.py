@@ -3,7 +3,8 @@
 ``python -m probing summary --run runs/NAME`` names, for the probe grid, the best head for
 each headline tag (by F1, selectivity or compression, with its controls) and, when MDL was
 measured, the most compressing head of each site; and for every case study found under
-``runs/NAME/studies`` its main number.
+``runs/NAME/studies`` its main number. It starts with the three findings of
+:mod:`probing.findings`, each with its control, or "not found".
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from headprobe.errors import UsageError
-from headprobe.heads import head_label
 from headprobe.rundir import require_input, run_path
+from probing.findings import findings_lines
 from probing.results import ProbeResults, read_results
 from probing.studies import quote, repeated
 from probing.study_io import StudyResults, read_study
 from probing.top import top_cells
 
+# studies whose result is one of the findings, so not listed again
+FINDING_STUDIES = (quote.STUDY,)
 HEADLINE_TAGS = ("``", "''", "VBD", "NN", "PRP$", "NNP", "DT")
 
 
@@ -67,52 +69,31 @@ def mdl_lines(results: ProbeResults) -> list[str]:
     return lines
 
 
-def _quote(r: StudyResults) -> str:
-    b = r.meta["best"]
-    text = (f"quotation head {head_label(*r.meta['best_head'])}: activity {b['ratio']:.2f}x higher "
-            f"inside quotes (paired t {b['t_stat']:.1f})")
-    if "attn_to_open" in b:
-        text += f", attention to the opening mark {b['attn_to_open']:.2f}"
-    if r.meta.get("close_head"):
-        head = tuple(r.meta["close_head"])
-        text += (f"; {head_label(*head)} attends most to the closing mark once it appears "
-                 f"({float(r[quote.ATTN_TO_CLOSE][head]):.2f})")
-    return text
-
-
-def _repeated(r: StudyResults) -> str:
-    return repeated.circuit_line(r.meta)
-
-
-HEADLINES = {quote.STUDY: _quote, repeated.STUDY: _repeated}
-
-
 def study_line(r: StudyResults) -> str:
-    """The headline of one study: a dedicated sentence, else its report's first line."""
-    if r.study in HEADLINES:
-        try:
-            return HEADLINES[r.study](r)
-        except (KeyError, IndexError, TypeError, UsageError):
-            pass  # results of an older version: fall back to the report
-    first = next((line for line in r.report.splitlines() if line.strip()), "")
-    return first
+    """The headline of one study: the induction circuit's verdict for ``repeated``, else
+    its report's first line."""
+    if r.study == repeated.STUDY and "circuit" in r.meta:
+        return repeated.circuit_line(r.meta)
+    return next((line for line in r.report.splitlines() if line.strip()), "")
 
 
 def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> str:
     """The headline findings of run directory ``run`` as text; probe heads ranked ``by``
     'f1', 'selectivity' (against ``control``) or 'compression'."""
     run = require_input("run", run)
-    lines = [f"Headline findings in {run}"]
     probes = run_path(run, "probes")
-    if (probes / "probes.h5").exists():
-        results = read_results(probes)
+    results = read_results(probes) if (probes / "probes.h5").exists() else None
+    studies_dir = run_path(run, "studies")
+    studies = {r.study: r for r in (read_study(p.parent) for p in sorted(
+        studies_dir.glob("*/results.h5")))} if studies_dir.is_dir() else {}
+    lines = [f"Headline findings in {run}", *findings_lines(results, studies)]
+    if results is not None:
         lines += [f"probe grid ({', '.join(results.sites)}; {len(results.tags)} tags; "
                   f"best heads by {by}):", *probe_lines(results, by=by, control=control),
                   *mdl_lines(results)]
-    studies = run_path(run, "studies")
-    for path in sorted(studies.glob("*/results.h5")) if studies.is_dir() else []:
-        r = read_study(path.parent)
-        lines.append(f"{r.study}: {study_line(r)}")
+    for r in studies.values():
+        if r.study not in FINDING_STUDIES:
+            lines.append(f"{r.study}: {study_line(r)}")
     figures = run_path(run, "figures")
     if figures.is_dir():
         n = sum(1 for p in figures.rglob("*") if p.suffix in (".png", ".pdf", ".svg"))

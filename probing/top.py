@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from headprobe.errors import UsageError, opt
-from probing.controls import SELECTIVITY_CONTROLS
+from probing.controls import SELECTIVITY_CONTROLS, strongest_control
 from probing.results import ProbeResults
 
 # what cells can be ranked by -> the row key of its value
@@ -63,7 +63,7 @@ def _check(results: ProbeResults, by: str, control: str | None, k: int) -> str |
                          f"{', '.join(SELECTIVITY_CONTROLS)}")
     if by == "compression" and "compression" not in results.arrays:
         raise UsageError(f"{results.path} holds no MDL results; fit with {opt('mdl')}")
-    control = control or results.attrs.get("selectivity_control")
+    control = control or strongest_control(results.controls)
     if control is None or control not in results.controls:
         if by.startswith("selectivity") or control is not None:
             raise UsageError(f"{results.path} holds no {control or 'control'} F1 to measure "
@@ -89,12 +89,12 @@ def top_cells(results: ProbeResults, tag: str, sites: list[str] | None = None, k
     """The ``k`` best cells for ``tag``, best first.
 
     by: 'f1' (the tag's F1), 'selectivity' (its F1 minus that of ``control``, by default
-    the results' ``selectivity_control``), 'selectivity-accuracy' (the probe's accuracy
-    minus the control's, Hewitt & Liang's selectivity) or 'compression' (MDL, the whole
-    probe). Each cell is a dict with site, layer (the model layer), head (a key/value head
-    for keys of a grouped-query model), cell (its name, ``L2H0`` or ``L2KV0``), support,
-    ``value`` (what it was ranked by), ``control`` and the COLUMNS the results hold.
-    Padding cells are never listed.
+    the strongest control the results hold, see probing.controls.STRONGEST_FIRST),
+    'selectivity-accuracy' (the probe's accuracy minus the control's, Hewitt & Liang's
+    selectivity) or 'compression' (MDL, the whole probe). Each cell is a dict with site,
+    layer (the model layer), head (a key/value head for keys of a grouped-query model),
+    cell (its name, ``L2H0`` or ``L2KV0``), support, ``value`` (what it was ranked by),
+    ``control`` and the COLUMNS the results hold. Padding cells are never listed.
     """
     control = _check(results, by, control, k)
     t = results.tag_index(tag)

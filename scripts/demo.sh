@@ -3,11 +3,13 @@
 #
 #   bash scripts/demo.sh [RUN_DIR]        (default runs/demo)
 #
-# 1. trains a small GPT-Neo on synthetic children's stories (cached in RUN_DIR/model),
+# 1. trains a small GPT-Neo on synthetic children's stories, with repeated segments of
+#    random tokens mixed into every training window (cached in RUN_DIR/model),
 # 2. tags fresh stories with spaCy and aligns the tags to the model's tokens,
 # 3. extracts per-head keys, queries and activity, also from a re-initialised copy,
 # 4. fits the probe grid with its controls, runs the quotation and repeated-token studies,
-# 5. regenerates the figures and prints the headline findings.
+# 5. draws the figures and the attention viewer page, and prints the findings: each
+#    with its control, or "not found".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,20 +18,31 @@ if [ -n "${PYTHON:-}" ]; then py="$PYTHON"
 elif [ -x .venv/bin/python ]; then py=.venv/bin/python
 else py=python3; fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-step() { printf '\n== %s\n' "$*"; }
 start=$SECONDS
+last=$SECONDS
+step() {
+    if [ "$last" != "$start" ] || [ "$SECONDS" != "$start" ]; then
+        printf '   (%d s)\n' $((SECONDS - last))
+    fi
+    last=$SECONDS
+    printf '\n== %s\n' "$*"
+}
 
 if [ ! -f "$run/model/config.json" ]; then
     step "training a small model on 4,000 synthetic stories (cached in $run/model)"
-    "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:1024 \
-        --layers 4 --heads 8 --d-model 64 --ctx 256 --batch 16 --steps "${DEMO_STEPS:-300}" \
-        --quiet
+    # 4 global layers of 4 heads, 64 wide, windows of 64 tokens; each window holds a segment
+    # of random tokens written twice (extract.training.repeats), which only an induction
+    # head predicts
+    "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:512 \
+        --layers 4 --heads 4 --d-model 64 --attention global --ctx 64 --batch 32 --lr 5e-3 \
+        --repeat-frac 1 --repeat-min 8 --repeat-max 28 --repeat-gap 8 \
+        --steps "${DEMO_STEPS:-4000}" --ckpt-every 500
 else
     step "using the model trained earlier: $run/model"
 fi
 
-step "tagging 400 new stories with spaCy"
-"$py" -m datasets_build --source demo:400:2 --tokenizer "$run/model" --run "$run" --overwrite
+step "tagging 300 new stories with spaCy"
+"$py" -m datasets_build --source demo:300:2 --tokenizer "$run/model" --run "$run" --overwrite
 
 step "extracting keys, queries and activity (trained and re-initialised weights)"
 "$py" -m extract --run "$run" --model "$run/model" --dtype float32 --overwrite --quiet
@@ -41,13 +54,17 @@ step "fitting the probe grid with controls"
 
 step "case studies: quotation heads, repeated random tokens"
 "$py" -m probing quote --run "$run" --model "$run/model" --overwrite > /dev/null
-"$py" -m probing repeated --run "$run" --model "$run/model" --seq-len 30 --batch 20 \
+"$py" -m probing repeated --run "$run" --model "$run/model" --seq-len 24 --batch 20 \
     --overwrite > /dev/null
 
-step "figures"
-"$py" -m figures --run "$run" --format png,pdf
+step "figures and the attention viewer"
+"$py" -m figures --run "$run" --format png
+story=$("$py" -c 'import sys, headprobe as hp
+print(hp.read_study(sys.argv[1]).meta["example_story_id"])' "$run/studies/quote")
+"$py" -m figures viewer --run "$run" --story "$story" --out "$run/figures/viewer.html"
 
 step "done in $((SECONDS - start)) s"
 "$py" -m probing summary --run "$run"
 echo
 echo "outputs: $run/{dataset,activations.h5,probes,studies,figures}"
+echo "attention viewer: $run/figures/viewer.html (story $story, the quote study's example)"

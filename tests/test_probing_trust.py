@@ -192,7 +192,11 @@ def test_planted_head_f1_finds_the_tag_everywhere_selectivity_and_mdl_single_it_
         assert row.split()[:2] == ["key", "L1H2"]
         assert header.split()[2:] == ["F1", "shuffled", "ctl-task", "random", "majority",
                                       "select.", "sel.acc", "compr.", "cmp.rand", "cmp.ctl"]
-        assert "F1 minus the control-task F1" in legend and "uniform code length" in legend
+        # selectivity is against the strongest control the fit ran: random weights
+        assert "F1 minus the random-weights F1" in legend and "uniform code length" in legend
+    assert main(["top", "--results", str(out), "--tag", "``", "--by", "selectivity",
+                 "--control", "control-task", "-k", "1"]) == 0
+    assert "F1 minus the control-task F1" in capsys.readouterr().out
     # the summary ranks the same way; the seed-format export is unchanged by the new arrays
     run = tmp_path / "run"
     run.mkdir()

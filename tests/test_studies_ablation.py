@@ -84,3 +84,18 @@ def test_ablation_study_and_cli(studies_store, study_model, shared_model, tmp_pa
     bad = ["ablate", "--store", str(studies_store), "--heads", "9.0", "--out",
            str(tmp_path / "bad")]
     assert run_main(main, bad) == 2
+
+
+def test_forward_passes_hold_the_logits_to_the_byte_budget():
+    from types import SimpleNamespace
+
+    from headprobe.stories import Story
+    from probing.studies.common import model_batches
+
+    stories = [Story(i, 100 * i, np.arange(100)) for i in range(50)]
+    budget = 2**22                       # 4 MiB: 2,048 float32 logits rows of 512 ids
+    for d_vocab, stories_per_pass in ((512, 20), (50257, 1)):
+        model = SimpleNamespace(cfg=SimpleNamespace(n_heads=4, d_vocab=d_vocab))
+        groups = list(model_batches(model, stories, max_bytes=budget))
+        assert [s for g in groups for s in g] == stories
+        assert max(len(g) for g in groups) == stories_per_pass

@@ -6,7 +6,7 @@ import torch
 
 from extract.store import open_store, write_store
 from headprobe.cli import run_main
-from headprobe.stories import read_stories
+from headprobe.stories import Story, read_stories
 from probing.__main__ import main
 from probing.studies import quote
 from probing.studies.common import is_quote_mark
@@ -82,6 +82,14 @@ def test_attention_to_the_opening_mark_matches_the_pattern_hooks(studies_store, 
     values = [cache["blocks.3.attn.hook_pattern"][0, 5, p, mark].item()
               for mark, start, end, _ in spans for p in range(max(start, mark + 1), end)]
     assert one["attn_to_open"][3, 5] == pytest.approx(np.mean(values), abs=1e-5)
+    # a window that opens inside a quotation (no opening mark) adds nothing
+    first = spans[0]
+    cut = Story(story.story_id, story.start + first.open + 1,
+                story.input_ids[first.open + 1:first.end])
+    tail = quote.quote_attention(study_model, [story, cut], [q, q[first.open + 1:first.end]],
+                                 [strings, strings[first.open + 1:first.end]])
+    assert tail["n_queries"] == one["n_queries"]
+    np.testing.assert_allclose(tail["attn_to_open"], one["attn_to_open"], atol=1e-6)
     # once the closing mark appears: attention to it from it and the tokens after it
     pattern = cache["blocks.3.attn.hook_pattern"][0, 5]
     n = len(story.input_ids)

@@ -237,8 +237,11 @@ def test_local_first_layers_alternate_from_layer_zero():
     assert config.attention_layers == ["local", "global", "local"] and config.window_size == 4
     assert gpt_neo_config(TrainConfig(layers=3), 10).attention_layers == [
         "global", "local", "global"]
-    with pytest.raises(UsageError, match="unknown attention 'sparse'"):
-        TrainConfig(attention="sparse").check()
+    config = gpt_neo_config(TrainConfig(layers=3, attention="local-global-global"), 10)
+    assert config.attention_layers == ["local", "global", "global"]
+    for bad in ("sparse", "local-", "global-dense"):
+        with pytest.raises(UsageError, match=f"unknown attention '{bad}': give layer kinds"):
+            TrainConfig(attention=bad).check()
 
 
 def test_recipe_sets_defaults_that_flags_override(tmp_path, monkeypatch, valid_text):

@@ -13,7 +13,7 @@ from dataclasses import fields
 import torch
 
 from extract.training.checkpoint import checkpoint_path
-from extract.training.config import ARCHES, ATTENTION, TrainConfig
+from extract.training.config import ARCHES, TrainConfig
 from extract.training.data import read_corpus
 from extract.training.loop import train_model
 from extract.training.recipes import RECIPES, get_recipe, recipe_corpus
@@ -46,9 +46,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ctx", type=int, default=d.ctx, help="training window in tokens")
     parser.add_argument("--window", type=int, default=d.window,
                         help="attention window of the local layers")
-    parser.add_argument("--attention", choices=ATTENTION, default=d.attention,
-                        help="global and local layers from layer 0 on, repeated (default "
-                             "global-local, as in the shared model)")
+    parser.add_argument("--attention", default=d.attention,
+                        help="kinds of layer from layer 0 on, 'global' or 'local' joined by "
+                             "'-', the pattern repeated over the layers: global-local "
+                             "alternates as in the shared model; local-global-global makes "
+                             "only layer 0 of three local")
     parser.add_argument("--untied", dest="tied", action="store_false", default=d.tied,
                         help="an unembedding of its own instead of the embedding's transpose")
     parser.add_argument("--tokenizer", default="char",

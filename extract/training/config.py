@@ -8,8 +8,8 @@ from typing import Any
 from headprobe.errors import UsageError, opt
 
 ARCHES = ("gpt-neo", "attn-only")
-# which layers attend globally and which within the local window, from layer 0 on
-ATTENTION = ("global-local", "local-global", "global")
+# the two kinds of attention layer: over every earlier position, or within the local window
+ATTENTION_KINDS = ("global", "local")
 POSITIVE = ("layers", "d_model", "heads", "ctx", "steps", "batch", "log_every", "ckpt_every",
             "window")
 
@@ -24,7 +24,7 @@ class TrainConfig:
     heads: int = 16
     ctx: int = 256          # training window = max positions of the model
     window: int = 256       # local attention window of the "local" layers
-    attention: str = "global-local"   # layer pattern, repeated: see ATTENTION
+    attention: str = "global-local"   # kinds of layer from layer 0 on, the pattern repeated
     tied: bool = True       # unembedding = embedding (as in the shared model)
     vocab_size: int = 0     # 0: taken from the tokenizer
     steps: int = 2000
@@ -47,9 +47,9 @@ class TrainConfig:
         if self.arch not in ARCHES:
             raise UsageError(f"unknown {opt('arch')} {self.arch!r}; choose from "
                              f"{', '.join(ARCHES)}")
-        if self.attention not in ATTENTION:
-            raise UsageError(f"unknown {opt('attention')} {self.attention!r}; choose from "
-                             f"{', '.join(ATTENTION)}")
+        if not set(self.attention.split("-")) <= set(ATTENTION_KINDS):
+            raise UsageError(f"unknown {opt('attention')} {self.attention!r}: give layer kinds "
+                             f"({', '.join(ATTENTION_KINDS)}) joined by '-', e.g. local-global")
         for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise UsageError(f"{opt(name)} must be a positive integer, got "

@@ -173,14 +173,26 @@ def batches(items: Sequence[Any], max_tokens: int = 8192, power: int = 1,
         yield group
 
 
+# about the most bytes one large tensor of a forward pass (logits, one layer's attention
+# pattern) may take: a study's passes are cut to fit it, so its peak memory stays bounded
+FORWARD_BYTES = 2**25
+
+
+def logit_rows(model: Any, width: int, max_bytes: int = FORWARD_BYTES) -> int:
+    """How many sequences of ``width`` tokens one pass may take so that the float32 logits
+    [rows, width, d_vocab] stay within about ``max_bytes`` (at least one)."""
+    return max(1, max_bytes // (4 * width * int(model.cfg.d_vocab)))
+
+
 def model_batches(model: Any, stories: Sequence[Story], max_tokens: int = 8192,
-                  max_bytes: int = 2**25) -> Iterator[list[Story]]:
-    """Consecutive groups of stories for one forward pass: at most ``max_tokens`` tokens
-    (the logits and their log-softmax, each [tokens, d_vocab], are a loss's largest
-    tensors), and one layer's attention pattern [batch, n_heads, longest, longest] of at
-    most about ``max_bytes`` (a longer story is a group of its own), so that the memory of
-    a forward pass stays bounded however long the stories."""
+                  max_bytes: int = FORWARD_BYTES) -> Iterator[list[Story]]:
+    """Consecutive groups of stories for one forward pass, so that its memory stays bounded
+    however long the stories: at most ``max_tokens`` tokens, and fewer when the logits
+    [tokens, d_vocab] would exceed about ``max_bytes`` (they and their log-softmax are a
+    loss's largest tensors); one layer's attention pattern [batch, n_heads, longest,
+    longest] of at most about ``max_bytes`` (a longer story is a group of its own)."""
     per_cell = 4 * model.cfg.n_heads
+    max_tokens = min(max_tokens, logit_rows(model, 1, max_bytes))
     for group in batches(stories, max_tokens):
         yield from batches(group, max(1, max_bytes // per_cell), power=2)
 
@@ -257,7 +269,7 @@ PatternVisit = Callable[[int, int, torch.Tensor], None]
 
 
 def visit_patterns(model: Any, stories: Sequence[Story], visit: PatternVisit,
-                   layers: Sequence[int] | None = None, max_bytes: int = 2**25,
+                   layers: Sequence[int] | None = None, max_bytes: int = FORWARD_BYTES,
                    device: str = "cpu") -> None:
     """Hand the attention pattern of every story and layer to ``visit(i, layer, pattern)``.
 

@@ -276,9 +276,10 @@ def quote_attention(model: Any, stories: list[Story], quoted: list[np.ndarray],
     acc = _Attention(model.cfg.n_layers, model.cfg.n_heads, window)
     marks: list[list[tuple[Quotation, int]]] = []       # per story: (quotation, stop)
     for story, q, text in zip(stories, quoted, strings, strict=True):
+        # a window of a longer story may open inside a quotation: no mark, nothing to add
         spans = [s for s in quote_spans(q, text) if s.open >= 0]
         stops = [s.open for s in spans[1:]] + [len(story.input_ids)]
-        marks.append(list(zip(spans, stops, strict=True)))
+        marks.append(list(zip(spans, stops[:len(spans)], strict=True)))
         for quote, stop in marks[-1]:
             acc.count(quote, stop, q)
 

@@ -46,6 +46,7 @@ from probing.studies.common import (
     capture,
     finish_study,
     format_table,
+    logit_rows,
     next_token_loss,
     output_dir,
     required_model,
@@ -297,10 +298,12 @@ def mlp_patching_grid(model: Any, rep: Repeats, max_rows: int = 256) -> np.ndarr
     Cell (layer, i): at the second copy of token i the output of MLP ``layer`` is replaced
     by its output at the first copy; the value is the mean over sequences with a token i
     of (patched - clean) mean second-copy loss. Up to ``max_rows`` patched sequences run
-    per pass, each from the clean residual stream after block ``layer`` with the MLP
-    output swapped, so only the blocks above it run. Returns [n_layers, longest segment].
+    per pass (fewer when their logits would outgrow ``FORWARD_BYTES``), each from the clean
+    residual stream after block ``layer`` with the MLP output swapped, so only the blocks
+    above it run. Returns [n_layers, longest segment].
     """
     n_layers, tokens = model.cfg.n_layers, rep.tokens
+    max_rows = min(max_rows, logit_rows(model, tokens.shape[1]))
     mlp, post = layer_hooks("mlp_out", n_layers), layer_hooks("resid_post", n_layers)
     resume = can_resume(model)
     logits, clean = capture(model, tokens, mlp + post if resume else mlp)

@@ -1,0 +1,79 @@
+"""The README's pictures, redrawn from a stored run.
+
+    python -m figures.readme --run runs/demo [--out docs/images]
+
+Draws the figures named in :data:`README_FIGURES` from the run's results (nothing is
+recomputed) as small PNGs (:data:`README_DPI`, tens of KB each) under the README's own
+file names, so the README always shows the figures the tool draws today.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from figures.registry import plan_all
+from figures.sources import discover
+from headprobe.atomic import atomic_file
+from headprobe.cli import Parser, run_main
+from headprobe.errors import UsageError
+
+PROG = "python -m figures.readme"
+README_DPI = 70   # the figures' own sizes at this resolution stay within tens of KB
+# figure name (as in ``python -m figures list``) -> file name under docs/images
+README_FIGURES = {
+    "quote_heads": "quote-heads.png",
+    "repeated_scores": "induction-scores.png",
+    "f1:``": "probe-f1-openquote.png",
+}
+
+
+def readme_parser() -> Parser:
+    p = Parser(prog=PROG, description="Redraw the README's pictures from a stored run "
+               f"({', '.join(README_FIGURES)}) as small PNGs.")
+    p.add_argument("--run", required=True, metavar="DIR",
+                   help="run directory holding probes/ and studies/ (e.g. runs/demo)")
+    p.add_argument("--out", default="docs/images", metavar="DIR",
+                   help="where the pictures go (default docs/images)")
+    return p
+
+
+def write_readme_figures(run: str | Path, out: str | Path) -> list[Path]:
+    """Draw README_FIGURES from run directory ``run`` into ``out``; the paths written.
+
+    A UsageError names the figures the run cannot give (a study that was not run).
+    """
+    if not Path(run).is_dir():
+        raise UsageError(f"run directory {run} does not exist (make it with "
+                         "bash scripts/demo.sh)")
+    planned, _ = plan_all(discover([str(run)]), list(README_FIGURES))
+    by_name = {p.name: p for p in planned}
+    missing = [name for name in README_FIGURES if name not in by_name]
+    if missing:
+        raise UsageError(f"{run} cannot give the README figure(s) {', '.join(missing)}; "
+                         "run the whole demo (bash scripts/demo.sh) first")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, file_name in README_FIGURES.items():
+        fig = by_name[name].draw()
+        with atomic_file(out / file_name) as tmp:
+            # no metadata: the same results give the same bytes
+            fig.savefig(tmp, format="png", dpi=README_DPI, metadata={"Software": None})
+        plt.close(fig)
+        written.append(out / file_name)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = readme_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    for path in write_readme_figures(args.run, args.out):
+        print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, prog=PROG))

@@ -1,0 +1,45 @@
+"""The README's pictures redrawn from a stored run: small PNGs, the same bytes twice."""
+
+import shutil
+
+import pytest
+from PIL import Image
+
+from figures.readme import README_DPI, README_FIGURES, main, write_readme_figures
+from headprobe.cli import run_main
+from headprobe.errors import UsageError
+from probing.__main__ import main as probing_main
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory, probing_results, studies_store, shared_model,
+               induction_model_dir):
+    run = tmp_path_factory.mktemp("readme") / "run"
+    shutil.copytree(probing_results, run / "probes")
+    assert probing_main(["quote", "--store", str(studies_store), "--model", str(shared_model),
+                         "--max-stories", "3", "--out", str(run / "studies" / "quote")]) == 0
+    assert probing_main(["repeated", "--model", str(induction_model_dir), "--seq-len", "20",
+                         "--batch", "4", "--no-mlp-grid", "--run", str(run)]) == 0
+    return run
+
+
+def test_readme_pictures_are_small_and_reproducible(readme_run, tmp_path, capsys):
+    paths = write_readme_figures(readme_run, tmp_path / "a")
+    assert [p.name for p in paths] == list(README_FIGURES.values())
+    for path in paths:
+        assert 2_000 < path.stat().st_size < 100_000, path
+        with Image.open(path) as im:
+            assert im.info["dpi"] == pytest.approx((README_DPI, README_DPI), abs=0.5)
+    assert run_main(main, ["--run", str(readme_run), "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.count("wrote ") == len(README_FIGURES)
+    for path in paths:
+        assert (tmp_path / "b" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_a_run_without_the_studies_names_what_is_missing(probing_results, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(probing_results, run / "probes")
+    with pytest.raises(UsageError, match="quote_heads, repeated_scores"):
+        write_readme_figures(run, tmp_path / "out")
+    assert not (tmp_path / "out" / README_FIGURES["f1:``"]).exists()
+    assert run_main(main, ["--run", str(tmp_path / "nope")]) == 2
