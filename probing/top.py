@@ -30,7 +30,8 @@ COLUMNS = (
     *((key, title, text) for key, title, text in CONTROL_COLUMNS.values()),
     ("selectivity", "select.", "F1 minus the {control} F1"),
     ("selectivity_accuracy", "sel.acc", "accuracy minus the {control} accuracy, whole probe "
-                                        "(Hewitt & Liang's selectivity)"),
+                                        "(against the control task: Hewitt & Liang's "
+                                        "selectivity)"),
     ("compression", "compr.", "MDL compression, whole probe: uniform code length / online "
                               "code length of the train tags (1 = learns nothing)"),
     ("compression_random", "cmp.rand", "the same on the randomly initialised model"),
