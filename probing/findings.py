@@ -28,6 +28,7 @@ import numpy as np
 from headprobe.heads import head_label
 from probing.results import ProbeResults
 from probing.studies import quote, repeated
+from probing.studies.common import top_heads
 from probing.study_io import StudyResults
 from probing.top import top_cells
 
@@ -61,11 +62,11 @@ def quote_finding(r: StudyResults | None) -> Finding:
         return Finding(name, False, "the quote study ran without the model, so no attention "
                                     "was measured (run it with --model)")
     grid = r[quote.ATTN_TO_OPEN]                                   # [n_layers, n_heads]
-    layer, head = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+    layer, head = top_heads(grid, 1)[0]
     attn, uniform = float(grid[layer, head]), float(r.meta["uniform_attention"])
     found = attn >= QUOTE_MIN_ATTENTION and attn >= QUOTE_MIN_OVER_UNIFORM * uniform
     return Finding(name, found, (
-        f"{head_label(int(layer), int(head))} pays {attn:.2f} of its attention from quoted "
+        f"{head_label(layer, head)} pays {attn:.2f} of its attention from quoted "
         f"tokens to the opening mark (uniform attention: {uniform:.3f}; thresholds "
         f"{QUOTE_MIN_ATTENTION:.2f} and {QUOTE_MIN_OVER_UNIFORM:g}x uniform; "
         f"{r.meta.get('n_quoted_queries', 0)} quoted tokens)"))
@@ -77,7 +78,7 @@ def induction_finding(r: StudyResults | None) -> Finding:
     if r is None:
         return Finding(name, False, "no repeated study (run python -m probing repeated)")
     grid = r[repeated.INDUCTION_SCORE]                             # [n_layers, n_heads]
-    layer, head = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+    layer, head = top_heads(grid, 1)[0]
     score = float(grid[layer, head])
     first, second = (float(a) for a in r[repeated.ACCURACY])
     found = score >= INDUCTION_MIN_SCORE and second - first >= INDUCTION_MIN_GAIN
@@ -85,7 +86,7 @@ def induction_finding(r: StudyResults | None) -> Finding:
     low, high = m.get("min_len", m["seq_len"]), m["seq_len"]
     lengths = f"{low}-{high}" if low < high else f"{high}"
     return Finding(name, found, (
-        f"{head_label(int(layer), int(head))} induction score {score:.2f} on "
+        f"{head_label(layer, head)} induction score {score:.2f} on "
         f"{m['batch']} sequences of {lengths} random tokens repeated; "
         f"top-1 accuracy first half {first:.2f} -> second half {second:.2f} (thresholds: "
         f"score {INDUCTION_MIN_SCORE:.2f}, accuracy gain {INDUCTION_MIN_GAIN:.2f})"))
