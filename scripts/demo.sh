@@ -30,14 +30,13 @@ step() {
 
 if [ ! -f "$run/model/config.json" ]; then
     step "training a small model on 4,000 synthetic stories (cached in $run/model)"
-    # 4 global layers of 4 heads, 64 wide; each window holds a segment of random tokens
-    # written twice (extract.training.repeats), which only an induction head predicts.
-    # Windows of 128 tokens first, where the quotation head forms; the last 2,500 steps on
-    # windows of 64, where the repeats are twice the share and the induction head forms.
+    # 4 global layers of 4 heads, 64 wide, windows of 64 tokens; each window holds a segment
+    # of random tokens written twice (extract.training.repeats), which only an induction
+    # head predicts
     "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:512 \
-        --layers 4 --heads 4 --d-model 64 --attention global --ctx 128 --batch 16 --lr 5e-3 \
+        --layers 4 --heads 4 --d-model 64 --attention global --ctx 64 --batch 32 --lr 5e-3 \
         --repeat-frac 1 --repeat-min 8 --repeat-max 28 --repeat-gap 8 \
-        --steps "${DEMO_STEPS:-5500}" --short-steps "${DEMO_SHORT_STEPS:-2500}" --ckpt-every 500
+        --steps "${DEMO_STEPS:-4000}" --ckpt-every 500
 else
     step "using the model trained earlier: $run/model"
 fi
