@@ -226,8 +226,34 @@ def test_training_with_repeats_is_deterministic_and_checked(tmp_path, chat_texts
     assert record["config"]["repeat_frac"] == 1.0 and record["config"]["repeat_max"] == 8
     with pytest.raises(UsageError, match="^two copies of repeat_max 20 tokens do not fit"):
         train_model(chat_texts, tmp_path / "x", "char", **{**settings, "repeat_max": 20})
-    with pytest.raises(UsageError, match="repeat_frac mixes repeats into texts"):
+    with pytest.raises(UsageError, match="repeat_frac acts on windows of texts"):
         train_model(repeated_batches, tmp_path / "x", vocab_size=50, **settings)
+
+
+def test_short_steps_end_the_run_on_half_windows(tmp_path, chat_texts):
+    from extract.training.data import prepare_data
+    from extract.training.loop import Trainer
+
+    settings = {**TINY, "short_steps": 3, "repeat_frac": 1.0, "repeat_min": 3, "repeat_max": 8}
+    cfg = TrainConfig(**settings)
+    trainer = Trainer(cfg, prepare_data(chat_texts, "char", cfg), tmp_path / "ckpt")
+    batches = [torch.as_tensor(trainer.sample(step)) for step in range(6)]
+    # ctx 32: 4 windows of 32 + 1 tokens, then twice 4 of 16 + 1
+    assert [tuple(b.shape) for b in batches] == [(4, 33)] * 3 + [(8, 17)] * 3
+    # resuming across the switch ends with the weights of the run that did not stop
+    train_model(chat_texts, tmp_path / "full", "char", progress=False, **settings)
+    train_model(chat_texts, tmp_path / "part", "char", progress=False, stop_after=2, **settings)
+    train_model(chat_texts, tmp_path / "part", "char", progress=False, resume=True, **settings)
+    assert_same_weights(tmp_path / "full", tmp_path / "part")
+    record = json.loads((tmp_path / "full" / "training.json").read_text())
+    assert record["config"]["short_steps"] == 3
+    with pytest.raises(UsageError, match=r"^two copies of repeat_max 9 .* ctx // 2 \+ 1 = 17"):
+        train_model(chat_texts, tmp_path / "x", "char", **{**settings, "repeat_max": 9})
+    with pytest.raises(UsageError, match=r"^short_steps must be in 0\.\.steps \(6\), got 7"):
+        train_model(chat_texts, tmp_path / "x", "char", **{**settings, "short_steps": 7})
+    with pytest.raises(UsageError, match="short_steps acts on windows of texts"):
+        train_model(repeated_batches, tmp_path / "x", vocab_size=50,
+                    **{**TINY, "short_steps": 2})
 
 
 def test_local_first_layers_alternate_from_layer_zero():

@@ -44,6 +44,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=d.d_model, help="residual width")
     parser.add_argument("--heads", type=int, default=d.heads, help="attention heads per layer")
     parser.add_argument("--ctx", type=int, default=d.ctx, help="training window in tokens")
+    parser.add_argument("--short-steps", type=int, default=d.short_steps,
+                        help="train the last N steps on windows of ctx // 2 tokens, twice "
+                             "as many per batch (see docs/organisms.md)")
     parser.add_argument("--window", type=int, default=d.window,
                         help="attention window of the local layers")
     parser.add_argument("--attention", default=d.attention,

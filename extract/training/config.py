@@ -23,6 +23,7 @@ class TrainConfig:
     d_model: int = 64
     heads: int = 16
     ctx: int = 256          # training window = max positions of the model
+    short_steps: int = 0    # last steps on windows of ctx // 2 tokens, twice as many
     window: int = 256       # local attention window of the "local" layers
     attention: str = "global-local"   # kinds of layer from layer 0 on, the pattern repeated
     tied: bool = True       # unembedding = embedding (as in the shared model)
@@ -57,6 +58,9 @@ class TrainConfig:
         if self.d_model % self.heads:
             raise UsageError(f"{opt('d_model')} {self.d_model} is not divisible by "
                              f"{opt('heads')} {self.heads}")
+        if not 0 <= self.short_steps <= self.steps:
+            raise UsageError(f"{opt('short_steps')} must be in 0..{opt('steps')} "
+                             f"({self.steps}), got {self.short_steps}")
         if self.lr <= 0:
             raise UsageError(f"the learning rate {opt('lr')} must be positive, got {self.lr}")
         if self.repeat_frac:
@@ -71,9 +75,11 @@ class TrainConfig:
                              f"{self.repeat_min} and {self.repeat_max}")
         if self.repeat_gap < 0:
             raise UsageError(f"{opt('repeat_gap')} must be >= 0, got {self.repeat_gap}")
-        if 2 * self.repeat_max > self.ctx + 1:
+        shortest = self.ctx // 2 if self.short_steps else self.ctx
+        if 2 * self.repeat_max > shortest + 1:
+            window = f"{opt('ctx')} // 2 + 1" if self.short_steps else f"{opt('ctx')} + 1"
             raise UsageError(f"two copies of {opt('repeat_max')} {self.repeat_max} tokens do "
-                             f"not fit a window of {opt('ctx')} + 1 = {self.ctx + 1} tokens")
+                             f"not fit a window of {window} = {shortest + 1} tokens")
 
 
 def make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:

@@ -35,13 +35,15 @@ class TrainingData:
 
     sample: ``sample(gen, batch)`` -> ids [batch, seq] or (ids, loss_mask [batch, seq - 1]);
     stream: the training tokens [n_tokens] (None for a sampler); eval_stream: held-out
-    tokens [n_eval] or None; tokenizer: saved with the model.
+    tokens [n_eval] or None; tokenizer: saved with the model; short_sample: the same as
+    ``sample`` on windows of ``ctx // 2`` tokens, for the run's ``short_steps`` (else None).
     """
 
     sample: BatchFn
     stream: np.ndarray | None
     eval_stream: np.ndarray | None
     tokenizer: Any
+    short_sample: BatchFn | None = None
 
 
 def read_corpus(source: str) -> tuple[list[str], list[str]]:
@@ -83,9 +85,11 @@ def stream_sampler(stream: np.ndarray, ctx: int) -> BatchFn:
     return sample
 
 
-def text_sampler(stream: np.ndarray, tok: Any, cfg: TrainConfig) -> BatchFn:
-    """Random windows of ``stream``, with repeated segments mixed in when the run asks."""
-    sample = stream_sampler(stream, cfg.ctx)
+def text_sampler(stream: np.ndarray, tok: Any, cfg: TrainConfig, ctx: int | None = None
+                 ) -> BatchFn:
+    """Random windows of ``ctx`` (default ``cfg.ctx``) tokens of ``stream``, with repeated
+    segments mixed in when the run asks."""
+    sample = stream_sampler(stream, cfg.ctx if ctx is None else ctx)
     if cfg.repeat_frac > 0:
         sample = with_repeats(sample, cfg, repeat_pool(tok, cfg.vocab_size))
     return sample
@@ -109,9 +113,10 @@ def split_eval(texts: list[str], cfg: TrainConfig) -> tuple[list[str], list[str]
 def _from_sampler(sample: BatchFn, tokenizer: Any, cfg: TrainConfig) -> TrainingData:
     if cfg.vocab_size <= 0 and tokenizer is None:
         raise UsageError(f"give {opt('vocab_size')} when training from a batch sampler")
-    if cfg.repeat_frac > 0:
-        raise UsageError(f"{opt('repeat_frac')} mixes repeats into texts or token ids; a batch "
-                         "sampler makes its own batches")
+    for name in ("repeat_frac", "short_steps"):
+        if getattr(cfg, name) > 0:
+            raise UsageError(f"{opt(name)} acts on windows of texts or token ids; a batch "
+                             "sampler makes its own batches")
     tok = tokenizer_from_spec(tokenizer, None) if tokenizer is not None else None
     if cfg.vocab_size <= 0:
         cfg.vocab_size = len(tok)
@@ -125,7 +130,7 @@ def _from_ids(sequences: list[Sequence[int]], tokenizer: Any, cfg: TrainConfig) 
         cfg.vocab_size = int(stream.max()) + 1
     tok = (tokenizer_from_spec(tokenizer, None) if tokenizer is not None
            else id_tokenizer(cfg.vocab_size))
-    return TrainingData(text_sampler(stream, tok, cfg), stream, None, tok)
+    return stream_data(stream, None, tok, cfg)
 
 
 def _from_texts(texts: list[str], tokenizer: Any, cfg: TrainConfig,
@@ -142,7 +147,15 @@ def _from_texts(texts: list[str], tokenizer: Any, cfg: TrainConfig,
                          f"({len(tok)})")
     stream = encode_stream(texts, tok)
     eval_stream = encode_stream(list(eval_texts), tok) if eval_texts else None
-    return TrainingData(text_sampler(stream, tok, cfg), stream, eval_stream, tok)
+    return stream_data(stream, eval_stream, tok, cfg)
+
+
+def stream_data(stream: np.ndarray, eval_stream: np.ndarray | None, tok: Any,
+                cfg: TrainConfig) -> TrainingData:
+    """TrainingData sampling windows of ``stream`` [n_tokens] (and half-length windows
+    when the run ends with ``short_steps``)."""
+    short = text_sampler(stream, tok, cfg, cfg.ctx // 2) if cfg.short_steps else None
+    return TrainingData(text_sampler(stream, tok, cfg), stream, eval_stream, tok, short)
 
 
 def prepare_data(data: Sequence[str] | Sequence[Sequence[int]] | BatchFn, tokenizer: Any,

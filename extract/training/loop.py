@@ -126,10 +126,17 @@ class Trainer:
             "fingerprint": self.fingerprint,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None})
 
+    def sample(self, step: int) -> Any:
+        """The batch of ``step``: ``batch`` windows, or twice as many of half the length
+        in the run's last ``short_steps`` (the same tokens per step)."""
+        if step >= self.cfg.steps - self.cfg.short_steps:
+            return self.data.short_sample(self.gen, 2 * self.cfg.batch)
+        return self.data.sample(self.gen, self.cfg.batch)
+
     def train_step(self, step: int) -> float:
         """One optimiser step on a fresh batch; returns its loss."""
         set_lr(self.optimizer, step, self.cfg)
-        ids, mask = split_batch(self.data.sample(self.gen, self.cfg.batch))
+        ids, mask = split_batch(self.sample(step))
         if ids.shape[1] > self.cfg.ctx + 1:
             raise UsageError(f"the sampler gave sequences of {ids.shape[1]} tokens; "
                              f"at most ctx + 1 = {self.cfg.ctx + 1} fit the model")
