@@ -174,7 +174,9 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
     n_panels = 1 + len(controls) + (sel is not None)
     # one row per site; a single site with four panels is drawn 2 x 2 (less wide)
     rows, cols = (2, 2) if n_sites == 1 and n_panels == 4 else (n_sites, n_panels)
-    fig = new_figure(cols * (0.24 * n_heads + 1.5) + 0.3, rows * (0.24 * n_layers + 1.1) + 0.6)
+    # wide enough for the two-line panel titles however few heads there are
+    panel_width = max(0.24 * n_heads + 1.5, 3.0)
+    fig = new_figure(cols * panel_width + 0.3, rows * (0.24 * n_layers + 1.1) + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False).reshape(n_sites, n_panels)
     centred = diverging_norm(sel) if sel is not None else None
     site_heads = list(site_heads or [n_heads] * n_sites)

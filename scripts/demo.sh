@@ -30,13 +30,14 @@ step() {
 
 if [ ! -f "$run/model/config.json" ]; then
     step "training a small model on 4,000 synthetic stories (cached in $run/model)"
-    # 4 global layers of 4 heads, 64 wide, windows of 64 tokens; each window holds a segment
-    # of random tokens written twice (extract.training.repeats), which only an induction
-    # head predicts
+    # 4 global layers of 4 heads, 64 wide; 3,000 steps on windows of 128 tokens, then 2,500
+    # on windows of 64 (--short-steps). Each window holds a segment of random tokens written
+    # twice (extract.training.repeats), which only an induction head predicts. One thread:
+    # the heads that form depend on the order of floating-point sums (docs/organisms.md)
     "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:512 \
-        --layers 4 --heads 4 --d-model 64 --attention global --ctx 64 --batch 32 --lr 5e-3 \
-        --repeat-frac 1 --repeat-min 8 --repeat-max 28 --repeat-gap 8 \
-        --steps "${DEMO_STEPS:-4000}" --ckpt-every 500
+        --layers 4 --heads 4 --d-model 64 --attention global --ctx 128 --batch 16 --lr 5e-3 \
+        --steps 5500 --short-steps 2500 --repeat-frac 1 --repeat-min 8 --repeat-max 28 \
+        --repeat-gap 8 --ckpt-every 500 --threads 1
 else
     step "using the model trained earlier: $run/model"
 fi
