@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,21 @@ def heat_axes(fig) -> list:
 def boxes(ax) -> list[tuple[float, float]]:
     """Lower-left corners of the unfilled rectangles (best-head boxes) on ``ax``."""
     return [r.get_xy() for r in ax.patches if not r.get_fill()]
+
+
+def test_tag_detail_titles_do_not_overlap_on_a_model_with_few_heads():
+    f1 = RNG.uniform(0, 1, size=(2, 4, 4))
+    controls = {"shuffled labels": RNG.uniform(0, 0.2, size=f1.shape),
+                "randomly initialised model": RNG.uniform(0, 1, size=f1.shape)}
+    fig = draw_tag_detail(f1, controls, ["keys", "queries"], "``",
+                          sel_control="randomly initialised model",
+                          sel=f1 - controls["randomly initialised model"],
+                          interval=(f1 - 0.01, f1 + 0.01))
+    fig.canvas.draw()
+    heat = [ax for ax in fig.get_axes() if ax.get_images()]
+    for row in (heat[:4], heat[4:]):
+        titles = [ax.title.get_window_extent(fig.canvas.get_renderer()) for ax in row]
+        assert all(left.x1 <= right.x0 for left, right in itertools.pairwise(titles))
 
 
 def test_tag_detail_boxes_best_head_on_every_panel_with_controls():
