@@ -20,7 +20,15 @@ import numpy as np
 from extract.store.integrity import TOKENS_HASH, token_table_hash
 from extract.store.json_attrs import decode_attrs, encode_attrs
 from extract.store.reader import open_store
-from extract.store.schema import KV_HEAD, SITES, TOKEN_GROUP, TOKEN_TABLE, token_path
+from extract.store.schema import (
+    LEGACY_FORMAT_ATTRS,
+    SITES,
+    TOKEN_GROUP,
+    TOKEN_TABLE,
+    StoreShape,
+    token_path,
+)
+from extract.store.writer import create_coordinates, format_attrs, label_axes
 from headprobe.atomic import atomic_file, check_target
 from headprobe.errors import UsageError, opt
 from headprobe.hdf5 import hdf5_image
@@ -28,9 +36,10 @@ from headprobe.locks import output_lock
 from headprobe.manifest import command_line, now_iso
 
 # Attributes on which every shard must agree.
-AGREE = ("schema_version", "model", "model_weights_sha256", "reinit_seed", "forward_path",
-         "tokenizer_vocab_hash", "dataset_vocab_hash", "dataset_n_tokens", "split", "sites",
-         "dtype", "model_dtype", "n_layers", "n_heads", "n_kv_heads", "d_head", "tags")
+AGREE = ("format_version", "schema_version", "model", "model_weights_sha256", "reinit_seed",
+         "forward_path", "tokenizer_vocab_hash", "dataset_vocab_hash", "dataset_n_tokens",
+         "split", "sites", "dtype", "model_dtype", "n_layers", "n_heads", "n_kv_heads",
+         "d_head", "tags")
 
 
 def _shard_index(attrs: dict, path: Path) -> tuple[int, int]:
@@ -93,9 +102,11 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
     sizes = [int(a["n_tokens"]) for _, a in shards]
     total = sum(sizes)
     with h5py.File(shards[0][0], "r") as src, hdf5_image(tmp, final) as dst:
-        names = [SITES[s].dataset for s in shards[0][1]["sites"]]
-        names += [token_path(c) for c in src[TOKEN_GROUP]]
-        for name in names:
+        attrs = decode_attrs(src.attrs)
+        scales = create_coordinates(dst, StoreShape.of(attrs), attrs["sites"], total)
+        names = {SITES[s].dataset: SITES[s].dims for s in attrs["sites"]}
+        names.update({token_path(c): TOKEN_TABLE[c].dims for c in src[TOKEN_GROUP]})
+        for name, dims in names.items():
             ds = src[name]
             layout = h5py.VirtualLayout(shape=(total, *ds.shape[1:]), dtype=ds.dtype)
             start = 0
@@ -105,11 +116,13 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
                 start += size
             vds = dst.create_virtual_dataset(name, layout)
             for key, value in ds.attrs.items():
-                vds.attrs[key] = value
+                if key not in ("dims", "description", "DIMENSION_LIST"):
+                    vds.attrs[key] = value
+            label_axes(vds, dims, str(ds.attrs["description"]), scales)
         dst[TOKEN_GROUP].attrs.update(src[TOKEN_GROUP].attrs)
-        if KV_HEAD in src:   # per query head, not per row: copied as it is
-            src.copy(src[KV_HEAD], dst, KV_HEAD)
-        attrs = decode_attrs(src.attrs)
+        for key in LEGACY_FORMAT_ATTRS:   # shards of version 2 merge into the current one
+            attrs.pop(key, None)
+        attrs.update(format_attrs())
         attrs.update({
             "n_tokens": total, "rows_written": total, "complete": 1, "shard": "",
             "n_stories": sum(int(a.get("n_stories", 0)) for _, a in shards),

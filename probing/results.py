@@ -4,9 +4,13 @@ their reader. The layout is described in docs/probe-results.md.
 Per-tag arrays are [site, layer, head, tag]; per-cell arrays [site, layer, head];
 probe weights [site, layer, head, tag, d_head] and biases [site, layer, head, tag] act on
 the raw stored vectors: ``logits = x @ coef.T + intercept``; MDL block code lengths are
-[site, layer, head, portion] and the portions [portion]. Name arrays ``sites``,
-``layers`` (model layer of each layer index) and ``tags`` label the axes. :data:`ARRAYS`
-declares every array; :func:`write_results` checks the arrays against it.
+[site, layer, head, portion] and the portions [portion]. The file is described in the
+vocabulary of :mod:`headprobe.layout`: each axis is a netCDF-4 coordinate, ``site`` (site
+names), ``layer`` (model layer of each layer index), ``head``, ``tag`` (class names),
+``d_head`` and ``portion`` (indices), and each array names its axes in ``dims``.
+:data:`ARRAYS` declares every array; :func:`write_results` checks the arrays against it.
+Format versions 1 and 2 named the axes with the arrays ``sites``, ``layers`` and ``tags``
+and had no coordinates; they are still read.
 
 Sites may have different numbers of heads: under grouped-query attention keys are stored
 (and probed) per key/value head, queries per query head. The head axis is as long as the
@@ -18,7 +22,7 @@ Cells past ``site_heads[s]`` are padding: NaN in float arrays, -1 in integer arr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ from headprobe.errors import UsageError
 from headprobe.failures import reading
 from headprobe.hdf5 import hdf5_image
 from headprobe.heads import head_label, kv_head_label
+from headprobe.layout import Array, Dimensions, describe, format_of, set_format
 from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest, write_json
 from headprobe.rundir import missing_input, run_of
@@ -37,20 +42,20 @@ from probing.controls import SELECTIVITY_CONTROLS, array_suffix
 from probing.controls import selectivity as control_selectivity
 
 FORMAT = "headprobe-probes"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)   # version 1: every site has every head, no site_heads/head_axes
+FORMAT_VERSION = 3
+# version 1: every site has every head, no site_heads/head_axes; versions 1 and 2: axes
+# named by the arrays sites/layers/tags, no coordinates
+READABLE_VERSIONS = (1, 2, 3)
 RESULTS_FILE = "probes.h5"
 
 TAG, CELL = ("site", "layer", "head", "tag"), ("site", "layer", "head")
 BLOCKS, PORTION = ("site", "layer", "head", "portion"), ("portion",)
 
 
-@dataclass(frozen=True)
-class ArraySpec:
-    """One array of the results: its axes (``dims``) and what it means."""
-
-    dims: tuple[str, ...]
-    description: str
+def ArraySpec(dims: tuple[str, ...], description: str) -> Array:  # noqa: N802
+    """One array of the results: its axes (``dims``) and what it means (named by its key
+    in :data:`ARRAYS`)."""
+    return Array("", dims, "", description)
 
 
 # what each control's arrays are computed from (array names end in "_<suffix>")
@@ -62,7 +67,7 @@ _CONTROL_WORDS = {
 }
 
 
-def _declare() -> dict[str, ArraySpec]:
+def _declare() -> dict[str, Array]:
     arrays = {
         "precision": ArraySpec(TAG, "per-tag precision on the test split"),
         "recall": ArraySpec(TAG, "per-tag recall on the test split"),
@@ -108,10 +113,13 @@ def _declare() -> dict[str, ArraySpec]:
 
 
 # every array the results may hold: name -> axes and meaning
-ARRAYS = _declare()
-# the arrays that label the axes: name -> meaning
+ARRAYS = {name: replace(entry, name=name) for name, entry in _declare().items()}
+# the coordinates that label the axes, with their meaning (head, d_head and portion are
+# indices 0..n-1)
+COORDINATES = {"site": "site names", "layer": "model layer of each layer index",
+               "tag": "class names"}
+# arrays along the site axis that say what the head axis holds: name -> meaning
 AXIS_ARRAYS = {
-    "sites": "site names", "tags": "class names", "layers": "model layer of each layer index",
     "site_heads": "heads probed per site: cells past site_heads[s] on the head axis are "
                   "padding (NaN; -1 in integer arrays)",
     "head_axes": "what the head axis counts for each site: 'head' (query heads) or 'kv_head' "
@@ -226,19 +234,31 @@ class ProbeResults:
         return control_selectivity(self.arrays, control, metric)
 
 
-def _write_axes(f: h5py.File, sites: list[str], layers: list[int], tags: list[str],
+# the arrays that labelled the axes in format versions 1 and 2
+OLD_AXIS_ARRAYS = {"site": "sites", "layer": "layers", "tag": "tags"}
+
+
+def _write_axes(dims: Dimensions, sites: list[str], layers: list[int], tags: list[str],
                 site_heads: list[int], head_axes: list[str]) -> None:
-    """The arrays that label the axes, each with its description."""
-    text = h5py.string_dtype()
-    for name, data, dtype, dims in (
-            ("sites", np.array(sites, dtype=object), text, "site"),
-            ("tags", np.array(tags, dtype=object), text, "tag"),
-            ("layers", np.asarray(layers, dtype=np.int32), None, "layer"),
-            ("site_heads", np.asarray(site_heads, dtype=np.int32), None, "site"),
-            ("head_axes", np.array(head_axes, dtype=object), text, "site")):
-        ds = f.create_dataset(name, data=data, dtype=dtype)
-        ds.attrs["dims"] = dims
-        ds.attrs["description"] = AXIS_ARRAYS[name]
+    """The coordinates of the site, layer and tag axes, and the arrays along the site axis
+    that say what its head axis holds."""
+    for name, values in (("site", np.array(sites, dtype=object)),
+                         ("layer", np.asarray(layers, dtype=np.int32)),
+                         ("tag", np.array(tags, dtype=object))):
+        dims.coordinate(name, values, COORDINATES[name])
+    for name, values in (("site_heads", np.asarray(site_heads, dtype=np.int32)),
+                         ("head_axes", np.array(head_axes, dtype=object))):
+        _write_array(dims, name, values, ("site",), AXIS_ARRAYS[name])
+
+
+def _write_array(dims: Dimensions, name: str, value: np.ndarray, axes: tuple[str, ...],
+                 description: str) -> None:
+    string = value.dtype.kind in "OUS"
+    ds = dims.file.create_dataset(name, data=value.astype(object) if string else value,
+                                  dtype=h5py.string_dtype() if string else None,
+                                  compression="gzip" if value.ndim and not string else None)
+    describe(ds, axes, description)
+    dims.attach(ds, axes)
 
 
 def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags: list[str],
@@ -260,17 +280,13 @@ def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags
     head_axes = list(head_axes or ["head"] * len(sites))
     with output_lock(out_dir), atomic_dir(out_dir, overwrite=overwrite) as tmp:
         with hdf5_image(tmp / RESULTS_FILE, Path(out_dir) / RESULTS_FILE) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
+            set_format(f.attrs, FORMAT, FORMAT_VERSION)
             f.attrs["params"] = json.dumps(attrs, default=str)
-            _write_axes(f, sites, layers, tags, site_heads, head_axes)
+            dims = Dimensions(f)
+            _write_axes(dims, sites, layers, tags, site_heads, head_axes)
             for name, value in arrays.items():
-                value = np.asarray(value)
-                ds = f.create_dataset(name, data=value,
-                                      compression="gzip" if value.ndim else None)
-                ds.attrs["dims"] = ", ".join(ARRAYS[name].dims)
-                ds.attrs["description"] = (descriptions or {}).get(
-                    name, ARRAYS[name].description)
+                _write_array(dims, name, np.asarray(value), ARRAYS[name].dims,
+                             (descriptions or {}).get(name, ARRAYS[name].description))
         write_json(tmp / "manifest.json", {**base_manifest("probing fit"), "format": FORMAT,
                                            "format_version": FORMAT_VERSION, **manifest})
     return Path(out_dir)
@@ -288,15 +304,17 @@ def read_results(path: str | Path) -> ProbeResults:
         raise UsageError(f"{file} is not an HDF5 file") from exc
     damaged = "the file is damaged; fit the probes again"
     with f, reading(file, "probe results", damaged, also=(KeyError, RuntimeError, ValueError)):
-        if f.attrs.get("format") != FORMAT or f.attrs.get("format_version") not in \
-                READABLE_VERSIONS:
+        fmt, version = format_of(f.attrs)
+        if fmt != FORMAT or version not in READABLE_VERSIONS:
             raise UsageError(f"{file} is not a probe results file of format version "
                              f"{' or '.join(map(str, READABLE_VERSIONS))}")
-        sites = list(f["sites"].asstr()[()])
-        tags = list(f["tags"].asstr()[()])
-        layers = [int(x) for x in f["layers"][()]]
+        axes = {axis: f[axis if version >= 3 else old] for axis, old in OLD_AXIS_ARRAYS.items()}
+        sites, tags = list(axes["site"].asstr()[()]), list(axes["tag"].asstr()[()])
+        layers = [int(x) for x in axes["layer"][()]]
         site_heads = [int(x) for x in f["site_heads"][()]] if "site_heads" in f else []
         head_axes = list(f["head_axes"].asstr()[()]) if "head_axes" in f else []
-        arrays = {name: ds[()] for name, ds in f.items() if name not in AXIS_ARRAYS}
+        arrays = {name: ds[()] for name, ds in f.items()
+                  if name not in AXIS_ARRAYS and name not in OLD_AXIS_ARRAYS.values()
+                  and not ds.is_scale}
         attrs = json.loads(f.attrs["params"])
     return ProbeResults(file.parent, sites, layers, tags, arrays, attrs, site_heads, head_axes)

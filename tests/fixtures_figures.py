@@ -57,9 +57,9 @@ def layout_arrays(layout: Layout, rng: np.random.Generator, n_positions: int,
         if entry in without:
             continue
         value = given.pop(entry) if entry in given else None
-        arrays[entry.name] = (random_values(entry, tuple(sizes[a] for a in entry.axes), rng)
+        arrays[entry.name] = (random_values(entry, tuple(sizes[a] for a in entry.dims), rng)
                               if value is None else value)
-    assert not given, f"not in the layout of {layout.study}: {list(given)}"
+    assert not given, f"not in the layout of {layout.name}: {list(given)}"
     return arrays
 
 

@@ -18,6 +18,7 @@ from extract.store import (
     reopen_store,
     write_store,
 )
+from extract.store.writer import PREVIOUS_VERSION
 from headprobe.errors import UsageError
 
 TAGS = {"fine": ["NN", "VBD", "DT"], "coarse": ["NOUN", "VERB"]}
@@ -98,13 +99,17 @@ def test_plain_h5py_sees_self_describing_attributes(tmp_path):
     path = write_store(tmp_path / "s.h5", table, arrays, tags=TAGS)
     with h5py.File(path, "r") as f:
         assert "token" in f.attrs["description"]
-        assert f.attrs["schema_version"] == SCHEMA_VERSION
-        assert f["keys"].attrs["dims"] == "token, layer, kv_head, d_head"
-        assert f["queries"].attrs["dims"] == "token, layer, head, d_head"
+        assert f.attrs["format_version"] == SCHEMA_VERSION
+        assert list(f["keys"].attrs["dims"]) == ["token", "layer", "kv_head", "d_head"]
+        assert list(f["queries"].attrs["dims"]) == ["token", "layer", "head", "d_head"]
+        assert [f["keys"].dims[i][0].name for i in range(4)] == [
+            "/token", "/layer", "/kv_head", "/d_head"]
         assert "hook_k" in f["keys"].attrs["description"]
         assert "no rotary embedding" in f["keys"].attrs["stage"]
-        assert f["kv_head"][()].tolist() == [0, 1, 2]
-        assert f["kv_head"].attrs["dims"] == "head"
+        assert f["kv_head_of"][()].tolist() == [0, 1, 2]
+        assert list(f["kv_head_of"].attrs["dims"]) == ["head"]
+        assert f["token"][()].tolist() == list(range(700))
+        assert list(f["site"].asstr()[()]) == list(arrays)
         assert f["tokens/fine_tag"].shape == (700,)
 
 
@@ -139,13 +144,14 @@ def test_grouped_query_store_keeps_keys_per_key_value_head(tmp_path):
         assert f["keys"].attrs["stage"] == "before the rotary embedding; before the key norm"
         assert f["keys_rot"].attrs["stage"] == "after the key norm and the rotary embedding"
         assert "hook_rot_k" in f["keys_rot"].attrs["description"]
-        assert f["keys_rot"].attrs["dims"] == "token, layer, kv_head, d_head"
+        assert list(f["keys_rot"].attrs["dims"]) == ["token", "layer", "kv_head", "d_head"]
 
 
 def test_version_1_stores_are_still_read(tmp_path):
     """A store as version 1 wrote it: no n_kv_heads, no /kv_head, every site per head."""
     table, arrays = _synthetic(n=350)
-    path = write_store(tmp_path / "v1.h5", table, arrays, tags=TAGS, dtype="float32")
+    path = write_store(tmp_path / "v1.h5", table, arrays, tags=TAGS, dtype="float32",
+                       version=PREVIOUS_VERSION)
     with h5py.File(path, "a") as f:
         f.attrs["schema_version"] = 1
         del f.attrs["n_kv_heads"], f["kv_head"]
@@ -171,7 +177,7 @@ def test_open_store_refuses_non_stores_wrong_versions_and_partial_files(tmp_path
     table, arrays = _synthetic()
     path = write_store(tmp_path / "s.h5", table, arrays, tags=TAGS)
     with h5py.File(path, "a") as f:
-        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+        f.attrs["format_version"] = SCHEMA_VERSION + 1
     with pytest.raises(UsageError, match="version"):
         open_store(path)
     writer = create_store(tmp_path / "p.h5", 10, {"n_layers": 1, "n_heads": 1, "d_head": 2})
@@ -252,7 +258,7 @@ def test_blocks_and_token_columns_are_checked_against_the_schema(tmp_path):
     with h5py.File(tmp_path / "s.h5", "r") as f:
         for name in ("key", "activity"):
             site = SITES[name]
-            assert f[site.dataset].attrs["dims"] == site.dims
+            assert tuple(f[site.dataset].attrs["dims"]) == site.dims
             assert f[site.dataset].attrs["description"] == site.description
         for column in TOKEN_TABLE.values():
             assert f["tokens"][column.name].dtype == column.dtype

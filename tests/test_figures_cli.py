@@ -182,7 +182,7 @@ def test_figures_read_results_without_stored_axes(synthetic_run: Path, tmp_path:
     study_dir = synthetic_run / "studies" / repeated.STUDY
     with h5py.File(study_dir / "results.h5", "a") as f:
         for ds in f.values():
-            del ds.attrs["axes"], ds.attrs["definition"]
+            del ds.attrs["dims"], ds.attrs["description"]
     assert read_study(study_dir).axes == {}
     assert cli("--results", str(study_dir), "--out", str(tmp_path / "o"), "--format", "png",
                "--only", "repeated_scores") == 0

@@ -108,7 +108,7 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys):
     _fails(capsys, ["fit", "--store", str(single), "--out", str(tmp_path / "x")],
            "single class")
     with h5py.File(_store(tmp_path / "old.h5"), "r+") as f:
-        f.attrs["schema_version"] = 99
+        f.attrs["format_version"] = 99
     _fails(capsys, ["fit", "--store", str(tmp_path / "old.h5"), "--out", str(tmp_path / "x")],
            "schema version")
     empty = _store(tmp_path / "e.h5", n_stories=1)  # one story, in the test split

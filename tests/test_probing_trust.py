@@ -217,13 +217,12 @@ def test_results_declare_and_explain_every_new_array(planted, tmp_path):
                  "--controls", "control-task", "--mdl", "--bootstrap", "20"]) == 0
     with h5py.File(out / "probes.h5") as f:
         for name, ds in f.items():
-            if name not in ("sites", "tags", "layers"):
-                assert ds.attrs["description"] and "dims" in ds.attrs, name
-        assert f["codelength_blocks"].attrs["dims"] == "site, layer, head, portion"
+            assert ds.attrs["description"] and "dims" in ds.attrs, name
+        assert list(f["codelength_blocks"].attrs["dims"]) == ["site", "layer", "head", "portion"]
         assert f["codelength_blocks"].shape == (1, 2, 4, 11)
         assert f["mdl_tokens"][-1] == json.loads(f.attrs["params"])["n_train"]
         np.testing.assert_allclose(f["mdl_percent"][()], PORTIONS)
-        assert f["f1_control_task"].attrs["dims"] == "site, layer, head, tag"
+        assert list(f["f1_control_task"].attrs["dims"]) == ["site", "layer", "head", "tag"]
     res = read_results(out)
     with pytest.raises(ValueError, match="declare no array 'bogus'"):
         write_results(tmp_path / "x", res.sites, res.layers, res.tags,

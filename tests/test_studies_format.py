@@ -15,7 +15,15 @@ import pytest
 
 from headprobe.errors import UsageError
 from probing.studies import STUDY_MODULES, quote
-from probing.study_io import STUDY_FORMAT_VERSION, Array, Layout, layout_of, read_study, write_study
+from probing.study_io import (
+    PATTERN,
+    STUDY_FORMAT_VERSION,
+    Array,
+    Layout,
+    layout_of,
+    read_study,
+    write_study,
+)
 from tests.conftest import REPO
 from tests.fixtures_figures import layout_arrays
 
@@ -33,9 +41,9 @@ def quote_arrays(**changes) -> dict:
 def test_every_study_module_declares_its_layout():
     for study, module in STUDY_MODULES.items():
         mod = importlib.import_module(module)
-        assert mod.LAYOUT.study == mod.STUDY == study
+        assert mod.LAYOUT.name == mod.STUDY == study
         assert layout_of(study) is mod.LAYOUT
-        assert all(a.kind in ("float", "int", "bool", "str") and a.definition and a.axes
+        assert all(a.kind in ("float", "int", "bool", "str") and a.description and a.dims
                    for a in mod.LAYOUT)
     with pytest.raises(UsageError, match="unknown study 'nope'"):
         layout_of("nope")
@@ -47,21 +55,23 @@ def test_every_array_is_stored_with_its_axes_and_definition(study, tmp_path: Pat
     arrays = layout_arrays(layout, np.random.default_rng(1), 7)
     out = write_study(tmp_path / "r", layout, arrays, {"n": 1}, "report")
     with h5py.File(out / "results.h5") as f:
-        assert sorted(f) == sorted(layout.names)
+        assert sorted(n for n in f if not f[n].is_scale) == sorted(layout.names)
         for entry in layout:
             attrs = f[entry.name].attrs
-            assert [str(a) for a in attrs["axes"]] == list(entry.axes)
-            assert attrs["definition"] == entry.definition
+            assert list(attrs["dims"]) == list(entry.dims) or attrs["dims"] == ""
+            assert attrs["description"] == entry.description
         assert json.loads(f.attrs["meta"]) == {"n": 1}
+        assert f.attrs["format"] == "headprobe-study"
+        assert f.attrs["format_version"] == STUDY_FORMAT_VERSION
     res = read_study(out)
     assert res.layout is layout and res.file == out / "results.h5"
-    assert res.axes == {entry.name: entry.axes for entry in layout}
+    assert res.axes == {entry.name: entry.dims for entry in layout}
     for entry in layout:
         np.testing.assert_array_equal(res[entry], arrays[entry.name])
 
 
 def test_write_refuses_an_undeclared_array(tmp_path: Path):
-    with pytest.raises(ValueError, match="undeclared array.*ratios.*LAYOUT"):
+    with pytest.raises(ValueError, match="undeclared array.*ratios.*layout"):
         write_study(tmp_path / "q", quote.LAYOUT, quote_arrays(ratios=np.zeros((3, 4))), {}, "")
     assert not (tmp_path / "q").exists()
 
@@ -103,7 +113,7 @@ def test_results_written_before_axes_were_stored_are_read(tmp_path: Path):
     (tmp_path / "old").mkdir()
     with h5py.File(tmp_path / "old" / "results.h5", "w") as f:
         f.attrs["study"] = quote.STUDY
-        f.attrs["format_version"] = STUDY_FORMAT_VERSION
+        f.attrs["format_version"] = 1
         f.attrs["meta"] = json.dumps({"best_head": [1, 2], "axes": {"ratio": ["layer", "head"]}})
         f.create_dataset("ratio", data=np.ones((2, 3)))
         f.create_dataset("example_tokens", data=np.array(["a", "b"], dtype=object),
@@ -111,6 +121,45 @@ def test_results_written_before_axes_were_stored_are_read(tmp_path: Path):
     res = read_study(tmp_path / "old")
     assert res.axes == {} and res.report == "" and res.meta["best_head"] == [1, 2]
     assert res[quote.RATIO].shape == (2, 3) and list(res[quote.EXAMPLE_TOKENS]) == ["a", "b"]
+
+
+def test_format_version_1_results_are_read(tmp_path: Path):
+    """Results as version 1 wrote them: 'axes' (a list) and 'definition' on each array, no
+    'format' attribute and no coordinates."""
+    (tmp_path / "v1").mkdir()
+    ratio = np.arange(6.0).reshape(2, 3)
+    with h5py.File(tmp_path / "v1" / "results.h5", "w") as f:
+        f.attrs["study"] = quote.STUDY
+        f.attrs["format_version"] = 1
+        f.attrs["meta"] = json.dumps({"n": 2})
+        ds = f.create_dataset("ratio", data=ratio)
+        ds.attrs.create("axes", ["layer", "head"], dtype=h5py.string_dtype())
+        ds.attrs["definition"] = quote.RATIO.description
+    res = read_study(tmp_path / "v1")
+    assert res.axes == {"ratio": ("layer", "head")} and res.meta == {"n": 2}
+    np.testing.assert_array_equal(res[quote.RATIO], ratio)
+    with h5py.File(tmp_path / "v1" / "results.h5", "a") as f:
+        f.attrs["format_version"] = STUDY_FORMAT_VERSION + 1
+    with pytest.raises(UsageError, match="unknown study format version"):
+        read_study(tmp_path / "v1")
+
+
+def test_axes_become_netcdf_dimensions_with_distinct_lengths(tmp_path: Path):
+    """Axis names in words become netCDF names; one name of two lengths, two dimensions."""
+    layout = Layout("s", (Array("pattern", PATTERN, "float", "p"),
+                          Array("ratio", ("layer", "head"), "float", "r"),
+                          Array("heads", ("head", "layer/head"), "int", "h")))
+    arrays = {"pattern": np.zeros((4, 4)), "ratio": np.zeros((2, 3)),
+              "heads": np.zeros((5, 2), dtype=int)}
+    out = write_study(tmp_path / "s", layout, arrays, {}, "")
+    with h5py.File(out / "results.h5") as f:
+        def scales(name):
+            return [f[name].dims[i][0].name.lstrip("/") for i in range(f[name].ndim)]
+        assert scales("pattern") == ["destination_position", "source_position"]
+        assert scales("ratio") == ["layer", "head"]
+        assert scales("heads") == ["head_5", "layer_head"]
+        assert f["head_5"][()].tolist() == [0, 1, 2, 3, 4]
+        assert list(f["heads"].attrs["dims"]) == ["head", "layer/head"]
 
 
 def doc_tables(path: Path) -> dict[str, list[list[str]]]:
@@ -128,7 +177,7 @@ def test_case_studies_doc_matches_the_declared_layouts():
         assert sorted(documented) == sorted(layout.names), study
         for entry in layout:
             assert documented[entry.name] == [
-                ", ".join(entry.axes), entry.kind, entry.when or "always", entry.definition
+                ", ".join(entry.dims), entry.kind, entry.when or "always", entry.description
             ], (study, entry.name)
 
 

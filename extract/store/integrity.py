@@ -22,6 +22,8 @@ import h5py
 import numpy as np
 
 from extract.store.schema import SITES, TOKEN_TABLE, token_path
+from extract.store.writer import label_axes
+from headprobe.layout import Dimensions
 
 TOKENS_HASH = "token_table_sha256"
 CHECKSUMS = "integrity/block_crc32"
@@ -49,8 +51,10 @@ def create_checksums(file: h5py.File, n_tokens: int, chunk_rows: int, n_sites: i
     """Lay out ``/integrity/block_crc32`` for a store of ``n_tokens`` rows."""
     n_blocks = -(-n_tokens // chunk_rows)
     ds = file.create_dataset(CHECKSUMS, shape=(n_blocks, n_sites), dtype=np.uint32)
-    ds.attrs["dims"] = "block, site"
-    ds.attrs["description"] = CHECKSUMS_DESCRIPTION
+    # a store with coordinates gets a 'block' coordinate too (stores of the previous
+    # layout, written for comparison, have none)
+    label_axes(ds, ("block", "site"), CHECKSUMS_DESCRIPTION,
+               Dimensions(file) if "site" in file else None)
 
 
 def _crc(values: np.ndarray) -> int:

@@ -14,12 +14,14 @@ from datasets_build.tagsets import tag_bits
 from extract.store.json_attrs import decode_attrs
 from extract.store.schema import (
     KV_HEAD,
+    OLD_KV_HEAD,
     READABLE_VERSIONS,
     SCHEMA,
     SITES,
     TAG_SETS,
     TOKEN_TABLE,
     StoreShape,
+    store_version,
     token_path,
 )
 from extract.store.virtual import check_sources
@@ -53,7 +55,8 @@ class Store:
     Attributes: n_tokens, n_layers, n_heads (query heads), n_kv_heads (key/value heads),
     d_head, kv_head ([n_heads]: the key/value head each query head reads), sites (stored
     sites), attrs (root attributes, JSON decoded), tags ({"fine": [...], "coarse": [...]}),
-    path. Version-1 stores read as stores without grouped-query attention.
+    path, version (the store's format version). Version-1 stores read as stores without
+    grouped-query attention.
     """
 
     def __init__(self, file: h5py.File):
@@ -64,7 +67,9 @@ class Store:
         self.n_tokens = int(self.attrs["n_tokens"])
         self.n_layers, self.n_heads = self.shape.n_layers, self.shape.n_heads
         self.n_kv_heads, self.d_head = self.shape.n_kv_heads, self.shape.d_head
-        self.kv_head = (file[KV_HEAD][()].astype(np.int64) if KV_HEAD in file
+        self.version = store_version(file.attrs)[1]
+        mapping = KV_HEAD if self.version >= 3 else OLD_KV_HEAD
+        self.kv_head = (file[mapping][()].astype(np.int64) if mapping in file
                         else kv_heads(self.n_heads, self.n_kv_heads))
         self.sites: list[str] = list(self.attrs["sites"])
         self.tags: dict[str, list[str]] = self.attrs["tags"]
@@ -187,7 +192,7 @@ class Store:
 def _check_file(file: h5py.File, path: Path, allow_partial: bool) -> None:
     """UsageError unless ``file`` is a (complete) store of this schema whose shards, for a
     merged store, are all in place."""
-    schema, version = file.attrs.get("schema"), file.attrs.get("schema_version")
+    schema, version = store_version(file.attrs)
     if schema != SCHEMA:
         raise UsageError(f"{path} is not a headprobe activation store")
     if version not in READABLE_VERSIONS:

@@ -15,15 +15,22 @@ import numpy as np
 from datasets_build.dataset import TOKEN_COLUMNS
 from headprobe.errors import UsageError, opt
 from headprobe.hooks import hook_pattern
+from headprobe.layout import format_of
 
 SCHEMA = "headprobe-activations"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)   # version 1: every site per query head, no /kv_head
+SCHEMA_VERSION = 3
+# version 1: every site per query head, no /kv_head; versions 1 and 2: root attributes
+# 'schema' and 'schema_version', axis names as one string, no coordinates, /kv_head [head]
+# the key/value head of each query head (now /kv_head_of)
+READABLE_VERSIONS = (1, 2, 3)
+# how versions 1 and 2 named the format and its version
+LEGACY_FORMAT_ATTRS = ("schema", "schema_version")
 DESCRIPTION = (
     "headprobe activation store. One row per model token of a tagged dataset; rows are "
     "sorted by (story_id, position). Per-head datasets are [token, layer, head(, d_head)] "
     "or, for keys and values, [token, layer, kv_head, d_head] (see each dataset's 'dims', "
-    "'description' and 'stage'); /kv_head[h] is the key/value head query head h reads. "
+    "'description' and 'stage'); each axis is a netCDF-4 coordinate of the same name; "
+    "/kv_head_of[h] is the key/value head query head h reads. "
     "The token table is in /tokens/<column>. Root attributes whose names are listed in "
     "'json_attributes' hold JSON text. 'complete' is 1 once every row has been written.")
 
@@ -34,10 +41,28 @@ KINDS = ("vector", "scalar", "index")
 HEAD_AXES = {"head": "n_heads", "kv_head": "n_kv_heads"}
 DTYPES = ("float16", "float32")
 INDEX_DTYPE = "int32"
-KV_HEAD = "kv_head"
+KV_HEAD = "kv_head_of"
+OLD_KV_HEAD = "kv_head"   # its name in versions 1 and 2
 KV_HEAD_DESCRIPTION = ("the key/value head each query head reads: query head h attends with "
                        "the keys and values of kv_head[h] (grouped-query attention shares one "
                        "key/value head among consecutive query heads)")
+
+
+# the coordinates of a store's axes (positions 0..n-1, sites by name) and what they count
+COORDINATES = {
+    "token": "row of the store (the token table's row)",
+    "layer": "model layer",
+    "head": "query head",
+    "kv_head": "key/value head (the query heads that read it are those h with "
+               "kv_head_of[h] equal to it)",
+    "d_head": "component of a head's vector",
+    "site": "sites stored, in the order of root attribute 'sites'",
+}
+
+
+def store_version(attrs: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """(format, version) of a store from its root attributes, whichever names they use."""
+    return format_of(attrs, legacy=LEGACY_FORMAT_ATTRS)
 
 
 @dataclass(frozen=True)
@@ -85,10 +110,10 @@ class Site:
     description: str
 
     @property
-    def dims(self) -> str:
-        """The ``dims`` attribute: names of the axes."""
-        heads = f"token, layer, {self.head_axis}"
-        return f"{heads}, d_head" if self.kind == "vector" else heads
+    def dims(self) -> tuple[str, ...]:
+        """The names of the axes (the ``dims`` attribute and the coordinates)."""
+        heads = ("token", "layer", self.head_axis)
+        return (*heads, "d_head") if self.kind == "vector" else heads
 
     def dtype(self, float_dtype: str) -> str:
         """Storage dtype: positions are int32, everything else ``float_dtype``."""
@@ -144,7 +169,7 @@ class TokenColumn:
     name: str
     dtype: np.dtype
     description: str
-    dims: str = "token"
+    dims: tuple[str, ...] = ("token",)
 
 
 TOKEN_GROUP = "tokens"

@@ -28,10 +28,13 @@ from extract.store.codec import (
 )
 from extract.store.json_attrs import encode_attrs
 from extract.store.schema import (
+    COORDINATES,
     DEFAULT_SITES,
     DESCRIPTION,
     KV_HEAD,
     KV_HEAD_DESCRIPTION,
+    LEGACY_FORMAT_ATTRS,
+    OLD_KV_HEAD,
     SCHEMA,
     SCHEMA_VERSION,
     SITES,
@@ -46,10 +49,12 @@ from extract.store.schema import (
     check_token_column,
     row_bytes,
     site_stage,
+    store_version,
     token_path,
 )
 from headprobe.errors import UsageError
 from headprobe.heads import kv_heads
+from headprobe.layout import FORMAT, FORMAT_VERSION, Dimensions, describe
 
 MAX_CHUNK_ROWS = 16384
 MIN_CHUNK_ROWS = 256
@@ -161,11 +166,22 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
     return h5py.File(path, mode, rdcc_nbytes=BUFFER_BYTES, rdcc_nslots=100003)
 
 
+# The previous layout (version 2: no coordinates), kept to measure what the coordinates
+# cost (``python -m extract bench-layout``) and to test that such files still open.
+PREVIOUS_VERSION = 2
+
+
+def format_attrs(version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The root attributes naming a store's format, as ``version`` names them."""
+    names = (FORMAT, FORMAT_VERSION) if version >= 3 else LEGACY_FORMAT_ATTRS
+    return dict(zip(names, (SCHEMA, version), strict=True))
+
+
 def _root_attrs(n_tokens: int, arch: dict[str, Any], sites: list[str], dtype: str,
-                chunk_rows: int, tags: dict[str, list[str]] | None, level: int
-                ) -> dict[str, Any]:
+                chunk_rows: int, tags: dict[str, list[str]] | None, level: int,
+                version: int) -> dict[str, Any]:
     return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "description": DESCRIPTION,
+        **format_attrs(version), "description": DESCRIPTION,
         "n_tokens": int(n_tokens), "n_layers": int(arch["n_layers"]),
         "n_heads": int(arch["n_heads"]), "d_head": int(arch["d_head"]),
         "n_kv_heads": StoreShape.of(arch).n_kv_heads, "architecture": dict(arch),
@@ -175,10 +191,36 @@ def _root_attrs(n_tokens: int, arch: dict[str, Any], sites: list[str], dtype: st
     }
 
 
+def label_axes(ds: h5py.Dataset, dims: tuple[str, ...], description: str,
+               scales: Dimensions | None) -> None:
+    """Name the axes of ``ds`` and say what it holds; attach the coordinates ``scales``
+    (None: the previous layout, the axis names as one string)."""
+    if scales is None:
+        ds.attrs["dims"] = ", ".join(dims)
+        ds.attrs["description"] = description
+    else:
+        describe(ds, dims, description)
+        scales.attach(ds, dims)
+
+
+def create_coordinates(file: h5py.File, shape: StoreShape, sites: list[str],
+                       n_tokens: int) -> Dimensions:
+    """The coordinates of a store's axes (see schema.COORDINATES) and ``/kv_head_of``."""
+    scales = Dimensions(file)
+    for name, length in (("token", n_tokens), ("layer", shape.n_layers),
+                         ("head", shape.n_heads), ("kv_head", shape.n_kv_heads),
+                         ("d_head", shape.d_head)):
+        scales.index(name, length, COORDINATES[name])
+    scales.coordinate("site", sites, COORDINATES["site"])
+    kv = file.create_dataset(KV_HEAD, data=kv_heads(shape.n_heads, shape.n_kv_heads)
+                             .astype(np.int32))
+    label_axes(kv, ("head",), KV_HEAD_DESCRIPTION, scales)
+    return scales
+
+
 def _create_sites(file: h5py.File, sites: list[str], n_tokens: int, arch: dict[str, Any],
-                  dtype: str, chunk_rows: int, level: int) -> None:
-    """One dataset per site, [n_tokens, *row_shape], chunked one head (or layer) at a time,
-    and ``/kv_head`` [n_heads]."""
+                  dtype: str, chunk_rows: int, level: int, scales: Dimensions | None) -> None:
+    """One dataset per site, [n_tokens, *row_shape], chunked one head (or layer) at a time."""
     shape = StoreShape.of(arch)
     # "fast" streams are ordinary deflate streams under the gzip filter (see codec)
     filters = dataset_filters(level) if n_tokens else {}
@@ -189,26 +231,24 @@ def _create_sites(file: h5py.File, sites: list[str], n_tokens: int, arch: dict[s
             chunks=shape.chunk_shape(name, chunk_rows) if n_tokens else None,
             dtype=site.dtype(dtype), **filters)
         ds.attrs["site"] = site.name
-        ds.attrs["dims"] = site.dims
-        ds.attrs["description"] = site.description
+        label_axes(ds, site.dims, site.description, scales)
         stage = site_stage(name, bool(arch.get("rotary")), bool(arch.get("qk_norm")))
         if stage:
             ds.attrs["stage"] = stage
-    kv = file.create_dataset(KV_HEAD, data=kv_heads(shape.n_heads, shape.n_kv_heads)
-                             .astype(np.int32))
-    kv.attrs["dims"] = "head"
-    kv.attrs["description"] = KV_HEAD_DESCRIPTION
+    if scales is None:
+        kv = file.create_dataset(OLD_KV_HEAD, data=kv_heads(shape.n_heads, shape.n_kv_heads)
+                                 .astype(np.int32))
+        label_axes(kv, ("head",), KV_HEAD_DESCRIPTION, None)
 
 
-def _create_token_table(file: h5py.File, n_tokens: int) -> None:
+def _create_token_table(file: h5py.File, n_tokens: int, scales: Dimensions | None) -> None:
     group = file.create_group(TOKEN_GROUP)
     group.attrs["description"] = TOKEN_GROUP_DESCRIPTION
     for column in TOKEN_TABLE.values():
         ds = group.create_dataset(column.name, shape=(n_tokens,), dtype=column.dtype,
                                   chunks=(min(TOKEN_CHUNK_ROWS, n_tokens),) if n_tokens else None,
                                   compression=TOKEN_TABLE_FILTER if n_tokens else None)
-        ds.attrs["dims"] = column.dims
-        ds.attrs["description"] = column.description
+        label_axes(ds, column.dims, column.description, scales)
 
 
 def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
@@ -216,14 +256,16 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
                  attrs: dict[str, Any] | None = None,
                  tags: dict[str, list[str]] | None = None,
                  chunk_rows: int | None = None,
-                 compression: str | int = DEFAULT_COMPRESSION) -> StoreWriter:
+                 compression: str | int = DEFAULT_COMPRESSION,
+                 version: int = SCHEMA_VERSION) -> StoreWriter:
     """Create an empty store at ``path`` (replacing any file there) and return its writer.
 
     arch: needs n_layers, n_heads, d_head; n_kv_heads (default n_heads), rotary and qk_norm
     (default false) say how keys and queries are read (other entries are kept as attributes).
     sites: names from SITES; dtype: storage dtype of float sites ('float16' or 'float32');
     compression: of the per-head datasets: "fast" (Huffman-only deflate), "none" or a gzip
-    level 1-9 (:func:`parse_compression`); the token table is always gzip-compressed.
+    level 1-9 (:func:`parse_compression`); the token table is always gzip-compressed;
+    version: SCHEMA_VERSION, or PREVIOUS_VERSION for the layout without coordinates.
     """
     level = parse_compression(compression)
     sites = check_sites(sites)
@@ -231,11 +273,16 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
     if chunk_rows is None:
         chunk_rows = chunk_rows_for(StoreShape.of(arch), sites)
     rows = max(1, min(int(chunk_rows), max(n_tokens, 1)))
+    if version not in (SCHEMA_VERSION, PREVIOUS_VERSION):
+        raise ValueError(f"stores are written in version {SCHEMA_VERSION} or "
+                         f"{PREVIOUS_VERSION}, not {version}")
     file = _open_h5(Path(path), "w")
-    encode_attrs(file.attrs, {**_root_attrs(n_tokens, arch, sites, dtype, rows, tags, level),
-                              **(attrs or {})})
-    _create_sites(file, sites, n_tokens, arch, dtype, rows, level)
-    _create_token_table(file, n_tokens)
+    encode_attrs(file.attrs, {**_root_attrs(n_tokens, arch, sites, dtype, rows, tags, level,
+                                            version), **(attrs or {})})
+    scales = (create_coordinates(file, StoreShape.of(arch), sites, n_tokens)
+              if version == SCHEMA_VERSION else None)
+    _create_sites(file, sites, n_tokens, arch, dtype, rows, level, scales)
+    _create_token_table(file, n_tokens, scales)
     file.flush()
     return StoreWriter(file)
 
@@ -247,7 +294,7 @@ def reopen_store(path: str | Path) -> StoreWriter:
         file = _open_h5(path, "r+")
     except OSError as exc:
         raise UsageError(f"cannot resume from {path}: not a readable HDF5 file") from exc
-    if file.attrs.get("schema") != SCHEMA or file.attrs.get("schema_version") != SCHEMA_VERSION:
+    if store_version(file.attrs) != (SCHEMA, SCHEMA_VERSION):
         file.close()
         raise UsageError(f"cannot resume from {path}: not a headprobe store of schema "
                          f"version {SCHEMA_VERSION}")
@@ -269,7 +316,7 @@ def _arch_of(arrays: dict[str, np.ndarray], given: dict[str, Any]) -> dict[str, 
 def write_store(path: str | Path, token_table: dict[str, np.ndarray],
                 arrays: dict[str, np.ndarray], attrs: dict[str, Any] | None = None,
                 tags: dict[str, list[str]] | None = None, dtype: str = "float16",
-                chunk_rows: int | None = None) -> Path:
+                chunk_rows: int | None = None, version: int = SCHEMA_VERSION) -> Path:
     """Write a whole store in one call (small stores, tests).
 
     token_table: column -> [n_tokens] (missing columns are filled: parent_id with story_id,
@@ -286,7 +333,8 @@ def write_store(path: str | Path, token_table: dict[str, np.ndarray],
         if sets not in token_table:
             table[sets] = tag_bits(table[tag])
     arch = _arch_of(arrays, (attrs or {}).get("architecture", {}))
-    writer = create_store(path, n, arch, list(arrays), dtype, attrs, tags, chunk_rows)
+    writer = create_store(path, n, arch, list(arrays), dtype, attrs, tags, chunk_rows,
+                          version=version)
     writer.write_tokens(table)
     writer.write_block(0, arrays)
     writer.finish()
