@@ -6,6 +6,7 @@
     python -m extract --run runs/NAME --shard i/n [options]     # one shard (job arrays)
     python -m extract merge OUT.h5 [SHARD.h5 ...]
     python -m extract bench [--model DIR | --llama] [--stories 300] [--rss-check]
+    python -m extract bench-layout [--stories 200] [--repeat 3]
     python -m extract train --corpus SOURCE --out MODEL_DIR [options]
 """
 
@@ -33,7 +34,8 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Store per-head keys, queries and activity of a "
                     "causal LM for every token of a tagged dataset (HDF5).",
                     epilog="Subcommands: 'merge OUT.h5 SHARD...' joins shard stores; "
-                    "'bench' measures throughput; 'train' trains a small model.")
+                    "'bench' measures throughput; 'bench-layout' what the netCDF "
+                    "coordinates cost the writer; 'train' trains a small model.")
     parser.add_argument("--dataset", help="tagged dataset directory (python -m datasets_build; "
                         "default: RUN/dataset with --run)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
@@ -209,10 +211,12 @@ def train_parser() -> Parser:
 
 
 def parsers() -> list[Parser]:
-    """Every parser of the stage: extraction, merge, bench and train."""
+    """Every parser of the stage: extraction, merge, bench, bench-layout and train."""
     from extract.bench import build_parser as bench_parser
+    from extract.bench_layout import build_parser as bench_layout_parser
 
-    return [build_parser(), merge_parser(), bench_parser(), train_parser()]
+    return [build_parser(), merge_parser(), bench_parser(), bench_layout_parser(),
+            train_parser()]
 
 
 def merge_main(argv: Sequence[str]) -> int:
@@ -240,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from extract.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] == "bench-layout":
+        from extract.bench_layout import main as bench_layout_main
+
+        return bench_layout_main(argv[1:])
     if argv and argv[0] == "train":  # model organisms: extract/training/
         from extract.training.cli import parse_train_args, run_train
 
