@@ -71,7 +71,7 @@ def causal_pattern(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def write(studies: Path, module: Any, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
     layout = module.LAYOUT
-    write_study(studies / layout.study, layout, arrays, meta, f"{layout.study} report")
+    write_study(studies / layout.name, layout, arrays, meta, f"{layout.name} report")
 
 
 def write_synthetic_studies(studies: Path, rng: np.random.Generator) -> None:
