@@ -1,6 +1,6 @@
 """The activation store: one HDF5 file of per-token, per-head activations.
 
-Layout (schema version 2, see docs/hdf5-schema.md)::
+Layout (format version 3, see docs/hdf5-schema.md)::
 
     /keys          [n_tokens, n_layers, n_kv_heads, d_head]  blocks.L.attn.hook_k
     /queries       [n_tokens, n_layers, n_heads, d_head]     blocks.L.attn.hook_q
@@ -11,12 +11,15 @@ Layout (schema version 2, see docs/hdf5-schema.md)::
     /activity      [n_tokens, n_layers, n_heads]             ||z_h W_O[h]||_2
     /attn_entropy  [n_tokens, n_layers, n_heads]             entropy of the pattern (optional)
     /attn_argmax   [n_tokens, n_layers, n_heads]             position attended most (optional)
-    /kv_head       [n_heads]                                 key/value head of each query head
+    /kv_head_of    [n_heads]                                 key/value head of each query head
+    /token, /layer, /head, /kv_head, /d_head, /site, /block  coordinates (netCDF-4)
     /tokens/<col>  [n_tokens]                                the token table (input_id, ...)
 
 Datasets are token-major and chunked along tokens: vector sites in chunks of
 ``(chunk_rows, 1, 1, d_head)`` so reading one (layer, head) decompresses only that head,
 scalar sites in ``(chunk_rows, 1, n_heads)`` so one chunk row holds a layer.
+Every axis is a coordinate attached as an HDF5 dimension scale (:mod:`headprobe.layout`),
+so xarray and netCDF4 read the file with named dimensions.
 
 * :mod:`extract.store.schema` - the sites, datasets, axes, dtypes and token table;
 * :mod:`extract.store.codec` - compression settings and the chunks the writer encodes;
