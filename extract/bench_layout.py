@@ -6,8 +6,10 @@ through :class:`extract.store.StoreWriter` the way the extractor does (token tab
 blocks of ``chunk_rows`` rows, each with its checksums and progress), in the current
 layout (version 3: dimension scales and coordinates) and in the previous one (version 2:
 none), alternating which goes first, ``--repeat`` times. Only the writer's calls are timed
-(reading the rows back from the first store is not). It prints each layout's write time
-(median over the rounds) and file size, and their ratios, current / previous.
+(reading the rows back from the first store is not), in wall-clock and CPU seconds. It
+prints each round's times, each layout's file size, and the ratios current / previous:
+of the sizes, and of the times as the median of the rounds' ratios (each round writes
+both layouts back to back, so a machine busy with other work slows both alike).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extract.bench import DEFAULT_BENCH_MODEL, DEFAULT_TEXT, read_stories
+from extract.bench import DEFAULT_BENCH_MODEL, DEFAULT_TEXT, Timing, read_stories
 from extract.store.codec import stored_level
 from extract.store.integrity import create_checksums, record_block
 from extract.store.json_attrs import decode_attrs
@@ -48,13 +50,13 @@ def _setting(level: int) -> str:
 
 def write_copy(source: Path, out: Path, version: int) -> float:
     """Write the rows of store ``source`` into a new store ``out`` of layout ``version`` as
-    the extractor writes them; return the seconds spent in the writer."""
+    the extractor writes them; return the time spent in the writer."""
     with open_store(source) as store:
         table, attrs = store.tokens(), decode_attrs(store.file.attrs)
     sites, n_tokens = list(attrs["sites"]), int(attrs["n_tokens"])
-    spent = 0.0
+    spent = np.zeros(2)    # wall, CPU
     with h5py.File(source, "r") as src:
-        start_clock = time.perf_counter()
+        start_clock = _now()
         writer = create_store(out, n_tokens, attrs["architecture"], sites, attrs["dtype"],
                               tags=attrs["tags"], chunk_rows=int(attrs["chunk_rows"]),
                               compression=_setting(stored_level(attrs)),
@@ -62,17 +64,21 @@ def write_copy(source: Path, out: Path, version: int) -> float:
         create_checksums(writer.file, n_tokens, writer.chunk_rows, len(sites))
         writer.write_tokens(table)
         writer.set_progress(0)
-        spent += time.perf_counter() - start_clock
+        spent += _now() - start_clock
         for start, block in _blocks(src, sites, writer.chunk_rows, n_tokens):
-            start_clock = time.perf_counter()
+            start_clock = _now()
             writer.write_block(start, block)
             record_block(writer.file, start, block, sites, writer.chunk_rows)
             writer.set_progress(start + len(next(iter(block.values()))))
-            spent += time.perf_counter() - start_clock
-        start_clock = time.perf_counter()
+            spent += _now() - start_clock
+        start_clock = _now()
         writer.finish()
-        spent += time.perf_counter() - start_clock
-    return spent
+        spent += _now() - start_clock
+    return Timing(*spent)
+
+
+def _now() -> np.ndarray:
+    return np.array([time.perf_counter(), time.process_time()])
 
 
 def _source_store(args: argparse.Namespace, work: Path) -> Path:
@@ -94,7 +100,7 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"{args.stories} stories, {store.n_tokens} tokens, sites "
                   f"{','.join(store.sites)}, {store.attrs['dtype']}, chunk_rows "
                   f"{store.attrs['chunk_rows']}, model {args.model}")
-        seconds: dict[int, list[float]] = {v: [] for v in LAYOUTS}
+        seconds: dict[int, list[Timing]] = {v: [] for v in LAYOUTS}
         sizes: dict[int, int] = {}
         for index in range(args.repeat):
             order = list(LAYOUTS) if index % 2 == 0 else list(reversed(LAYOUTS))
@@ -104,20 +110,25 @@ def run_bench(args: argparse.Namespace) -> int:
                 sizes[version] = out.stat().st_size
                 out.unlink()
             print(f"round {index + 1}: " + "   ".join(
-                f"version {v} {seconds[v][-1]:.3f} s" for v in LAYOUTS))
+                f"version {v} {seconds[v][-1].wall:.3f} s wall, {seconds[v][-1].cpu:.3f} s CPU"
+                for v in LAYOUTS))
         _print_summary(seconds, sizes)
     return 0
 
 
-def _print_summary(seconds: dict[int, list[float]], sizes: dict[int, int]) -> None:
-    median = {v: float(np.median(s)) for v, s in seconds.items()}
-    print(f"medians over {len(seconds[SCHEMA_VERSION])} rounds:")
-    for version, label in LAYOUTS.items():
-        print(f"  version {version}, {label:<26s}: write {median[version]:.3f} s, "
-              f"{sizes[version]:,d} bytes")
+def _print_summary(seconds: dict[int, list[Timing]], sizes: dict[int, int]) -> None:
     new, old = SCHEMA_VERSION, PREVIOUS_VERSION
-    print(f"  ratios version {new} / version {old}: write time "
-          f"{median[new] / median[old]:.3f}, file size {sizes[new] / sizes[old]:.4f}")
+    print(f"medians over {len(seconds[new])} rounds:")
+    for version, label in LAYOUTS.items():
+        wall, cpu = (float(np.median([getattr(t, f) for t in seconds[version]]))
+                     for f in Timing._fields)
+        print(f"  version {version}, {label:<26s}: write {wall:.3f} s wall, {cpu:.3f} s CPU, "
+              f"{sizes[version]:,d} bytes")
+    ratio = {f: float(np.median([getattr(a, f) / getattr(b, f) for a, b in
+                                 zip(seconds[new], seconds[old], strict=True)]))
+             for f in Timing._fields}
+    print(f"  ratios version {new} / version {old}: write time {ratio['wall']:.3f} wall, "
+          f"{ratio['cpu']:.3f} CPU; file size {sizes[new] / sizes[old]:.4f}")
 
 
 def build_parser() -> Parser:
