@@ -32,8 +32,10 @@ FORMAT, FORMAT_VERSION, DIMS, DESCRIPTION = "format", "format_version", "dims", 
 KINDS = {"float": "f", "int": "iu", "bool": "b", "str": "USO", "": "fiub"}
 # how files older than this vocabulary joined axis names into one string
 DIMS_SEPARATOR = ", "
-# rows per chunk of a long coordinate (the store's token axis)
+# rows per chunk of a long coordinate (the store's token axis), compressed; coordinates
+# up to SMALL_COORDINATE values are stored as they are
 COORDINATE_CHUNK = 65536
+SMALL_COORDINATE = 4096
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ class Dimensions:
         """Create the coordinate ``name`` holding 0..length-1, written in chunks (it may be
         as long as the store's token axis)."""
         dtype = _index_values(length)
-        chunks = (min(COORDINATE_CHUNK, length),) if length > COORDINATE_CHUNK else None
+        chunks = (min(COORDINATE_CHUNK, length),) if length > SMALL_COORDINATE else None
         ds = self.file.create_dataset(name, shape=(length,), dtype=dtype, chunks=chunks,
                                       **({"compression": "gzip", "shuffle": True}
                                          if chunks else {}))
