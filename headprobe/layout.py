@@ -171,6 +171,17 @@ def format_of(attrs: Mapping[str, Any], legacy: tuple[str, str] = (FORMAT, FORMA
         return (None if name is None else str(name)), None
 
 
+def create_array(group: h5py.Group, name: str, value: Any, compress: bool = False
+                 ) -> h5py.Dataset:
+    """Dataset ``name`` holding ``value``: strings as variable-length UTF-8, numbers as they
+    are (gzip-compressed when ``compress`` and the array has axes)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind in "USO":
+        return group.create_dataset(name, data=arr.astype(object), dtype=h5py.string_dtype())
+    return group.create_dataset(name, data=arr,
+                                compression="gzip" if compress and arr.ndim else None)
+
+
 def _index_values(length: int) -> np.dtype:
     return np.dtype(np.int32 if length < 2**31 else np.int64)
 
@@ -184,13 +195,7 @@ class Dimensions:
 
     def coordinate(self, name: str, values: Any, description: str) -> h5py.Dataset:
         """Create the coordinate ``name`` holding ``values`` [n] (numbers or strings)."""
-        arr = np.asarray(values)
-        if arr.dtype.kind in "USO":
-            ds = self.file.create_dataset(name, data=arr.astype(object),
-                                          dtype=h5py.string_dtype())
-        else:
-            ds = self.file.create_dataset(name, data=arr)
-        return self._scale(ds, name, description)
+        return self._scale(create_array(self.file, name, values), name, description)
 
     def index(self, name: str, length: int, description: str = "") -> h5py.Dataset:
         """Create the coordinate ``name`` holding 0..length-1, written in chunks (it may be
@@ -204,6 +209,15 @@ class Dimensions:
             stop = min(length, start + COORDINATE_CHUNK)
             ds[start:stop] = np.arange(start, stop, dtype=dtype)
         return self._scale(ds, name, description or f"index along {name}: 0..{length - 1}")
+
+    def write(self, name: str, value: Any, dims: tuple[str, ...], description: str,
+              scales: list[str] | None = None, compress: bool = False) -> h5py.Dataset:
+        """Create array ``name`` (see :func:`create_array`) with its ``dims`` and
+        ``description``, attached to the coordinates ``scales`` (default: ``dims``)."""
+        ds = create_array(self.file, name, value, compress)
+        describe(ds, dims, description)
+        self.attach(ds, dims if scales is None else scales)
+        return ds
 
     def _scale(self, ds: h5py.Dataset, name: str, description: str) -> h5py.Dataset:
         ds.make_scale(name)

@@ -34,7 +34,7 @@ from headprobe.errors import UsageError
 from headprobe.failures import reading
 from headprobe.hdf5 import hdf5_image
 from headprobe.heads import head_label, kv_head_label
-from headprobe.layout import Array, Dimensions, describe, format_of, set_format
+from headprobe.layout import Array, Dimensions, format_of, set_format
 from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest, write_json
 from headprobe.rundir import missing_input, run_of
@@ -248,17 +248,7 @@ def _write_axes(dims: Dimensions, sites: list[str], layers: list[int], tags: lis
         dims.coordinate(name, values, COORDINATES[name])
     for name, values in (("site_heads", np.asarray(site_heads, dtype=np.int32)),
                          ("head_axes", np.array(head_axes, dtype=object))):
-        _write_array(dims, name, values, ("site",), AXIS_ARRAYS[name])
-
-
-def _write_array(dims: Dimensions, name: str, value: np.ndarray, axes: tuple[str, ...],
-                 description: str) -> None:
-    string = value.dtype.kind in "OUS"
-    ds = dims.file.create_dataset(name, data=value.astype(object) if string else value,
-                                  dtype=h5py.string_dtype() if string else None,
-                                  compression="gzip" if value.ndim and not string else None)
-    describe(ds, axes, description)
-    dims.attach(ds, axes)
+        dims.write(name, values, ("site",), AXIS_ARRAYS[name])
 
 
 def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags: list[str],
@@ -285,8 +275,9 @@ def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags
             dims = Dimensions(f)
             _write_axes(dims, sites, layers, tags, site_heads, head_axes)
             for name, value in arrays.items():
-                _write_array(dims, name, np.asarray(value), ARRAYS[name].dims,
-                             (descriptions or {}).get(name, ARRAYS[name].description))
+                dims.write(name, value, ARRAYS[name].dims,
+                           (descriptions or {}).get(name, ARRAYS[name].description),
+                           compress=True)
         write_json(tmp / "manifest.json", {**base_manifest("probing fit"), "format": FORMAT,
                                            "format_version": FORMAT_VERSION, **manifest})
     return Path(out_dir)

@@ -44,7 +44,6 @@ from headprobe.layout import (
     Array,
     Dimensions,
     Layout,
-    describe,
     format_of,
     set_format,
     stored_dims,
@@ -115,18 +114,13 @@ class StudyResults:
         return self.arrays.get(_name(entry), default)
 
 
-def _store_array(f: h5py.File, dims: Dimensions, entry: Array, value: Any,
-                 taken: set[str]) -> None:
+def _store_array(dims: Dimensions, entry: Array, value: Any, taken: set[str]) -> None:
     """Write one array with its attributes; attach (creating them as indices when new) the
     coordinates of its axes."""
-    arr = np.asarray(value)
-    if arr.dtype.kind in ("U", "O", "S"):
-        ds = f.create_dataset(entry.name, data=arr.astype(object), dtype=h5py.string_dtype())
-    else:
-        ds = f.create_dataset(entry.name, data=arr)
-    describe(ds, entry.dims, entry.description)
-    dims.attach(ds, [dims.free_name(axis, n, taken)
-                     for axis, n in zip(entry.dims, arr.shape, strict=True)])
+    shape = np.shape(value)
+    dims.write(entry.name, value, entry.dims, entry.description,
+               scales=[dims.free_name(axis, n, taken)
+                       for axis, n in zip(entry.dims, shape, strict=True)])
 
 
 def write_study(out_dir: str | Path, layout: Layout, arrays: Mapping[str, Any],
@@ -144,7 +138,7 @@ def write_study(out_dir: str | Path, layout: Layout, arrays: Mapping[str, Any],
             f.attrs["meta"] = json.dumps(meta, default=str)
             dims = Dimensions(f)
             for name, value in arrays.items():
-                _store_array(f, dims, layout[name], value, set(arrays))
+                _store_array(dims, layout[name], value, set(arrays))
         (tmp / "report.txt").write_text(report.rstrip() + "\n")
         write_json(tmp / "manifest.json", {**base_manifest(f"probing {layout.name}"),
                                            "study": layout.name})
