@@ -64,6 +64,17 @@ class Array:
         """True when every file of the format holds this array."""
         return not self.when
 
+    # the names the study format used before this vocabulary, kept for code that uses them
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The same as ``dims``."""
+        return self.dims
+
+    @property
+    def definition(self) -> str:
+        """The same as ``description``."""
+        return self.description
+
     def mismatch(self, value: Any) -> str:
         """Why ``value`` does not fit this declaration ('' when it does)."""
         arr = np.asarray(value)
@@ -87,6 +98,11 @@ class Layout:
         names = [a.name for a in self.arrays]
         if len(set(names)) != len(names):
             raise ValueError(f"layout {self.name!r} declares an array name twice")
+
+    @property
+    def study(self) -> str:
+        """The same as ``name`` (what a study's layout called it)."""
+        return self.name
 
     @property
     def names(self) -> list[str]:

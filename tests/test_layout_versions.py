@@ -129,6 +129,8 @@ def test_layout_helpers(tmp_path):
         Array("x", ("a",), "text", "x")
     layout = Layout("f", (Array("x", ("a",), "int", "x"), Array("y", (), "", "y", "sometimes")))
     layout.check({"x": np.arange(3)})
+    x = layout["x"]
+    assert (x.axes, x.definition, layout.study) == (("a",), "x", "f")   # the older names
     with pytest.raises(ValueError, match="holds float64 values but is declared int"):
         layout.check({"x": np.zeros(3)})
     with h5py.File(tmp_path / "d.h5", "w") as f:

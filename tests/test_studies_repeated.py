@@ -259,7 +259,7 @@ def test_repeated_cli_prints_the_circuit_line(induction_model_dir, tmp_path, cap
         f"({c['induction_score']:.2f}); second-half accuracy {res.meta['accuracy_second']:.2f};"
         f" ablation drop {c['ablation_drop']:.2f} (random head L0H{c['random_head'][1]} "
         f"{c['random_drop']:.2f})")
-    assert res.axes["k_composition"] == repeated.K_COMPOSITION.axes
+    assert res.axes["k_composition"] == repeated.K_COMPOSITION.dims
     assert res.arrays["tokens"].shape == (30, 1 + 10 + 2 * 25)
     assert run_main(main, argv) == 2                       # exists, no --overwrite
     assert run_main(main, ["repeated", "--model", str(induction_model_dir), "--seq-len",
