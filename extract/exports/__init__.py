@@ -1,0 +1,68 @@
+"""Exports of an activation store to the layouts other tools read.
+
+- ``hf`` (:mod:`extract.exports.hf`): a Hugging Face ``datasets`` directory, one row per token;
+- ``hl`` (:mod:`extract.exports.hl`): per-sentence HDF5 in the layout of Hewitt and Liang's
+  control-tasks / structural-probes code, with a CoNLL-U label file.
+
+Both read the store in blocks of rows (:func:`row_blocks`), so memory does not grow with
+the store, and write under a temporary name renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from extract.store import Store
+from extract.store.schema import SITES, check_sites
+from headprobe.errors import UsageError, opt
+
+FORMATS = ("hf", "hl")
+DEFAULT_SITES = ("key", "query")
+# bytes of float32 values read from the store at a time
+BLOCK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What an export holds: ``sites`` (stored sites) and ``layers`` (model layers, sorted)."""
+
+    sites: tuple[str, ...]
+    layers: tuple[int, ...]
+
+    def row_bytes(self, store: Store) -> int:
+        """Bytes of one token's float32 values over the chosen sites and layers."""
+        per_layer = sum(int(np.prod(store.shape.row_shape(s)[1:])) for s in self.sites)
+        return max(1, 4 * per_layer * len(self.layers))
+
+
+def select(store: Store, sites: Sequence[str] | None = None,
+           layers: Sequence[int] | None = None) -> Selection:
+    """Check the chosen sites (default key and query) and layers (default all) against the
+    store; UsageError for an unknown or unstored site, or a layer out of range."""
+    sites = check_sites(sites or DEFAULT_SITES)
+    missing = [s for s in sites if s not in store.sites]
+    if missing:
+        raise UsageError(f"site(s) {', '.join(missing)} not in {store.path} (it stores "
+                         f"{', '.join(store.sites)}); choose {opt('sites')} among those")
+    chosen = sorted(set(int(x) for x in layers)) if layers else list(range(store.n_layers))
+    bad = [x for x in chosen if not 0 <= x < store.n_layers]
+    if bad:
+        raise UsageError(f"{opt('layers')} {', '.join(map(str, bad))} out of range: the store "
+                         f"has layers 0-{store.n_layers - 1}")
+    return Selection(tuple(sites), tuple(chosen))
+
+
+def row_blocks(n_rows: int, block_rows: int) -> Iterator[tuple[int, int]]:
+    """Consecutive (start, stop) row ranges of at most ``block_rows`` rows covering n_rows."""
+    for start in range(0, n_rows, max(1, block_rows)):
+        yield start, min(n_rows, start + max(1, block_rows))
+
+
+def read_site(store: Store, site: str, layer: int, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of one layer of ``site`` in its stored dtype: [rows, heads, d_head]
+    (vector sites) or [rows, heads] (scalar and index sites)."""
+    data = store.read_layer(site, layer, index=np.arange(start, stop))
+    return data.astype(SITES[site].dtype(store.attrs.get("dtype", "float32")), copy=False)
