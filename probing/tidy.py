@@ -7,10 +7,11 @@ values, empty for query-head cells), ``tag`` (empty for per-cell metrics such as
 results hold one, else empty) and ``control`` (empty for the probe's own scores, else the
 control the number belongs to, e.g. ``shuffled``).
 
-The rows are derived from the results' declaration (:data:`probing.results.ARRAYS`), not
-from a list kept here: every per-tag and per-cell array (``TAG_METRICS``, ``CELL_METRICS``)
-gives rows. An array named ``<metric>_<suffix>`` for a control's suffix
-(:func:`probing.controls.array_suffix`) is that control's ``<metric>``; a pair
+The rows are derived from the results' declaration (:data:`probing.results.ARRAYS`, read
+when the table is made), not from a list kept here: every per-tag and per-cell array
+(``TAG_METRICS``, ``CELL_METRICS``) gives rows. An array named ``<metric>_<suffix>``, for
+the suffix of a control (:func:`probing.controls.array_suffix`), is that control's
+``<metric>``; a pair
 ``<name>_lo``/``<name>_hi`` is the interval of ``<name>`` and fills ``low``/``high`` of its
 rows rather than rows of its own. Padding cells (past a site's heads) are left out.
 """
@@ -25,8 +26,9 @@ import numpy as np
 from headprobe.atomic import atomic_file
 from headprobe.errors import UsageError
 from headprobe.interop import require
-from probing.controls import CONTROLS, array_suffix
-from probing.results import ARRAYS, CELL_METRICS, TAG, TAG_METRICS, ProbeResults
+from probing import controls
+from probing import results as declared
+from probing.results import TAG, ProbeResults
 
 FORMATS = ("parquet", "csv")
 COLUMNS = ("site", "layer", "head", "kv_head", "tag", "metric", "value", "low", "high",
@@ -39,7 +41,7 @@ def interval_of(name: str) -> str | None:
     bounds must be declared."""
     for end in BOUNDS:
         base = name.removesuffix(end)
-        if base != name and all(base + b in ARRAYS for b in BOUNDS):
+        if base != name and all(base + b in declared.ARRAYS for b in BOUNDS):
             return base
     return None
 
@@ -47,23 +49,23 @@ def interval_of(name: str) -> str | None:
 def metric_and_control(name: str) -> tuple[str, str]:
     """(metric, control) an array holds: ``f1_control_task`` -> (``f1``, ``control-task``);
     an array of the probe's own scores gives (name, '')."""
-    for control in CONTROLS:
-        base = name.removesuffix("_" + array_suffix(control))
-        if base != name and base in ARRAYS:
+    for control in controls.CONTROLS:
+        base = name.removesuffix("_" + controls.array_suffix(control))
+        if base != name and base in declared.ARRAYS:
             return base, control
     return name, ""
 
 
 def row_arrays(results: ProbeResults) -> list[str]:
     """The arrays of ``results`` that give rows (interval bounds give columns instead)."""
-    return [name for name in (*TAG_METRICS, *CELL_METRICS)
+    return [name for name in (*declared.TAG_METRICS, *declared.CELL_METRICS)
             if name in results.arrays and interval_of(name) is None]
 
 
 def _cell_rows(results: ProbeResults, name: str, s: int) -> dict[str, np.ndarray]:
     """The rows of array ``name`` for site index ``s``: columns -> [n_rows]."""
     heads = results.site_heads[s]
-    per_tag = ARRAYS[name].dims == TAG
+    per_tag = declared.ARRAYS[name].dims == TAG
     tags = results.tags if per_tag else [""]
     layer, head, tag = (a.ravel() for a in np.meshgrid(
         np.asarray(results.layers), np.arange(heads), np.arange(len(tags)), indexing="ij"))
