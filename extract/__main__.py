@@ -226,6 +226,8 @@ def export_parser() -> Parser:
     parser.add_argument("--sites", default=",".join(DEFAULT_SITES),
                         help="comma list of stored sites to export")
     parser.add_argument("--layers", help="comma list of layers (default: all)")
+    parser.add_argument("--split", default="all", choices=("train", "test", "all"),
+                        help="tokens (hf) or stories (hl) of this split only")
     parser.add_argument("--tokenizer", help="tokenizer for the token text of the hl label "
                         "file (default: the store's model)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -234,6 +236,8 @@ def export_parser() -> Parser:
 
 def export_main(argv: Sequence[str]) -> int:
     args = export_parser().parse_args(argv)
+    import numpy as np
+
     from extract.exports import select
     from extract.store import open_store
     from headprobe.atomic import check_target
@@ -247,12 +251,12 @@ def export_main(argv: Sequence[str]) -> int:
             raise UsageError(f"--layers takes integers, got {text!r}")
         layers.append(int(text))
     with open_store(store_path) as store:
-        selection = select(store, split_list(args.sites), layers)
+        selection = select(store, split_list(args.sites), layers, args.split)
         if args.format == "hf":
             from extract.exports.hf import export_hf
 
             export_hf(store, selection, out, overwrite=args.overwrite)
-            what = f"{store.n_tokens} tokens"
+            what = f"{len(selection.rows(store))} tokens"
         else:
             from extract.exports.hl import export_hl
             from headprobe.rundir import model_of_store
@@ -262,7 +266,8 @@ def export_main(argv: Sequence[str]) -> int:
             if name is None:
                 raise UsageError("the store names no model; give --tokenizer for the label file")
             export_hl(store, selection, load_tokenizer(name), out, overwrite=args.overwrite)
-            what = f"{int(store.attrs.get('n_stories', 0)) or 'all'} stories"
+            story_ids = store.tokens(["story_id"], index=selection.rows(store))["story_id"]
+            what = f"{len(np.unique(story_ids))} stories"
         print(f"wrote {out} ({args.format}): {what}, sites {', '.join(selection.sites)}, "
               f"{len(selection.layers)} layer(s)")
     return 0

@@ -46,14 +46,16 @@ def hf_export(tmp_path_factory, shared_store) -> Path:
     return out
 
 
-def assert_rows_equal_store(ds, store, sites, layers):
-    """Every vector column and the token table of ``ds`` equal the store's, row for row."""
+def assert_rows_equal_store(ds, store, sites, layers, rows=None):
+    """Every vector column and the token table of ``ds`` equal the store's (rows ``rows``,
+    default all), row for row."""
     table = ds.with_format("numpy")[:]
     for site in sites:
         for layer in layers:
             np.testing.assert_array_equal(table[f"{site}_L{layer}"],
-                                          store.read_layer(site, layer), err_msg=site)
-    tokens = store.tokens()
+                                          store.read_layer(site, layer, index=rows),
+                                          err_msg=site)
+    tokens = store.tokens(index=rows)
     for name in ("input_id", "story_id", "parent_id", "position", "fine_tag", "coarse_tag",
                  "quoted", "split"):
         np.testing.assert_array_equal(table[name], tokens[name], err_msg=name)
@@ -98,25 +100,28 @@ def test_hf_export_streams(hf_export, shared_store):
 
 
 def test_hf_export_in_blocks_and_shards(shared_store, tmp_path, monkeypatch):
-    """Small blocks and shards: rows cross block and shard boundaries unchanged."""
+    """Small blocks and shards: rows cross block and shard boundaries unchanged; --split
+    keeps one split's rows."""
     from datasets import load_dataset, load_from_disk
 
     import extract.exports.hf as hf
 
     row = 2 * 16 * 4 * 4   # bytes of one row: key of two layers, 16 heads of 4 floats
     monkeypatch.setattr(hf, "BLOCK_BYTES", 300 * row)
-    monkeypatch.setattr(hf, "SHARD_BYTES", 4000 * row)
+    monkeypatch.setattr(hf, "SHARD_BYTES", 3000 * row)
     out = tmp_path / "hf"
     assert extract_cli("--store", shared_store, "--format", "hf", "--out", out,
-                       "--sites", "key", "--layers", "1,2") == 0
+                       "--sites", "key", "--layers", "1,2", "--split", "train") == 0
     shards = sorted(p.name for p in out.glob("*.arrow"))
-    assert shards == [f"data-0000{i}-of-00003.arrow" for i in range(3)]
     with open_store(shared_store) as store:
-        assert_rows_equal_store(load_from_disk(str(out)), store, ("key",), (1, 2))
+        train = store.select(split="train")
+        assert 6000 < len(train) <= 9000 and len(train) < store.n_tokens
+        assert shards == [f"data-0000{i}-of-00003.arrow" for i in range(3)]
+        assert_rows_equal_store(load_from_disk(str(out)), store, ("key",), (1, 2), train)
         streamed = load_dataset("arrow", data_files=str(out / "data-*.arrow"),
                                 streaming=True, split="train")
-        ids = [row["position"] for row in streamed]
-        np.testing.assert_array_equal(ids, store.tokens(["position"])["position"])
+        positions = [row["position"] for row in streamed]
+        np.testing.assert_array_equal(positions, store.tokens(["position"])["position"][train])
 
 
 def read_conllu(path: Path) -> list[list[list[str]]]:
@@ -169,6 +174,21 @@ def test_hl_export_shapes_vectors_and_labels(shared_store, shared_model, tmp_pat
             forms = token_strings(tokenizer, table["input_id"][rows])
             assert [x[1] for x in lines] == [display_text(t) for t in forms]
             assert lines[1][9].startswith(f"Story={sid}|Position=1|")
+
+
+def test_hl_export_of_one_split(shared_store, tmp_path):
+    out = tmp_path / "hl"
+    assert extract_cli("--store", shared_store, "--format", "hl", "--out", out, "--sites",
+                       "activity", "--layers", "1", "--split", "test") == 0
+    sentences = read_conllu(out / "tokens.conllu")
+    with open_store(shared_store) as store, h5py.File(out / "activity.hdf5", "r") as f:
+        test = store.select(split="test")
+        ids = np.unique(store.tokens(["story_id"], index=test)["story_id"])
+        assert list(f.attrs["story_ids"]) == list(ids) and len(f) == len(sentences) == 10
+        assert all(line[9].endswith("Split=test") for s in sentences for line in s)
+        rows = test[store.tokens(["story_id"], index=test)["story_id"] == ids[-1]]
+        np.testing.assert_array_equal(f[str(len(ids) - 1)][0], store.read_layer(
+            "activity", 1, index=rows))
 
 
 def test_tidy_export_reads_with_pandas(probing_results, tmp_path):

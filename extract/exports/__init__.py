@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets_build.dataset import split_code
 from extract.store import Store
 from extract.store.schema import SITES, check_sites
 from headprobe.errors import UsageError, opt
@@ -27,10 +28,16 @@ BLOCK_BYTES = 64 << 20
 
 @dataclass(frozen=True)
 class Selection:
-    """What an export holds: ``sites`` (stored sites) and ``layers`` (model layers, sorted)."""
+    """What an export holds: ``sites`` (stored sites), ``layers`` (model layers, sorted) and
+    the stories of ``split`` ('train', 'test' or 'all')."""
 
     sites: tuple[str, ...]
     layers: tuple[int, ...]
+    split: str = "all"
+
+    def rows(self, store: Store) -> np.ndarray:
+        """The store rows of the chosen split, in store order: [n_rows]."""
+        return store.select(split=self.split)
 
     def row_bytes(self, store: Store) -> int:
         """Bytes of one token's float32 values over the chosen sites and layers."""
@@ -39,9 +46,10 @@ class Selection:
 
 
 def select(store: Store, sites: Sequence[str] | None = None,
-           layers: Sequence[int] | None = None) -> Selection:
-    """Check the chosen sites (default key and query) and layers (default all) against the
-    store; UsageError for an unknown or unstored site, or a layer out of range."""
+           layers: Sequence[int] | None = None, split: str = "all") -> Selection:
+    """Check the chosen sites (default key and query), layers (default all) and split
+    against the store; UsageError for an unknown or unstored site, a layer out of range or
+    an unknown split."""
     sites = check_sites(sites or DEFAULT_SITES)
     missing = [s for s in sites if s not in store.sites]
     if missing:
@@ -52,7 +60,8 @@ def select(store: Store, sites: Sequence[str] | None = None,
     if bad:
         raise UsageError(f"{opt('layers')} {', '.join(map(str, bad))} out of range: the store "
                          f"has layers 0-{store.n_layers - 1}")
-    return Selection(tuple(sites), tuple(chosen))
+    split_code(split)
+    return Selection(tuple(sites), tuple(chosen), split)
 
 
 def row_blocks(n_rows: int, block_rows: int) -> Iterator[tuple[int, int]]:
@@ -61,8 +70,8 @@ def row_blocks(n_rows: int, block_rows: int) -> Iterator[tuple[int, int]]:
         yield start, min(n_rows, start + max(1, block_rows))
 
 
-def read_site(store: Store, site: str, layer: int, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of one layer of ``site`` in its stored dtype: [rows, heads, d_head]
-    (vector sites) or [rows, heads] (scalar and index sites)."""
-    data = store.read_layer(site, layer, index=np.arange(start, stop))
+def read_site(store: Store, site: str, layer: int, rows: np.ndarray) -> np.ndarray:
+    """Store rows ``rows`` [n] (sorted) of one layer of ``site`` in its stored dtype:
+    [n, heads, d_head] (vector sites) or [n, heads] (scalar and index sites)."""
+    data = store.read_layer(site, layer, index=rows)
     return data.astype(SITES[site].dtype(store.attrs.get("dtype", "float32")), copy=False)

@@ -1,6 +1,7 @@
 """A store as a Hugging Face ``datasets`` directory (the ``save_to_disk`` layout).
 
-One row per stored token, in the store's row order (sorted by story, then position).
+One row per stored token (of one split with ``split``), in the store's row order (sorted by
+story, then position).
 Columns: the token table (``input_id``, ``story_id``, ``parent_id``, ``position``,
 ``char_start``, ``char_end``, ``quoted``, ``straddle``), the tags as class labels
 (``fine_tag``, ``coarse_tag``: ``ClassLabel`` with the store's tag names; ``fine_tags``,
@@ -95,12 +96,11 @@ def _tag_sets(sets: np.ndarray, n_tags: int) -> Any:
     return _list_array(offsets, np.nonzero(hot)[1].astype(np.int64), None)
 
 
-def record_batch(store: Store, selection: Selection, schema: Any, start: int,
-                 stop: int) -> Any:
-    """Rows [start, stop) of the export as one Arrow record batch of ``schema``."""
+def record_batch(store: Store, selection: Selection, schema: Any, rows: np.ndarray) -> Any:
+    """Store rows ``rows`` [n] (sorted) as one Arrow record batch of ``schema``."""
     import pyarrow as pa
 
-    table = store.tokens(index=np.arange(start, stop))
+    table = store.tokens(index=rows)
     arrays = []
     for name in TOKEN_TABLE:
         if name in TAG_SETS:
@@ -111,30 +111,30 @@ def record_batch(store: Store, selection: Selection, schema: Any, start: int,
     for site in selection.sites:
         for layer in selection.layers:
             field = schema.field(column_name(site, layer))
-            arrays.append(_vectors(read_site(store, site, layer, start, stop), field.type))
+            arrays.append(_vectors(read_site(store, site, layer, rows), field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _shard_rows(store: Store, selection: Selection) -> int:
+def _shard_rows(store: Store, selection: Selection, n_rows: int) -> int:
     """Rows per shard: at most SHARD_BYTES of vectors, the rows split evenly."""
-    total = store.n_tokens * selection.row_bytes(store)
+    total = n_rows * selection.row_bytes(store)
     n_shards = max(1, math.ceil(total / SHARD_BYTES))
-    return max(1, math.ceil(store.n_tokens / n_shards))
+    return max(1, math.ceil(n_rows / n_shards))
 
 
-def _write_shard(path: Path, store: Store, selection: Selection, schema: Any, start: int,
-                 stop: int) -> None:
+def _write_shard(path: Path, store: Store, selection: Selection, schema: Any,
+                 rows: np.ndarray) -> None:
     import pyarrow as pa
 
     block = max(1, BLOCK_BYTES // selection.row_bytes(store))
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for lo, hi in row_blocks(stop - start, block):
-            writer.write_batch(record_batch(store, selection, schema, start + lo, start + hi))
+        for lo, hi in row_blocks(len(rows), block):
+            writer.write_batch(record_batch(store, selection, schema, rows[lo:hi]))
 
 
 def _fingerprint(store: Store, selection: Selection) -> str:
     what = [store.attrs.get("token_table_sha256"), str(store.path), selection.sites,
-            selection.layers, store.attrs.get("created")]
+            selection.layers, selection.split, store.attrs.get("created")]
     return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
 
 
@@ -159,14 +159,15 @@ def export_hf(store: Store, selection: Selection, out: str | Path,
 
     feats = features(store, selection)
     schema = feats.arrow_schema
-    per_shard = _shard_rows(store, selection)
-    shards = list(row_blocks(store.n_tokens, per_shard))
+    rows = selection.rows(store)
+    shards = list(row_blocks(len(rows), _shard_rows(store, selection, len(rows))))
     info = DatasetInfo(description=f"per-token vectors of {store.path.name} "
                        f"(headprobe activation store): sites {', '.join(selection.sites)}; "
-                       f"layers {', '.join(map(str, selection.layers))}", features=feats)
+                       f"layers {', '.join(map(str, selection.layers))}; split "
+                       f"{selection.split}", features=feats)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        for i, (start, stop) in enumerate(shards):
-            _write_shard(tmp / shard_name(i, len(shards)), store, selection, schema, start,
-                         stop)
-        _write_layout(tmp, info, len(shards), _fingerprint(store, selection))
+        for i, (start, stop) in enumerate(shards or [(0, 0)]):
+            _write_shard(tmp / shard_name(i, max(1, len(shards))), store, selection, schema,
+                         rows[start:stop])
+        _write_layout(tmp, info, max(1, len(shards)), _fingerprint(store, selection))
     return Path(out)

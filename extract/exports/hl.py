@@ -2,7 +2,8 @@
 structural-probes code it grew from), with a CoNLL-U label file.
 
 A sentence is one story of the store (a story cut into windows by ``datasets_build`` is one
-sentence per window), in the store's order: sentence ``i`` is the i-th story id. The
+sentence per window), in the store's order: sentence ``i`` is the i-th story (of one split
+with ``split``: Hewitt and Liang's code reads train, dev and test from separate files). The
 directory holds:
 
 - ``<site>.hdf5`` per chosen site: one dataset per sentence, named ``"0"``, ``"1"``, …, of
@@ -71,7 +72,8 @@ def story_blocks(spans: list[tuple[int, int, int]], max_rows: int
 def sentence_features(store: Store, site: str, layers: tuple[int, ...], start: int,
                       stop: int) -> np.ndarray:
     """Rows [start, stop) of ``site`` as [layers, rows, dim] (heads concatenated)."""
-    return np.stack([read_site(store, site, layer, start, stop).reshape(stop - start, -1)
+    rows = np.arange(start, stop)
+    return np.stack([read_site(store, site, layer, rows).reshape(len(rows), -1)
                      for layer in layers])
 
 
@@ -112,7 +114,9 @@ def export_hl(store: Store, selection: Selection, tokenizer: Any, out: str | Pat
     ``tokenizer`` gives the token text of the label file."""
     table = store.tokens(["input_id", "story_id", "position", "quoted", "straddle", "split",
                           "fine_tag", "coarse_tag"])
-    spans = story_spans(table["story_id"])
+    keep = np.zeros(store.n_tokens, dtype=bool)
+    keep[selection.rows(store)] = True
+    spans = [span for span in story_spans(table["story_id"]) if keep[span[1]]]
     max_rows = max(1, BLOCK_BYTES // selection.row_bytes(store))
     with atomic_dir(out, overwrite=overwrite) as tmp:
         files = _open_site_files(tmp, store, selection, spans)
