@@ -275,6 +275,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(shared_store, probin
     assert list(out.iterdir()) == []
 
     import extract.exports.hf as hf
+    import headprobe.space
+
+    with monkeypatch.context() as patch:
+        patch.setattr(headprobe.space, "free_bytes", lambda path: 1 << 20)
+        assert extract_cli("--store", shared_store, "--format", "hl", "--out",
+                           tmp_path / "full") == 2
+    err = capsys.readouterr().err
+    assert "not enough free space to write" in err and str(tmp_path / "full") in err
 
     def broken(*args, **kwargs):
         raise UsageError("the disk is gone")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from datasets_build.dataset import split_code
 from extract.store import Store
 from extract.store.schema import SITES, check_sites
 from headprobe.errors import UsageError, opt
+from headprobe.space import require_free_space
 
 FORMATS = ("hf", "hl")
 DEFAULT_SITES = ("key", "query")
@@ -62,6 +64,14 @@ def select(store: Store, sites: Sequence[str] | None = None,
                          f"has layers 0-{store.n_layers - 1}")
     split_code(split)
     return Selection(tuple(sites), tuple(chosen), split)
+
+
+def require_room(store: Store, selection: Selection, tmp: Path, out: str | Path) -> None:
+    """Refuse, before writing, an export whose vectors do not fit on the disk of ``tmp``
+    (the temporary name of the output ``out``)."""
+    itemsize = np.dtype(store.attrs.get("dtype", "float32")).itemsize
+    n_bytes = len(selection.rows(store)) * selection.row_bytes(store) * itemsize // 4
+    require_free_space(tmp, n_bytes, shown=out)
 
 
 def row_blocks(n_rows: int, block_rows: int) -> Iterator[tuple[int, int]]:

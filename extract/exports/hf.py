@@ -28,7 +28,7 @@ import numpy as np
 
 from datasets_build.dataset import SPLITS
 from datasets_build.tagsets import tag_matrix
-from extract.exports import BLOCK_BYTES, Selection, read_site, row_blocks
+from extract.exports import BLOCK_BYTES, Selection, read_site, require_room, row_blocks
 from extract.store import Store
 from extract.store.schema import SITES, TAG_SETS, TOKEN_TABLE
 from headprobe.atomic import atomic_dir
@@ -166,6 +166,7 @@ def export_hf(store: Store, selection: Selection, out: str | Path,
                        f"layers {', '.join(map(str, selection.layers))}; split "
                        f"{selection.split}", features=feats)
     with atomic_dir(out, overwrite=overwrite) as tmp:
+        require_room(store, selection, tmp, out)
         for i, (start, stop) in enumerate(shards or [(0, 0)]):
             _write_shard(tmp / shard_name(i, max(1, len(shards))), store, selection, schema,
                          rows[start:stop])

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from datasets_build.dataset import SPLITS
-from extract.exports import BLOCK_BYTES, Selection, read_site
+from extract.exports import BLOCK_BYTES, Selection, read_site, require_room
 from extract.store import Store
 from headprobe.atomic import atomic_dir
 from headprobe.tokens import display_text, token_strings
@@ -119,6 +119,7 @@ def export_hl(store: Store, selection: Selection, tokenizer: Any, out: str | Pat
     spans = [span for span in story_spans(table["story_id"]) if keep[span[1]]]
     max_rows = max(1, BLOCK_BYTES // selection.row_bytes(store))
     with atomic_dir(out, overwrite=overwrite) as tmp:
+        require_room(store, selection, tmp, out)
         files = _open_site_files(tmp, store, selection, spans)
         try:
             with open(tmp / LABEL_FILE, "w", encoding="utf-8") as labels:
