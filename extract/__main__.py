@@ -8,6 +8,7 @@
     python -m extract bench [--model DIR | --llama] [--stories 300] [--rss-check]
     python -m extract bench-layout [--stories 200] [--repeat 3]
     python -m extract train --corpus SOURCE --out MODEL_DIR [options]
+    python -m extract export --format hf|hl --out DIR [--store FILE.h5 | --run runs/NAME]
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def build_parser() -> Parser:
                     "causal LM for every token of a tagged dataset (HDF5).",
                     epilog="Subcommands: 'merge OUT.h5 SHARD...' joins shard stores; "
                     "'bench' measures throughput; 'bench-layout' what the netCDF "
-                    "coordinates cost the writer; 'train' trains a small model.")
+                    "coordinates cost the writer; 'train' trains a small model; 'export' "
+                    "writes a store for other tools.")
     parser.add_argument("--dataset", help="tagged dataset directory (python -m datasets_build; "
                         "default: RUN/dataset with --run)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
@@ -210,13 +212,76 @@ def train_parser() -> Parser:
     return parser
 
 
+def export_parser() -> Parser:
+    """The parser of ``python -m extract export``."""
+    from extract.exports import DEFAULT_SITES, FORMATS
+
+    parser = Parser(prog=f"{PROG} export", description="Write a store in a layout other tools "
+                    "read: 'hf', a Hugging Face datasets directory with one row per token "
+                    "(load_from_disk, or streaming); 'hl', Hewitt & Liang's per-sentence HDF5 "
+                    "([layers, tokens, dim] per story) with a CoNLL-U label file.")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="export layout")
+    parser.add_argument("--out", required=True, help="directory to write")
+    parser.add_argument("--store", help="activation store (default: RUN/activations.h5 with "
+                        "--run)")
+    parser.add_argument("--run", help="run directory: read RUN/activations.h5 (default: none)")
+    parser.add_argument("--sites", default=",".join(DEFAULT_SITES),
+                        help="comma list of stored sites to export")
+    parser.add_argument("--layers", help="comma list of layers (default: all)")
+    parser.add_argument("--split", default="all", choices=("train", "test", "all"),
+                        help="tokens (hf) or stories (hl) of this split only")
+    parser.add_argument("--tokenizer", help="tokenizer for the token text of the hl label "
+                        "file (default: the store's model)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return parser
+
+
+def export_main(argv: Sequence[str]) -> int:
+    args = export_parser().parse_args(argv)
+    import numpy as np
+
+    from extract.exports import select
+    from extract.store import open_store
+    from headprobe.atomic import check_target
+    from headprobe.locks import claim_output
+
+    store_path = resolve(args.store, args.run, "store", "store")
+    out = check_target(claim_output(args.out), args.overwrite, "directory")
+    layers = []
+    for text in split_list(args.layers):
+        if not text.lstrip("-").isdigit():
+            raise UsageError(f"--layers takes integers, got {text!r}")
+        layers.append(int(text))
+    with open_store(store_path) as store:
+        selection = select(store, split_list(args.sites), layers, args.split)
+        if args.format == "hf":
+            from extract.exports.hf import export_hf
+
+            export_hf(store, selection, out, overwrite=args.overwrite)
+            what = f"{len(selection.rows(store))} tokens"
+        else:
+            from extract.exports.hl import export_hl
+            from headprobe.rundir import model_of_store
+            from headprobe.tokenization import load_tokenizer
+
+            name = args.tokenizer or model_of_store(store.attrs, args.run)
+            if name is None:
+                raise UsageError("the store names no model; give --tokenizer for the label file")
+            export_hl(store, selection, load_tokenizer(name), out, overwrite=args.overwrite)
+            story_ids = store.tokens(["story_id"], index=selection.rows(store))["story_id"]
+            what = f"{len(np.unique(story_ids))} stories"
+        print(f"wrote {out} ({args.format}): {what}, sites {', '.join(selection.sites)}, "
+              f"{len(selection.layers)} layer(s)")
+    return 0
+
+
 def parsers() -> list[Parser]:
-    """Every parser of the stage: extraction, merge, bench, bench-layout and train."""
+    """Every parser of the stage: extraction, merge, bench, bench-layout, train and export."""
     from extract.bench import build_parser as bench_parser
     from extract.bench_layout import build_parser as bench_layout_parser
 
     return [build_parser(), merge_parser(), bench_parser(), bench_layout_parser(),
-            train_parser()]
+            train_parser(), export_parser()]
 
 
 def merge_main(argv: Sequence[str]) -> int:
@@ -248,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from extract.bench_layout import main as bench_layout_main
 
         return bench_layout_main(argv[1:])
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
     if argv and argv[0] == "train":  # model organisms: extract/training/
         from extract.training.cli import parse_train_args, run_train
 

@@ -2,6 +2,7 @@
 
     python -m probing fit --store FILE.h5 --out RESULTS [options]
     python -m probing export --results RESULTS --format seed004 --out DIR
+    python -m probing export --results RESULTS --format parquet|csv --out FILE
     python -m probing top --results RESULTS --tag VBD [--site key] [-k 5] [--by selectivity]
     python -m probing summary --run runs/NAME [--by f1|selectivity|compression]
     python -m probing bench [--stories N] | bench --rss [--small N --large N]
@@ -160,22 +161,39 @@ def _int(text: str, flag: str) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export probe results (seed004: per-site JSON reports)",
+    from probing.export import FORMATS as REPORT_FORMATS
+    from probing.tidy import FORMATS as TIDY_FORMATS
+
+    p = sub.add_parser("export", help="export probe results (seed004: per-site JSON reports; "
+                                      "parquet, csv: a tidy table, one row per number)",
                        description="Export the results of probing fit: seed004 writes one "
-                                   "JSON report per site.")
+                                   "JSON report per site into the directory --out; parquet "
+                                   "and csv write the grid as one tidy table (site, layer, "
+                                   "head, kv_head, tag, metric, value, low, high, control) "
+                                   "to the file --out.")
     _add_results(p)
-    p.add_argument("--format", default="seed004", help="export format (seed004)")
-    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--format", default="seed004", choices=(*REPORT_FORMATS, *TIDY_FORMATS),
+                   help="export format")
+    p.add_argument("--out", required=True, help="directory (seed004) or file (parquet, csv) "
+                                                "to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
+    from headprobe.atomic import check_target
     from headprobe.locks import claim_output
     from probing.export import export
+    from probing.results import read_results
+    from probing.tidy import FORMATS as TIDY_FORMATS
+    from probing.tidy import export_tidy
 
     results = resolve(args.results, args.run, "probes", "results")
     claim_output(args.out)
+    if args.format in TIDY_FORMATS:
+        check_target(args.out, args.overwrite, "file")
+        print(f"wrote {export_tidy(read_results(results), args.out, args.format, args.overwrite)}")
+        return 0
     for path in export(results, args.format, args.out, args.overwrite):
         print(f"wrote {path}")
     return 0
