@@ -18,7 +18,13 @@ from collections.abc import Sequence
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError
 from headprobe.rundir import resolve, run_path
-from probing.controls import CONTROLS, DEFAULT_CONTROLS, WORD_TYPES, parse_controls
+from probing.controls import (
+    CONTROLS,
+    DEFAULT_AMBIGUOUS_MIN_COUNT,
+    DEFAULT_CONTROLS,
+    WORD_TYPES,
+    parse_controls,
+)
 from probing.solvers import SOLVERS
 from probing.studies import STUDY_MODULES
 
@@ -56,9 +62,16 @@ def _add_fit(sub) -> None:
     p.add_argument("--solver", default="fast", choices=SOLVERS,
                    help="fast (batched torch, default) or sklearn (reference)")
     p.add_argument("-C", type=float, default=1.0, help="inverse L2 strength (default 1.0)")
-    p.add_argument("--controls", default=",".join(DEFAULT_CONTROLS),
-                   help=f"controls among {', '.join(CONTROLS)} (default "
-                        f"{','.join(DEFAULT_CONTROLS)}; random is on with --control-store)")
+    p.add_argument("--controls", default="",
+                   help=f"controls to run besides the defaults ({','.join(DEFAULT_CONTROLS)}), "
+                        f"among {', '.join(CONTROLS)}; random is on with --control-store")
+    p.add_argument("--no-intervals", action="store_true",
+                   help="drop the bootstrap intervals (on by default)")
+    p.add_argument("--ambiguous-min-count", type=int, default=DEFAULT_AMBIGUOUS_MIN_COUNT,
+                   metavar="N",
+                   help="a test token is ambiguous when its token id carries two or more tags "
+                        "in training, each on at least N training tokens; every score is also "
+                        f"given on those tokens (default {DEFAULT_AMBIGUOUS_MIN_COUNT})")
     p.add_argument("--control-store",
                    help="store extracted from the re-initialised model (extract "
                         "--reinit-seed); turns on the random control (default: none; "
@@ -110,7 +123,8 @@ def _fit(args: argparse.Namespace) -> int:
     out = claim_output(resolve(args.out, args.run, "probes", "out"))
     check_target(out, args.overwrite, "directory")
     control_store = _control_store(args)
-    controls = parse_controls(split_list(args.controls), bool(control_store))
+    controls = parse_controls(split_list(args.controls), bool(control_store),
+                              intervals=not args.no_intervals, add_defaults=True)
     config = GridConfig(
         sites=tuple(split_list(args.sites)), tagset=args.tagset,
         tags=split_list(args.tags) or None, merge_verbs=args.merge_verbs,
@@ -119,7 +133,8 @@ def _fit(args: argparse.Namespace) -> int:
         layers=[_int(x, "--layers") for x in split_list(args.layers)] or None, C=args.C,
         n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs, mdl=args.mdl,
         word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel,
-        ray=args.ray, chunk_rows=args.chunk_rows, max_train_tokens=args.max_train_tokens)
+        ray=args.ray, chunk_rows=args.chunk_rows, max_train_tokens=args.max_train_tokens,
+        ambiguous_min_count=args.ambiguous_min_count)
     result = run_grid(str(store), config, control_store)
     labels = result.labels
     if labels.folded:
@@ -129,7 +144,8 @@ def _fit(args: argparse.Namespace) -> int:
               "merge_verbs": args.merge_verbs, "min_support": args.min_support,
               "kept_tags": config.tags, "excluded_tags": labels.excluded,
               "folded_tags": labels.folded, "solver": args.solver, "C": args.C,
-              "controls": list(controls), "bootstrap": args.bootstrap, "seed": args.seed,
+              "controls": [c.name for c in controls], "bootstrap": args.bootstrap,
+              "seed": args.seed,
               "mdl": args.mdl, "word_types": args.word_types, **result.info}
     if args.multilabel:
         params.update(multilabel=True, not_probed_tags=labels.not_probed)
