@@ -2,8 +2,8 @@
 
     python -m probing fit --store FILE.h5 --out RESULTS [options]
     python -m probing export --results RESULTS --format seed004 --out DIR
-    python -m probing top --results RESULTS --tag VBD [--site key] [-k 5] [--by selectivity]
-    python -m probing summary --run runs/NAME [--by f1|selectivity|compression]
+    python -m probing top --results RESULTS --tag VBD [--site key] [-k 5] [--by MEASURE]
+    python -m probing summary --run runs/NAME [--by MEASURE]
     python -m probing bench [--stories N] | bench --rss [--small N --large N]
     python -m probing <study> ...        (case studies, see --help)
 """
@@ -202,9 +202,13 @@ def _add_top(sub) -> None:
 
     p = sub.add_parser("top", help="best cells for a tag, with their controls",
                        description="The best (site, layer, head) cells of the probe grid for "
-                                   "one tag, ranked by --by, with the tag's F1, its bootstrap "
-                                   "interval, each control's F1, selectivity and MDL "
-                                   "compression beside them.",
+                                   "one tag, ranked by --by (the table's header names the "
+                                   "measure), with the tag's F1, its bootstrap "
+                                   "interval, each control's F1 (the lexical baseline "
+                                   "included), selectivity, the comparison with the lexical "
+                                   "baseline on ambiguous tokens and MDL compression beside "
+                                   "them; then, in words, whether each cell goes beyond word "
+                                   "identity.",
                        epilog=columns_help())
     _add_results(p)
     p.add_argument("--tag", required=True, help="tag name (quote it: --tag '``')")
@@ -226,13 +230,17 @@ def _add_ranking(p: argparse.ArgumentParser) -> None:
     from probing.top import RANKINGS
 
     p.add_argument("--by", default="f1", choices=RANKINGS,
-                   help="rank by the tag's F1 (default), its selectivity (F1 minus a "
-                        "control's F1), the probe's selectivity-accuracy (accuracy minus a "
-                        "control's, Hewitt & Liang) or the probe's MDL compression")
+                   help="rank by the tag's F1 (f1, default); selectivity: F1 minus one "
+                        "control's F1 (--control); selectivity-accuracy: the probe's accuracy "
+                        "minus the control task's (Hewitt & Liang); selectivity-f1: F1 minus "
+                        "the highest control F1 of the cell, lexical baseline included; "
+                        "beyond-lexical: on ambiguous tokens, F1 minus the lexical baseline's "
+                        "(lower end of its 95%% interval); compression: MDL")
     p.add_argument("--control", choices=SELECTIVITY_CONTROLS,
                    help="control selectivity is measured against (default: the strongest "
-                        "the fit ran: random weights, else the control task, else shuffled "
-                        "labels)")
+                        "the fit ran: the lexical baseline, else random weights, else the "
+                        "control task, else shuffled labels; accuracy selectivity: the "
+                        "control task)")
 
 
 def _top(args: argparse.Namespace) -> int:
