@@ -238,9 +238,8 @@ def _add_ranking(p: argparse.ArgumentParser) -> None:
                         "(lower end of its 95%% interval); compression: MDL")
     p.add_argument("--control", choices=SELECTIVITY_CONTROLS,
                    help="control selectivity is measured against (default: the strongest "
-                        "the fit ran: the lexical baseline, else random weights, else the "
-                        "control task, else shuffled labels; accuracy selectivity: the "
-                        "control task)")
+                        "fitted per cell that the fit ran: random weights, else the control "
+                        "task, else shuffled labels; accuracy selectivity: the control task)")
 
 
 def _top(args: argparse.Namespace) -> int:

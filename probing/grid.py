@@ -69,8 +69,9 @@ class GridConfig:
     min_support, exclude: how tags fold into classes (see probing.labels); solver: 'fast'
     or 'sklearn'; controls: names among probing.controls.CONTROLS (exactly those; the
     command line adds its names to the defaults), parsed into Control objects when the
-    grid starts; layers: model layers (None: all); C: inverse L2 strength; n_boot: bootstrap resamples of test stories; seed: seeds
-    the shuffled labels, the control task, the story order of MDL, the bootstrap, the
+    grid starts; layers: model layers (None: all); C: inverse L2 strength; n_boot:
+    bootstrap resamples of test stories; seed: seeds the shuffled labels, the control
+    task, the story order of MDL, the bootstrap, the
     solver's subsample and the train stories ``max_train_tokens`` keeps; jobs: local
     processes, each fitting one (site, layer) block at a time; ray: a Ray cluster ('auto',
     an address or 'local:N') whose tasks fit the blocks instead; mdl: also compute the

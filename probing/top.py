@@ -4,9 +4,10 @@ controls, the lexical baseline and the ambiguous-token comparison beside them.
 Measures (``--by``):
 
 - ``f1``: the tag's test F1;
-- ``selectivity``: the tag's F1 minus one control's F1 (``--control``; default the
-  strongest control the results hold, probing.controls.STRONGEST_FIRST: the lexical
-  baseline when it was run);
+- ``selectivity``: the tag's F1 minus one control's F1 (``--control``, the lexical
+  baselines included; default the strongest control fitted per cell that the results
+  hold, probing.controls.STRONGEST_FIRST: random weights, else the control task, else
+  shuffled labels);
 - ``selectivity-accuracy``: the probe's accuracy minus the control task's accuracy,
   Hewitt & Liang's selectivity (or minus ``--control``'s accuracy when given);
 - ``selectivity-f1``: the tag's F1 minus the highest F1 of any control run in the same

@@ -175,6 +175,12 @@ def test_planted_context_head_is_beyond_word_identity_and_the_token_head_is_not(
     assert lines[2].split()[:2] == ["key", "L0H0"] and lines[2].split()[-1] == "yes"
     assert lines[3].split()[:2] == ["key", "L0H1"] and lines[3].split()[-1] == "no"
     assert "  key L0H0: beyond word identity: on " in table
+    # the seed-format export's notes say the same for the best cell by F1
+    assert main(["export", "--run", str(run), "--out", str(run / "seed004")]) == 0
+    notes = (run / "seed004" / "notes.txt").read_text()
+    vbd = next(x for x in notes.splitlines() if x.startswith("  VBD "))
+    assert vbd.startswith("  VBD    best L0H1 F1 ") and "; not beyond word identity: " in vbd
+    assert f"lexical baseline {a['f1_lexical'][0, 0, 0, vbd]:.3f}" in vbd
 
 
 def test_controls_add_to_the_defaults_and_intervals_stay_on(tmp_path, planted_run):
