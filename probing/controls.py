@@ -113,7 +113,8 @@ class Control:
     """One control: ``name`` (as given to ``--controls``), ``words`` (what its arrays hold),
     ``fitted`` (one of FITTED), ``selectivity`` (its F1 enters selectivity), ``default``
     (``probing fit`` runs it unless told otherwise), ``word_type`` (the word types it
-    needs: 'token', 'lower', 'config' for GridConfig.word_types, or None) and
+    needs: 'token', 'lower', 'config' for GridConfig.word_types, or None), ``gain``
+    (the probe's F1 minus its F1 on the ambiguous tokens is stored, ``lexical_gain``) and
     ``prepare`` (Inputs -> Prepared; None for the intervals)."""
 
     name: str
@@ -122,6 +123,7 @@ class Control:
     selectivity: bool
     default: bool
     word_type: str | None = None
+    gain: bool = False
     prepare: Callable[[Inputs], Prepared] | None = None
 
     @property
@@ -134,8 +136,9 @@ class Control:
         """The per-cell arrays it stores (names as in probing.results)."""
         if self.fitted == "interval":
             return ("f1_lo", "f1_hi", "lexical_gain_lo", "lexical_gain_hi")
-        return tuple(f"{m}_{self.suffix}{amb}" for amb in ("", "_ambiguous")
-                     for m in CONTROL_METRICS)
+        scores = tuple(f"{m}_{self.suffix}{amb}" for amb in ("", "_ambiguous")
+                       for m in CONTROL_METRICS)
+        return (*scores, "lexical_gain") if self.gain else scores
 
     def kind(self, config_word_type: str) -> str | None:
         """The kind of word type it needs under the grid's ``word_types`` setting."""
@@ -345,7 +348,7 @@ REGISTRY = {c.name: c for c in (
             prepare=_control_task),
     Control("lexical", "the lexical baseline (the most frequent training tag of the "
             "token id)", "none", selectivity=True, default=True, word_type="token",
-            prepare=_lexical_token),
+            gain=True, prepare=_lexical_token),
     Control("lexical-lower", "the lexical baseline per lowercased word (the most frequent "
             "training tag of the token's lowercased text)", "none", selectivity=True,
             default=False, word_type="lower", prepare=_lexical_lower),
@@ -366,4 +369,3 @@ SELECTIVITY_CONTROLS = ("control-task", "shuffled", "random", "majority", "lexic
 # The lexical baselines are left out: they are the same in every cell, and the rankings
 # selectivity-f1 and beyond-lexical (probing.top) measure against them
 STRONGEST_FIRST = ("random", "control-task", "shuffled", "majority")
-LEXICAL = "lexical"   # the baseline that "beyond word identity" is measured against

@@ -31,7 +31,6 @@ from probing.controls import (
     CONTROL_METRICS,
     DEFAULT_AMBIGUOUS_MIN_COUNT,
     DEFAULT_CONTROLS,
-    LEXICAL,
     SELECTIVITY_CONTROLS,
     WORD_TYPES,
     Control,
@@ -361,7 +360,7 @@ def _control_scores(data: tuple[Vectors, Vectors], tasks: _Tasks, config: GridCo
                 value = scores[metric]
                 out[f"{metric}_{control.suffix}{amb}"] = np.repeat(
                     value, cells // len(value), axis=0)
-        if control.name == LEXICAL:
+        if control.gain:
             amb = tasks.ambiguous
             out.update(tasks.scorer.subset(amb).gain(
                 probe_pred[:, amb], got.test_pred[amb], intervals_on(config.controls)))

@@ -46,6 +46,11 @@ DESCRIPTIONS = {
                              "word type)",
     "f1_control_task": "per-tag F1 of the control task (each word type given the tag set of "
                        "a drawn training token)",
+    "f1_lexical": "per-tag F1 of the lexical baseline (each token id given its most frequent "
+                  "training tag set)",
+    "f1_ambiguous": "per-tag F1 of the tag's one-vs-rest probe on the ambiguous test tokens "
+                    "(their token id carries two or more tag sets in training, each on at "
+                    "least parameter 'ambiguous_min_count' tokens)",
     "selectivity_accuracy": "exact-set accuracy minus that of the control named in parameter "
                             "'selectivity_control'",
     "coef": "one-vs-rest probe weights on the raw stored vectors [site, layer, head, tag, "
