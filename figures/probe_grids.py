@@ -4,10 +4,15 @@ per-probe grids of selectivity and MDL compression.
 Selectivity is the probe's F1 (or accuracy) minus that of a control (the same probe on
 the control task, on shuffled labels, or on the vectors of a randomly initialised
 model): how much of the score the trained model's activations themselves earn. The
-selectivity grids take the strongest control the results hold (random weights, else the
-control task, else shuffled labels; probing.controls.STRONGEST_FIRST).
+selectivity grids take the strongest control fitted per cell that the results hold
+(random weights, else the control task, else shuffled labels;
+probing.controls.STRONGEST_FIRST).
 Compression is the MDL measure: the uniform code length of the train tags over their
 online code length with the probe (1 = the vectors do not help to send the tags).
+The lexical baseline (word identity: each token gets the most frequent training tag of its
+token id) is one number per tag, the same in every cell: the F1 figures show it beside the
+probe, in panel titles, as a line on the F1 colour bar and as a dot on every cell whose
+F1 exceeds it.
 """
 
 from __future__ import annotations
@@ -76,14 +81,23 @@ def _layer_ticks(ax, layers: Sequence[int] | None, n_layers: int, n_heads: int,
         ax.set_yticklabels([str(layers[int(i)]) for i in ax.get_yticks()])
 
 
+def _dot_above(ax, grid: np.ndarray, baseline: float) -> None:
+    """A small dot on every cell of ``grid`` [layer, head] whose value exceeds ``baseline``."""
+    rows, cols = np.nonzero(np.nan_to_num(grid, nan=-np.inf) > baseline)
+    if len(rows):
+        ax.scatter(cols, rows, s=4, c="white", edgecolors="black", linewidths=0.4)
+
+
 def draw_tag_grids(values: np.ndarray, tags: Sequence[str], title: str, value_label: str,
                    diverging: bool = False, support: np.ndarray | None = None,
-                   layers: Sequence[int] | None = None, head_axis: str = "head") -> Figure:
+                   layers: Sequence[int] | None = None, head_axis: str = "head",
+                   baseline: np.ndarray | None = None) -> Figure:
     """Small multiples of layer x head heatmaps, one panel per tag, one shared colour bar.
 
     values: [n_layers, n_heads, n_tags]; support: [n_tags] test tokens per tag (shown in
     panel titles); layers: [n_layers] model layer of each row (default 0..n_layers-1);
-    head_axis: 'head' or 'kv_head' (key/value heads of a grouped-query model).
+    head_axis: 'head' or 'kv_head' (key/value heads of a grouped-query model); baseline:
+    [n_tags] the lexical baseline's F1, named in each title, a dot on every cell above it.
     Diverging scales are centred on zero; others run from 0 to 1.
     """
     values = np.asarray(values, dtype=float)
@@ -101,6 +115,9 @@ def draw_tag_grids(values: np.ndarray, tags: Sequence[str], title: str, value_la
         ax = axes.ravel()[k]
         row, col = divmod(k, cols)
         label = tag if support is None else f"{tag} (n={int(support[k])})"
+        if baseline is not None:
+            label += f"\nlex {baseline[k]:.2f}"
+            _dot_above(ax, values[:, :, k], baseline[k])
         bottom = row == rows - 1 or k + cols >= n_tags
         image = heatmap(ax, values[:, :, k], norm, cmap,
                         xlabel=HEAD_AXIS_NAMES[head_axis] if bottom else "",
@@ -125,10 +142,13 @@ Panel = tuple[np.ndarray, Normalize, str, str, str]   # grid, norm, cmap, bar la
 
 def _row_panels(site: str, name: str, cell: tuple[int, int], f1: np.ndarray,
                 controls: Mapping[str, np.ndarray], sel: np.ndarray | None,
-                sel_control: str | None, centred: Normalize | None, ci: str) -> list[Panel]:
+                sel_control: str | None, centred: Normalize | None, ci: str,
+                lexical: float | None = None) -> list[Panel]:
     """The panels of one site's row: its F1 grid, each control's F1, selectivity."""
     unit = Normalize(0.0, 1.0)
-    panels = [(f1, unit, SEQUENTIAL, "F1", f"{site}: F1, best {name} = {f1[cell]:.2f}{ci}")]
+    lex = "" if lexical is None else f"\nlexical baseline {lexical:.2f} (dots: above it)"
+    panels = [(f1, unit, SEQUENTIAL, "F1",
+               f"{site}: F1, best {name} = {f1[cell]:.2f}{ci}{lex}")]
     panels += [(grid, unit, SEQUENTIAL, "F1", f"{site}: control, {what}\n"
                 f"({name} = {grid[cell]:.2f})") for what, grid in controls.items()]
     if sel is not None:
@@ -155,7 +175,8 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
                     sel_control: str | None = None, layers: Sequence[int] | None = None,
                     interval: tuple[np.ndarray, np.ndarray] | None = None,
                     site_heads: Sequence[int] | None = None,
-                    head_axes: Sequence[str] | None = None) -> Figure:
+                    head_axes: Sequence[str] | None = None,
+                    lexical: float | None = None) -> Figure:
     """One tag in full: per site (row), its F1 grid, each control's F1 grid and selectivity.
 
     f1: [n_sites, n_layers, n_heads]; controls: name -> F1 of that control, same shape
@@ -163,7 +184,9 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
     (default: f1 minus the first control), sel_control names its control; interval:
     (low, high) bootstrap bounds of f1, shown for the best head; site_heads: [n_sites]
     heads of each site (its row is cut there; default all); head_axes: [n_sites] 'head'
-    or 'kv_head'. The best head of each site's F1 grid is boxed on every panel of its row.
+    or 'kv_head'; lexical: the lexical baseline's F1 for the tag (a line on the F1
+    colour bar, a dot on every F1 cell above it). The best head of each site's F1 grid is
+    boxed on every panel of its row.
     """
     f1 = np.asarray(f1, dtype=float)
     n_sites, n_layers, n_heads = f1.shape
@@ -188,11 +211,17 @@ def draw_tag_detail(f1: np.ndarray, controls: Mapping[str, np.ndarray], sites: S
         ci = ("" if interval is None else
               f" [{interval[0][s][cell]:.2f}, {interval[1][s][cell]:.2f}]")
         panels = _row_panels(site, name, cell, f1[s], {k: v[s] for k, v in controls.items()},
-                             None if sel is None else sel[s], sel_control, centred, ci)
+                             None if sel is None else sel[s], sel_control, centred, ci,
+                             lexical)
         images = _draw_row(axes[s], panels, cell, site_heads[s], head_axes[s], layers)
         n_f1 = 1 + len(controls)  # F1 and controls share one 0..1 scale and colour bar
         f1_axes = axes[s, :n_f1] if rows == n_sites else axes[s, :cols]  # 2 x 2: top row
-        fig.colorbar(images[0], ax=f1_axes.tolist(), shrink=0.9, label="F1")
+        bar = fig.colorbar(images[0], ax=f1_axes.tolist(), shrink=0.9,
+                           label="F1" if lexical is None else "F1 (line: lexical baseline)")
+        if lexical is not None:
+            bar.ax.axhline(lexical, color="black", linewidth=1.5)
+            _dot_above(axes.ravel()[s * n_panels] if rows == n_sites else axes[0, 0],
+                       f1[s, :, :site_heads[s]], lexical)
         if sel is not None:
             fig.colorbar(images[-1], ax=axes[s, -1], shrink=0.9, label=panels[-1][3])
     suffix = "" if support is None else f" (n={int(support)} test tokens)"
@@ -246,6 +275,12 @@ def f1_of(res: ProbeResults) -> np.ndarray:
     return res.arrays["f1"].astype(float)
 
 
+def lexical_of(res: ProbeResults) -> np.ndarray | None:
+    """The lexical baseline's F1 per tag [K] (the same in every cell), or None."""
+    lexical = res.arrays.get("f1_lexical")
+    return None if lexical is None else lexical.reshape(-1, lexical.shape[-1])[0]
+
+
 def support_of(res: ProbeResults) -> np.ndarray | None:
     """Test tokens per tag [K] (the same in every cell), or None."""
     support = res.arrays.get("support")
@@ -259,8 +294,8 @@ def controls_of(res: ProbeResults) -> dict[str, np.ndarray]:
 
 
 def selectivity_of(res: ProbeResults) -> tuple[np.ndarray | None, str]:
-    """Selectivity [S, L, H, K] against the strongest control the results hold (random
-    weights, else the control task, else shuffled labels) and that control's name."""
+    """Selectivity [S, L, H, K] against the strongest control fitted per cell the results
+    hold (random weights, else the control task, else shuffled labels) and its name."""
     control = strongest_control(res.controls)
     if control is None:
         return None, ""
@@ -288,19 +323,24 @@ def plan_probe_grids(res: ProbeResults) -> list[Planned]:
     missing = sorted(set(tags) - set(shown_tags), key=tags.index)
     dropped = f"\n(no test tokens, not shown: {' '.join(missing)})" if missing else ""
 
-    def grid(values: np.ndarray, title: str, label: str, diverging: bool = False
-             ) -> Callable[[], Figure]:
+    lexical = lexical_of(res)
+
+    def grid(values: np.ndarray, title: str, label: str, diverging: bool = False,
+             baseline: bool = False) -> Callable[[], Figure]:
         # one site's [L, H, K]: cut at the site's heads (keys of grouped-query models)
         cut = values[:, :res.site_heads[s], shown]
+        lex = None if lexical is None or not baseline else lexical[shown]
         return lambda axis=res.head_axes[s]: draw_tag_grids(
             cut, shown_tags, title + dropped, label, diverging=diverging, layers=layers,
-            support=None if support is None else support[shown], head_axis=axis)
+            support=None if support is None else support[shown], head_axis=axis,
+            baseline=lex)
 
     planned = []
     for s, site in enumerate(res.sites):
         name, what = "probes_" + SITE_NAMES.get(site, site), SITE_NAMES.get(site, site)
-        planned.append(Planned(name, grid(f1[s], f"F1 of probes on {what} (test split)", "F1"),
-                               inputs))
+        lex = "" if lexical is None else "; lex: lexical baseline, dots: cells above it"
+        planned.append(Planned(name, grid(f1[s], f"F1 of probes on {what} (test split{lex})",
+                                          "F1", baseline=True), inputs))
         for array, control in controls_of(res).items():
             suffix, label = PROBE_CONTROLS[array]
             planned.append(Planned(f"{name}_{suffix}", grid(
@@ -321,6 +361,7 @@ def plan_probe_tags(res: ProbeResults) -> list[Planned]:
     sites = [SITE_NAMES.get(s, s) for s in res.sites]
     controls = controls_of(res)
     sel, sel_control = selectivity_of(res)
+    lexical = lexical_of(res)
     bounds = ((res.arrays["f1_lo"], res.arrays["f1_hi"])
               if "f1_lo" in res.arrays and "f1_hi" in res.arrays else None)
     inputs = probe_inputs(res)
@@ -336,7 +377,8 @@ def plan_probe_tags(res: ProbeResults) -> list[Planned]:
                 sel=None if sel is None else sel[..., k], sel_control=sel_control,
                 layers=list(res.layers),
                 interval=None if bounds is None else (bounds[0][..., k], bounds[1][..., k]),
-                site_heads=res.site_heads, head_axes=res.head_axes)
+                site_heads=res.site_heads, head_axes=res.head_axes,
+                lexical=None if lexical is None else float(lexical[k]))
 
         planned.append(Planned(f"f1:{tag}", draw, inputs))
     return planned

@@ -3,8 +3,8 @@
     python -m probing fit --store FILE.h5 --out RESULTS [options]
     python -m probing export --results RESULTS --format seed004 --out DIR
     python -m probing export --results RESULTS --format parquet|csv --out FILE
-    python -m probing top --results RESULTS --tag VBD [--site key] [-k 5] [--by selectivity]
-    python -m probing summary --run runs/NAME [--by f1|selectivity|compression]
+    python -m probing top --results RESULTS --tag VBD [--site key] [-k 5] [--by MEASURE]
+    python -m probing summary --run runs/NAME [--by MEASURE]
     python -m probing bench [--stories N] | bench --rss [--small N --large N]
     python -m probing <study> ...        (case studies, see --help)
 """
@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError
 from headprobe.rundir import resolve, run_path
-from probing.controls import CONTROLS, DEFAULT_CONTROLS, WORD_TYPES, parse_controls
+from probing.controls import (
+    CONTROLS,
+    DEFAULT_AMBIGUOUS_MIN_COUNT,
+    DEFAULT_CONTROLS,
+    WORD_TYPES,
+    parse_controls,
+)
 from probing.solvers import SOLVERS
 from probing.studies import STUDY_MODULES
 
@@ -57,9 +63,16 @@ def _add_fit(sub) -> None:
     p.add_argument("--solver", default="fast", choices=SOLVERS,
                    help="fast (batched torch, default) or sklearn (reference)")
     p.add_argument("-C", type=float, default=1.0, help="inverse L2 strength (default 1.0)")
-    p.add_argument("--controls", default=",".join(DEFAULT_CONTROLS),
-                   help=f"controls among {', '.join(CONTROLS)} (default "
-                        f"{','.join(DEFAULT_CONTROLS)}; random is on with --control-store)")
+    p.add_argument("--controls", default="",
+                   help=f"controls to run besides the defaults ({','.join(DEFAULT_CONTROLS)}), "
+                        f"among {', '.join(CONTROLS)}; random is on with --control-store")
+    p.add_argument("--no-intervals", action="store_true",
+                   help="drop the bootstrap intervals (on by default)")
+    p.add_argument("--ambiguous-min-count", type=int, default=DEFAULT_AMBIGUOUS_MIN_COUNT,
+                   metavar="N",
+                   help="a test token is ambiguous when its token id carries two or more tags "
+                        "in training, each on at least N training tokens; every score is also "
+                        f"given on those tokens (default {DEFAULT_AMBIGUOUS_MIN_COUNT})")
     p.add_argument("--control-store",
                    help="store extracted from the re-initialised model (extract "
                         "--reinit-seed); turns on the random control (default: none; "
@@ -111,7 +124,8 @@ def _fit(args: argparse.Namespace) -> int:
     out = claim_output(resolve(args.out, args.run, "probes", "out"))
     check_target(out, args.overwrite, "directory")
     control_store = _control_store(args)
-    controls = parse_controls(split_list(args.controls), bool(control_store))
+    controls = parse_controls(split_list(args.controls), bool(control_store),
+                              intervals=not args.no_intervals, add_defaults=True)
     config = GridConfig(
         sites=tuple(split_list(args.sites)), tagset=args.tagset,
         tags=split_list(args.tags) or None, merge_verbs=args.merge_verbs,
@@ -120,7 +134,8 @@ def _fit(args: argparse.Namespace) -> int:
         layers=[_int(x, "--layers") for x in split_list(args.layers)] or None, C=args.C,
         n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs, mdl=args.mdl,
         word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel,
-        ray=args.ray, chunk_rows=args.chunk_rows, max_train_tokens=args.max_train_tokens)
+        ray=args.ray, chunk_rows=args.chunk_rows, max_train_tokens=args.max_train_tokens,
+        ambiguous_min_count=args.ambiguous_min_count)
     result = run_grid(str(store), config, control_store)
     labels = result.labels
     if labels.folded:
@@ -130,7 +145,8 @@ def _fit(args: argparse.Namespace) -> int:
               "merge_verbs": args.merge_verbs, "min_support": args.min_support,
               "kept_tags": config.tags, "excluded_tags": labels.excluded,
               "folded_tags": labels.folded, "solver": args.solver, "C": args.C,
-              "controls": list(controls), "bootstrap": args.bootstrap, "seed": args.seed,
+              "controls": [c.name for c in controls], "bootstrap": args.bootstrap,
+              "seed": args.seed,
               "mdl": args.mdl, "word_types": args.word_types, **result.info}
     if args.multilabel:
         params.update(multilabel=True, not_probed_tags=labels.not_probed)
@@ -204,9 +220,13 @@ def _add_top(sub) -> None:
 
     p = sub.add_parser("top", help="best cells for a tag, with their controls",
                        description="The best (site, layer, head) cells of the probe grid for "
-                                   "one tag, ranked by --by, with the tag's F1, its bootstrap "
-                                   "interval, each control's F1, selectivity and MDL "
-                                   "compression beside them.",
+                                   "one tag, ranked by --by (the table's header names the "
+                                   "measure), with the tag's F1, its bootstrap "
+                                   "interval, each control's F1 (the lexical baseline "
+                                   "included), selectivity, the comparison with the lexical "
+                                   "baseline on ambiguous tokens and MDL compression beside "
+                                   "them; then, in words, whether each cell goes beyond word "
+                                   "identity.",
                        epilog=columns_help())
     _add_results(p)
     p.add_argument("--tag", required=True, help="tag name (quote it: --tag '``')")
@@ -228,13 +248,16 @@ def _add_ranking(p: argparse.ArgumentParser) -> None:
     from probing.top import RANKINGS
 
     p.add_argument("--by", default="f1", choices=RANKINGS,
-                   help="rank by the tag's F1 (default), its selectivity (F1 minus a "
-                        "control's F1), the probe's selectivity-accuracy (accuracy minus a "
-                        "control's, Hewitt & Liang) or the probe's MDL compression")
+                   help="rank by the tag's F1 (f1, default); selectivity: F1 minus one "
+                        "control's F1 (--control); selectivity-accuracy: the probe's accuracy "
+                        "minus the control task's (Hewitt & Liang); selectivity-f1: F1 minus "
+                        "the highest control F1 of the cell, lexical baseline included; "
+                        "beyond-lexical: on ambiguous tokens, F1 minus the lexical baseline's "
+                        "(lower end of its 95%% interval); compression: MDL")
     p.add_argument("--control", choices=SELECTIVITY_CONTROLS,
                    help="control selectivity is measured against (default: the strongest "
-                        "the fit ran: random weights, else the control task, else shuffled "
-                        "labels)")
+                        "fitted per cell that the fit ran: random weights, else the control "
+                        "task, else shuffled labels; accuracy selectivity: the control task)")
 
 
 def _top(args: argparse.Namespace) -> int:

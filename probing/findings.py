@@ -16,7 +16,9 @@ when its effect clears the thresholds below; otherwise the line says "not found"
   the same probe's F1 on the re-initialised model (``probing fit --control-store``) by the
   most. Layer 0 is left out: its keys and queries are a function of the token and its
   position alone, so a probe there reads word identity, which random weights keep too.
-  Found when that margin is at least :data:`PROBE_MIN_MARGIN`.
+  Found when that margin is at least :data:`PROBE_MIN_MARGIN`. The line then says whether
+  that head goes beyond word identity (probing.word_identity): only when it beats the
+  lexical baseline on ambiguous tokens with a bootstrap interval that excludes 0.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def probe_finding(results: ProbeResults | None, tag: str = PROBE_TAG) -> Finding
     return Finding(name, margin >= PROBE_MIN_MARGIN, (
         f"{best['site']} of {best['cell']} F1 {best['f1']:.2f} vs random weights "
         f"{best['f1_random']:.2f} ({margin:+.2f}; threshold {PROBE_MIN_MARGIN:+.2f}; best "
-        f"head outside layer 0; {best['support']} test tokens)"))
+        f"head outside layer 0; {best['support']} test tokens); {best['verdict']}"))
 
 
 def findings(results: ProbeResults | None, studies: dict[str, StudyResults]

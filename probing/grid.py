@@ -28,43 +28,36 @@ from headprobe.cluster import import_ray, parse_cluster
 from headprobe.errors import UsageError, opt
 from headprobe.rundir import model_of_store
 from probing.controls import (
+    CONTROL_METRICS,
+    DEFAULT_AMBIGUOUS_MIN_COUNT,
     DEFAULT_CONTROLS,
     SELECTIVITY_CONTROLS,
     WORD_TYPES,
-    array_suffix,
+    Control,
+    Inputs,
+    Prepared,
+    Target,
+    ambiguous_tokens,
     check_control_store,
-    control_task_labels,
-    majority_predictions,
+    intervals_on,
     parse_controls,
     selectivity,
-    shuffled_labels,
+    strongest_f1,
     word_types,
 )
 from probing.labels import DEFAULT_EXCLUDE, Labels, fold_tags, sample_train_stories
 from probing.mdl import Portions, online_codelength, plan_portions, uniform_codelength
-from probing.metrics import (
-    bootstrap_f1,
-    bootstrap_weights,
-    group_counts,
-    scores_from_counts,
-)
-from probing.multilabel import (
-    SetScorer,
-    TagSets,
-    check_store,
-    control_task_sets,
-    majority_sets,
-    tag_sets,
-)
-from probing.one_vs_rest import OneVsRest, fit_one_vs_rest
+from probing.metrics import StoryScorer
+from probing.multilabel import TagSets, check_store, tag_sets
+from probing.one_vs_rest import OneVsRest
 from probing.parallel import block_name, map_blocks
-from probing.solvers import SOLVERS, ProbeFit, fit_probes, fit_seen_classes
+from probing.solvers import SOLVERS, ProbeFit
 from probing.stream import DEFAULT_CHUNK_ROWS, Vectors, predict, spool_block
 
 VECTOR_SITES = ("key", "query", "key_rot", "query_rot")
 DEFAULT_SITES = ("key", "query")
-# scores each control adds beside the probe's own, as "<score>_<control>"
-CONTROL_METRICS = ("f1", "macro_f1", "accuracy")
+# the probe's scores also computed on the ambiguous test tokens, as "<score>_ambiguous"
+AMBIGUOUS_METRICS = ("precision", "recall", "f1", "support", "macro_f1", "accuracy")
 
 
 @dataclass
@@ -73,9 +66,11 @@ class GridConfig:
 
     sites: vector sites to probe; tagset: 'fine' or 'coarse'; tags, merge_verbs,
     min_support, exclude: how tags fold into classes (see probing.labels); solver: 'fast'
-    or 'sklearn'; controls: among probing.controls.CONTROLS; layers: model layers (None:
-    all); C: inverse L2 strength; n_boot: bootstrap resamples of test stories; seed: seeds
-    the shuffled labels, the control task, the story order of MDL, the bootstrap, the
+    or 'sklearn'; controls: names among probing.controls.CONTROLS (exactly those; the
+    command line adds its names to the defaults), parsed into Control objects when the
+    grid starts; layers: model layers (None: all); C: inverse L2 strength; n_boot:
+    bootstrap resamples of test stories; seed: seeds the shuffled labels, the control
+    task, the story order of MDL, the bootstrap, the
     solver's subsample and the train stories ``max_train_tokens`` keeps; jobs: local
     processes, each fitting one (site, layer) block at a time; ray: a Ray cluster ('auto',
     an address or 'local:N') whose tasks fit the blocks instead; mdl: also compute the
@@ -84,7 +79,9 @@ class GridConfig:
     ``tokenizer``, by default the tokenizer of the store's model); multilabel: one-vs-rest
     probes per tag on the tags each token covers (probing.multilabel); chunk_rows: rows
     of a block held in memory at a time (probing.stream); max_train_tokens: train on whole
-    train stories, drawn in a seeded order, up to this many tokens (None: all).
+    train stories, drawn in a seeded order, up to this many tokens (None: all);
+    ambiguous_min_count: a test token is ambiguous when its token id carries two or more
+    tags in training, each on at least this many training tokens (probing.controls).
     """
 
     sites: tuple[str, ...] = DEFAULT_SITES
@@ -94,7 +91,7 @@ class GridConfig:
     min_support: int = 1
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     solver: str = "fast"
-    controls: tuple[str, ...] = DEFAULT_CONTROLS
+    controls: tuple[str | Control, ...] = DEFAULT_CONTROLS
     layers: list[int] | None = None
     C: float = 1.0
     n_boot: int = 1000
@@ -107,6 +104,7 @@ class GridConfig:
     ray: str | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     max_train_tokens: int | None = None
+    ambiguous_min_count: int = DEFAULT_AMBIGUOUS_MIN_COUNT
 
 
 @dataclass
@@ -156,8 +154,7 @@ class HeadProbe:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted class ids [n] (indices into ``tags``) of vectors X [n, d_head];
         multilabel: bool [n, K], the token covers each tag."""
-        logits = self.decision_function(X)
-        return logits > 0 if isinstance(self.labels, TagSets) else logits.argmax(-1)
+        return self.labels.decide(self.decision_function(X))
 
 
 def _labels(store: Store, config: GridConfig) -> tuple[Labels | TagSets, dict[str, Any]]:
@@ -202,6 +199,8 @@ def _check_config(store: Store, config: GridConfig) -> list[int]:
         raise UsageError(f"{opt('min_support')} must be >= 0")
     if config.C <= 0:
         raise UsageError(f"{opt('C')} must be positive")
+    if config.ambiguous_min_count < 1:
+        raise UsageError(f"{opt('ambiguous_min_count')} must be at least 1")
     if config.n_boot < 1:
         raise UsageError(f"{opt('n_boot')} (bootstrap resamples) must be at least 1")
     _check_scale(config)
@@ -230,29 +229,6 @@ def _check_scale(config: GridConfig) -> None:
         import_ray()
 
 
-class _Scorer:
-    """Scores predictions of some cells on the test tokens, per story."""
-
-    def __init__(self, labels: Labels, stories: np.ndarray, n_boot: int, seed: int):
-        self.y = labels.test_y
-        self.k = labels.n_classes
-        _, self.groups = np.unique(stories, return_inverse=True)
-        self.weights = bootstrap_weights(int(self.groups.max()) + 1, n_boot, seed)
-
-    def __call__(self, pred: np.ndarray, interval: bool = False,
-                 y: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """pred: [c, n_test] -> metric name -> [c, K] or [c]; y: [n_test] true classes
-        (default: the tags; the control task scores against its own labels)."""
-        y = self.y if y is None else y
-        tp, fp, fn = group_counts(y, pred, self.groups, self.k)
-        s = scores_from_counts(tp.sum(-2), fp.sum(-2), fn.sum(-2))
-        out = {"precision": s.precision, "recall": s.recall, "f1": s.f1,
-               "support": s.support, "macro_f1": s.macro_f1, "accuracy": s.accuracy}
-        if interval:
-            out["f1_lo"], out["f1_hi"] = bootstrap_f1(tp, fp, fn, self.weights)
-        return out
-
-
 class _Reader:
     """Spools the vectors of the probed tokens of one block (probing.stream) and hands
     out the train and test tokens' Vectors, in the order of the labels."""
@@ -271,88 +247,124 @@ class _Reader:
         return block.subset(self.train), block.subset(self.test)
 
 
-def _fit(X: Vectors, y: np.ndarray, n_classes: int, config: GridConfig,
+def _fit(X: Vectors, y: np.ndarray, target: Target, config: GridConfig,
          seen_only: bool = False, init: ProbeFit | None = None) -> ProbeFit | OneVsRest:
-    """Probes of X [c, n, d] on labels y [n] (tag sets: bool [n, K], one binary probe per
-    tag); ``seen_only``: y may lack some classes (some tags may be constant); init: a fit
-    to start from (see probing.solvers)."""
-    if y.ndim == 2:
-        return fit_one_vs_rest(X, y, solver=config.solver, C=config.C, seed=config.seed,
-                               seen_only=seen_only)
-    fit = fit_seen_classes if seen_only else fit_probes
-    return fit(X, y, n_classes, solver=config.solver, C=config.C, seed=config.seed,
-               init=init)
+    """Probes of X [c, n, d] on targets y (``target.fit``: multinomial or one-vs-rest);
+    ``seen_only``: y may lack some classes (some tags may be constant); init: a fit to
+    start from (see probing.solvers)."""
+    return target.fit(X, y, solver=config.solver, C=config.C, seed=config.seed,
+                      seen_only=seen_only, init=init)
 
 
 @dataclass
 class _Tasks:
     """What every cell is scored on, prepared once per grid.
 
-    labels: the tag classes (or tag sets); scorer: scores test predictions; control_y:
-    control-task labels (train [n_train], test [n_test]; tag sets: [n, K]) when that control
-    runs; portions: the MDL cuts of the train tokens when ``mdl`` is on.
+    labels: the tag classes (or tag sets); scorer: scores test predictions; prepared:
+    control name -> what it is fitted on or predicts (probing.controls.Prepared);
+    ambiguous: bool [n_test], the ambiguous test tokens; portions: the MDL cuts of the
+    train tokens when ``mdl`` is on.
     """
 
     labels: Labels | TagSets
-    scorer: _Scorer | SetScorer
-    control_y: tuple[np.ndarray, np.ndarray] | None = None
+    scorer: StoryScorer
+    prepared: dict[str, Prepared] = field(default_factory=dict)
+    ambiguous: np.ndarray | None = None
     portions: Portions | None = None
+
+    @property
+    def control_y(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Control-task targets (train, test) when that control runs."""
+        got = self.prepared.get("control-task")
+        return None if got is None else (got.train_y, got.test_y)
+
+
+def _tokenizer(store: Store, config: GridConfig) -> Any:
+    """The tokenizer that decodes token ids for lowercased word types."""
+    from headprobe.tokenization import load_tokenizer
+
+    name = config.tokenizer or model_of_store(store.attrs)
+    if name is None:
+        raise UsageError(f"the store names no model; give {opt('tokenizer')} for "
+                         "lowercased word types")
+    return load_tokenizer(name)
+
+
+def _word_types(store: Store, labels: Target, config: GridConfig
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Word types (train [n_train], test [n_test]) of every kind the controls need;
+    token ids always (the ambiguous tokens are defined on them)."""
+    rows = np.concatenate([labels.train_rows, labels.test_rows])
+    ids = store.tokens(["input_id"], index=rows)["input_id"]
+    kinds = {"token"} | {c.kind(config.word_types) for c in config.controls} - {None}
+    n_train = len(labels.train_rows)
+    out = {}
+    for kind in sorted(kinds):
+        types = word_types(ids, kind, _tokenizer(store, config) if kind == "lower" else None)
+        out[kind] = (types[:n_train], types[n_train:])
+    return out
 
 
 def _tasks(store: Store, labels: Labels | TagSets, config: GridConfig) -> _Tasks:
-    """The scorer, the control-task labels and the MDL portions ``config`` asks for."""
+    """The scorer, what each control needs, the ambiguous tokens and the MDL portions."""
     # windows of one story (datasets_build max_tokens) stay together when resampled
     stories = store.tokens(["parent_id"], index=labels.test_rows)["parent_id"]
-    scorer = SetScorer if isinstance(labels, TagSets) else _Scorer
-    tasks = _Tasks(labels, scorer(labels, stories, config.n_boot, config.seed))
-    if "control-task" in config.controls:
-        tokenizer = None
-        if config.word_types == "lower":
-            from headprobe.tokenization import load_tokenizer
-
-            name = config.tokenizer or model_of_store(store.attrs)
-            if name is None:
-                raise UsageError(f"the store names no model; give {opt('tokenizer')} for "
-                                 "lowercased word types")
-            tokenizer = load_tokenizer(name)
-        rows = np.concatenate([labels.train_rows, labels.test_rows])
-        types = word_types(store.tokens(["input_id"], index=rows)["input_id"],
-                           config.word_types, tokenizer)
-        n_train = len(labels.train_rows)
-        if isinstance(labels, TagSets):
-            tasks.control_y = control_task_sets(types[:n_train], types[n_train:],
-                                                labels.train_y, config.seed)
-        else:
-            tasks.control_y = control_task_labels(types[:n_train], types[n_train:],
-                                                  labels.train_y, labels.n_classes,
-                                                  config.seed)
+    tasks = _Tasks(labels, labels.scorer(stories, config.n_boot, config.seed))
+    types = _word_types(store, labels, config)
+    inputs = Inputs(labels, types, config.word_types, config.seed)
+    tasks.prepared = {c.name: c.prepare(inputs) for c in config.controls
+                      if c.prepare is not None}
+    tasks.ambiguous = ambiguous_tokens(types["token"][0], labels.codes(labels.train_y),
+                                       types["token"][1], config.ambiguous_min_count)
     if config.mdl:
         train_stories = store.tokens(["parent_id"], index=labels.train_rows)["parent_id"]
         tasks.portions = plan_portions(train_stories, config.seed)
     return tasks
 
 
+def _predictions(control: Control, got: Prepared, data: tuple[Vectors, Vectors],
+                 tasks: _Tasks, config: GridConfig,
+                 control_data: tuple[Vectors, Vectors] | None) -> np.ndarray:
+    """A control's test predictions [c, n_test(, K)] (fixed ones: [1, n_test(, K)])."""
+    labels = tasks.labels
+    if control.fitted == "none":
+        return got.test_pred[None]
+    train, test = control_data if control.fitted == "vectors" else data
+    train_y = labels.train_y if got.train_y is None else got.train_y
+    return predict(_fit(train, train_y, labels, config,
+                        seen_only=got.train_y is not None), test)
+
+
+def _scored(scorer: StoryScorer, ambiguous: np.ndarray, pred: np.ndarray,
+            y: np.ndarray | None, interval: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Scores of predictions pred [c, n_test, ...] on all test tokens ('') and on the
+    ambiguous ones ('_ambiguous'); y: what they are scored against (None: the tags)."""
+    return {"": scorer(pred, interval, y=y),
+            "_ambiguous": scorer.subset(ambiguous)(pred[:, ambiguous],
+                                                   y=None if y is None else y[ambiguous])}
+
+
 def _control_scores(data: tuple[Vectors, Vectors], tasks: _Tasks, config: GridConfig,
-                    control_data: tuple[Vectors, Vectors] | None
-                    ) -> dict[str, dict[str, np.ndarray]]:
-    """Control name -> its scores (as the scorer gives them), for the controls asked for."""
-    (train, test), labels, scorer = data, tasks.labels, tasks.scorer
-    K, controls, got = labels.n_classes, config.controls, {}
-    if "shuffled" in controls:
-        y = shuffled_labels(labels.train_y, config.seed)
-        got["shuffled"] = scorer(predict(_fit(train, y, K, config), test))
-    if tasks.control_y is not None:
-        train_y, test_y = tasks.control_y
-        probe = _fit(train, train_y, K, config, seen_only=True)
-        got["control-task"] = scorer(predict(probe, test), y=test_y)
-    if "random" in controls:
-        c_train, c_test = control_data
-        got["random"] = scorer(predict(_fit(c_train, labels.train_y, K, config), c_test))
-    if "majority" in controls:
-        majority = majority_sets if isinstance(labels, TagSets) else majority_predictions
-        pred = majority(labels.train_y, len(labels.test_y))
-        got["majority"] = scorer(np.broadcast_to(pred, (train.cells, *pred.shape)))
-    return got
+                    control_data: tuple[Vectors, Vectors] | None,
+                    probe_pred: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays of every control ``config`` runs ([c, ...]), and the probe's F1 minus
+    the lexical baseline's on the ambiguous tokens (with its interval when on)."""
+    cells, out = len(probe_pred), {}
+    for control in config.controls:
+        if control.fitted == "interval":
+            continue
+        got = tasks.prepared[control.name]
+        pred = _predictions(control, got, data, tasks, config, control_data)
+        for amb, scores in _scored(tasks.scorer, tasks.ambiguous, pred, got.test_y).items():
+            for metric in CONTROL_METRICS:
+                value = scores[metric]
+                out[f"{metric}_{control.suffix}{amb}"] = np.repeat(
+                    value, cells // len(value), axis=0)
+        if control.gain:
+            amb = tasks.ambiguous
+            out.update(tasks.scorer.subset(amb).gain(
+                probe_pred[:, amb], got.test_pred[amb], intervals_on(config.controls)))
+    return out
 
 
 def _mdl_scores(train: Vectors, tasks: _Tasks, config: GridConfig,
@@ -369,7 +381,7 @@ def _mdl_scores(train: Vectors, tasks: _Tasks, config: GridConfig,
     out = {}
     for suffix, (X, y) in runs.items():
         blocks = online_codelength(X, y, K, tasks.portions, lambda X, y, k, init: _fit(
-            X, y, k, config, seen_only=True, init=init))
+            X, y, labels, config, seen_only=True, init=init))
         out[f"codelength_blocks{suffix}"] = blocks
         out[f"codelength{suffix}"] = blocks.sum(-1)
         out[f"compression{suffix}"] = uniform / blocks.sum(-1)
@@ -379,32 +391,41 @@ def _mdl_scores(train: Vectors, tasks: _Tasks, config: GridConfig,
 def _score_cells(data: tuple[Vectors, Vectors], tasks: _Tasks, config: GridConfig,
                  control_data: tuple[Vectors, Vectors] | None = None
                  ) -> dict[str, np.ndarray]:
-    """Fit the probes of c cells and score them and the controls ``config`` asks for.
+    """Fit the probes of c cells and score them and the controls ``config`` asks for, on
+    all test tokens and on the ambiguous ones.
 
     data: (train [c, n_train, d_head], test [c, n_test, d_head]); control_data: the same
     tokens' vectors in the control store (the random-weights control). Returns array name
     (as in probing.results) -> [c, ...].
     """
     train, test = data
-    fit = _fit(train, tasks.labels.train_y, tasks.labels.n_classes, config)
+    fit = _fit(train, tasks.labels.train_y, tasks.labels, config)
     out = {"coef": fit.coef.astype(np.float32), "intercept": fit.intercept.astype(np.float32),
            "n_iter": fit.n_iter.astype(np.int32)}
-    out.update(tasks.scorer(predict(fit, test), "bootstrap" in config.controls))
-    for name, got in _control_scores(data, tasks, config, control_data).items():
-        out.update({f"{metric}_{array_suffix(name)}": got[metric] for metric in CONTROL_METRICS})
+    pred = predict(fit, test)
+    scores = _scored(tasks.scorer, tasks.ambiguous, pred, None, intervals_on(config.controls))
+    out.update(scores[""])
+    out.update({f"{m}_ambiguous": scores["_ambiguous"][m] for m in AMBIGUOUS_METRICS})
+    out.update(_control_scores(data, tasks, config, control_data, pred))
     if tasks.portions is not None:
         out.update(_mdl_scores(train, tasks, config,
                                None if control_data is None else control_data[0]))
     return out
 
 
-def _selectivity(arrays: dict[str, np.ndarray], controls: tuple[str, ...]) -> str | None:
-    """Add ``selectivity`` (per-tag F1) and ``selectivity_accuracy`` (accuracy, as Hewitt &
-    Liang define it) against the first control run of SELECTIVITY_CONTROLS."""
-    reference = next((c for c in SELECTIVITY_CONTROLS if c in controls), None)
+def _selectivity(arrays: dict[str, np.ndarray], controls: tuple[Control, ...]) -> str | None:
+    """Add ``selectivity`` (per-tag F1) and ``selectivity_accuracy`` (accuracy; against
+    the control task this is Hewitt & Liang's selectivity) against the first control run
+    of SELECTIVITY_CONTROLS, and ``selectivity_f1``: per-tag F1 minus the highest F1 of
+    any control run (the lexical baseline included)."""
+    names = [c.name for c in controls]
+    reference = next((c for c in SELECTIVITY_CONTROLS if c in names), None)
     if reference is not None:
         arrays["selectivity"] = selectivity(arrays, reference)
         arrays["selectivity_accuracy"] = selectivity(arrays, reference, "accuracy")
+    strongest = strongest_f1(arrays)
+    if strongest is not None:
+        arrays["selectivity_f1"] = arrays["f1"] - strongest
     return reference
 
 
@@ -523,8 +544,9 @@ def _fit_all(store: Store, control_store: str | None, labels: Labels | TagSets,
     reference = _selectivity(arrays, config.controls)
     arrays.update(_mdl_arrays(tasks))
     info = {"selectivity_control": reference, "n_train": int(len(labels.train_y)),
-            "n_test": int(len(labels.test_y)),
-            "n_test_stories": int(tasks.scorer.groups.max()) + 1}
+            "n_test": int(len(labels.test_y)), "n_test_stories": tasks.scorer.n_groups,
+            "n_ambiguous_test": int(tasks.ambiguous.sum()),
+            "ambiguous_min_count": config.ambiguous_min_count}
     return GridResult(list(config.sites), layers, labels.names, arrays, labels, info,
                       site_heads, [head_axis(store, site) for site in config.sites])
 

@@ -15,10 +15,14 @@ the store's order, then ``OTHER`` if anything was folded into it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from headprobe.errors import UsageError, opt
+from probing.controls import control_task_labels, majority_predictions
+from probing.metrics import Scorer
+from probing.solvers import ProbeFit, fit_probes, fit_seen_classes
 
 VERB_TAGS = ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ")
 OTHER = "OTHER"
@@ -46,6 +50,37 @@ class Labels:
     def n_classes(self) -> int:
         """K, the number of classes."""
         return len(self.names)
+
+    # the target protocol of probing.controls.Target
+
+    def codes(self, y: np.ndarray) -> np.ndarray:
+        """The class ids themselves: [n]."""
+        return np.asarray(y, dtype=np.int64)
+
+    def majority(self, n: int) -> np.ndarray:
+        """The most frequent training class, n times: [n]."""
+        return majority_predictions(self.train_y, n)
+
+    def control_task(self, train_types: np.ndarray, test_types: np.ndarray,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Control-task classes [n_train], [n_test] (probing.controls)."""
+        return control_task_labels(train_types, test_types, self.train_y, self.n_classes,
+                                   seed)
+
+    def scorer(self, stories: np.ndarray, n_boot: int, seed: int) -> Scorer:
+        """Scores predictions [c, n_test] of the test tokens of ``stories`` [n_test]."""
+        return Scorer.of_stories(self.test_y, stories, n_boot, seed, self.n_classes)
+
+    def fit(self, X: Any, y: np.ndarray, solver: str, C: float, seed: int,
+            seen_only: bool = False, init: ProbeFit | None = None) -> ProbeFit:
+        """Multinomial probes of X [c, n, d] on classes y [n] (probing.solvers);
+        ``seen_only``: y may lack some classes."""
+        fit = fit_seen_classes if seen_only else fit_probes
+        return fit(X, y, self.n_classes, solver=solver, C=C, seed=seed, init=init)
+
+    def decide(self, logits: np.ndarray) -> np.ndarray:
+        """The class of the largest logit: [...]."""
+        return logits.argmax(-1)
 
 
 def fold_tags(tag_ids: np.ndarray, split: np.ndarray, tag_names: list[str],

@@ -25,7 +25,8 @@ from datasets_build.dataset import has_tag_sets
 from datasets_build.tagsets import tag_matrix
 from headprobe.errors import UsageError
 from probing.labels import DEFAULT_EXCLUDE, VERB_TAGS
-from probing.metrics import bootstrap_f1, bootstrap_weights, scores_from_counts
+from probing.metrics import Scores, StoryScorer
+from probing.one_vs_rest import OneVsRest, fit_one_vs_rest
 
 # What the per-cell and control arrays mean for one-vs-rest probes, where it differs
 # from probing.results.DESCRIPTIONS.
@@ -45,6 +46,11 @@ DESCRIPTIONS = {
                              "word type)",
     "f1_control_task": "per-tag F1 of the control task (each word type given the tag set of "
                        "a drawn training token)",
+    "f1_lexical": "per-tag F1 of the lexical baseline (each token id given its most frequent "
+                  "training tag set)",
+    "f1_ambiguous": "per-tag F1 of the tag's one-vs-rest probe on the ambiguous test tokens "
+                    "(their token id carries two or more tag sets in training, each on at "
+                    "least parameter 'ambiguous_min_count' tokens)",
     "selectivity_accuracy": "exact-set accuracy minus that of the control named in parameter "
                             "'selectivity_control'",
     "coef": "one-vs-rest probe weights on the raw stored vectors [site, layer, head, tag, "
@@ -76,6 +82,35 @@ class TagSets:
     def n_classes(self) -> int:
         """K, the number of probed tags."""
         return len(self.names)
+
+    # the target protocol of probing.controls.Target
+
+    def codes(self, y: np.ndarray) -> np.ndarray:
+        """One id per distinct tag set: [n]."""
+        return np.unique(y, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+    def majority(self, n: int) -> np.ndarray:
+        """Each tag's more frequent training value, n times: bool [n, K]."""
+        return majority_sets(self.train_y, n)
+
+    def control_task(self, train_types: np.ndarray, test_types: np.ndarray,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Control-task tag sets [n_train, K], [n_test, K] (:func:`control_task_sets`)."""
+        return control_task_sets(train_types, test_types, self.train_y, seed)
+
+    def scorer(self, stories: np.ndarray, n_boot: int, seed: int) -> SetScorer:
+        """Scores predictions bool [c, n_test, K] of the test tokens of ``stories``."""
+        return SetScorer.of_stories(self.test_y, stories, n_boot, seed)
+
+    def fit(self, X: Any, y: np.ndarray, solver: str, C: float, seed: int,
+            seen_only: bool = False, init: Any = None) -> OneVsRest:
+        """One-vs-rest probes of X [c, n, d] on tag sets y bool [n, K]
+        (probing.one_vs_rest); ``seen_only``: a tag may be constant in y."""
+        return fit_one_vs_rest(X, y, solver=solver, C=C, seed=seed, seen_only=seen_only)
+
+    def decide(self, logits: np.ndarray) -> np.ndarray:
+        """The token covers each tag whose logit is positive: bool [..., K]."""
+        return logits > 0
 
 
 def check_store(store: Any) -> None:
@@ -161,36 +196,27 @@ def majority_sets(train_y: np.ndarray, n_test: int) -> np.ndarray:
     return np.broadcast_to(train_y.mean(0) > 0.5, (n_test, train_y.shape[1]))
 
 
-class SetScorer:
-    """Scores one-vs-rest predictions of some cells on the test tokens, per story."""
-
-    def __init__(self, labels: TagSets, stories: np.ndarray, n_boot: int, seed: int):
-        self.y = labels.test_y
-        _, self.groups = np.unique(stories, return_inverse=True)  # story index [n_test]
-        self.order = np.argsort(self.groups, kind="stable")
-        self.starts = np.flatnonzero(np.r_[True, np.diff(self.groups[self.order]) != 0])
-        self.weights = bootstrap_weights(len(self.starts), n_boot, seed)
+class SetScorer(StoryScorer):
+    """Scores one-vs-rest predictions of some cells on the test tokens, per story; accuracy
+    is exact-set accuracy."""
 
     def counts(self, pred: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
         """(tp, fp, fn), each [c, n_stories, K], of predictions pred bool [c, n_test, K]
         against y bool [n_test, K]."""
+        order = np.argsort(self.groups, kind="stable")
+        sorted_groups = self.groups[order]
+        starts = np.flatnonzero(np.r_[True, np.diff(sorted_groups) != 0]) if len(order) \
+            else np.zeros(0, np.int64)
         out = []
         for hit_pred, hit_true in ((True, True), (True, False), (False, True)):
-            got = [np.add.reduceat(((p == hit_pred) & (y == hit_true))[self.order]
-                                   .astype(np.int32), self.starts, axis=0) for p in pred]
-            out.append(np.stack(got))
+            full = np.zeros((len(pred), self.n_groups, y.shape[-1]), np.int64)
+            if len(order):
+                full[:, sorted_groups[starts]] = [
+                    np.add.reduceat(((p == hit_pred) & (y == hit_true))[order]
+                                    .astype(np.int32), starts, axis=0) for p in pred]
+            out.append(full)
         return tuple(out)
 
-    def __call__(self, pred: np.ndarray, interval: bool = False,
-                 y: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """pred: bool [c, n_test, K] -> metric name -> [c, K] or [c]; y: bool [n_test, K]
-        true sets (default: the tags'; the control task scores against its own)."""
-        y = self.y if y is None else y
-        tp, fp, fn = self.counts(pred, y)
-        s = scores_from_counts(tp.sum(-2), fp.sum(-2), fn.sum(-2))
-        exact = np.stack([np.all(p == y, axis=-1).mean() for p in pred])
-        out = {"precision": s.precision, "recall": s.recall, "f1": s.f1,
-               "support": s.support, "macro_f1": s.macro_f1, "accuracy": exact}
-        if interval:
-            out["f1_lo"], out["f1_hi"] = bootstrap_f1(tp, fp, fn, self.weights)
-        return out
+    def accuracy(self, pred: np.ndarray, y: np.ndarray, s: Scores) -> np.ndarray:
+        """Exact-set accuracy [c]: the whole set of probed tags predicted."""
+        return np.stack([np.all(p == y, axis=-1).mean() if len(y) else 0.0 for p in pred])

@@ -38,7 +38,7 @@ from headprobe.layout import Array, Dimensions, format_of, set_format
 from headprobe.locks import output_lock
 from headprobe.manifest import base_manifest, write_json
 from headprobe.rundir import missing_input, run_of
-from probing.controls import SELECTIVITY_CONTROLS, array_suffix
+from probing.controls import REGISTRY, SELECTIVITY_CONTROLS, array_suffix
 from probing.controls import selectivity as control_selectivity
 
 FORMAT = "headprobe-probes"
@@ -59,12 +59,9 @@ def ArraySpec(dims: tuple[str, ...], description: str) -> Array:  # noqa: N802
 
 
 # what each control's arrays are computed from (array names end in "_<suffix>")
-_CONTROL_WORDS = {
-    "shuffled": "the same probe fitted on shuffled training labels",
-    "control_task": "the control task (one drawn label per word type, Hewitt & Liang)",
-    "random": "the same probe on the randomly initialised model's vectors",
-    "majority": "always predicting the most frequent training tag",
-}
+_CONTROL_WORDS = {c.suffix: c.words for c in REGISTRY.values() if c.fitted != "interval"}
+_AMBIGUOUS = ("on the ambiguous test tokens (their token id carries two or more tags in "
+              "training, each on at least parameter 'ambiguous_min_count' tokens)")
 
 
 def _declare() -> dict[str, Array]:
@@ -99,9 +96,23 @@ def _declare() -> dict[str, Array]:
         "mdl_stories": ArraySpec(PORTION, "train stories in the first i+1 MDL portions"),
     }
     for suffix, words in _CONTROL_WORDS.items():
-        arrays[f"f1_{suffix}"] = ArraySpec(TAG, f"per-tag F1 of {words}")
-        arrays[f"macro_f1_{suffix}"] = ArraySpec(CELL, f"macro-F1 of {words}")
-        arrays[f"accuracy_{suffix}"] = ArraySpec(CELL, f"accuracy of {words}")
+        for amb, where in (("", ""), ("_ambiguous", " " + _AMBIGUOUS)):
+            arrays[f"f1_{suffix}{amb}"] = ArraySpec(TAG, f"per-tag F1 of {words}{where}")
+            arrays[f"macro_f1_{suffix}{amb}"] = ArraySpec(CELL, f"macro-F1 of {words}{where}")
+            arrays[f"accuracy_{suffix}{amb}"] = ArraySpec(CELL,
+                                                          f"accuracy of {words}{where}")
+    for name in ("precision", "recall", "f1", "support", "macro_f1", "accuracy"):
+        spec = arrays[name]
+        arrays[f"{name}_ambiguous"] = ArraySpec(spec.dims, f"{spec.description}, {_AMBIGUOUS}")
+    arrays["lexical_gain"] = ArraySpec(TAG, "f1_ambiguous minus f1_lexical_ambiguous: how "
+                                            "far the probe beats word identity where word "
+                                            "identity cannot decide")
+    for end, which in (("lo", "lower"), ("hi", "upper")):
+        arrays[f"lexical_gain_{end}"] = ArraySpec(
+            TAG, f"{which} end of the bootstrap 95% interval of lexical_gain (test stories "
+                 "resampled, probe and lexical baseline scored on the same resamples)")
+    arrays["selectivity_f1"] = ArraySpec(TAG, "f1 minus the highest F1 of any control run "
+                                              "in the same cell (lexical baselines included)")
     for suffix in ("random", "control_task"):
         words = _CONTROL_WORDS[suffix]
         arrays[f"codelength_{suffix}"] = ArraySpec(CELL, f"MDL online code length of {words}")

@@ -18,7 +18,7 @@ from probing.findings import findings_lines
 from probing.results import ProbeResults, read_results
 from probing.studies import quote, repeated
 from probing.study_io import StudyResults, read_study
-from probing.top import top_cells
+from probing.top import ranking_words, top_cells
 
 # studies whose result is one of the findings, so not listed again
 FINDING_STUDIES = (quote.STUDY,)
@@ -27,25 +27,37 @@ HEADLINE_TAGS = ("``", "''", "VBD", "NN", "PRP$", "NNP", "DT")
 
 # per-tag control F1 named in a summary line: (row key, words)
 SUMMARY_CONTROLS = (("f1_shuffled", "shuffled labels"), ("f1_control_task", "control task"),
-                    ("f1_random", "random weights"))
+                    ("f1_random", "random weights"), ("f1_lexical", "lexical baseline"),
+                    ("f1_lexical_lower", "lowercased lexical baseline"))
+
+
+def _cell_line(best: dict, lead: str) -> str:
+    """One cell of a summary: its F1 with its controls, then its word-identity verdict."""
+    controls = [f"{words} {best[key]:.2f}" for key, words in SUMMARY_CONTROLS if key in best]
+    if "selectivity" in best:
+        controls.append(f"selectivity {best['selectivity']:+.2f} vs {best['control']}")
+    if "compression" in best:
+        controls.append(f"compression {best['compression']:.2f}")
+    return (f"{lead} {best['site']:<5} {best['cell']:<6}"
+            f" F1 {best['f1']:.2f} ({', '.join(controls) or 'no controls'};"
+            f" {best['support']} test tokens); {best['verdict']}")
 
 
 def probe_lines(results: ProbeResults, tags: tuple[str, ...] = HEADLINE_TAGS,
                 by: str = "f1", control: str | None = None) -> list[str]:
-    """One line per headline tag present: the best cell (ranked ``by`` as in
-    probing.top), its F1, the controls' F1, selectivity and compression."""
+    """Per headline tag present: the best cell (ranked ``by`` as in probing.top) with its
+    F1, the controls' F1 (the lexical baseline's included), selectivity, compression and
+    whether it goes beyond word identity; and, when another cell beats the lexical
+    baseline on ambiguous tokens by more, that cell too."""
     lines = []
     for tag in (t for t in tags if t in results.tags):
         best = top_cells(results, tag, k=1, by=by, control=control)[0]
-        controls = [f"{words} {best[key]:.2f}" for key, words in SUMMARY_CONTROLS
-                    if key in best]
-        if "selectivity" in best:
-            controls.append(f"selectivity {best['selectivity']:+.2f} vs {best['control']}")
-        if "compression" in best:
-            controls.append(f"compression {best['compression']:.2f}")
-        lines.append(f"  {tag:<5} best {best['site']:<5} {best['cell']:<6}"
-                     f" F1 {best['f1']:.2f} ({', '.join(controls) or 'no controls'};"
-                     f" {best['support']} test tokens)")
+        lines.append(_cell_line(best, f"  {tag:<5} best"))
+        if by != "beyond-lexical" and "lexical_gain" in results.arrays:
+            other = top_cells(results, tag, k=1, by="beyond-lexical", control=control)[0]
+            if other["support_ambiguous"] > 0 and (other["site"], other["cell"]) != (
+                    best["site"], best["cell"]):
+                lines.append(_cell_line(other, f"  {'':<5} most beyond lexical"))
     return lines
 
 
@@ -69,6 +81,22 @@ def mdl_lines(results: ProbeResults) -> list[str]:
     return lines
 
 
+def _ranking(results: ProbeResults, by: str, control: str | None) -> str:
+    """What the probe lines are ranked by, in words (probing.top)."""
+    row = top_cells(results, results.tags[0], k=1, by=by, control=control)[0]
+    return ranking_words(by, row["control"], row["acc_control"])
+
+
+def _ambiguous_words(results: ProbeResults) -> str:
+    """How many test tokens are ambiguous and what that means."""
+    n = results.attrs.get("n_ambiguous_test")
+    if n is None:
+        return "no ambiguous-token scores"
+    return (f"{n} of {results.attrs.get('n_test')} test tokens ambiguous: their token id "
+            f"carries two or more tags in training, each on at least "
+            f"{results.attrs.get('ambiguous_min_count')} tokens")
+
+
 def study_line(r: StudyResults) -> str:
     """The headline of one study: the induction circuit's verdict for ``repeated``, else
     its report's first line."""
@@ -79,7 +107,7 @@ def study_line(r: StudyResults) -> str:
 
 def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> str:
     """The headline findings of run directory ``run`` as text; probe heads ranked ``by``
-    'f1', 'selectivity' (against ``control``) or 'compression'."""
+    one of probing.top.RANKINGS (selectivity against ``control``)."""
     run = require_input("run", run)
     probes = run_path(run, "probes")
     results = read_results(probes) if (probes / "probes.h5").exists() else None
@@ -89,7 +117,9 @@ def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> st
     lines = [f"Headline findings in {run}", *findings_lines(results, studies)]
     if results is not None:
         lines += [f"probe grid ({', '.join(results.sites)}; {len(results.tags)} tags; "
-                  f"best heads by {by}):", *probe_lines(results, by=by, control=control),
+                  f"best heads by {by}: {_ranking(results, by, control)}; "
+                  f"{_ambiguous_words(results)}):",
+                  *probe_lines(results, by=by, control=control),
                   *mdl_lines(results)]
     for r in studies.values():
         if r.study not in FINDING_STUDIES:

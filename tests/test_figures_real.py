@@ -66,9 +66,14 @@ def test_probe_figures_from_a_real_fit(probe_results: Path, tmp_path: Path):
 
     keys = by_name["probes_keys"].draw()
     panels = heat(keys)
+    lexical = res.arrays["f1_lexical"][0, 0, 0]
     assert [ax.get_title() for ax in panels] == [
-        f"{t} (n={int(n)})" for t, n in zip(res.tags, res.arrays["support"][0, 0, 0],
-                                            strict=True)]
+        f"{t} (n={int(n)})\nlex {x:.2f}" for t, n, x in zip(
+            res.tags, res.arrays["support"][0, 0, 0], lexical, strict=True)]
+    # a dot on every cell whose F1 exceeds the lexical baseline
+    for k, ax in enumerate(panels):
+        dots = sum(len(c.get_offsets()) for c in ax.collections)
+        assert dots == np.sum(res.grid("f1", "key", res.tags[k]) > lexical[k])
     np.testing.assert_allclose(panels[1].get_images()[0].get_array(), res.grid("f1", "key", "VBD"))
     random = heat(by_name["probes_keys_random"].draw())
     np.testing.assert_allclose(random[1].get_images()[0].get_array(),

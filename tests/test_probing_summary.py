@@ -64,7 +64,8 @@ def test_summary_states_each_finding_with_its_control(
         f"  tag probe (``): found: {best['site']} of {best['cell']} F1 {best['f1']:.2f} vs "
         f"random weights {best['f1_random']:.2f} ({best['value']:+.2f}; threshold "
         f"{findings.PROBE_MIN_MARGIN:+.2f}; best head outside layer 0; "
-        f"{best['support']} test tokens)")
+        f"{best['support']} test tokens); {best['verdict']}")
+    assert "beyond word identity" in best["verdict"]
 
     # the quote study ran without the model: no attention, so nothing to claim
     assert finding_line(out, "quotation head").startswith(

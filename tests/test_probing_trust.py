@@ -187,16 +187,24 @@ def test_planted_head_f1_finds_the_tag_everywhere_selectivity_and_mdl_single_it_
     capsys.readouterr()
     for by in ("selectivity", "selectivity-accuracy", "compression"):
         assert main(["top", "--results", str(out), "--tag", "``", "--by", by, "-k", "2"]) == 0
-        table, legend = capsys.readouterr().out.split("\n\n")
+        table, verdicts, legend = capsys.readouterr().out.split("\n\n")
         header, row = table.splitlines()[1:3]
         assert row.split()[:2] == ["key", "L1H2"]
-        assert header.split()[2:] == ["F1", "shuffled", "ctl-task", "random", "majority",
-                                      "select.", "sel.acc", "compr.", "cmp.rand", "cmp.ctl"]
-        # selectivity is against the strongest control the fit ran: random weights
+        assert header.split()[2:] == [
+            "F1", "lo", "hi", "shuffled", "ctl-task", "random", "majority", "lexical",
+            "select.", "sel.f1", "sel.acc", "amb.n", "amb.F1", "amb.lex", "gain", "gain.lo",
+            "gain.hi", "compr.", "cmp.rand", "cmp.ctl", "beyond"]
+        # selectivity is against the strongest control fitted per cell: random weights
         assert "F1 minus the random-weights F1" in legend and "uniform code length" in legend
+        assert "accuracy minus the control-task accuracy" in legend
+        # every word type carries one tag: nothing can be beyond word identity
+        assert verdicts.startswith("word identity:\n  key L1H2: not beyond word identity: "
+                                   "no ambiguous test token")
     assert main(["top", "--results", str(out), "--tag", "``", "--by", "selectivity",
                  "--control", "control-task", "-k", "1"]) == 0
-    assert "F1 minus the control-task F1" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "F1 minus the control-task F1" in text
+    assert "best cells by F1 selectivity against the control-task control" in text
     # the summary ranks the same way; the seed-format export is unchanged by the new arrays
     run = tmp_path / "run"
     run.mkdir()
