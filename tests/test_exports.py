@@ -234,19 +234,19 @@ def test_tidy_export_follows_the_declaration(probing_results, monkeypatch):
     from probing.tidy import tidy_frame
 
     results = read_results(probing_results)
-    new = {"f1_ambiguous": 0.25, "f1_ambiguous_lo": 0.125, "f1_ambiguous_hi": 0.5,
-           "f1_ambiguous_shuffled": 0.75}
+    new = {"f1_planted": 0.25, "f1_planted_lo": 0.125, "f1_planted_hi": 0.5,
+           "f1_planted_shuffled": 0.75}
     for name, value in new.items():
         monkeypatch.setitem(fmt.ARRAYS, name, fmt.ArraySpec(fmt.TAG, "new"))
         results.arrays[name] = np.full_like(results.arrays["f1"], value)
     monkeypatch.setattr(fmt, "TAG_METRICS", (*fmt.TAG_METRICS, *new))
     frame = tidy_frame(results)
-    rows = frame[frame.metric == "f1_ambiguous"]
+    rows = frame[frame.metric == "f1_planted"]
     own, shuffled = rows[rows.control.isna()], rows[rows.control == "shuffled"]
     assert len(own) == len(shuffled) == results.arrays["f1"].size
     assert (own.value == 0.25).all() and (own.low == 0.125).all() and (own.high == 0.5).all()
     assert (shuffled.value == 0.75).all() and shuffled.low.isna().all()
-    assert not frame.metric.str.startswith("f1_ambiguous_").any()
+    assert not frame.metric.str.startswith("f1_planted_").any()
 
 
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(shared_store, probing_results,
