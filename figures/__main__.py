@@ -4,6 +4,7 @@
                       [--format png,pdf,svg] [--only NAME,...] [--force]
     python -m figures list [--results DIR...] [--run runs/NAME]
     python -m figures viewer --store FILE.h5 --model M --story ID [--layer L] --out page.html
+    python -m figures atlas [--results DIR...] [--run runs/NAME] [--out FIGDIR|page.html]
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from figures.registry import Planned, figure_types, plan_all
+from figures.registry import PAGES, Planned, figure_types, matches, plan_all
 from figures.sources import discover
 from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
 from headprobe.cli import Parser, run_main, split_list
@@ -21,12 +22,13 @@ from headprobe.locks import claim_output
 from headprobe.rundir import model_of_store, require_input, run_path
 
 PROG = "python -m figures"
-COMMANDS = ("list", "viewer")
+COMMANDS = ("list", "viewer", "atlas")
 
 
 def draw_parser() -> Parser:
     p = Parser(prog=PROG, description="Redraw figures from stored results (nothing is "
-               "recomputed). Subcommands: 'list' (what can be drawn), 'viewer' (attention page).")
+               "recomputed). Subcommands: 'list' (what can be drawn), 'viewer' (attention page), "
+               "'atlas' (head atlas page).")
     p.add_argument("--results", nargs="+", metavar="DIR", default=[],
                    help="probe results dirs, study dirs, or run dirs holding probes/ and studies/ "
                    "(default: --run's results)")
@@ -70,6 +72,19 @@ def viewer_parser() -> Parser:
     return p
 
 
+def atlas_parser() -> Parser:
+    p = Parser(prog=f"{PROG} atlas", description="Write the head atlas: one offline HTML page "
+               "with a layers x heads grid coloured by any stored metric, a card per head and "
+               "a search (from stored results only).")
+    p.add_argument("--results", nargs="+", metavar="DIR", default=[],
+                   help="probe results dirs, study dirs, or run dirs (default: --run's results)")
+    p.add_argument("--run", metavar="DIR", help="run directory: its results, the page into "
+                   "RUN/figures/atlas.html unless --out is given (default: none)")
+    p.add_argument("--out", metavar="FIGDIR|page.html", help="the page (a .html path) or the "
+                   "folder it goes into as atlas.html (default: RUN/figures with --run)")
+    return p
+
+
 def _result_dirs(results: Sequence[str], run: str | None) -> list[str]:
     dirs = list(results)
     if run:
@@ -104,7 +119,8 @@ def draw_main(argv: Sequence[str]) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     planned, not_planned = plan_all(sources, only)
-    if only and not planned:
+    pages = [name for name in PAGES if only and matches(name, only)]
+    if only and not planned and not pages:
         reasons = "; ".join(f"{n}: {why}" for n, why in not_planned)
         raise UsageError(f"no figure matches --only {args.only}"
                          + (f" ({reasons})" if reasons else "; see 'python -m figures list'"))
@@ -115,6 +131,8 @@ def draw_main(argv: Sequence[str]) -> int:
             written += 1
         else:
             fresh += 1
+    if pages:
+        print(f"wrote       {_write_atlas(sources, out, args.run).name}")
     for name, why in not_planned:
         print(f"not planned {name}: {why}", file=sys.stderr)
     print(f"{written} figure(s) written, {fresh} up to date, {len(not_planned)} not planned "
@@ -137,18 +155,44 @@ def _draw_one(item: Planned, out: Path, formats: list[str], force: bool,
     return True
 
 
+def _write_atlas(sources: Sequence, out: Path, run: str | None) -> Path:
+    from figures.atlas import write_atlas
+
+    title = f"head atlas: {Path(run).resolve().name}" if run else "head atlas"
+    return write_atlas(sources, out, title)
+
+
+def atlas_main(argv: Sequence[str]) -> int:
+    args = atlas_parser().parse_args(argv)
+    if args.out:
+        out = Path(args.out)
+    elif args.run:
+        out = run_path(args.run, "figures")
+    else:
+        raise UsageError("give --out FIGDIR or --run runs/NAME")
+    sources = discover(_result_dirs(args.results, args.run))
+    claim_output(out)
+    print(f"wrote {_write_atlas(sources, out, args.run)}")
+    return 0
+
+
 def list_main(argv: Sequence[str]) -> int:
     args = list_parser().parse_args(argv)
     if not args.results and not args.run:
         width = max(len(t.name) for t in figure_types())
         for ftype in figure_types():
             print(f"{ftype.name.ljust(width)}  [{ftype.source}]  {ftype.help}")
+        for name, text in PAGES.items():
+            print(f"{name.ljust(width)}  [run]  {text}")
         return 0
-    planned, not_planned = plan_all(discover(_result_dirs(args.results, args.run)))
+    sources = discover(_result_dirs(args.results, args.run))
+    planned, not_planned = plan_all(sources)
     for item in planned:
         print(f"{item.name}\t{item.stem}\t{', '.join(str(p) for p in item.inputs)}")
     for name, why in not_planned:
         print(f"{name}\t(not planned: {why})")
+    for name in PAGES:
+        print(f"{name}\t{name}.html\t{', '.join(str(s.path) for s in sources)}")
     return 0
 
 
@@ -181,7 +225,7 @@ def _model_of(store: Path, run: str | None) -> str:
 
 def parsers() -> list[Parser]:
     """Every parser of the stage: drawing, list and viewer."""
-    return [draw_parser(), list_parser(), viewer_parser()]
+    return [draw_parser(), list_parser(), viewer_parser(), atlas_parser()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return list_main(argv[1:])
     if argv and argv[0] == "viewer":
         return viewer_main(argv[1:])
+    if argv and argv[0] == "atlas":
+        return atlas_main(argv[1:])
     return draw_main(argv)
 
 

@@ -33,6 +33,11 @@ FIGURE_MODULES = ("figures.probe_grids", "figures.quote", "figures.tag_induction
                   "figures.chat")
 
 
+# pages drawn from every source of a run at once (not one figure per source): name -> help
+PAGES = {"atlas": "one offline HTML page: layers x heads grid coloured by any stored metric, "
+                  "a card per head, a search (figures.atlas)"}
+
+
 class NotPlanned(Exception):
     """A figure does not apply to a source (the message says why); not an error."""
 

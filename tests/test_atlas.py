@@ -1,0 +1,144 @@
+"""The head atlas: built from a small run (a probe grid of the shared store and synthetic
+studies), then driven in headless Chromium as the viewer's page is."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from figures.__main__ import main
+from figures.atlas_data import TOP_K
+from headprobe.cli import run_main
+from headprobe.heads import head_label
+from probing.results import read_results
+from probing.study_io import read_study
+from probing.top import top_cells
+from tests.fixtures_figures import write_synthetic_studies
+from tests.test_viewer import CHROMIUM, DevTools, _click, open_page
+
+MAX_BYTES = 10 * 2**20
+
+
+@pytest.fixture
+def atlas_run(tmp_path: Path, probing_results: Path) -> Path:
+    """A run directory: probes/ (``probing fit`` on the shared store) and studies/*."""
+    run = tmp_path / "run"
+    write_synthetic_studies(run / "studies", np.random.default_rng(0))
+    shutil.copytree(probing_results, run / "probes")
+    return run
+
+
+def _ready(page: DevTools) -> None:
+    deadline = time.monotonic() + 10
+    while page.js("document.body && document.body.dataset.ready") != "1":
+        assert time.monotonic() < deadline, "the page did not finish its script"
+        time.sleep(0.05)
+
+
+def _choose(page: DevTools, select: str, value: str) -> None:
+    page.js(f"(() => {{ const s = document.getElementById({json.dumps(select)});"
+            f" s.value = {json.dumps(value)}; s.dispatchEvent(new Event('change')); }})()")
+
+
+def _grid_values(page: DevTools) -> dict[str, float | None]:
+    cells = page.js("Array.from(document.querySelectorAll('#grid td.head'))"
+                    ".map(td => [td.dataset.head, td.dataset.value])")
+    return {name: (float(v) if v else None) for name, v in cells}
+
+
+def test_list_names_the_atlas_and_a_run_without_results_is_one_line(tmp_path: Path, capsys):
+    assert main(["list"]) == 0
+    assert any(line.startswith("atlas ") for line in capsys.readouterr().out.splitlines())
+    empty = tmp_path / "run"
+    empty.mkdir()
+    assert run_main(main, ["atlas", "--run", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "python -m probing fit" in err
+    assert not (empty / "figures").exists()
+
+
+def test_only_atlas_redraws_just_the_page(atlas_run: Path, capsys):
+    assert main(["--run", str(atlas_run), "--only", "atlas"]) == 0
+    assert sorted(p.name for p in (atlas_run / "figures").iterdir()) == ["atlas.html"]
+    page = (atlas_run / "figures" / "atlas.html").read_text()
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert len(page.encode()) < MAX_BYTES
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install "
+                    "chromium); the page cannot be driven without a browser")
+def test_atlas_grid_card_and_search_in_chromium(atlas_run: Path, tmp_path: Path):
+    assert main(["atlas", "--run", str(atlas_run)]) == 0
+    page_path = atlas_run / "figures" / "atlas.html"
+    probes = read_results(atlas_run / "probes")
+    quote = read_study(atlas_run / "studies" / "quote")
+    n_layers = max(max(probes.layers) + 1, quote["ratio"].shape[0])
+    n_heads = max(max(probes.site_heads), quote["ratio"].shape[1])
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    proc, page = open_page(page_path, profile)
+    try:
+        _ready(page)
+        # Every head of the grid is there.
+        shown = _grid_values(page)
+        assert sorted(shown) == sorted(head_label(la, h) for la in range(n_layers)
+                                       for h in range(n_heads))
+        # Another metric recolours it with the stored numbers.
+        before = page.js("Array.from(document.querySelectorAll('#grid td.head'))"
+                         ".map(td => td.style.background)")
+        _choose(page, "kind", "quote|quote: ratio")
+        ratio = _grid_values(page)
+        for (layer, head), value in np.ndenumerate(quote["ratio"]):
+            assert ratio[head_label(layer, head)] == pytest.approx(value, abs=1e-4)
+        after = page.js("Array.from(document.querySelectorAll('#grid td.head'))"
+                        ".map(td => td.style.background)")
+        assert after != before
+        _check_card(page, probes, quote)
+        _check_search(page, probes)
+    finally:
+        page.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _check_card(page: DevTools, probes, quote) -> None:
+    """Clicking L2H1 shows its card: its quote ratio and rank, its best key tag's F1."""
+    _click(page, '#grid td.head[data-head="L2H1"]')
+    assert page.js("document.getElementById('card').dataset.head") == "L2H1"
+    row = page.js("(() => { const r = document.querySelector("
+                  "'#card tr[data-metric=\"quote|ratio\"]');"
+                  " return [r.dataset.value, r.cells[4].textContent]; })()")
+    ratio = quote["ratio"]
+    assert float(row[0]) == pytest.approx(ratio[2, 1], abs=1e-4)
+    assert row[1] == f"{int((ratio > ratio[2, 1]).sum()) + 1} of {ratio.size}"
+    s, li = probes.site_index("key"), probes.layers.index(2)
+    f1 = probes.arrays["f1"][s, li, 1]
+    best = int(np.nanargmax(f1))
+    first = page.js("(() => { const r = document.querySelector("
+                    "'#card table[data-site=\"key\"] tbody tr');"
+                    " return [r.dataset.tag, r.cells[1].textContent, r.cells[2].textContent];"
+                    " })()")
+    assert first[0] == probes.tags[best]
+    assert float(first[1]) == pytest.approx(f1[best], abs=5e-4)
+    lo, hi = probes.arrays["f1_lo"][s, li, 1, best], probes.arrays["f1_hi"][s, li, 1, best]
+    assert first[2] == f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _check_search(page: DevTools, probes) -> None:
+    """A tag search lists the cells ``probing top`` ranks first, in its order."""
+    support = probes.arrays["support"][0, 0, 0]
+    tag = probes.tags[int(np.argsort(-support)[1])]
+    _choose(page, "search-by", "f1")
+    _choose(page, "search-tag", tag)
+    listed = page.js("Array.from(document.querySelectorAll('#search tbody tr'))"
+                     ".map(r => [r.dataset.site, r.dataset.cell])")
+    expected = [[r["site"], r["cell"]] for r in top_cells(probes, tag, k=TOP_K)]
+    assert listed == expected
+    # Each listed cell links to its head's card.
+    _click(page, "#search tbody tr a.head")
+    assert page.js("document.getElementById('card').dataset.head") == expected[0][1]
