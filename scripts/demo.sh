@@ -63,6 +63,7 @@ step "figures and the attention viewer"
 story=$("$py" -c 'import sys, headprobe as hp
 print(hp.read_study(sys.argv[1]).meta["example_story_id"])' "$run/studies/quote")
 "$py" -m figures viewer --run "$run" --story "$story" --out "$run/figures/viewer.html"
+"$py" -m figures atlas --run "$run"   # the head atlas: $run/figures/atlas.html
 
 step "done in $((SECONDS - start)) s"
 "$py" -m probing summary --run "$run"
