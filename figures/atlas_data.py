@@ -115,56 +115,79 @@ def metric(mid: str, group: str, label: str, description: str, values: np.ndarra
     return entry
 
 
+class SiteCells:
+    """Cells of one site of a probe grid placed on the atlas grid."""
+
+    def __init__(self, results: ProbeResults, grid: Grid, site: str):
+        self.results, self.grid, self.site = results, grid, site
+        self.s = results.site_index(site)
+        self.kv = results.head_axes[self.s] == "kv_head"
+
+    def __call__(self, name_or_array: str | np.ndarray, t: int | None = None) -> np.ndarray:
+        """A per-cell array (or tag ``t`` of a per-tag one), [n_layers, n_heads]."""
+        a = (self.results.arrays[name_or_array] if isinstance(name_or_array, str)
+             else name_or_array)
+        value = a[self.s, :, :self.results.site_heads[self.s]]
+        return self.grid.place(self.results.layers, value if t is None else value[..., t],
+                               self.kv)
+
+    def bounds(self, name: str, t: int) -> dict[str, np.ndarray]:
+        """``lo`` / ``hi`` of the interval of ``name`` where the results hold it."""
+        return {end: self(f"{name}_{end}", t) for end in ("lo", "hi")
+                if f"{name}_{end}" in self.results.arrays}
+
+
+def _tag_metrics(cells: SiteCells, tag: str, control: str | None,
+                 selectivity: np.ndarray | None) -> list[dict[str, Any]]:
+    """F1 (interval, strongest control), selectivity and the lexical-baseline margin
+    (interval, the lexical baseline's F1) of one tag at one site."""
+    t, site, arrays = cells.results.tag_index(tag), cells.site, cells.results.arrays
+    where = {"tag": tag, "site": site}
+    extra: dict[str, Any] = dict(where, **cells.bounds("f1", t))
+    if control:
+        extra["control"] = {"label": f"{control} F1",
+                            "values": cells(f"f1_{array_suffix(control)}", t)}
+    out = [metric(f"f1|{site}|{tag}", "probes", "probe F1", "test F1 of the probe for the "
+                  "tag (95% bootstrap interval)", cells("f1", t), **extra)]
+    if selectivity is not None:
+        out.append(metric(f"selectivity|{site}|{tag}", "probes", "selectivity",
+                          f"F1 minus the {control} control's F1", cells(selectivity, t),
+                          **where))
+    if "lexical_gain" in arrays:
+        gain = dict(where, control={"label": "lexical F1 on ambiguous tokens",
+                                    "values": cells("f1_lexical_ambiguous", t)},
+                    **cells.bounds("lexical_gain", t))
+        out.append(metric(f"lexical|{site}|{tag}", "probes", "lexical-baseline margin",
+                          "probe F1 minus the lexical baseline's F1 on ambiguous tokens (95% "
+                          "bootstrap interval)", cells("lexical_gain", t), **gain))
+    return out
+
+
+def _compression_metric(cells: SiteCells) -> dict[str, Any]:
+    """MDL compression of one site, against the random-weights (else control-task) one."""
+    extra: dict[str, Any] = {"site": cells.site}
+    for suffix in ("random", "control_task"):
+        if f"compression_{suffix}" in cells.results.arrays:
+            extra["control"] = {"label": f"compression, {suffix.replace('_', ' ')}",
+                                "values": cells(f"compression_{suffix}")}
+            break
+    return metric(f"compression|{cells.site}", "probes", "MDL compression",
+                  "uniform code length / online code length of the train tags",
+                  cells("compression"), **extra)
+
+
 def _probe_metrics(results: ProbeResults, grid: Grid) -> list[dict[str, Any]]:
-    """F1, selectivity and the lexical-baseline margin per site and tag, MDL compression
-    per site: each with its control and, where stored, its interval."""
-    arrays = results.arrays
+    """Per site: every tag's F1, selectivity and lexical-baseline margin, and MDL
+    compression, each with its control and, where stored, its interval."""
     control = strongest_control(results.controls)
     selectivity = results.selectivity(control) if control else None
     out = []
-    for s, site in enumerate(results.sites):
-        kv = results.head_axes[s] == "kv_head"
-        n = results.site_heads[s]
-
-        def cells(a: np.ndarray, t: int | None = None, _s: int = s, _n: int = n,
-                  _kv: bool = kv) -> np.ndarray:
-            value = a[_s, :, :_n] if t is None else a[_s, :, :_n, t]
-            return grid.place(results.layers, value, _kv)
-
-        for t, tag in enumerate(results.tags):
-            where = {"tag": tag, "site": site}
-            bounds = {end: cells(arrays[f"f1_{end}"], t) for end in ("lo", "hi")
-                      if f"f1_{end}" in arrays}
-            extra: dict[str, Any] = dict(where, **bounds)
-            if control:
-                extra["control"] = {"label": f"{control} F1",
-                                    "values": cells(arrays[f"f1_{array_suffix(control)}"], t)}
-            out.append(metric(f"f1|{site}|{tag}", "probes", "probe F1", "test F1 of the probe "
-                              "for the tag (95% bootstrap interval)", cells(arrays["f1"], t),
-                              **extra))
-            if selectivity is not None:
-                out.append(metric(f"selectivity|{site}|{tag}", "probes", "selectivity",
-                                  f"F1 minus the {control} control's F1",
-                                  cells(selectivity, t), **where))
-            if "lexical_gain" in arrays:
-                gain = dict(where, control={"label": "lexical F1 on ambiguous tokens",
-                                            "values": cells(arrays["f1_lexical_ambiguous"], t)},
-                            **{end: cells(arrays[f"lexical_gain_{end}"], t) for end in ("lo", "hi")
-                               if f"lexical_gain_{end}" in arrays})
-                out.append(metric(f"lexical|{site}|{tag}", "probes", "lexical-baseline margin",
-                                  "probe F1 minus the lexical baseline's F1 on ambiguous tokens "
-                                  "(95% bootstrap interval)", cells(arrays["lexical_gain"], t),
-                                  **gain))
-        if "compression" in arrays:
-            extra = {"site": site}
-            for suffix in ("random", "control_task"):
-                if f"compression_{suffix}" in arrays:
-                    extra["control"] = {"label": f"compression, {suffix.replace('_', ' ')}",
-                                        "values": cells(arrays[f"compression_{suffix}"])}
-                    break
-            out.append(metric(f"compression|{site}", "probes", "MDL compression",
-                              "uniform code length / online code length of the train tags",
-                              cells(arrays["compression"]), **extra))
+    for site in results.sites:
+        cells = SiteCells(results, grid, site)
+        for tag in results.tags:
+            out += _tag_metrics(cells, tag, control, selectivity)
+        if "compression" in results.arrays:
+            out.append(_compression_metric(cells))
     return out
 
 

@@ -15,6 +15,7 @@ from figures.__main__ import main
 from figures.atlas_data import TOP_K
 from headprobe.cli import run_main
 from headprobe.heads import head_label
+from probing.controls import array_suffix, strongest_control
 from probing.results import read_results
 from probing.study_io import read_study
 from probing.top import top_cells
@@ -22,6 +23,11 @@ from tests.fixtures_figures import write_synthetic_studies
 from tests.test_viewer import CHROMIUM, DevTools, _click, open_page
 
 MAX_BYTES = 10 * 2**20
+
+
+def shown(value: float) -> str:
+    """A stored number as the page shows it: embedded to 4 decimals, shown to 3."""
+    return f"{round(float(value), 4):.3f}"
 
 
 @pytest.fixture
@@ -88,6 +94,7 @@ def test_atlas_grid_card_and_search_in_chromium(atlas_run: Path, tmp_path: Path)
         shown = _grid_values(page)
         assert sorted(shown) == sorted(head_label(la, h) for la in range(n_layers)
                                        for h in range(n_heads))
+        _check_hover(page, probes)
         # Another metric recolours it with the stored numbers.
         before = page.js("Array.from(document.querySelectorAll('#grid td.head'))"
                          ".map(td => td.style.background)")
@@ -104,6 +111,21 @@ def test_atlas_grid_card_and_search_in_chromium(atlas_run: Path, tmp_path: Path)
         page.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _check_hover(page: DevTools, probes) -> None:
+    """The first measure is probe F1 of the first site and tag: a head's hover text gives
+    its value, interval and the strongest control's F1, as stored."""
+    assert page.js("document.getElementById('kind').value") == "probes|probe F1"
+    site, tag = page.js("[document.getElementById('site').value,"
+                        " document.getElementById('tag').value]")
+    s, t, li = probes.site_index(site), probes.tag_index(tag), probes.layers.index(2)
+    control = strongest_control(probes.controls)
+    a = probes.arrays
+    title = page.js("document.querySelector('#grid td.head[data-head=\"L2H3\"]').title")
+    assert title == (f"L2H3  probe F1 {tag} ({site}): {shown(a['f1'][s, li, 3, t])} "
+                     f"[{shown(a['f1_lo'][s, li, 3, t])}, {shown(a['f1_hi'][s, li, 3, t])}]; "
+                     f"{control} F1: {shown(a['f1_' + array_suffix(control)][s, li, 3, t])}")
 
 
 def _check_card(page: DevTools, probes, quote) -> None:
@@ -126,7 +148,7 @@ def _check_card(page: DevTools, probes, quote) -> None:
     assert first[0] == probes.tags[best]
     assert float(first[1]) == pytest.approx(f1[best], abs=5e-4)
     lo, hi = probes.arrays["f1_lo"][s, li, 1, best], probes.arrays["f1_hi"][s, li, 1, best]
-    assert first[2] == f"[{lo:.3f}, {hi:.3f}]"
+    assert first[2] == f"[{shown(lo)}, {shown(hi)}]"
 
 
 def _check_search(page: DevTools, probes) -> None:
