@@ -82,6 +82,10 @@ def atlas_parser() -> Parser:
                    "RUN/figures/atlas.html unless --out is given (default: none)")
     p.add_argument("--out", metavar="FIGDIR|page.html", help="the page (a .html path) or the "
                    "folder it goes into as atlas.html (default: RUN/figures with --run)")
+    p.add_argument("--store", metavar="FILE.h5", help="activation store: every card shows its "
+                   "head's activity on one story (default: RUN/activations.h5 when there)")
+    p.add_argument("--story", type=int, metavar="ID", help="the story of that trace (default: "
+                   "the studies' example story, else the store's first)")
     return p
 
 
@@ -155,11 +159,14 @@ def _draw_one(item: Planned, out: Path, formats: list[str], force: bool,
     return True
 
 
-def _write_atlas(sources: Sequence, out: Path, run: str | None) -> Path:
+def _write_atlas(sources: Sequence, out: Path, run: str | None, store: str | None = None,
+                 story: int | None = None) -> Path:
     from figures.atlas import write_atlas
 
+    if store is None and run and run_path(run, "store").is_file():
+        store = str(run_path(run, "store"))
     title = f"head atlas: {Path(run).resolve().name}" if run else "head atlas"
-    return write_atlas(sources, out, title)
+    return write_atlas(sources, out, title, store, story, run)
 
 
 def atlas_main(argv: Sequence[str]) -> int:
@@ -172,7 +179,9 @@ def atlas_main(argv: Sequence[str]) -> int:
         raise UsageError("give --out FIGDIR or --run runs/NAME")
     sources = discover(_result_dirs(args.results, args.run))
     claim_output(out)
-    print(f"wrote {_write_atlas(sources, out, args.run)}")
+    if args.store:
+        require_input("store", args.store)
+    print(f"wrote {_write_atlas(sources, out, args.run, args.store, args.story)}")
     return 0
 
 

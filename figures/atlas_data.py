@@ -10,11 +10,14 @@ stored numbers. The payload:
 - ``metrics``: one entry per colouring of the grid: ``id``, ``group`` (probes, or the
   study), ``label``, ``description``, ``values`` [n_layers][n_heads] (None where the
   results hold nothing), optionally ``control`` (label and values of the number the value
-  is judged against), ``lo`` / ``hi`` (its 95% interval) and ``tag`` / ``site``;
+  is judged against), ``lo`` / ``hi`` (its 95% interval), ``tag`` / ``site`` and
+  ``lower_first`` (heads ranked from the lowest value: p-values);
 - ``probe``: sites, tags and, per tag, the ranked cells of :func:`probing.top.top_cells`
   for each ranking the results hold (``search``);
 - ``partners``: per head, its strongest composition partners (``repeated`` results);
-- ``examples``: per head, the attention examples and activity traces studies stored for it.
+- ``examples``: per head, the attention examples and activity traces studies stored for it;
+- ``trace``: every head's activity on one story of the run's store (:func:`store_trace`),
+  when the run has a store with activity.
 
 Cells of a key/value site of a grouped-query model are shown on every query head that
 reads them.
@@ -23,6 +26,7 @@ reads them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,8 +34,9 @@ import numpy as np
 from figures.sources import PROBES, Source
 from headprobe.errors import UsageError
 from headprobe.heads import head_label, kv_heads
-from headprobe.rundir import make_command
-from headprobe.tokens import display_text
+from headprobe.rundir import make_command, model_of_store
+from headprobe.stories import find_story, read_stories
+from headprobe.tokens import display_text, token_strings
 from probing.controls import array_suffix, strongest_control
 from probing.results import ProbeResults
 from probing.studies import ablation, patching, quote, repeated, tag_induction
@@ -40,6 +45,7 @@ from probing.top import ranking_words, top_cells
 
 DIGITS = 4          # decimals kept for every number embedded in the page
 TOP_K = 10          # ranked cells kept per tag and ranking (``probing top --k``)
+TRACE_TOKENS = 200  # tokens of the story whose activity trace every card shows
 PARTNERS = 3        # composition partners kept per head, mode and role
 SEARCH_RANKINGS = ("f1", "selectivity", "beyond-lexical", "compression")
 # study array -> the array it is judged against (hover shows both)
@@ -229,6 +235,8 @@ def _study_metrics(results: StudyResults, grid: Grid) -> list[dict[str, Any]]:
         if control is not None and control in results:
             extra["control"] = {"label": control.name, "values": grid.place(
                 range(results[control].shape[0]), results[control])}
+        if entry.name.endswith("pvalue"):
+            extra["lower_first"] = True       # ranked from the smallest p-value
         out.append(metric(f"{study}|{entry.name}", study, f"{study}: {entry.name}",
                           entry.description, grid.place(range(value.shape[0]), value), **extra))
     if study == ablation.STUDY:
@@ -289,6 +297,14 @@ def _example_head(results: StudyResults, name: str) -> str | None:
     return head_label(*named) if named else None
 
 
+def example_story(sources: Sequence[Source]) -> int | None:
+    """The story a study shows as its example (the activity trace's default story)."""
+    for source in sources:
+        if source.kind != PROBES and "example_story_id" in source.data().meta:
+            return int(source.data().meta["example_story_id"])
+    return None
+
+
 def study_examples(results: StudyResults) -> dict[str, list[dict[str, Any]]]:
     """Head name -> the attention patterns [T, T] (causal rows) and activity traces [T]
     a study stored for it, with the tokens they are over."""
@@ -314,8 +330,10 @@ def study_examples(results: StudyResults) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def atlas_payload(sources: Sequence[Source], title: str) -> dict[str, Any]:
-    """The dict the atlas page embeds (see the module docstring)."""
+def atlas_payload(sources: Sequence[Source], title: str,
+                  trace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dict the atlas page embeds (see the module docstring); ``trace``: from
+    :func:`store_trace`."""
     grid = grid_of(sources)
     if not grid.n_layers or not grid.n_heads:
         where = sources[0].path if sources else "the run"
@@ -324,7 +342,7 @@ def atlas_payload(sources: Sequence[Source], title: str) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "title": title, "n_layers": grid.n_layers, "n_heads": grid.n_heads,
         "heads": [head_label(la, h) for la in range(grid.n_layers) for h in range(grid.n_heads)],
-        "metrics": [], "probe": None, "partners": {}, "examples": {}}
+        "metrics": [], "probe": None, "partners": {}, "examples": {}, "trace": trace}
     if grid.kv_head is not None:
         payload["kv_head"] = grid.kv_head.tolist()
     for source in sources:
@@ -338,3 +356,30 @@ def atlas_payload(sources: Sequence[Source], title: str) -> dict[str, Any]:
         for head, items in study_examples(data).items():
             payload["examples"].setdefault(head, []).extend(items)
     return payload
+
+
+def store_trace(store_path: str | Path, story_id: int | None = None,
+                run: str | Path | None = None, default_story: int | None = None
+                ) -> dict[str, Any] | None:
+    """Every head's activity on one story of the activation store: ``story``, ``tokens``
+    [T] (shown as :func:`headprobe.tokens.display_text` does) and ``values`` [n_layers]
+    [n_heads][T], the story's first TRACE_TOKENS tokens. Without ``story_id``: story
+    ``default_story`` where the store holds it, else the store's first story. None when
+    the store holds no activity or names no model whose tokenizer shows its tokens."""
+    from extract.store import open_store
+    from headprobe.tokenization import load_tokenizer
+
+    with open_store(store_path) as store:
+        model = model_of_store(store.attrs, run)
+        if "activity" not in store.sites or model is None:
+            return None
+        stories = read_stories(store)
+        story = find_story(stories, story_id) if story_id is not None else stories[0]
+        if default_story is not None and story_id is None:
+            story = next((s for s in stories if s.story_id == default_story), story)
+        rows = story.rows[:TRACE_TOKENS]
+        values = np.stack([store.read_layer("activity", layer, rows)
+                           for layer in range(store.n_layers)])       # [L, T, H]
+    tokens = token_strings(load_tokenizer(model), story.input_ids[:TRACE_TOKENS])
+    return {"story": story.story_id, "tokens": [display_text(t) for t in tokens],
+            "values": rounded(values.transpose(0, 2, 1))}

@@ -31,11 +31,13 @@ def shown(value: float) -> str:
 
 
 @pytest.fixture
-def atlas_run(tmp_path: Path, probing_results: Path) -> Path:
-    """A run directory: probes/ (``probing fit`` on the shared store) and studies/*."""
+def atlas_run(tmp_path: Path, probing_results: Path, shared_store: Path) -> Path:
+    """A run directory: probes/ (``probing fit`` on the shared store), studies/* and the
+    store itself (linked)."""
     run = tmp_path / "run"
     write_synthetic_studies(run / "studies", np.random.default_rng(0))
     shutil.copytree(probing_results, run / "probes")
+    (run / "activations.h5").symlink_to(shared_store.resolve())
     return run
 
 
@@ -106,7 +108,14 @@ def test_atlas_grid_card_and_search_in_chromium(atlas_run: Path, tmp_path: Path)
                         ".map(td => td.style.background)")
         assert after != before
         _check_card(page, probes, quote)
+        _check_trace(page, atlas_run / "activations.h5")
         _check_search(page, probes)
+        # Ranking heads by the measure the grid shows lists the largest quote ratios.
+        page.js("document.getElementById('search-metric').click()")
+        listed = page.js("Array.from(document.querySelectorAll('#search tbody tr'))"
+                         ".map(r => r.dataset.cell)")
+        order = np.argsort(-quote["ratio"], axis=None, kind="stable")[:len(listed)]
+        assert listed == [head_label(*divmod(int(i), quote["ratio"].shape[1])) for i in order]
     finally:
         page.close()
         proc.terminate()
@@ -149,6 +158,22 @@ def _check_card(page: DevTools, probes, quote) -> None:
     assert float(first[1]) == pytest.approx(f1[best], abs=5e-4)
     lo, hi = probes.arrays["f1_lo"][s, li, 1, best], probes.arrays["f1_hi"][s, li, 1, best]
     assert first[2] == f"[{shown(lo)}, {shown(hi)}]"
+
+
+def _check_trace(page: DevTools, store_path: Path) -> None:
+    """The open card (L2H1) shows the head's stored activity on the trace's story."""
+    from extract.store import open_store
+    from headprobe.stories import find_story, read_stories
+
+    story = page.js("JSON.parse(document.getElementById('data').textContent).trace.story")
+    bars = page.js("Array.from(document.querySelectorAll('#card .trace'))"
+                   ".pop().children.length")
+    with open_store(store_path) as store:
+        rows = find_story(read_stories(store), story).rows[:bars]
+        activity = store.read_layer("activity", 2, rows)[:, 1]
+    titles = page.js("Array.from(Array.from(document.querySelectorAll('#card .trace'))"
+                     ".pop().children).map(b => b.title.split(': ').pop())")
+    assert titles == [shown(v) for v in activity]
 
 
 def _check_search(page: DevTools, probes) -> None:
