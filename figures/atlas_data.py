@@ -34,7 +34,7 @@ import numpy as np
 from figures.sources import PROBES, Source
 from headprobe.errors import UsageError
 from headprobe.heads import head_label, kv_heads
-from headprobe.rundir import make_command, model_of_store
+from headprobe.rundir import make_command, model_of_store, run_of
 from headprobe.stories import find_story, read_stories
 from headprobe.tokens import display_text, token_strings
 from probing.controls import array_suffix, strongest_control
@@ -330,15 +330,22 @@ def study_examples(results: StudyResults) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _nothing_per_head(sources: Sequence[Source]) -> UsageError:
+    """The error for results without one number per head, naming the command to run."""
+    path = sources[0].path if sources else Path("RUN")
+    run = run_of(path, "study") or path
+    return UsageError(f"no per-head results in {', '.join(str(s.path) for s in sources) or run} "
+                      "(a probe grid, or a study of heads such as quote or repeated); run "
+                      f"first: {make_command('probes', run, run=run)}")
+
+
 def atlas_payload(sources: Sequence[Source], title: str,
                   trace: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dict the atlas page embeds (see the module docstring); ``trace``: from
     :func:`store_trace`."""
     grid = grid_of(sources)
     if not grid.n_layers or not grid.n_heads:
-        where = sources[0].path if sources else "the run"
-        raise UsageError(f"{where} holds no per-head results; run first: "
-                         f"{make_command('probes', where)}")
+        raise _nothing_per_head(sources)
     payload: dict[str, Any] = {
         "title": title, "n_layers": grid.n_layers, "n_heads": grid.n_heads,
         "heads": [head_label(la, h) for la in range(grid.n_layers) for h in range(grid.n_heads)],

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from figures.__main__ import main
-from figures.atlas_data import TOP_K
+from figures.atlas_data import TOP_K, Grid
 from headprobe.cli import run_main
 from headprobe.heads import head_label
 from probing.controls import array_suffix, strongest_control
 from probing.results import read_results
 from probing.study_io import read_study
 from probing.top import top_cells
-from tests.fixtures_figures import write_synthetic_studies
+from tests.fixtures_figures import write_synthetic_chat_studies, write_synthetic_studies
 from tests.test_viewer import CHROMIUM, DevTools, _click, open_page
 
 MAX_BYTES = 10 * 2**20
@@ -68,6 +68,23 @@ def test_list_names_the_atlas_and_a_run_without_results_is_one_line(tmp_path: Pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "python -m probing fit" in err
     assert not (empty / "figures").exists()
+    # studies without a number per head (chat-log studies) are not enough either
+    write_synthetic_chat_studies(empty / "studies", np.random.default_rng(0))
+    assert run_main(main, ["atlas", "--run", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no per-head results" in err
+    assert "python -m probing fit" in err and not (empty / "figures").exists()
+
+
+def test_key_value_cells_are_shown_on_the_query_heads_that_read_them():
+    grid = Grid(n_layers=3, n_heads=4, n_kv_heads=2)
+    values = np.array([[1.0, 2.0], [3.0, 4.0]])            # [layers 0 and 2, kv heads]
+    placed = grid.place([0, 2], values, kv=True)
+    np.testing.assert_array_equal(placed[0], [1, 1, 2, 2])
+    np.testing.assert_array_equal(placed[2], [3, 3, 4, 4])
+    assert np.isnan(placed[1]).all()
+    query = grid.place([1], np.array([[5.0, 6.0, 7.0, 8.0]]))
+    np.testing.assert_array_equal(query[1], [5, 6, 7, 8])
 
 
 def test_only_atlas_redraws_just_the_page(atlas_run: Path, capsys):
