@@ -161,12 +161,21 @@ def _draw_one(item: Planned, out: Path, formats: list[str], force: bool,
 
 def _write_atlas(sources: Sequence, out: Path, run: str | None, store: str | None = None,
                  story: int | None = None) -> Path:
+    """The atlas of ``sources``; its activity trace from ``store``, else from the run's store
+    when there (skipped, in one line, when that store cannot give one)."""
     from figures.atlas import write_atlas
+    from figures.atlas_data import example_story, store_trace
 
-    if store is None and run and run_path(run, "store").is_file():
-        store = str(run_path(run, "store"))
+    trace = None
+    if store is not None:
+        trace = store_trace(store, story, run, example_story(sources))
+    elif run and run_path(run, "store").is_file():
+        try:
+            trace = store_trace(run_path(run, "store"), story, run, example_story(sources))
+        except UsageError as exc:
+            print(f"atlas without an activity trace: {exc}", file=sys.stderr)
     title = f"head atlas: {Path(run).resolve().name}" if run else "head atlas"
-    return write_atlas(sources, out, title, store, story, run)
+    return write_atlas(sources, out, title, trace)
 
 
 def atlas_main(argv: Sequence[str]) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from figures.atlas_data import atlas_payload, example_story, store_trace
+from figures.atlas_data import atlas_payload
 from figures.sources import Source
 from headprobe.atomic import atomic_file
 
@@ -41,17 +41,12 @@ def atlas_path(out: str | Path) -> Path:
 
 
 def write_atlas(sources: Sequence[Source], out: str | Path, title: str,
-                store: str | Path | None = None, story: int | None = None,
-                run: str | Path | None = None) -> Path:
+                trace: dict[str, Any] | None = None) -> Path:
     """Build the atlas of ``sources`` and write it atomically; return its path.
 
-    store: an activation store whose activity on one story (``story``, default the
-    studies' example story) every card shows; run: where its model may be found.
+    trace: every head's activity on one story (:func:`figures.atlas_data.store_trace`).
     """
     page = atlas_path(out)
-    trace = None
-    if store is not None:
-        trace = store_trace(store, story, run, example_story(sources))
     text = render_atlas(atlas_payload(sources, title, trace))
     page.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(page) as tmp:

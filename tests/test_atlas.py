@@ -14,6 +14,7 @@ import pytest
 from figures.__main__ import main
 from figures.atlas_data import TOP_K, Grid
 from headprobe.cli import run_main
+from headprobe.errors import UsageError
 from headprobe.heads import head_label
 from probing.controls import array_suffix, strongest_control
 from probing.results import read_results
@@ -93,6 +94,26 @@ def test_only_atlas_redraws_just_the_page(atlas_run: Path, capsys):
     page = (atlas_run / "figures" / "atlas.html").read_text()
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert len(page.encode()) < MAX_BYTES
+    assert '"trace":{"story":' in page
+
+
+def test_a_run_store_that_cannot_give_a_trace_leaves_it_out(atlas_run: Path, monkeypatch,
+                                                             capsys):
+    import headprobe.tokenization
+
+    def refuse(name: str):
+        raise UsageError(f"cannot load tokenizer {name!r}")
+
+    monkeypatch.setattr(headprobe.tokenization, "load_tokenizer", refuse)
+    assert main(["atlas", "--run", str(atlas_run)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("atlas without an activity trace: cannot load tokenizer")
+    assert '"trace":null' in (atlas_run / "figures" / "atlas.html").read_text()
+    # a store named on the command line must give its trace
+    out = atlas_run / "other.html"
+    assert run_main(main, ["atlas", "--run", str(atlas_run), "--store",
+                           str(atlas_run / "activations.h5"), "--out", str(out)]) == 2
+    assert not out.exists()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install "
