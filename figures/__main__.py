@@ -137,6 +137,7 @@ def draw_main(argv: Sequence[str]) -> int:
             fresh += 1
     if pages:
         print(f"wrote       {_write_atlas(sources, out, args.run).name}")
+        written += 1
     for name, why in not_planned:
         print(f"not planned {name}: {why}", file=sys.stderr)
     print(f"{written} figure(s) written, {fresh} up to date, {len(not_planned)} not planned "
