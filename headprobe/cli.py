@@ -8,8 +8,10 @@ which also words the options a library error names (:func:`headprobe.errors.opt`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from headprobe.devices import AUTO, DEFAULT_MODEL_DTYPE, MODEL_DTYPES, resolve_device
@@ -73,24 +75,88 @@ def run_main(main: Callable[[Sequence[str] | None], int | None],
 
     Bad input (:class:`UsageError`), file-system errors and files that cannot be decoded
     (:mod:`headprobe.failures`) give one line and exit code 2; Ctrl-C gives one line and 130.
-    Outputs the command claimed (:func:`headprobe.locks.claim_output`) are released.
+    Outputs the command claimed (:func:`headprobe.locks.claim_output`) are released, and a
+    command that fails leaves no empty directory behind (:func:`absent_dirs`).
     """
+    new_dirs = absent_dirs(sys.argv[1:] if argv is None else argv)
+    code = 1
     try:
-        return main(argv) or 0
+        code = main(argv) or 0
+        return code
     except UsageError as exc:
         print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
-        return 2
+        code = 2
+        return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+        return code
     except Exception as exc:
         line = failure_line(exc)
         if line is None:
             raise
         print(f"{prog}: error: {line}", file=sys.stderr)
-        return 2
+        code = 2
+        return code
     finally:
         release_claims()
+        if code != 0:
+            remove_empty(new_dirs)
+
+
+def absent_dirs(argv: Sequence[str]) -> tuple[list[Path], set[Path]]:
+    """The directories a command with these arguments could make, as they are before it
+    runs: every path argument (or ``--flag=value``) and its parents up to the first that
+    exists, which are not there yet; and the directories now inside (two levels deep) the
+    arguments that are existing directories."""
+    absent: list[Path] = []
+    present: set[Path] = set()
+    for arg in argv:
+        text = str(arg).split("=", 1)[-1] if str(arg).startswith("-") else str(arg)
+        if not text or text.startswith("-") or "\n" in text:
+            continue
+        path = Path(text)
+        if path.is_dir():
+            present.update(_subdirs(path))
+        while not os.path.lexists(path) and path != path.parent:
+            absent.append(path)
+            path = path.parent
+    return absent, present
+
+
+def _subdirs(path: Path, depth: int = 2) -> set[Path]:
+    """``path`` and the directories under it, ``depth`` levels deep (links not followed)."""
+    found = {path}
+    if depth > 0:
+        try:
+            entries = [e for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return found
+        for entry in entries:
+            found |= _subdirs(Path(entry.path), depth - 1)
+    return found
+
+
+def remove_empty(dirs: tuple[list[Path], set[Path]]) -> None:
+    """Remove the directories a failed command made (all but those :func:`absent_dirs`
+    saw) that are empty, deepest first."""
+    absent, present = dirs
+    tops = [p for p in absent if p.is_dir() and not p.is_symlink()]
+    tops += [p for p in _subdirs_of(present) if p not in present]
+    found = set()
+    for top in tops:
+        found.update(Path(root) for root, _, _ in os.walk(top))
+    for path in sorted(found, key=lambda p: len(p.parts), reverse=True):
+        try:
+            path.rmdir()
+        except OSError:   # not empty: leave it
+            pass
+
+
+def _subdirs_of(present: set[Path]) -> set[Path]:
+    """The directories now inside (two levels deep) the outermost of ``present``."""
+    tops = {p for p in present if not any(q in present for q in p.parents)}
+    return set().union(*(_subdirs(p) for p in tops if p.is_dir()))
 
 
 def device_argument(text: str) -> str:

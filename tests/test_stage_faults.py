@@ -264,3 +264,19 @@ def test_ctrl_c_with_worker_processes_is_one_line(valid_text, shared_model, tmp_
     assert "Traceback" not in err and "Warning" not in err, err
     assert err.strip().splitlines()[-1] == "python -m datasets_build: interrupted"
     assert listing(tmp_path) == []
+
+
+def test_failed_commands_leave_no_empty_directories(tmp_path, shared_model, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    runs = tmp_path / "runs"
+    assert run("probing", "fit", "--run", runs / "nope") == 2
+    assert run("probing", "quote", f"--run={runs / 'x'}") == 2
+    assert run("figures", "--run", runs / "y") == 2
+    assert run("datasets_build", "--source", empty, "--tokenizer", shared_model,
+               "--run", runs / "emptyds") == 2
+    assert listing(tmp_path) == ["empty.txt"]
+    (runs / "kept").mkdir(parents=True)             # there before: stays, even when empty
+    assert run("probing", "quote", "--run", runs / "kept") == 2
+    assert listing(runs) == ["kept"] and listing(runs / "kept") == []
+    capsys.readouterr()
