@@ -5,6 +5,7 @@ import shutil
 import pytest
 from PIL import Image
 
+import figures.readme
 from figures.readme import README_DPI, README_FIGURES, main, write_readme_figures
 from headprobe.cli import run_main
 from headprobe.errors import UsageError
@@ -43,3 +44,23 @@ def test_a_run_without_the_studies_names_what_is_missing(probing_results, tmp_pa
         write_readme_figures(run, tmp_path / "out")
     assert not (tmp_path / "out" / README_FIGURES["f1:``"]).exists()
     assert run_main(main, ["--run", str(tmp_path / "nope")]) == 2
+
+
+def test_the_readme_pictures_in_the_checkout_change_only_when_asked(readme_run, tmp_path,
+                                                                    monkeypatch, capsys):
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    assert figures.readme.README_IMAGES == repo / "docs" / "images"
+    run = tmp_path / "run"
+    shutil.copytree(readme_run, run)
+    images = tmp_path / "images"
+    monkeypatch.setattr(figures.readme, "README_IMAGES", images)
+    assert run_main(main, ["--run", str(run)]) == 0          # by default: into the run
+    assert sorted(p.name for p in (run / "figures" / "readme").iterdir()) == sorted(
+        README_FIGURES.values())
+    assert not images.exists()
+    assert run_main(main, ["--run", str(run), "--update-readme"]) == 0
+    assert sorted(p.name for p in images.iterdir()) == sorted(README_FIGURES.values())
+    assert "replaced the README's pictures" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:       # one place or the other, never both
+        main(["--run", str(run), "--update-readme", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
