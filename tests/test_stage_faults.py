@@ -280,3 +280,17 @@ def test_failed_commands_leave_no_empty_directories(tmp_path, shared_model, caps
     assert run("probing", "quote", "--run", runs / "kept") == 2
     assert listing(runs) == ["kept"] and listing(runs / "kept") == []
     capsys.readouterr()
+
+
+def test_a_model_directory_without_a_model_says_so(tmp_path, shared_dataset, capsys):
+    folder = tmp_path / "notamodel"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("weights elsewhere\n")
+    for stage, args in (("probing", ("patch", "--out", tmp_path / "patch")),
+                        ("probing", ("repeated", "--out", tmp_path / "rep")),
+                        ("extract", ("--dataset", shared_dataset, "--out", tmp_path / "a.h5"))):
+        assert run(stage, *args, "--model", folder) == 2
+        line = one_line_error(capsys)
+        assert f"{folder} holds no model: no config.json in it" in line, line
+        assert "give a model directory or a hub name" in line
+    assert listing(tmp_path) == ["notamodel"]
