@@ -8,7 +8,9 @@ which also words the options a library error names (:func:`headprobe.errors.opt`
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,7 +38,7 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         default = action.default
         if ("default" in text or action.nargs == 0 or default is None
-                or default is argparse.SUPPRESS or default == []):
+                or default is argparse.SUPPRESS or default in ([], "")):
             return text
         if isinstance(default, (list, tuple)):
             default = ",".join(map(str, default))
@@ -44,16 +46,73 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line and exit with code 2, and whose help shows
-    every option's default (:class:`HelpFormatter`)."""
+    """ArgumentParser whose errors are one line and exit with code 2, whose help shows
+    every option's default (:class:`HelpFormatter`), and which names the flag or
+    subcommand a misspelled one was probably meant to be."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        args = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        _GIVEN[:] = args
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = chosen_parser(self, args)
+            hint = did_you_mean(extras, option_strings(parser))
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
     def error(self, message: str):  # type: ignore[override]
+        choice = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)$",
+                          message)
+        if choice:
+            names = [n.strip().strip("'") for n in choice.group(3).split(",")]
+            message += did_you_mean([choice.group(2)], names)
+        elif message.startswith("the following arguments are required"):
+            # a misspelled required flag is reported as missing before as unknown
+            known = option_strings(self)
+            unknown = [a.split("=", 1)[0] for a in _GIVEN if a.startswith("--")
+                       and not any(k.startswith(a.split("=", 1)[0]) for k in known)]
+            hint = did_you_mean(unknown, known)
+            if hint:
+                message += f"; unrecognized arguments: {' '.join(unknown)}{hint}"
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+_GIVEN: list[str] = []   # the arguments the last Parser.parse_args was given
+
+
+def chosen_parser(parser: argparse.ArgumentParser,
+                  args: Sequence[str]) -> argparse.ArgumentParser:
+    """The (sub)parser the subcommand names in ``args`` lead to from ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for arg in args:
+                if arg in action.choices:
+                    rest = list(args)[list(args).index(arg) + 1:]
+                    return chosen_parser(action.choices[arg], rest)
+    return parser
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag ``parser`` takes (``--layers``, ``-k`` ...)."""
+    return [s for action in parser._actions for s in action.option_strings]
+
+
+def did_you_mean(given: Sequence[str], known: Sequence[str]) -> str:
+    """``; did you mean --layers?`` for the given words (a flag's ``=value`` dropped) that
+    are close to a known one, else ''."""
+    guesses = []
+    for word in given:
+        word = word.split("=", 1)[0]
+        close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+        if close and close[0] not in guesses and close[0] != word:
+            guesses.append(close[0])
+    return f"; did you mean {' or '.join(guesses)}?" if guesses else ""
 
 
 def flag(name: str, value: str = "") -> str:
