@@ -20,6 +20,7 @@ from headprobe.devices import AUTO, DEFAULT_MODEL_DTYPE, MODEL_DTYPES, resolve_d
 from headprobe.errors import UsageError
 from headprobe.failures import failure_line
 from headprobe.locks import release_claims
+from headprobe.quiet import quiet_third_party
 
 # Parameters whose flag is not ``--`` + the name with dashes.
 FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos", "draws": "--random-draws"}
@@ -135,8 +136,10 @@ def run_main(main: Callable[[Sequence[str] | None], int | None],
     Bad input (:class:`UsageError`), file-system errors and files that cannot be decoded
     (:mod:`headprobe.failures`) give one line and exit code 2; Ctrl-C gives one line and 130.
     Outputs the command claimed (:func:`headprobe.locks.claim_output`) are released, and a
-    command that fails leaves no empty directory behind (:func:`absent_dirs`).
+    command that fails leaves no empty directory behind (:func:`absent_dirs`). Third-party
+    chatter is silenced (:mod:`headprobe.quiet`).
     """
+    quiet_third_party()
     new_dirs = absent_dirs(sys.argv[1:] if argv is None else argv)
     code = 1
     try:
