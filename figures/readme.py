@@ -4,9 +4,10 @@
     python -m figures.readme --run runs/demo --update-readme  # maintainers: docs/images
 
 Draws the figures named in :data:`README_FIGURES` from the run's results (nothing is
-recomputed) as small PNGs (:data:`README_DPI`, tens of KB each) under the README's own
-file names. They go into the run directory unless ``--update-readme`` asks, in so many
-words, to replace the pictures the checkout's README shows (tracked files).
+recomputed) as PNGs as wide as the README's column (:func:`readme_dpi`), so that a
+picture is shown at its own resolution, not shrunk, under the README's own file names.
+They go into the run directory unless ``--update-readme`` asks, in so many words, to
+replace the pictures the checkout's README shows (tracked files).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from figures.registry import plan_all
 from figures.sources import discover
@@ -23,7 +25,8 @@ from headprobe.errors import UsageError
 from headprobe.rundir import run_path
 
 PROG = "python -m figures.readme"
-README_DPI = 70   # the figures' own sizes at this resolution stay within tens of KB
+README_WIDTH_PX = 880      # the width a README page gives a picture (GitHub's column)
+README_DPI_RANGE = (70, 200)
 # the README's pictures in this checkout (what --update-readme replaces)
 README_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 # figure name (as in ``python -m figures list``) -> file name under docs/images
@@ -56,6 +59,14 @@ def readme_out(run: str | Path, out: str | Path | None, update_readme: bool) -> 
     return Path(out) if out else run_path(run, "figures") / "readme"
 
 
+def readme_dpi(fig: Any) -> float:
+    """The resolution that makes ``fig`` README_WIDTH_PX wide (within README_DPI_RANGE): a
+    narrow figure is drawn sharper instead of being shown small, a wide one is not drawn
+    at more pixels than the page shows."""
+    lo, hi = README_DPI_RANGE
+    return float(min(hi, max(lo, README_WIDTH_PX / fig.get_size_inches()[0])))
+
+
 def write_readme_figures(run: str | Path, out: str | Path) -> list[Path]:
     """Draw README_FIGURES from run directory ``run`` into ``out``; the paths written.
 
@@ -79,7 +90,7 @@ def write_readme_figures(run: str | Path, out: str | Path) -> list[Path]:
         fig = by_name[name].draw()
         with atomic_file(out / file_name) as tmp:
             # no metadata: the same results give the same bytes
-            fig.savefig(tmp, format="png", dpi=README_DPI, metadata={"Software": None})
+            fig.savefig(tmp, format="png", dpi=readme_dpi(fig), metadata={"Software": None})
         plt.close(fig)
         written.append(out / file_name)
     return written
