@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from figures.index import INDEX_FILE, write_index
 from figures.registry import Planned, figure_types, plan_all
 from figures.sources import discover
 from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
@@ -120,8 +121,9 @@ def draw_main(argv: Sequence[str]) -> int:
             fresh += 1
     for name, why in not_planned:
         print(f"not planned {name}: {why}", file=sys.stderr)
+    index = write_index(out)
     print(f"{written} figure(s) written, {fresh} up to date, {len(not_planned)} not planned "
-          f"-> {out}")
+          f"-> {out} (index: {index})")
     return 0
 
 
@@ -169,6 +171,8 @@ def viewer_main(argv: Sequence[str]) -> int:
     story = args.story if args.story is not None else _pick_story(Path(store), args.run)
     page = build_viewer(store, model, story, args.out, args.layer, args.max_tokens)
     print(f"wrote {page}")
+    if (Path(page).parent / INDEX_FILE).is_file():      # a figures directory: link the page
+        write_index(Path(page).parent)
     return 0
 
 
