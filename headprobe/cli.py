@@ -178,7 +178,7 @@ def absent_dirs(argv: Sequence[str]) -> tuple[list[Path], set[Path]]:
         if not text or text.startswith("-") or "\n" in text:
             continue
         path = Path(text)
-        if path.is_dir():
+        if _is_dir(path):
             present.update(_subdirs(path))
         while not os.path.lexists(path) and path != path.parent:
             absent.append(path)
@@ -203,7 +203,7 @@ def remove_empty(dirs: tuple[list[Path], set[Path]]) -> None:
     """Remove the directories a failed command made (all but those :func:`absent_dirs`
     saw) that are empty, deepest first."""
     absent, present = dirs
-    tops = [p for p in absent if p.is_dir() and not p.is_symlink()]
+    tops = [p for p in absent if _is_dir(p) and not p.is_symlink()]
     tops += [p for p in _subdirs_of(present) if p not in present]
     found = set()
     for top in tops:
@@ -218,7 +218,16 @@ def remove_empty(dirs: tuple[list[Path], set[Path]]) -> None:
 def _subdirs_of(present: set[Path]) -> set[Path]:
     """The directories now inside (two levels deep) the outermost of ``present``."""
     tops = {p for p in present if not any(q in present for q in p.parents)}
-    return set().union(*(_subdirs(p) for p in tops if p.is_dir()))
+    return set().union(*(_subdirs(p) for p in tops if _is_dir(p)))
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory; False for any text that cannot be a path (too long,
+    a NUL byte)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def device_argument(text: str) -> str:
