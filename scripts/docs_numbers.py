@@ -16,9 +16,12 @@ for), run into ``--work`` (default ``runs/docs-numbers``)::
     python -m probing repeated --model SHARED/models/tinystories-8L --no-mlp-grid \\
         --out WORK/shared/studies/repeated
 
-A step whose output is already in ``--work`` is reused (``--fresh`` runs every step
-again). The demo's numbers are read from ``--demo`` (``bash scripts/demo.sh``); when it has
-not been run they are skipped, and the script says so.
+The README's 300-story block runs into ``WORK/ts`` the same way (``--limit 300``; the
+random-weights store, ``probing fit --control-store ... --controls CONTROLS``, ``probing
+quote`` and ``probing repeated --no-mlp-grid``), and its numbers are read from ``probing
+summary``. A step whose output is already in ``--work`` is reused (``--fresh`` runs every
+step again). The demo's numbers are read from the summary of ``--demo`` (``bash
+scripts/demo.sh``); when it has not been run they are skipped, and the script says so.
 
 Each number prints as ``FILE | label: value``. To quote a new number, add one ``Quote`` to
 ``QUOTES``: the file it appears in, the words beside it, and how to compute it.
@@ -42,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 RULES = ("first", "last", "mid", "priority")
 CONTROLS = "majority,shuffled,control-task"
 OPENING, CLOSING = "``", "''"
+FINDINGS = ("quotation head", "induction head", "tag probe")  # summary lines the README quotes
 
 
 @dataclass
@@ -109,15 +113,35 @@ class Runs:
         return read_study(out)
 
     @cached_property
+    def ts_summary(self) -> list[str]:
+        """The lines of ``probing summary`` of the README's 300-story run."""
+        run, model = self.work / "ts", str(self.model)
+        self.step(run / "dataset", "datasets_build", "--source",
+                  str(self.shared / "data" / "tinystories" / "valid-3117.txt"),
+                  "--tokenizer", model, "--limit", "300", "--run", str(run))
+        self.step(run / "activations.h5", "extract", "--run", str(run), "--model", model,
+                  "--quiet")
+        random = self.step(run / "activations-random.h5", "extract", "--run", str(run),
+                           "--model", model, "--reinit-seed", "0", "--out",
+                           str(run / "activations-random.h5"), "--quiet")
+        self.step(run / "probes", "probing", "fit", "--run", str(run), "--control-store",
+                  str(random), "--controls", CONTROLS)
+        self.step(run / "studies" / "quote", "probing", "quote", "--run", str(run))
+        self.step(run / "studies" / "repeated", "probing", "repeated", "--run", str(run),
+                  "--model", model, "--no-mlp-grid")
+        return summary_lines(run)
+
+    @cached_property
     def demo_summary(self) -> list[str] | None:
         """The lines of ``probing summary --run DEMO``; None when the demo has not run."""
-        if not (self.demo / "probes").is_dir():
-            return None
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        done = subprocess.run([sys.executable, "-m", "probing", "summary", "--run",
-                               str(self.demo)], check=True, env=env, cwd=REPO,
-                              capture_output=True, text=True)
-        return done.stdout.splitlines()
+        return summary_lines(self.demo) if (self.demo / "probes").is_dir() else None
+
+
+def summary_lines(run: Path) -> list[str]:
+    """The lines ``probing summary --run RUN`` prints."""
+    from probing.summary import summarize
+
+    return [line.strip() for line in summarize(run).splitlines()]
 
 
 @dataclass(frozen=True)
@@ -199,9 +223,10 @@ def composition(runs: Runs, suffix: str) -> str:
             f"{k['baseline_sd']:.3f}")
 
 
-def demo_line(runs: Runs, start: str) -> str:
-    lines = [line.strip() for line in runs.demo_summary or [] if line.strip().startswith(start)]
-    return lines[0] if lines else f"(no line starting {start!r} in the summary)"
+def summary_line(lines: list[str] | None, start: str) -> str:
+    """The summary line that starts with ``start``."""
+    found = [line for line in lines or [] if line.startswith(start)]
+    return found[0] if found else f"(no line starting {start!r} in the summary)"
 
 
 def rule_row(rule: str) -> list[Quote]:
@@ -263,12 +288,11 @@ QUOTES: list[Quote] = [
           lambda r: composition(r, "")),
     Quote("docs/case-studies.md", "shared model, repeated: K-composition, raw weights",
           lambda r: composition(r, "_raw")),
-    Quote("README.md", "demo summary: quotation head", lambda r: demo_line(r, "quotation head"),
-          demo=True),
-    Quote("README.md", "demo summary: induction head", lambda r: demo_line(r, "induction head"),
-          demo=True),
-    Quote("README.md", "demo summary: tag probe (``)", lambda r: demo_line(r, "tag probe"),
-          demo=True),
+    *(Quote("README.md", f"run on 300 stories, its summary: {start}",
+            lambda r, start=start: summary_line(r.ts_summary, start)) for start in FINDINGS),
+    *(Quote("README.md", f"demo summary: {start}",
+            lambda r, start=start: summary_line(r.demo_summary, start), demo=True)
+      for start in FINDINGS),
 ]
 
 
