@@ -288,9 +288,9 @@ QUOTES: list[Quote] = [
           lambda r: composition(r, "")),
     Quote("docs/case-studies.md", "shared model, repeated: K-composition, raw weights",
           lambda r: composition(r, "_raw")),
-    *(Quote("README.md", f"run on 300 stories, its summary: {start}",
+    *(Quote("README.md", f"run on 300 stories, its summary ({start})",
             lambda r, start=start: summary_line(r.ts_summary, start)) for start in FINDINGS),
-    *(Quote("README.md", f"demo summary: {start}",
+    *(Quote("README.md", f"demo summary ({start})",
             lambda r, start=start: summary_line(r.demo_summary, start), demo=True)
       for start in FINDINGS),
 ]
