@@ -268,8 +268,6 @@ QUOTES: list[Quote] = [
     Quote(DATASET, "`priority` keeps every quotation mark (N tokens '', M times as many as first)",
           lambda r: f"{tag_count(r, 'priority', CLOSING)} tokens, "
                     f"{tag_count(r, 'priority', CLOSING) / tag_count(r, 'first', CLOSING):.0f}x"),
-    Quote("docs/scale-out.md", "1,000 stories (N tokens)",
-          lambda r: r.dataset().manifest["counts"]["tokens"]),
     Quote("docs/probe-results.md", "control-task F1 of `` is 0 in N of M cells",
           lambda r: control_zeros(r, OPENING)),
     Quote("docs/probe-results.md", "cells whose F1 for `` is above 0.9",
