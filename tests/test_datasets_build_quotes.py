@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from datasets_build.align import RULES, align_story
-from datasets_build.build import build_dataset
+from datasets_build.build import build_dataset, format_stats
 from datasets_build.dataset import load_tagged_dataset
 from datasets_build.quotes import (
     CORRECTED,
@@ -147,3 +147,5 @@ def test_shared_text_has_no_closing_mark_tagged_opening(stories_200, nlp):
     q = ds.manifest["quote_labels"]
     assert q["marks"] == marks and q["corrected"] == expected > 0
     assert q["corrected"] == q["corrected_to_opening"] + q["corrected_to_closing"]
+    assert (f"quotation marks: {marks}, spaCy's label corrected from the text for {expected} "
+            f"({q['corrected_to_closing']} to ''") in format_stats(ds.manifest)
