@@ -12,7 +12,8 @@ for), run into ``--work`` (default ``runs/docs-numbers``)::
         --tokenizer SHARED/models/tinystories-8L --limit 1000 --run WORK/shared
     python -m datasets_build ... --align first|last|mid --out WORK/align-RULE/dataset
     python -m extract --run WORK/shared --model SHARED/models/tinystories-8L
-    python -m probing fit --run WORK/shared --controls majority,shuffled,control-task
+    python -m probing fit --run WORK/shared --controls control-task,lexical-lower
+    python -m probing summary --run WORK/shared
     python -m probing repeated --model SHARED/models/tinystories-8L --no-mlp-grid \\
         --out WORK/shared/studies/repeated
 
@@ -43,8 +44,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = ("first", "last", "mid", "priority")
-CONTROLS = "majority,shuffled,control-task"
+# added to the defaults (majority, shuffled, lexical, bootstrap)
+CONTROLS = "control-task,lexical-lower"
 OPENING, CLOSING = "``", "''"
+HEADLINE_TAGS = (OPENING, CLOSING, "VBD", "PRP$")
 FINDINGS = ("quotation head", "induction head", "tag probe")  # summary lines the README quotes
 
 
@@ -102,6 +105,12 @@ class Runs:
         out = self.step(self.run_dir / "probes", "probing", "fit", "--run", str(self.run_dir),
                         "--controls", CONTROLS)
         return read_results(out)
+
+    @cached_property
+    def shared_summary(self) -> list[str]:
+        """The lines of ``probing summary`` of the 1,000-story run."""
+        assert self.probes is not None   # fits the grid first
+        return summary_lines(self.run_dir)
 
     @cached_property
     def repeated(self) -> Any:
@@ -199,6 +208,23 @@ def high_cells(runs: Runs, tag: str, above: float = 0.9) -> str:
             f"{best[1]} {best[0]:.3f}")
 
 
+def best_key(runs: Runs, tag: str) -> str:
+    """The best key cell for ``tag`` by F1, beside the lexical baseline's F1."""
+    res = runs.probes
+    f1 = res.grid("f1", "key", tag)
+    layer, head = np.unravel_index(int(np.nanargmax(f1)), f1.shape)
+    lexical = float(res.grid("f1_lexical", "key", tag)[layer, head])
+    cell = res.cell_label("key", layer, head)
+    return f"key {cell} F1 {f1[layer, head]:.3f}, lexical {lexical:.3f}"
+
+
+def beyond_cells(runs: Runs, tag: str) -> str:
+    """How many key and query cells of ``tag`` go beyond word identity (lexical_gain_lo > 0)."""
+    res = runs.probes
+    grids = [res.grid("lexical_gain_lo", site, tag) for site in res.sites]
+    return f"{sum(int(np.sum(g > 0)) for g in grids)} of {sum(g.size for g in grids)} cells"
+
+
 def circuit_line(meta: dict[str, Any]) -> str:
     """The first line of the study's report (its verdict)."""
     from probing.studies.repeated import circuit_line as line
@@ -272,6 +298,14 @@ QUOTES: list[Quote] = [
           lambda r: control_zeros(r, OPENING)),
     Quote("docs/probe-results.md", "cells whose F1 for `` is above 0.9",
           lambda r: high_cells(r, OPENING)),
+    *(Quote("docs/probe-results.md", f"1,000 stories: best key cell and lexical baseline of "
+            f"{tag}", lambda r, tag=tag: best_key(r, tag)) for tag in HEADLINE_TAGS),
+    *(Quote("docs/probe-results.md", f"1,000 stories: cells beyond word identity for {tag}",
+            lambda r, tag=tag: beyond_cells(r, tag)) for tag in HEADLINE_TAGS),
+    Quote("docs/probe-results.md", "1,000 stories: summary header (ambiguous test tokens)",
+          lambda r: summary_line(r.shared_summary, "probe grid")),
+    Quote("docs/probe-results.md", "1,000 stories: summary line of ``",
+          lambda r: summary_line(r.shared_summary, OPENING)),
     Quote("docs/case-studies.md", "shared model, repeated: circuit line",
           lambda r: circuit_line(r.repeated.meta)),
     Quote("docs/case-studies.md", "shared model, repeated: best induction score",
