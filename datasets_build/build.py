@@ -28,6 +28,7 @@ from datasets_build.align import (
     rule_stats,
 )
 from datasets_build.dataset import SPLITS, TOKEN_COLUMNS, write_dataset
+from datasets_build.quotes import QuoteLabelCount, QuoteTagIds
 from datasets_build.sources import Source, collect_stories, open_source
 from datasets_build.split import check_test_fraction, split_stories
 from datasets_build.tagging import (
@@ -243,14 +244,17 @@ def tag_and_align(opts: BuildOptions, texts: Sequence[str], tokenizer: BuildToke
     bar = tqdm(tagged, desc="tagging", disable=not opts.verbose, file=sys.stderr,
                total=len(texts), unit="story")
     stories = Windows()
+    quote_ids, quote_count = QuoteTagIds.from_vocab(vocab), QuoteLabelCount()
     for i, (text, tags, (story_ids, offsets)) in enumerate(zip(
             texts, bar, encode(tokenizer.tok, texts), strict=True)):
+        quote_count.add(tags.fine, tags.quote_label, quote_ids)
         if i in points:
             cutter.cut(stories, i, text, tags, points[i], offsets[:, 0])
         else:
             stories.add(i, 0, text, first + story_ids,
                         align_story(text, offsets, tags, vocab, bos=opts.prepend_bos,
                                     rule=opts.align))
+    stories.quote_labels = quote_count.manifest() if nlp is not None else None
     return stories
 
 
@@ -259,8 +263,15 @@ CONVENTIONS = {
                  "takes the tags of {rule}; fine_tags and coarse_tags hold the tags of all of "
                  "them; quoted comes from the first; whitespace-only tokens are SPACE, BOS is "
                  "BOS",
-    "quoted": "strictly between an opening and its closing double quote mark; the "
-              "marks are not quoted; straight quotes alternate; a line break closes",
+    "quoted": "strictly between an opening double quote mark and the next mark (directions "
+              "as in quote_direction); the marks are not quoted; a line break closes",
+    "quote_direction": "a spaCy token that is one double quotation mark takes `` when it opens a "
+                       "quotation and '' when it closes one, read from the text: a mark after "
+                       "a word or sentence punctuation and before a space, line end or "
+                       "punctuation closes, one after a space or line start and before a word "
+                       "opens, else a curly mark's glyph decides, else the marks of a paragraph "
+                       "alternate; spaCy's tag is kept where it agrees (quote_labels counts "
+                       "those corrected)",
     "empty_stories": "dropped",
     "windows": "a story longer than max_tokens (BOS included) is cut into windows of whole "
                "sentences that tile its text; the whitespace between two sentences opens the "
@@ -271,7 +282,8 @@ CONVENTIONS = {
 
 def build_manifest(opts: BuildOptions, source: Source, tokenizer: BuildTokenizer, nlp: Any,
                    counts: dict[str, int], alignment: dict[str, Any],
-                   windows: dict[str, Any]) -> dict[str, Any]:
+                   windows: dict[str, Any], quote_labels: dict[str, int] | None
+                   ) -> dict[str, Any]:
     """manifest.json of a build (see docs/dataset-format.md)."""
     manifest = base_manifest("datasets_build")
     manifest.update({
@@ -285,6 +297,7 @@ def build_manifest(opts: BuildOptions, source: Source, tokenizer: BuildTokenizer
         "seed": opts.seed,
         "test_fraction": opts.test_fraction,
         "counts": counts,
+        "quote_labels": quote_labels,
         "alignment": alignment,
         "windows": windows,
         "conventions": {**CONVENTIONS, "alignment": CONVENTIONS["alignment"].format(
@@ -314,7 +327,8 @@ def _build(opts: BuildOptions) -> Path:
     alignment = {"rule": opts.align, **alignment_stats(stories.parts),
                  "rules": rule_stats(stories.parts, vocab["fine"])}
     manifest = build_manifest(opts, source, tokenizer, nlp,
-                              _counts(tokens, stories, codes, dropped), alignment, windows)
+                              _counts(tokens, stories, codes, dropped), alignment, windows,
+                              stories.quote_labels)
     with atomic_dir(opts.out, opts.overwrite) as tmp:
         write_dataset(tmp, tokens, columns, vocab, manifest)
     if stories.long_sentences:
@@ -375,7 +389,16 @@ def format_stats(manifest: dict[str, Any]) -> str:
             f"aligned: {a['aligned_tokens']}/{a['text_tokens']} non-space tokens "
             f"({100 * a['aligned_fraction']:.2f}%), {a['straddle_tokens']} straddle, "
             f"{a['shared_char_tokens']} share a multi-byte character\n"
-            + format_rules(a))
+            + format_quote_labels(manifest.get("quote_labels")) + format_rules(a))
+
+
+def format_quote_labels(q: dict[str, int] | None) -> str:
+    """The line on quotation-mark labels corrected from the text ('' when not tagged)."""
+    if q is None:
+        return ""
+    return (f"quotation marks: {q['marks']}, spaCy's label corrected from the text for "
+            f"{q['corrected']} ({q['corrected_to_closing']} to '', "
+            f"{q['corrected_to_opening']} to ``)\n")
 
 
 def format_rules(alignment: dict[str, Any]) -> str:

@@ -148,6 +148,16 @@ class TaggedDataset:
     _tokens: Any = field(repr=False)
     _stories: Any = field(repr=False)
 
+    def __repr__(self) -> str:
+        from headprobe.reprs import paragraph, tags_text
+
+        tokenizer = self.manifest.get("tokenizer", {})
+        return paragraph("TaggedDataset", [
+            ("path", repr(str(self.path))), ("n_stories", str(self.n_stories)),
+            ("n_tokens", str(self.n_tokens)),
+            ("tokenizer", repr(tokenizer.get("name", "?"))),
+            *((f"{kind}_tags", tags_text(names)) for kind, names in self.tags.items())])
+
     @property
     def n_tokens(self) -> int:
         return len(self._tokens)

@@ -9,17 +9,18 @@ rules the table cannot express keeps the ruler. Texts go through ``nlp.pipe`` in
 The sentence recogniser runs on its own (:func:`sentence_starts`), only on the stories a
 build cuts into windows.
 
-Quotations are found on characters, not on tags. Inside one story, a straight double quote
-``"`` alternately opens and closes a quotation; a curly ``“`` opens and ``”`` closes one; a
-line break closes any open quotation (so one missing mark cannot swallow the rest of a
-story). A character is *quoted* when it lies strictly between an opening mark and its
-closing mark: the marks themselves are not quoted. A spaCy token is quoted when any of its
-characters is quoted, so a token made only of quote marks never is.
+Quotations are found on characters, not on tags (:mod:`datasets_build.quotes`): each
+double quotation mark opens or closes a quotation by its neighbours, its glyph or the
+paragraph's quote state, and a line break closes any open quotation (so one missing mark
+cannot swallow the rest of a story). A character is *quoted* when it lies strictly between
+an opening mark and its closing mark: the marks themselves are not quoted. A spaCy token is
+quoted when any of its characters is quoted, so a token made only of quote marks never is.
+A spaCy token that is one quotation mark takes the fine tag of its direction, opening or
+closing; spaCy's own tag is kept only where it agrees (``StoryTags.quote_label``).
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets_build.quotes import QuoteTagIds, correct_quote_tags, quoted_chars
 from headprobe.errors import UsageError, opt
 from headprobe.interrupts import with_workers
 
@@ -48,7 +50,6 @@ BOS, SPACE, UNK = "BOS", "SPACE", "UNK"
 FINE_SPECIALS = (BOS, SPACE, UNK)
 COARSE_SPECIALS = (BOS, UNK)  # SPACE is already one of spaCy's coarse tags
 
-_QUOTE_EVENT = re.compile('["\u201c\u201d\n]')
 # spaCy warns (W127) when its worker processes did not all exit cleanly, which is how
 # Ctrl-C ends them (headprobe.interrupts); a worker that fails raises an error of its own.
 warnings.filterwarnings("ignore", message=r"\[W127\]")
@@ -230,22 +231,6 @@ def tag_vocabularies(nlp: Any) -> dict[str, list[str]]:
     return {"fine": fine + list(FINE_SPECIALS), "coarse": list(UPOS) + list(COARSE_SPECIALS)}
 
 
-def quoted_chars(text: str) -> np.ndarray:
-    """Bool [len(text)]: the character lies strictly inside a quotation (see module doc)."""
-    quoted = np.zeros(len(text), dtype=bool)
-    start = None  # index just after the opening mark of the open quotation
-    for match in _QUOTE_EVENT.finditer(text):
-        mark, pos = match.group(), match.start()
-        if start is not None:
-            quoted[start:pos] = True  # every mark or line break ends the open quotation...
-            start = pos + 1 if mark == "\u201c" else None  # ...an opening mark starts anew
-        elif mark in '"\u201c':
-            start = pos + 1
-    if start is not None:
-        quoted[start:] = True
-    return quoted
-
-
 @dataclass
 class StoryTags:
     """spaCy tokens of one story: arrays [n_spacy_tokens]."""
@@ -255,6 +240,8 @@ class StoryTags:
     fine: np.ndarray  # int16 id into the fine vocabulary
     coarse: np.ndarray  # int16 id into the coarse vocabulary
     quoted: np.ndarray  # bool
+    # int8 quotes.NOT_MARK / KEPT / CORRECTED: spaCy's tag of a quotation mark kept or corrected
+    quote_label: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.start)
@@ -276,6 +263,7 @@ class DocConverter:
         self._coarse = {IDS[t]: i for i, t in enumerate(vocab["coarse"]) if t in IDS}
         self._fine_unk = vocab["fine"].index(UNK)
         self._coarse_unk = vocab["coarse"].index(UNK)
+        self.quote_ids = QuoteTagIds.from_vocab(vocab)
         ruler = ruler_name(nlp)
         self.table = (RulerTable.from_ruler(nlp.get_pipe(ruler))
                       if ruler is not None and ruler in nlp.disabled else None)
@@ -289,9 +277,11 @@ class DocConverter:
         ids, lookup = self._ids, self._lookup
         pairs = [ids.get(key) or lookup(key) for key in zip(*cols[:, 2:].T.tolist(), strict=True)]
         tags = np.array(pairs, dtype=np.int16).reshape(-1, 2)
+        fine, coarse = tags[:, 0].copy(), tags[:, 1].copy()
+        label = correct_quote_tags(doc.text, start, end, fine, coarse, self.quote_ids)
         inside = np.concatenate([[0], np.cumsum(quoted_chars(doc.text))])
         quoted = (inside[end] - inside[start]) > 0
-        return StoryTags(start, end, tags[:, 0].copy(), tags[:, 1].copy(), quoted)
+        return StoryTags(start, end, fine, coarse, quoted, label)
 
     def _lookup(self, key: tuple[int, int, int]) -> tuple[int, int]:
         """(fine id, coarse id) of an (ORTH, TAG, POS) triple as the Doc holds it; cached, so

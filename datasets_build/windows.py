@@ -166,7 +166,9 @@ class Windows:
     Per story: ``parents`` the index of its source story, ``starts`` its first character in
     that story's text, ``texts``, ``ids`` (input ids, BOS first when prepended) and
     ``parts`` (tags of its model tokens). ``long_parents``: the source stories that had a
-    sentence cut inside, ``long_sentences``: how many such sentences.
+    sentence cut inside, ``long_sentences``: how many such sentences. ``quote_labels``: the
+    quotation-mark labels read from the text (:class:`datasets_build.quotes.QuoteLabelCount`,
+    as a dict), None when spaCy did not tag the stories.
     """
 
     parents: list[int] = field(default_factory=list)
@@ -176,6 +178,7 @@ class Windows:
     parts: list[TokenTags] = field(default_factory=list)
     long_sentences: int = 0
     long_parents: list[int] = field(default_factory=list)
+    quote_labels: dict[str, int] | None = None
 
     def add(self, parent: int, start: int, text: str, ids: list[int], part: TokenTags) -> None:
         for values, value in ((self.parents, parent), (self.starts, start), (self.texts, text),

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -104,8 +104,11 @@ class Extractor:
 
 
 def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_row: int,
-                chunk_rows: int, n_rows: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Yield (start_row, block) for full chunks from ``first_row`` (chunk-aligned) on."""
+                chunk_rows: int, n_rows: int, computed: Callable[[int], Any] | None = None
+                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Yield (start_row, block) for full chunks from ``first_row`` (chunk-aligned) on;
+    ``computed(n)`` is told the rows of each group as soon as the model has run it (a chunk
+    spans many groups)."""
     pending: list[dict[str, np.ndarray]] = []
     pending_start, pending_rows = first_row, 0
     for group in groups:
@@ -116,6 +119,8 @@ def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_r
         skip = max(0, first_row - group[0].start)
         pending.append({k: v[skip:] for k, v in block.items()})
         pending_rows += end - group[0].start - skip
+        if computed is not None:
+            computed(end - group[0].start - skip)
         while pending_rows >= chunk_rows or (pending_rows and pending_start + pending_rows
                                              == n_rows):
             take = min(chunk_rows, pending_rows)
@@ -217,13 +222,14 @@ def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
     pool = ThreadPoolExecutor(max_workers=1)
     pending: Future | None = None
     try:
+        # the bar counts rows computed: it moves with every forward pass, not every chunk
         for start, block in iter_blocks(extractor, plan.groups(), first_row, plan.chunk_rows,
-                                        plan.n_rows):
+                                        plan.n_rows, computed=bar.update):
             if pending is not None:
-                bar.update(pending.result() - bar.n)
+                pending.result()
             pending = pool.submit(_write_block, writer, start, block, options.dtype, kill_after)
         if pending is not None:
-            bar.update(pending.result() - bar.n)
+            pending.result()
         writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3)})
         writer.finish()
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from headprobe.devices import resolve_device, torch_dtype
 from headprobe.errors import UsageError
 from headprobe.failures import decode_errors
 from headprobe.hub import resolve_pretrained
+from headprobe.quiet import quiet_third_party
 
 DEFAULT_MODEL = "roneneldan/TinyStories-1M"
 WEIGHT_FILES = ("*.safetensors", "*.bin")
@@ -23,7 +23,7 @@ CHECK_FILES = "; check that the model's files are complete (copy, download or tr
 
 def _model_source(name: str) -> str:
     """Resolve ``name`` to a loadable source and quiet transformers."""
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    quiet_third_party()
     return resolve_pretrained(name, "model")
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from figures.index import INDEX_FILE, write_index
 from figures.registry import PAGES, Planned, figure_types, matches, plan_all
 from figures.sources import discover
 from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
@@ -39,7 +40,8 @@ def draw_parser() -> Parser:
     p.add_argument("--format", default="png,pdf", help="comma-separated formats out of "
                    f"{','.join(FORMATS)} (default png,pdf)")
     p.add_argument("--only", default="", help="comma-separated figure names or patterns "
-                   "(e.g. probes_keys,f1:VBD,f1,repeated_*); see 'list'")
+                   "(e.g. probes_keys,f1:VBD,f1,repeated_*); see 'list' (default: every "
+                   "figure the results give)")
     p.add_argument("--force", action="store_true", help="redraw even figures that are up to date")
     return p
 
@@ -64,7 +66,9 @@ def viewer_parser() -> Parser:
                    "none)")
     p.add_argument("--model", metavar="M", help="model the patterns come from (hub name or "
                    "local HF directory; default: the model named in the store, or RUN/model)")
-    p.add_argument("--story", type=int, required=True, metavar="ID", help="story id")
+    p.add_argument("--story", type=int, metavar="ID", help="story id (default: the quote "
+                   "study's example story of --run, else the store's first story; the page "
+                   "names the story and how to pick another)")
     p.add_argument("--layer", type=int, default=0, help="layer shown first (default 0)")
     p.add_argument("--max-tokens", type=int, default=None, metavar="N",
                    help="keep only the story's first N tokens (default: all)")
@@ -140,8 +144,9 @@ def draw_main(argv: Sequence[str]) -> int:
         written += 1
     for name, why in not_planned:
         print(f"not planned {name}: {why}", file=sys.stderr)
+    index = write_index(out)
     print(f"{written} figure(s) written, {fresh} up to date, {len(not_planned)} not planned "
-          f"-> {out}")
+          f"-> {out} (index: {index})")
     return 0
 
 
@@ -191,7 +196,10 @@ def atlas_main(argv: Sequence[str]) -> int:
     claim_output(out)
     if args.store:
         require_input("store", args.store)
-    print(f"wrote {_write_atlas(sources, out, args.run, args.store, args.story)}")
+    page = _write_atlas(sources, out, args.run, args.store, args.story)
+    print(f"wrote {page}")
+    if (page.parent / INDEX_FILE).is_file():      # a figures directory: link the page
+        write_index(page.parent)
     return 0
 
 
@@ -226,9 +234,37 @@ def viewer_main(argv: Sequence[str]) -> int:
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError("--max-tokens must be at least 1")
     claim_output(args.out)
-    page = build_viewer(store, model, args.story, args.out, args.layer, args.max_tokens)
+    story = args.story if args.story is not None else _pick_story(Path(store), args.run)
+    page = build_viewer(store, model, story, args.out, args.layer, args.max_tokens)
     print(f"wrote {page}")
+    if (Path(page).parent / INDEX_FILE).is_file():      # a figures directory: link the page
+        write_index(Path(page).parent)
     return 0
+
+
+def _pick_story(store: Path, run: str | None) -> int:
+    """The story to show when none is given (the quote study's example of ``run``, else
+    the store's first), said on stderr with a few ids to choose from instead."""
+    from extract.store import open_store
+    from headprobe.reprs import few
+    from headprobe.stories import read_stories
+
+    with open_store(store) as st:
+        ids = [s.story_id for s in read_stories(st)]
+    if not ids:
+        raise UsageError(f"{store} holds no stories")
+    study = Path(run, "studies", "quote") if run else None
+    why = "the store's first story"
+    story = ids[0]
+    if study is not None and study.is_dir():
+        from probing.study_io import read_study
+
+        example = read_study(study).meta.get("example_story_id")
+        if example in ids:
+            story, why = int(example), "the quote study's example"
+    print(f"no --story given: showing story {story} ({why}); the store holds {len(ids)} "
+          f"stories, ids {few(ids, shown=10)}; pick one with --story ID", file=sys.stderr)
+    return story
 
 
 def _model_of(store: Path, run: str | None) -> str:

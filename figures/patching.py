@@ -74,17 +74,30 @@ def column_labels(st: StudyResults) -> list[str]:
             zip(st[study.CLEAN_TOKENS], st[study.CORRUPT_TOKENS], strict=True)]
 
 
+def patching_effect(st: StudyResults) -> tuple[np.ndarray, str]:
+    """The grid to draw and what it holds: the normalised effect (0 = the corrupted run, 1 =
+    the clean run), which shows where patching restores the clean answer whatever the size
+    of the logits; the stored logit difference when the two runs give the same one."""
+    clean, corrupt = st.meta.get("clean_logit_diff"), st.meta.get("corrupt_logit_diff")
+    if st.meta.get("normalized") or clean is None or corrupt is None or abs(
+            clean - corrupt) < 1e-9:
+        return np.asarray(st[study.GRID], float), str(st.meta.get("value", "logit difference"))
+    raw = np.asarray(st.get(study.GRID_RAW, st[study.GRID]), float)
+    return study.normalise(raw, corrupt, clean), "patching effect (0 = corrupted, 1 = clean)"
+
+
 def prompts_title(st: StudyResults, what: str) -> str:
     return (f"{what}\nclean: {st.meta.get('clean', '')!r}\n"
             f"corrupted: {st.meta.get('corrupt', '')!r}")
 
 
-@register("patching", study.STUDY, "logit difference after patching each (layer, position)",
+@register("patching", study.STUDY, "patching effect of each (layer, position): 0 = corrupted "
+          "run, 1 = clean run",
           needs=(study.GRID, study.CLEAN_TOKENS, study.CORRUPT_TOKENS, study.LAYER_LABELS))
 def plan_patching(st: StudyResults) -> list[Planned]:
-    grid, columns = st[study.GRID], column_labels(st)
+    grid, value = patching_effect(st)
+    columns = column_labels(st)
     layers = [str(label) for label in st[study.LAYER_LABELS]]
-    value = str(st.meta.get("value", "logit difference"))
     title = prompts_title(st, f"Patching {st.meta.get('site', '')} from the clean into the "
                               "corrupted run")
 

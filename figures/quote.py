@@ -38,7 +38,7 @@ def plan_quote_heads(st: StudyResults) -> list[Planned]:
             grids.append(st[array])
             names.append(name)
             scales.append("unit")
-    title = f"Quotation heads ({st.meta.get('n_stories', '?')} stories with quotations)"
+    title = f"Quotation heads ({study.with_quotations(st.meta)})"
     return [Planned("quote_heads", lambda: draw_head_grids(grids, names, title, scales),
                     [st.file])]
 

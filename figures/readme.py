@@ -1,10 +1,13 @@
 """The README's pictures, redrawn from a stored run.
 
-    python -m figures.readme --run runs/demo [--out docs/images]
+    python -m figures.readme --run runs/demo [--out DIR]      # into RUN/figures/readme
+    python -m figures.readme --run runs/demo --update-readme  # maintainers: docs/images
 
 Draws the figures named in :data:`README_FIGURES` from the run's results (nothing is
-recomputed) as small PNGs (:data:`README_DPI`, tens of KB each) under the README's own
-file names, so the README always shows the figures the tool draws today.
+recomputed) as PNGs as wide as the README's column (:func:`readme_dpi`), so that a
+picture is shown at its own resolution, not shrunk, under the README's own file names.
+They go into the run directory unless ``--update-readme`` asks, in so many words, to
+replace the pictures the checkout's README shows (tracked files).
 """
 
 from __future__ import annotations
@@ -12,15 +15,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from figures.registry import plan_all
 from figures.sources import discover
 from headprobe.atomic import atomic_file
 from headprobe.cli import Parser, run_main
 from headprobe.errors import UsageError
+from headprobe.rundir import run_path
 
 PROG = "python -m figures.readme"
-README_DPI = 70   # the figures' own sizes at this resolution stay within tens of KB
+README_WIDTH_PX = 880      # the width a README page gives a picture (GitHub's column)
+README_DPI_RANGE = (70, 200)
+# the README's pictures in this checkout (what --update-readme replaces)
+README_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 # figure name (as in ``python -m figures list``) -> file name under docs/images
 README_FIGURES = {
     "quote_heads": "quote-heads.png",
@@ -34,9 +42,29 @@ def readme_parser() -> Parser:
                f"({', '.join(README_FIGURES)}) as small PNGs.")
     p.add_argument("--run", required=True, metavar="DIR",
                    help="run directory holding probes/ and studies/ (e.g. runs/demo)")
-    p.add_argument("--out", default="docs/images", metavar="DIR",
-                   help="where the pictures go (default docs/images)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", metavar="DIR",
+                       help="where the pictures go (default RUN/figures/readme)")
+    where.add_argument("--update-readme", action="store_true",
+                       help="maintainers: replace the README's pictures in this checkout "
+                       f"({README_IMAGES}; tracked files)")
     return p
+
+
+def readme_out(run: str | Path, out: str | Path | None, update_readme: bool) -> Path:
+    """Where the pictures go: ``out``, the checkout's docs/images with ``update_readme``,
+    else ``RUN/figures/readme``."""
+    if update_readme:
+        return README_IMAGES
+    return Path(out) if out else run_path(run, "figures") / "readme"
+
+
+def readme_dpi(fig: Any) -> float:
+    """The resolution that makes ``fig`` README_WIDTH_PX wide (within README_DPI_RANGE): a
+    narrow figure is drawn sharper instead of being shown small, a wide one is not drawn
+    at more pixels than the page shows."""
+    lo, hi = README_DPI_RANGE
+    return float(min(hi, max(lo, README_WIDTH_PX / fig.get_size_inches()[0])))
 
 
 def write_readme_figures(run: str | Path, out: str | Path) -> list[Path]:
@@ -62,7 +90,7 @@ def write_readme_figures(run: str | Path, out: str | Path) -> list[Path]:
         fig = by_name[name].draw()
         with atomic_file(out / file_name) as tmp:
             # no metadata: the same results give the same bytes
-            fig.savefig(tmp, format="png", dpi=README_DPI, metadata={"Software": None})
+            fig.savefig(tmp, format="png", dpi=readme_dpi(fig), metadata={"Software": None})
         plt.close(fig)
         written.append(out / file_name)
     return written
@@ -70,8 +98,11 @@ def write_readme_figures(run: str | Path, out: str | Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = readme_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    for path in write_readme_figures(args.run, args.out):
+    out = readme_out(args.run, args.out, args.update_readme)
+    for path in write_readme_figures(args.run, out):
         print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+    if args.update_readme:
+        print("replaced the README's pictures (tracked files): review and commit them")
     return 0
 
 

@@ -86,6 +86,75 @@ class FigureType:
 
 FIGURE_TYPES: list[FigureType] = []
 
+# How to read each kind of figure, in one line (the index page, figures/index.py, shows it
+# under the figure's ``help``); every registered figure type has one.
+READING = {
+    "probes_<site>": "each small grid is one tag: rows are layers, columns heads; a dark cell is "
+                     "a head whose vectors predict that tag well - compare with the control "
+                     "figures beside it before believing it",
+    "f1:<TAG>": "read across a row: the probe's F1 is worth something only where it clearly "
+                "beats the control grids next to it; the boxed cell is the best head",
+    "probes_selectivity": "positive cells (accuracy above the control's) are heads that encode "
+                          "more than the control can explain; near zero means the control does "
+                          "as well",
+    "probes_compression": "higher compression means the tags are easier to code from the "
+                          "vectors; a head is interesting where it beats both the random model "
+                          "and the control task",
+    "quote_heads": "look for one cell that stands out in every panel: more active inside "
+                   "quotations (ratio > 1, large t) and attending to the opening mark far above "
+                   "the uniform level",
+    "quote_activity": "the line should rise inside the shaded quoted spans and fall outside "
+                      "them if the head tracks quotations",
+    "quote_attention": "each row is a token attending to earlier tokens; a quotation head's "
+                       "rows inside a quote light up the column of the opening mark",
+    "quote_shift": "offset 0 is the closing mark: a quotation head's attention to the opening "
+                   "mark should drop after it, a closing-mark head's attention should appear",
+    "tag_induction_heads": "the difference panel matters: positive cells attend to earlier "
+                           "tokens of the tag more than their baseline does",
+    "tag_induction_activity": "the line should rise on or before the shaded tag tokens if the "
+                              "head anticipates the tag",
+    "tag_induction_attention": "rows are tokens, columns the tokens they attend to; bright "
+                               "columns at earlier tag tokens show the induction-like pattern",
+    "repeated_scores": "an induction head has a high induction score (left), a "
+                       "previous-token head a high previous-token score (right); uniform "
+                       "attention would be near zero",
+    "repeated_loss": "loss should drop sharply in the second (repeated) half when the model "
+                     "has induction heads; a flat curve means it does not copy",
+    "repeated_mlp_patching": "cells far from zero are MLP outputs whose first-half value "
+                             "changes the loss of the repeat; most should be pale",
+    "repeated_pattern": "the induction head attends along a diagonal offset by one copy "
+                        "length, the previous-token head along the line just below the main "
+                        "diagonal",
+    "repeated_scatter": "induction heads sit high on one axis, previous-token heads on the "
+                        "other; the two kinds forming a circuit shows as points in both corners",
+    "repeated_composition": "bright cells are writer -> reader pairs whose weights compose "
+                            "(K-composition from a previous-token head into an induction head "
+                            "is the classic circuit)",
+    "repeated_ablation": "a large drop when one head is ablated shows that the copy depends on "
+                         "it; compare with the induction-score grid",
+    "patching": "red cells restore the clean answer when patched (1 = fully), blue ones push "
+                "it further away; the path from the changed token to the last position is the "
+                "circuit",
+    "patching_topk": "compare the two tables: the tokens whose probability moves between the "
+                     "prompts are what the corruption changes (the target and foil come from "
+                     "them)",
+    "ablation": "bars above zero are tags whose loss rises when the chosen heads are ablated; "
+                "they matter only where they exceed the random-head bars",
+    "activation_stats": "boxes that widen layer by layer show growing activations; outlying "
+                        "means or maxima point to a few very large dimensions",
+    "activation_hist": "each ridge is a layer's distribution; heavy tails or several peaks "
+                       "show features of a few dimensions or tokens",
+    "mlp_sparsity": "a high fraction means most neurons are silent on most tokens (sparse "
+                    "MLPs); compare layers",
+    "next_token_table": "each row sums the probability the model gives each column's token "
+                        "after that prompt; read down a column to see what the varied value "
+                        "changes",
+    "time_order_mass": "a model that keeps time order puts most mass on 'later' for every "
+                       "previous digit",
+    "time_order_hist": "mass right of zero means generated timestamps move forward; mass left "
+                       "of zero is time going backwards",
+}
+
 
 def register(name: str, source: str, help: str, needs: Sequence[Array] = ()
              ) -> Callable[[PlanFunction], PlanFunction]:
@@ -100,6 +169,18 @@ def register(name: str, source: str, help: str, needs: Sequence[Array] = ()
         return plan
 
     return wrap
+
+
+def type_of(name: str) -> FigureType:
+    """The figure type a planned figure ``name`` belongs to (``f1:VBD`` -> ``f1:<TAG>``)."""
+    types = figure_types()
+    for ftype in types:
+        if ftype.name == name:
+            return ftype
+    for ftype in types:
+        if "<" in ftype.name and fnmatch.fnmatchcase(name, re.sub(r"<[^>]*>", "*", ftype.name)):
+            return ftype
+    raise KeyError(f"no figure type draws {name!r}")
 
 
 def figure_types() -> list[FigureType]:

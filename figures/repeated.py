@@ -268,7 +268,9 @@ def plan_composition(st: StudyResults) -> list[Planned]:
     heads = circuit_heads(st)
     pair = (heads["previous-token"], heads["induction"]) if heads else None
     return [Planned("repeated_composition",
-                    lambda: draw_composition(scores, ["Q", "K", "V"], baseline, pair),
+                    lambda: draw_composition(scores, ["Q", "K", "V"], baseline, pair,
+                                             "Composition scores from the processed weights "
+                                             "(layer-norm gain folded in)"),
                     [st.file])]
 
 

@@ -54,11 +54,14 @@ def resolve_pretrained(name: str, what: str, repo_type: str = "model",
                        example: str = "../shared/models/tinystories-8L") -> str:
     """Return a local directory/file for ``name`` or a hub name known to be fetchable.
 
-    Raises UsageError at once when ``name`` is a missing path, or a hub name that
-    is neither cached nor reachable.
+    Raises UsageError at once when ``name`` is a missing path, a model directory without a
+    model (no config.json), or a hub name that is neither cached nor reachable.
     """
     path = Path(name).expanduser()
     if path.exists():
+        if what == "model" and path.is_dir() and not (path / "config.json").is_file():
+            raise UsageError(f"{what} directory {name} holds no model: no config.json in it; "
+                             f"give a model directory or a hub name (e.g. {example})")
         return str(path)
     if looks_like_path(name):
         if what == "model":

@@ -182,6 +182,15 @@ class ProbeResults:
         self.site_heads = list(self.site_heads) or [self.n_heads] * len(self.sites)
         self.head_axes = list(self.head_axes) or ["head"] * len(self.sites)
 
+    def __repr__(self) -> str:
+        from headprobe.reprs import arrays_text, few, int_range, paragraph, tags_text
+
+        return paragraph("ProbeResults", [
+            ("path", repr(str(self.path))), ("sites", few(self.sites)),
+            ("layers", int_range(self.layers)), ("n_heads", str(self.n_heads)),
+            ("tags", tags_text(self.tags)),
+            ("controls", few(self.controls) or "none"), ("arrays", arrays_text(self.arrays))])
+
     @property
     def n_heads(self) -> int:
         """H, the length of the head axis (the most heads of any site)."""

@@ -92,6 +92,15 @@ class StudyResults:
     report: str
     axes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        from headprobe.reprs import arrays_text, few, paragraph
+
+        first = self.report.strip().splitlines()[:1]
+        return paragraph("StudyResults", [
+            ("path", repr(str(self.path))), ("study", repr(self.study)),
+            ("meta", few(list(self.meta))), ("arrays", arrays_text(self.arrays)),
+            ("report", repr(first[0] if first else ""))])
+
     @property
     def file(self) -> Path:
         return self.path / RESULTS_FILE

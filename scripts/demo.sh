@@ -46,9 +46,9 @@ step "tagging 300 new stories with spaCy"
 "$py" -m datasets_build --source demo:300:2 --tokenizer "$run/model" --run "$run" --overwrite
 
 step "extracting keys, queries and activity (trained and re-initialised weights)"
-"$py" -m extract --run "$run" --model "$run/model" --dtype float32 --overwrite --quiet
+"$py" -m extract --run "$run" --model "$run/model" --dtype float32 --overwrite
 "$py" -m extract --run "$run" --model "$run/model" --dtype float32 --reinit-seed 0 \
-    --out "$run/activations-random.h5" --overwrite --quiet
+    --out "$run/activations-random.h5" --overwrite
 
 step "fitting the probe grid with controls"
 "$py" -m probing fit --run "$run" --control-store "$run/activations-random.h5" --overwrite

@@ -90,7 +90,9 @@ def test_key_value_cells_are_shown_on_the_query_heads_that_read_them():
 
 def test_only_atlas_redraws_just_the_page(atlas_run: Path, capsys):
     assert main(["--run", str(atlas_run), "--only", "atlas"]) == 0
-    assert sorted(p.name for p in (atlas_run / "figures").iterdir()) == ["atlas.html"]
+    assert sorted(p.name for p in (atlas_run / "figures").iterdir()) == ["atlas.html",
+                                                                          "index.html"]
+    assert 'href="atlas.html"' in (atlas_run / "figures" / "index.html").read_text()
     page = (atlas_run / "figures" / "atlas.html").read_text()
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert len(page.encode()) < MAX_BYTES

@@ -32,6 +32,8 @@ def _problems(parser: argparse.ArgumentParser) -> list[str]:
             problems.append(f"{name}: no help text")
         elif action.nargs != 0 and not action.required and "default" not in text:
             problems.append(f"{name}: default not shown")
+        elif "(default )" in text:
+            problems.append(f"{name}: empty default shown")
     return problems
 
 
@@ -68,3 +70,35 @@ def test_top_help_explains_every_column(capsys):
     for _, title, _ in COLUMNS:
         assert f"\n  {title:>8}  " in text
     assert "bootstrap 95% interval" in text and "F1 minus the chosen control" in text
+
+
+@pytest.mark.parametrize("stage, argv, hint", [
+    ("probing", ["fit", "--lyers", "0"], "; did you mean --layers?"),
+    ("probing", ["top", "--run", "r", "--bye=f1"], "; did you mean --by?"),
+    ("probing", ["fitt"], "; did you mean fit?"),
+    ("extract", ["--modle", "m"], "; did you mean --model?"),
+    ("figures", ["--formt", "png"], "; did you mean --format?"),
+    ("datasets_build", ["--sorce", "x", "--limt", "3"], "; did you mean --source or --limit?"),
+])
+def test_a_misspelled_flag_gets_a_suggestion(stage, argv, hint, capsys):
+    main = importlib.import_module(f"{stage}.__main__").main
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.endswith(f"{hint} (see --help)"), err
+
+
+def test_a_word_far_from_every_flag_gets_no_suggestion(capsys):
+    main = importlib.import_module("probing.__main__").main
+    with pytest.raises(SystemExit):
+        main(["fit", "--zzzzzz"])
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_help_shows_no_empty_default(capsys):
+    main = importlib.import_module("figures.__main__").main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "(default )" not in out and "--only" in out

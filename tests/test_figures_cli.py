@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
@@ -87,7 +88,8 @@ def test_only_formats_and_study_dir(synthetic_run: Path, tmp_path: Path):
     out = tmp_path / "figs"
     assert cli("--results", str(synthetic_run / "studies" / "repeated"), "--out", str(out),
                "--format", "svg", "--only", "repeated_loss") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["repeated_loss.json", "repeated_loss.svg"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "repeated_loss.json",
+                                                     "repeated_loss.svg"]
     # Asking for more formats than the sidecar records redraws.
     assert cli("--results", str(synthetic_run / "studies" / "repeated"), "--out", str(out),
                "--format", "svg,png", "--only", "repeated_loss") == 0
@@ -198,3 +200,32 @@ def test_figures_doc_names_the_arrays_each_figure_needs():
             cells = row.split("|")
             assert cells[2].strip() == f"`{ftype.source}`", ftype.name
             assert all(f"`{a.name}`" in cells[3] for a in ftype.needs), ftype.name
+
+
+def test_index_page_shows_every_figure_with_how_to_read_it(synthetic_run: Path, tmp_path: Path):
+    from figures.index import index_entries
+    from figures.registry import READING, type_of
+
+    out = tmp_path / "figs"
+    assert cli("--run", str(synthetic_run), "--out", str(out), "--format", "png") == 0
+    assert cli("--run", str(synthetic_run), "--out", str(out), "--format", "svg",
+               "--only", "repeated_loss") == 0        # a later, partial run keeps them all
+    page = (out / "index.html").read_text()
+    stems = sorted(p.stem for p in out.glob("*.png"))
+    assert len(stems) >= 20 and [e.stem for e in sorted(index_entries(out),
+                                                        key=lambda e: e.stem)] == stems
+    for stem in stems:
+        name = json.loads((out / f"{stem}.json").read_text())["params"]["name"]
+        ftype = type_of(name)
+        assert f'<img src="{stem}.png"' in page or f'<img src="{stem}.svg"' in page, stem
+        assert html.escape(ftype.help) in page and html.escape(READING[ftype.name]) in page
+    assert "http://" not in page and "https://" not in page          # works offline
+    assert page.count("How to read it:") == len(stems)
+
+
+def test_every_figure_type_says_how_to_read_it():
+    from figures.registry import READING
+
+    names = {t.name for t in figure_types()}
+    assert set(READING) == names
+    assert all(len(line) > 30 and "\n" not in line for line in READING.values())

@@ -85,3 +85,26 @@ def test_import_headprobe_loads_no_stage_and_no_model_library():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize("what", ["dataset", "probes", "study"])
+def test_reprs_summarise_in_one_paragraph(what, request):
+    fixture, read, name = {"dataset": ("shared_dataset", hp.load_dataset, "TaggedDataset"),
+                           "probes": ("probing_results", hp.read_probes, "ProbeResults"),
+                           "study": ("quote_study", hp.read_study, "StudyResults")}[what]
+    path = request.getfixturevalue(fixture)
+    opened = read(path)
+    text = repr(opened)
+    lines = text.splitlines()
+    assert text.startswith(f"{name}(path={str(path)!r}") and text.endswith(")")
+    assert 1 <= len(lines) <= 8 and all(line.strip() and len(line) <= 100 for line in lines)
+    assert "array(" not in text and "..." in text                 # names, not numbers
+    text = " ".join(text.split())
+    if what == "dataset":
+        assert f"n_stories={opened.n_stories}," in text and "in all)" in text
+    else:
+        arrays = opened.arrays
+        first = next(iter(arrays))
+        shape = "x".join(map(str, arrays[first].shape))
+        assert f"{first}:{arrays[first].dtype}[{shape}]" in text
+        assert f"({len(arrays)} in all)" in text

@@ -56,7 +56,19 @@ def test_fast_solver_on_tiny_chunks_reaches_the_same_probes():
     # multinomial logits are shift-invariant: intercepts agree up to one shift per cell
     centred = [f.intercept - f.intercept.mean(1, keepdims=True) for f in (chunked, whole)]
     np.testing.assert_allclose(*centred, atol=2e-3)
-    np.testing.assert_array_equal(chunked.predict(X), whole.predict(X))
+    _same_up_to_ties(chunked, whole, X, atol=2e-3)
+
+
+def _same_up_to_ties(a, b, X, atol):
+    """Predictions of two fits whose coefficients and (centred) intercepts agree within
+    ``atol`` differ only where ``b``'s best two logits are closer than such a difference
+    can move them (2 * atol * (|x|_1 + 1)); the summation order of the chunks decides
+    those ties. They are few: at most 0.5% of the rows (2 in 14000 seen on one CPU)."""
+    differ = a.predict(X) != b.predict(X)
+    top2 = np.sort(b.decision(X), axis=-1)[..., -2:]
+    near_tie = top2[..., 1] - top2[..., 0] <= 2 * atol * (np.abs(X).sum(-1) + 1)
+    assert not (differ & ~near_tie).any(), "predictions differ away from a tie"
+    assert differ.mean() <= 0.005, differ.sum()
 
 
 def test_one_vs_rest_on_tiny_chunks_reaches_the_same_probes():

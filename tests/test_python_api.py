@@ -55,5 +55,6 @@ def test_python_api_guide_runs(guide_dir, capsys):
     assert "min_support must be >= 0" in out and "--min-support" not in out
     assert "quotation head L" in out and "40 stories" in out
     for name in ("key-probe-f1.png", "quote-heads.png"):
-        assert (guide_dir.parents[1] / name).stat().st_size > 1000
+        assert (guide_dir / "figures" / "notebook" / name).stat().st_size > 1000
+    assert sorted(p.name for p in guide_dir.parents[1].iterdir()) == ["runs"]   # nothing else
     np.testing.assert_allclose(namespace["pattern"].sum(-1).numpy(), 1.0, atol=1e-4)

@@ -190,6 +190,58 @@ def _catches_sigint(pid: int) -> bool:
     return True
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User plus system CPU time process ``pid`` has used, in clock ticks (0 once gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _workers_at_work(pid: int, n: int) -> bool:
+    """Whether process ``pid`` has ``n`` children that left Ctrl-C to the default action
+    and have started working (used CPU time of their own)."""
+    children = _children(pid)
+    return len(children) >= n and not any(_catches_sigint(c) for c in children) and all(
+        _cpu_ticks(c) > 0 for c in children)
+
+
+def _die_by_ctrl_c(send) -> None:
+    send.close()
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_read_that_fails_before_the_own_ctrl_c_arrives_is_an_interrupt():
+    """A worker killed by Ctrl-C closes its pipe; the main process's own SIGINT arrives a
+    moment later: the failed read is reported as the interrupt, not as EOFError."""
+    import multiprocessing
+    import threading
+
+    from headprobe.interrupts import with_workers
+    ctx = multiprocessing.get_context("fork")
+    own_ctrl_c = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+
+    def start(late_ctrl_c: bool):
+        recv, send = ctx.Pipe(False)
+        worker = ctx.Process(target=_die_by_ctrl_c, args=(send,))
+        worker.start()
+        send.close()
+        worker.join()
+        assert worker.exitcode == -signal.SIGINT     # the worker took SIGINT's default action
+        if late_ctrl_c:
+            own_ctrl_c.start()
+        yield recv.recv()
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(with_workers(lambda: start(True)))
+    finally:
+        own_ctrl_c.cancel()
+    with pytest.raises(EOFError):   # without a Ctrl-C on its way the failure stays itself
+        list(with_workers(lambda: start(False)))
+
+
 def test_ctrl_c_with_worker_processes_is_one_line(valid_text, shared_model, tmp_path):
     if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
         pytest.skip("needs /proc/PID/task/PID/children to see the worker processes")
@@ -199,10 +251,10 @@ def test_ctrl_c_with_worker_processes_is_one_line(valid_text, shared_model, tmp_
          str(shared_model), "--limit", "2000", "--n-process", "2", "--out", str(out)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
         text=True, start_new_session=True)
-    try:   # wait until both workers run and leave Ctrl-C to the default action
-        while proc.poll() is None and (len(_children(proc.pid)) < 2 or any(
-                _catches_sigint(c) for c in _children(proc.pid))):
+    try:   # wait until both workers work and leave Ctrl-C to the default action
+        while proc.poll() is None and not _workers_at_work(proc.pid, 2):
             time.sleep(0.05)
+        assert proc.poll() is None, "the command ended before its workers were seen"
         os.killpg(proc.pid, signal.SIGINT)             # what a terminal's Ctrl-C does
         _, err = proc.communicate(timeout=300)
     finally:
@@ -212,3 +264,33 @@ def test_ctrl_c_with_worker_processes_is_one_line(valid_text, shared_model, tmp_
     assert "Traceback" not in err and "Warning" not in err, err
     assert err.strip().splitlines()[-1] == "python -m datasets_build: interrupted"
     assert listing(tmp_path) == []
+
+
+def test_failed_commands_leave_no_empty_directories(tmp_path, shared_model, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    runs = tmp_path / "runs"
+    assert run("probing", "fit", "--run", runs / "nope") == 2
+    assert run("probing", "quote", f"--run={runs / 'x'}") == 2
+    assert run("figures", "--run", runs / "y") == 2
+    assert run("datasets_build", "--source", empty, "--tokenizer", shared_model,
+               "--run", runs / "emptyds") == 2
+    assert listing(tmp_path) == ["empty.txt"]
+    (runs / "kept").mkdir(parents=True)             # there before: stays, even when empty
+    assert run("probing", "quote", "--run", runs / "kept") == 2
+    assert listing(runs) == ["kept"] and listing(runs / "kept") == []
+    capsys.readouterr()
+
+
+def test_a_model_directory_without_a_model_says_so(tmp_path, shared_dataset, capsys):
+    folder = tmp_path / "notamodel"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("weights elsewhere\n")
+    for stage, args in (("probing", ("patch", "--out", tmp_path / "patch")),
+                        ("probing", ("repeated", "--out", tmp_path / "rep")),
+                        ("extract", ("--dataset", shared_dataset, "--out", tmp_path / "a.h5"))):
+        assert run(stage, *args, "--model", folder) == 2
+        line = one_line_error(capsys)
+        assert f"{folder} holds no model: no config.json in it" in line, line
+        assert "give a model directory or a hub name" in line
+    assert listing(tmp_path) == ["notamodel"]

@@ -99,3 +99,24 @@ def test_forward_passes_hold_the_logits_to_the_byte_budget():
         groups = list(model_batches(model, stories, max_bytes=budget))
         assert [s for g in groups for s in g] == stories
         assert max(len(g) for g in groups) == stories_per_pass
+
+
+class _Terminal(__import__("io").StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_forward_passes_show_progress_on_a_terminal_only(monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from headprobe.stories import Story
+    from probing.studies.common import model_batches
+
+    stories = [Story(i, 100 * i, np.arange(100)) for i in range(30)]
+    model = SimpleNamespace(cfg=SimpleNamespace(n_heads=4, d_vocab=512))
+    for stderr, shown in ((_Terminal(), True), (__import__("io").StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        assert sum(len(g) for g in model_batches(model, stories, max_bytes=2**22)) == 30
+        text = stderr.getvalue()
+        assert ("forward passes" in text and "/30 " in text) == shown, text

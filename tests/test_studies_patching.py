@@ -114,3 +114,33 @@ def test_patch_cli_head_site(shared_model, tmp_path):
     assert res.meta["site"] == "head" and res.meta["answers_given"] is False
     assert res.axes["grid"] == ("layer", "position or head")
     assert "Top 20 next tokens" in res.report
+
+
+def test_default_answers_are_likely_tokens_the_corruption_moves_most():
+    """Of the top-k, the token losing the most probability wins over an unlikely token
+    losing a larger factor; the foil is the corrupted prompt's token gaining most."""
+    clean = torch.log(torch.tensor([0.50, 0.30, 0.15, 0.04, 0.01]))
+    corrupt = torch.log(torch.tensor([0.60, 0.05, 0.30, 0.04, 0.01 / 50]))
+    target, foil = patching.default_answers(clean, corrupt, k=4)
+    assert target == 1                         # 0.30 -> 0.05 (not token 4: 0.01 -> 0.0002)
+    assert foil == 2                           # 0.15 -> 0.30 (token 0 only 0.5 -> 0.6)
+
+
+def test_report_and_figure_of_default_answers(study_model):
+    from figures.patching import patching_effect
+    from probing.study_io import StudyResults
+
+    arrays, meta, report = patching.patch_study(study_model, CLEAN, CORRUPT)
+    assert not meta["answers_given"] and "rank " in report and "lowers most" in report
+    clean_ids = list(arrays["clean_top_id"])
+    assert meta["target_id"] in clean_ids
+    st = StudyResults(path=REPO, study="patch", arrays=arrays, meta=meta, report=report)
+    effect, label = patching_effect(st)
+    assert label.startswith("patching effect (0 = corrupted, 1 = clean)")
+    np.testing.assert_allclose(effect, patching.normalise(
+        arrays["grid_raw"], meta["corrupt_logit_diff"], meta["clean_logit_diff"]))
+    differ = arrays["clean_ids"] != arrays["corrupt_ids"]
+    # layer 0's input at every differing position together is the clean run; one position
+    # alone moves the effect; where the prompts agree, patching changes nothing
+    np.testing.assert_allclose(effect[0, ~differ], 0.0, atol=1e-4)
+    assert np.abs(effect[0, differ]).max() > 0.05

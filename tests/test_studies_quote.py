@@ -59,6 +59,21 @@ def test_activity_statistics_find_the_quotation_head(synthetic_store):
     assert arrays["story_mean_out"][4, 0, 1] == pytest.approx(outside, rel=1e-5)
     assert arrays["example_activity"].shape == arrays["example_quoted"].shape
     assert "L1H2" in report and "attn" not in report.splitlines()[1]
+    assert meta["n_source_stories"] == 12 and "(12 stories with quotations," in report
+
+
+def test_windows_of_longer_stories_are_counted_as_windows(synthetic_store, tmp_path):
+    """Windows cut from one story share its parent_id: the study counts both."""
+    with open_store(synthetic_store) as store:
+        table = store.tokens(["input_id", "position", "story_id", "quoted"])
+        activity = store.read_layer("activity", 0), store.read_layer("activity", 1)
+    table["parent_id"] = table["story_id"] // 3              # 12 windows of 4 stories
+    path = write_store(tmp_path / "windows.h5", table,
+                       {"activity": np.stack(activity, axis=1)}, dtype="float32")
+    with open_store(path) as store:
+        _, meta, report = quote.quote_study(store)
+    assert (meta["n_stories"], meta["n_source_stories"]) == (12, 4)
+    assert "(12 windows of 4 stories with quotations," in report
 
 
 def test_attention_to_the_opening_mark_matches_the_pattern_hooks(studies_store, study_model):

@@ -275,3 +275,73 @@ def test_shared_model_says_it_has_no_circuit(shared_model, tmp_path, capsys):
     res = read_study(tmp_path / "r")
     assert res.arrays["induction_score"].max() < 0.5
     assert res.arrays["ablation_drop"].shape == (8, 16)
+
+
+def checkpoint_heads(model_dir, n_heads):
+    """Per layer (W_Q, W_K, W_V [H, d_model, d_head], W_O [H, d_head, d_model], ln_1 gain
+    [d_model]) read straight from a GPT-Neo checkpoint's safetensors file."""
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(model_dir / "model.safetensors"))
+    n_layers = 1 + max(int(k.split(".")[2]) for k in weights if k.startswith("transformer.h."))
+    out = []
+    for layer in range(n_layers):
+        w = {k.rsplit(".", 2)[-2]: v.astype(np.float64) for k, v in weights.items()
+             if k.startswith(f"transformer.h.{layer}.") and k.endswith("weight")}
+        d_model = w["q_proj"].shape[1]
+        split = [w[p].T.reshape(d_model, n_heads, -1).transpose(1, 0, 2)
+                 for p in ("q_proj", "k_proj", "v_proj")]
+        w_o = w["out_proj"].T.reshape(n_heads, -1, d_model)
+        out.append((*split, w_o, w["ln_1"]))
+    return out
+
+
+def processed(layer_weights):
+    """TransformerLens' processing, written out: the gain folded into W_Q, W_K, W_V, those
+    centred over d_model, W_O centred over its output."""
+    *reads, w_o, gain = layer_weights
+    reads = [gain[None, :, None] * w for w in reads]
+    reads = [w - w.mean(axis=1, keepdims=True) for w in reads]
+    return (*reads, w_o - w_o.mean(axis=2, keepdims=True), gain)
+
+
+def expected_composition(heads, writer, reader):
+    (lw, hw), (lr, hr) = writer, reader
+    w_q, w_k, w_v, w_o, _ = heads[lr]
+    ov_a = heads[lw][2][hw] @ heads[lw][3][hw]
+    qk = w_q[hr] @ w_k[hr].T
+    return {"Q": frobenius_score_np(ov_a, qk), "K": frobenius_score_np(ov_a, qk.T),
+            "V": frobenius_score_np(ov_a, w_v[hr] @ w_o[hr])}
+
+
+def frobenius_score_np(left, right):
+    return np.linalg.norm(left @ right) / (np.linalg.norm(left) * np.linalg.norm(right))
+
+
+def test_composition_is_stored_on_raw_and_processed_weights(shared_model, tmp_path, capsys):
+    """Both kinds of composition are stored, differ where the layer-norm gain is folded in,
+    and each equals the score computed from the checkpoint file itself."""
+    argv = ["repeated", "--model", str(shared_model), "--batch", "2", "--seq-len", "6",
+            "--min-len", "6", "--max-prefix", "0", "--no-mlp-grid", "--out", str(tmp_path / "r")]
+    assert run_main(main, argv) == 0
+    report = capsys.readouterr().out
+    res = read_study(tmp_path / "r")
+    raw = checkpoint_heads(shared_model, res.meta["n_heads"])
+    kinds = {"": [processed(w) for w in raw], "_raw": raw}
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        lw, lr = sorted(rng.choice(len(raw), 2, replace=False))
+        writer, reader = (int(lw), int(rng.integers(16))), (int(lr), int(rng.integers(16)))
+        for suffix, heads in kinds.items():
+            for mode, value in expected_composition(heads, writer, reader).items():
+                stored = res.arrays[f"{mode.lower()}_composition{suffix}"]
+                assert stored[(*writer, *reader)] == pytest.approx(value, rel=1e-4), mode
+    for mode in circuits.MODES:
+        ours, theirs = (res.arrays[f"{mode.lower()}_composition{s}"] for s in kinds)
+        assert np.array_equal(np.isnan(ours), np.isnan(theirs))
+        assert np.nanmax(np.abs(ours - theirs)) > 1e-3
+    assert res.axes["k_composition_raw"] == repeated.K_COMPOSITION_RAW.axes
+    c = res.meta["circuit"]
+    assert [c["k_composition" + s]["weights"] for s in kinds] == ["processed", "raw"]
+    for weights in circuits.WEIGHTS:
+        assert f"K-composition from {circuits.WEIGHT_WORDS[weights]}: strongest pair" in report

@@ -297,3 +297,24 @@ def test_recipe_sets_defaults_that_flags_override(tmp_path, monkeypatch, valid_t
         run_main(main, ["train", "--recipe", "nope", "--out", str(tmp_path / "m")])
     assert run_main(main, ["train", "--out", str(tmp_path / "m")]) == 2
     assert not (tmp_path / "m").exists()
+
+
+def test_training_from_the_command_line_prints_no_library_chatter(tmp_path):
+    """transformers' offline kernel trust notes and its shard-writing bar stay silent; the
+    command's own progress bar and result line remain."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    got = subprocess.run(
+        [sys.executable, "-m", "extract", "train", "--corpus", "demo:40:1", "--out",
+         str(tmp_path / "m"), "--tokenizer", "bpe:300", "--layers", "1", "--heads", "2",
+         "--d-model", "16", "--ctx", "32", "--batch", "4", "--steps", "2", "--threads", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert "publisher trust" not in got.stderr and "Writing model shards" not in got.stderr
+    assert "train:" in got.stderr and got.stdout.startswith("wrote ")

@@ -181,6 +181,17 @@ def test_unknown_story_is_a_one_line_error(viewer_case, tmp_path: Path, capsys):
     assert not (tmp_path / "p.html").exists()
 
 
+def test_without_a_story_the_first_is_shown_and_the_choice_said(viewer_case, shared_model,
+                                                                 tmp_path: Path, capsys):
+    page = tmp_path / "p.html"
+    assert run_main(main, ["viewer", "--store", str(viewer_case["store"]), "--model",
+                           str(shared_model), "--max-tokens", "8", "--out", str(page)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == (f"no --story given: showing story {STORY_ID} (the store's first story); "
+                   f"the store holds 1 stories, ids [{STORY_ID}]; pick one with --story ID")
+    assert f"story {STORY_ID}" in page.read_text()
+
+
 def _hover(page: DevTools, index: int) -> None:
     x, y = page.js(f"""(() => {{
         const s = document.querySelectorAll('#text .tok')[{index}];

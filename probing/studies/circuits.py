@@ -5,7 +5,11 @@ Helpers of the ``repeated`` study (not a study of their own):
 * composition scores (Elhage et al. 2021, "A Mathematical Framework for Transformer
   Circuits") of every pair of heads in different layers, from the weights as
   ``FactoredMatrix`` products (``TransformerBridge.all_composition_scores``), and the same
-  score for random Gaussian matrices of the same shapes as a baseline;
+  score for random Gaussian matrices of the same shapes as a baseline. The scores depend on
+  which weights they are computed on (``WEIGHTS``): *processed*, the weights the study's
+  model computes with (TransformerLens' compatibility mode: each block's layer-norm gain
+  folded into W_Q, W_K and W_V, those centred over d_model, W_O centred over its output),
+  or *raw*, the checkpoint's own weights (:func:`raw_weights_model`);
 * the K-composition circuit of one pair as a [d_vocab, d_vocab] ``FactoredMatrix`` and its
   top-1 accuracy;
 * mean ablation of each head's output (``hook_z``);
@@ -31,7 +35,24 @@ from probing.studies.ablation import ablation_hooks
 from probing.studies.common import capture, run_hooked
 
 MODES = ("Q", "K", "V")
+# Which weights composition is computed on, and the suffix of their arrays and meta keys
+WEIGHTS = {"processed": "", "raw": "_raw"}
+WEIGHT_WORDS = {
+    "processed": "processed weights (layer-norm gain folded into W_Q, W_K, W_V; read and "
+                 "write weights centred)",
+    "raw": "the checkpoint's own weights (no folding or centring)"}
 Head = tuple[int, int]
+
+
+def raw_weights_model(model: Any) -> Any:
+    """The checkpoint ``model`` was booted from (``model.cfg.model_name``), booted again
+    without weight processing, on the same device and dtype: its ``W_Q``, ``W_K``, ``W_V``
+    and ``W_O`` are the checkpoint's own."""
+    from extract.models import load_model
+
+    param = next(model.parameters())
+    return load_model(str(model.cfg.model_name), device=str(param.device), dtype=param.dtype,
+                      compat=False)
 
 
 def composition_scores(model: Any) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ from headprobe.cli import add_device_arguments
 from headprobe.errors import UsageError
 from headprobe.hooks import hook_name
 from headprobe.locks import claim_output
+from headprobe.progress import progress
 from headprobe.rundir import model_of_store, require_input, run_path, study_path
 from headprobe.stories import Story, row_blocks
 from probing.study_io import Layout, write_study
@@ -193,8 +194,11 @@ def model_batches(model: Any, stories: Sequence[Story], max_tokens: int = 8192,
     longest] of at most about ``max_bytes`` (a longer story is a group of its own)."""
     per_cell = 4 * model.cfg.n_heads
     max_tokens = min(max_tokens, logit_rows(model, 1, max_bytes))
-    for group in batches(stories, max_tokens):
-        yield from batches(group, max(1, max_bytes // per_cell), power=2)
+    with progress(len(stories), "forward passes") as bar:
+        for group in batches(stories, max_tokens):
+            for part in batches(group, max(1, max_bytes // per_cell), power=2):
+                yield part
+                bar.update(len(part))
 
 
 def padded(ids: Sequence[np.ndarray], device: str = "cpu") -> torch.Tensor:
@@ -286,22 +290,29 @@ def visit_patterns(model: Any, stories: Sequence[Story], visit: PatternVisit,
     names = [hook_name("pattern", layer) for layer in wanted]
     per_cell = 4 * model.cfg.n_layers * model.cfg.n_heads
     order = list(range(len(stories)))
-    for group in batches(order, max(1, max_bytes // per_cell), power=2,
-                         size=lambda i: len(stories[i].input_ids)):
-        fired: set[int] = set()
+    with progress(len(stories), "attention patterns") as bar:
+        for group in batches(order, max(1, max_bytes // per_cell), power=2,
+                             size=lambda i: len(stories[i].input_ids)):
+            _visit_group(model, stories, group, names, visit, device)
+            bar.update(len(group))
 
-        def hook(pattern: torch.Tensor, hook: Any, group: list[int] = group,
-                 fired: set[int] = fired) -> None:
-            fired.add(hook.layer())
-            for row, i in enumerate(group):
-                n = len(stories[i].input_ids)
-                visit(i, hook.layer(), pattern[row, :, :n, :n].float().cpu())
 
-        tokens = padded([stories[i].input_ids for i in group], device)
-        run_hooked(model, tokens, [(name, hook) for name in names])
-        if len(fired) < len(names):
-            raise RuntimeError("the model ran without handing its attention patterns to "
-                               "the hook_pattern hooks")
+def _visit_group(model: Any, stories: Sequence[Story], group: list[int], names: list[str],
+                 visit: PatternVisit, device: str) -> None:
+    """:func:`visit_patterns` for the stories ``group`` (indices), run as one batch."""
+    fired: set[int] = set()
+
+    def hook(pattern: torch.Tensor, hook: Any) -> None:
+        fired.add(hook.layer())
+        for row, i in enumerate(group):
+            n = len(stories[i].input_ids)
+            visit(i, hook.layer(), pattern[row, :, :n, :n].float().cpu())
+
+    tokens = padded([stories[i].input_ids for i in group], device)
+    run_hooked(model, tokens, [(name, hook) for name in names])
+    if len(fired) < len(names):
+        raise RuntimeError("the model ran without handing its attention patterns to "
+                           "the hook_pattern hooks")
 
 
 def head_pattern(model: Any, story: Story, head: tuple[int, int]) -> np.ndarray:

@@ -222,15 +222,17 @@ def normalise(grid: np.ndarray, corrupted: float, clean: float) -> np.ndarray:
 def default_answers(clean_logits: torch.Tensor, corrupt_logits: torch.Tensor,
                     k: int = TOP_K) -> tuple[int, int]:
     """(target, foil) when none are given: among the clean prompt's top-k tokens the one whose
-    log-probability the corruption lowers most, and among the corrupted prompt's top-k the
-    one it raises most (logits [d_vocab] each)."""
-    clean_lp = torch.log_softmax(clean_logits.float(), -1)
-    corrupt_lp = torch.log_softmax(corrupt_logits.float(), -1)
+    probability the corruption lowers most, and among the corrupted prompt's top-k the one
+    whose probability it raises most (logits [d_vocab] each). Probabilities, not their
+    logarithms: a likely token that loses much beats an unlikely one that loses a large
+    factor of very little."""
+    clean_p = torch.softmax(clean_logits.float(), -1)
+    corrupt_p = torch.softmax(corrupt_logits.float(), -1)
     top = clean_logits.topk(k).indices
-    target = int(top[(clean_lp - corrupt_lp)[top].argmax()])
+    target = int(top[(clean_p - corrupt_p)[top].argmax()])
     top = corrupt_logits.topk(k + 1).indices
     top = top[top != target][:k]
-    foil = int(top[(corrupt_lp - clean_lp)[top].argmax()])
+    foil = int(top[(corrupt_p - clean_p)[top].argmax()])
     return target, foil
 
 
@@ -291,12 +293,25 @@ def patch_study(model: Any, clean_text: str, corrupt_text: str, target: str | No
     return arrays, meta, report(meta, arrays)
 
 
+def chosen_how(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
+    """How the default target and foil were chosen, with their ranks in the top-k tables."""
+
+    def rank(which: str, token_id: int) -> str:
+        ids = list(np.asarray(arrays[TOP[which]["id"].name]))
+        return f"rank {ids.index(token_id) + 1}" if token_id in ids else "not in the table"
+
+    return (f"chosen: the target is the clean prompt's top-{TOP_K} token whose probability "
+            f"the corruption lowers most ({rank('clean', meta['target_id'])} of the clean "
+            f"prompt), the foil the corrupted prompt's top-{TOP_K} token it raises most "
+            f"({rank('corrupt', meta['foil_id'])} of the corrupted prompt)")
+
+
 def report(meta: dict[str, Any], arrays: dict[str, Any]) -> str:
     lines = [f"Activation patching of {meta['site']} ({meta['hook']})",
              f"clean:     {meta['clean']!r}", f"corrupted: {meta['corrupt']!r}",
              f"target {meta['target']!r} (id {meta['target_id']}), foil {meta['foil']!r} "
              f"(id {meta['foil_id']})" + ("" if meta["answers_given"] else
-                                          " (chosen from the top predictions)"),
+                                          f" ({chosen_how(meta, arrays)})"),
              f"logit difference: clean {meta['clean_logit_diff']:.3f}, corrupted "
              f"{meta['corrupt_logit_diff']:.3f}", ""]
     for which in ("clean", "corrupt"):

@@ -382,7 +382,8 @@ def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str
                                  else token_strings(tokenizer, kept[ex].input_ids), best))
     meta = {
         "study": STUDY, "store": str(store.path), "split": split, "rank_by": rank_by,
-        "n_stories": len(kept), "n_stories_attention": len(kept[:max_stories]) if attn else 0,
+        "n_stories": len(kept), "n_source_stories": source_stories(store, kept),
+        "n_stories_attention": len(kept[:max_stories]) if attn else 0,
         "n_quoted_queries": attn.get("n_queries", 0), "n_after_queries": attn.get("n_after", 0),
         "n_closing": attn.get("n_closing", 0), "n_close_queries": attn.get("n_close_queries", 0),
         "uniform_attention": attn.get("uniform"), "best_head": list(best),
@@ -391,6 +392,22 @@ def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str
         "best": {k: float(arrays[k][best]) for k in BEST_KEYS if k in arrays},
     }
     return arrays, meta, report(meta, arrays, ranked)
+
+
+def source_stories(store: Any, kept: list[Story]) -> int:
+    """How many stories the studied sequences come from (a story cut into windows gives
+    several sequences, all with its ``parent_id``)."""
+    parents = store.tokens(["parent_id"])["parent_id"]
+    return len({int(parents[s.start]) for s in kept})
+
+
+def with_quotations(meta: dict[str, Any]) -> str:
+    """``40 stories with quotations``, or ``796 windows of 300 stories with quotations``
+    when the store holds windows of longer stories."""
+    n, stories = meta["n_stories"], meta.get("n_source_stories", meta["n_stories"])
+    if stories == n:
+        return f"{n} stories with quotations"
+    return f"{n} windows of {stories} stories with quotations"
 
 
 def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int, int]]) -> str:
@@ -405,7 +422,7 @@ def report(meta: dict[str, Any], arrays: dict[str, Any], ranked: list[tuple[int,
             row += [arrays["attn_to_open"][h], arrays["attn_after_to_open"][h],
                     arrays["attn_to_close"][h]]
         rows.append(row)
-    lines = [f"Quotation heads from {meta['store']} ({meta['n_stories']} stories with quotations, "
+    lines = [f"Quotation heads from {meta['store']} ({with_quotations(meta)}, "
              f"split {meta['split']}); ranked by {meta['rank_by']}.", format_table(header, rows)]
     if has_attn:
         lines += [f"attention measured on {meta['n_quoted_queries']} quoted tokens of "

@@ -83,14 +83,19 @@ POSITION_LOSS = Array("position_loss", ("half", "position within the half"), "fl
 ABLATION_DROP = Array("ablation_drop", LAYER_HEAD, "float",
                       "second-copy accuracy minus the same with the head's hook_z replaced by "
                       "its mean over the batch (BOS left out)")
-Q_COMPOSITION = Array("q_composition", COMPOSITION, "float",
-                      "Frobenius norm of W_OV W_QK over the product of their norms, for the "
-                      "writer's W_OV = W_V W_O and the reader's W_QK = W_Q W_K^T; NaN unless "
-                      "the writer's layer is below the reader's")
-K_COMPOSITION = Array("k_composition", COMPOSITION, "float",
-                      "the same with the reader's W_QK transposed: its keys read the writer")
-V_COMPOSITION = Array("v_composition", COMPOSITION, "float",
-                      "the same with the reader's W_OV: its values read the writer")
+PROCESSED, RAW = (f"; on {circuits.WEIGHT_WORDS[w]}" for w in circuits.WEIGHTS)
+Q_DEFINITION = ("Frobenius norm of W_OV W_QK over the product of their norms, for the writer's "
+                "W_OV = W_V W_O and the reader's W_QK = W_Q W_K^T; NaN unless the writer's "
+                "layer is below the reader's")
+K_DEFINITION = ("the same as q_composition with the reader's W_QK transposed: its keys read "
+                "the writer")
+V_DEFINITION = "the same as q_composition with the reader's W_OV: its values read the writer"
+Q_COMPOSITION = Array("q_composition", COMPOSITION, "float", Q_DEFINITION + PROCESSED)
+K_COMPOSITION = Array("k_composition", COMPOSITION, "float", K_DEFINITION + PROCESSED)
+V_COMPOSITION = Array("v_composition", COMPOSITION, "float", V_DEFINITION + PROCESSED)
+Q_COMPOSITION_RAW = Array("q_composition_raw", COMPOSITION, "float", Q_DEFINITION + RAW)
+K_COMPOSITION_RAW = Array("k_composition_raw", COMPOSITION, "float", K_DEFINITION + RAW)
+V_COMPOSITION_RAW = Array("v_composition_raw", COMPOSITION, "float", V_DEFINITION + RAW)
 COMPOSITION_BASELINE = Array("composition_baseline", ("mode (Q, K, V)",), "float",
                              "mean composition score of random Gaussian weights of the same "
                              "shapes")
@@ -109,7 +114,8 @@ MLP_PATCH_DELTA = Array("mlp_patch_delta", ("layer", "position within the second
                         "when the model has MLPs and the MLP grid is computed")
 LAYOUT = Layout(STUDY, (TOKENS, REPEAT_START, REPEAT_LENGTH, INDUCTION_SCORE, PREV_TOKEN_SCORE,
                         LOGPROB, ACCURACY, POSITION_LOSS, ABLATION_DROP, Q_COMPOSITION,
-                        K_COMPOSITION, V_COMPOSITION, COMPOSITION_BASELINE,
+                        K_COMPOSITION, V_COMPOSITION, Q_COMPOSITION_RAW, K_COMPOSITION_RAW,
+                        V_COMPOSITION_RAW, COMPOSITION_BASELINE,
                         COMPOSITION_BASELINE_SD, EXAMPLE_TOKENS, EXAMPLE_PATTERN,
                         EXAMPLE_PREV_PATTERN, MLP_PATCH_DELTA))
 
@@ -351,25 +357,32 @@ def random_other_head(head: tuple[int, int], n_heads: int, seed: int) -> tuple[i
     return head[0], int(np.random.default_rng(seed).choice(others))
 
 
-def composition_arrays(model: Any, seed: int) -> dict[str, np.ndarray]:
-    """Q/K/V-composition arrays [L, H, L, H] and the random-weights baseline [3]."""
-    scores = circuits.composition_scores(model)
+def composition_arrays(model: Any, raw_model: Any, seed: int) -> dict[str, np.ndarray]:
+    """Q/K/V-composition arrays [L, H, L, H] on the processed weights of ``model`` and on the
+    raw weights of ``raw_model`` (suffix ``_raw``), and the random-weights baseline [3]."""
+    models = {"processed": model, "raw": raw_model}
+    arrays = {}
+    for weights, suffix in circuits.WEIGHTS.items():
+        scores = circuits.composition_scores(models[weights])
+        arrays.update({f"{m.lower()}_composition{suffix}": scores[m] for m in circuits.MODES})
     cfg = model.cfg
     baseline = circuits.random_composition_baseline(int(cfg.d_model), int(cfg.d_head),
                                                     seed=seed)
-    return {**{f"{m.lower()}_composition": scores[m] for m in circuits.MODES},
+    return {**arrays,
             "composition_baseline": np.array([baseline[m][0] for m in circuits.MODES]),
             "composition_baseline_sd": np.array([baseline[m][1] for m in circuits.MODES])}
 
 
 def composition_check(arrays: dict[str, np.ndarray], prev_head: tuple[int, int],
-                      ind_head: tuple[int, int]) -> dict[str, Any]:
-    """The strongest K-composition pair against the pair found by attention scores."""
-    k = arrays["k_composition"]
+                      ind_head: tuple[int, int], weights: str = "processed") -> dict[str, Any]:
+    """The strongest K-composition pair on ``weights`` (a key of circuits.WEIGHTS) against
+    the pair found by attention scores."""
+    k = arrays["k_composition" + circuits.WEIGHTS[weights]]
     writer, reader = circuits.strongest_pair(k)
     into = k[:ind_head[0], :, ind_head[0], ind_head[1]]              # writers into the keys
     best_writer = top_heads(into, 1)[0]
-    return {"strongest_pair": [list(writer), list(reader)],
+    return {"weights": weights,
+            "strongest_pair": [list(writer), list(reader)],
             "strongest_score": float(k[(*writer, *reader)]),
             "pair_score": float(k[(*prev_head, *ind_head)]),
             "baseline": float(arrays["composition_baseline"][1]),
@@ -399,12 +412,16 @@ def circuit_checks(model: Any, rep: Repeats, prev_head: tuple[int, int],
 
 
 def circuit_study(model: Any, rep: Repeats, scores: dict[str, np.ndarray], seed: int,
-                  min_score: float, circuit_tokens: int = CIRCUIT_TOKENS
+                  min_score: float, circuit_tokens: int = CIRCUIT_TOKENS,
+                  raw_model: Any | None = None
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Arrays (ablation drops, composition) and meta["circuit"] of the induction pair; the
-    K-composition circuit's accuracy on at most ``circuit_tokens`` query tokens (0: all)."""
+    K-composition circuit's accuracy on at most ``circuit_tokens`` query tokens (0: all).
+    raw_model: the checkpoint without weight processing (default: booted again,
+    :func:`circuits.raw_weights_model`)."""
     induction, prev = scores["induction_score"], scores["prev_token_score"]
-    arrays = composition_arrays(model, seed)
+    raw_model = circuits.raw_weights_model(model) if raw_model is None else raw_model
+    arrays = composition_arrays(model, raw_model, seed)
     if model.cfg.n_layers < 2:
         arrays["ablation_drop"] = np.full(induction.shape, np.nan)
         return arrays, {"found": False, "reason": "the model has one layer"}
@@ -420,7 +437,8 @@ def circuit_study(model: Any, rep: Repeats, scores: dict[str, np.ndarray], seed:
         "min_score": min_score, "prev_token_head": list(prev_head),
         "induction_head": list(ind_head), "prev_token_score": float(prev[prev_head]),
         "induction_score": float(induction[ind_head]), **causal,
-        "k_composition": composition_check(arrays, prev_head, ind_head),
+        **{"k_composition" + suffix: composition_check(arrays, prev_head, ind_head, weights)
+           for weights, suffix in circuits.WEIGHTS.items()},
         "k_circuit_top1": top1, "chance": 1.0 / d_vocab,
         "query_tokens": d_vocab if rows is None else len(rows)}
 
@@ -449,13 +467,16 @@ def example_arrays(model: Any, rep: Repeats, heads: dict[str, tuple[int, int]]
 
 def repeated_study(model: Any, seq_len: int = 25, batch: int = 30, seed: int = 0,
                    mlp_grid: bool = True, min_len: int | None = 8, max_prefix: int = 10,
-                   min_score: float = MIN_SCORE, circuit_tokens: int = CIRCUIT_TOKENS
+                   min_score: float = MIN_SCORE, circuit_tokens: int = CIRCUIT_TOKENS,
+                   raw_model: Any | None = None
                    ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Run the whole study; returns (arrays, meta, report).
 
     Segments of ``min_len..seq_len`` tokens (None: always ``seq_len``) after ``0..max_prefix``
     random tokens; the defaults are the command line's. The K-composition circuit's
-    accuracy is measured on at most ``circuit_tokens`` query tokens (0: all).
+    accuracy is measured on at most ``circuit_tokens`` query tokens (0: all). Composition
+    is computed on ``model``'s processed weights and on ``raw_model``'s (the same checkpoint
+    booted without weight processing; default: :func:`circuits.raw_weights_model`).
 
     arrays are named and shaped as declared in LAYOUT; meta["circuit"] holds the
     induction circuit (heads, scores, ablation and path-patching drops, composition).
@@ -469,7 +490,8 @@ def repeated_study(model: Any, seq_len: int = 25, batch: int = 30, seed: int = 0
                        max_prefix, avoid=getattr(tok, "all_special_ids", None) or ())
     logits, scores = head_scores(model, rep)
     halves = half_metrics(logits, rep, seq_len)
-    more, circuit = circuit_study(model, rep, scores, seed, min_score, circuit_tokens)
+    more, circuit = circuit_study(model, rep, scores, seed, min_score, circuit_tokens,
+                                  raw_model)
     induction, prev = scores["induction_score"], scores["prev_token_score"]
     examples = {"example_pattern": circuit.get("induction_head", top_heads(induction, 1)[0]),
                 "example_prev_pattern": circuit.get("prev_token_head", top_heads(prev, 1)[0])}
@@ -521,23 +543,31 @@ def circuit_line(meta: dict[str, Any]) -> str:
             f"{prev} {causal}")
 
 
+def composition_line(k: dict[str, Any], pair: str, induction_head: list[int]) -> str:
+    """One report line on the strongest K-composition pair of one kind of weights."""
+    strongest = " -> ".join(head_label(*h) for h in k["strongest_pair"])
+    verdict = ("the pair found by attention scores" if k["agrees"] else
+               f"not the pair found by attention scores ({pair}: {k['pair_score']:.3f})")
+    return (f"K-composition from {circuits.WEIGHT_WORDS[k.get('weights', 'processed')]}: "
+            f"strongest pair "
+            f"{strongest} ({k['strongest_score']:.3f}; random weights {k['baseline']:.3f} +- "
+            f"{k['baseline_sd']:.3f}): {verdict}; strongest writer into "
+            f"{head_label(*induction_head)}'s keys: "
+            f"{head_label(*k['best_writer_into_induction_keys'])}")
+
+
 def circuit_details(meta: dict[str, Any]) -> list[str]:
     """Report lines on K-composition and path patching of the circuit's pair."""
     c = meta["circuit"]
     if "prev_token_head" not in c:
         return []
-    k, pair = c["k_composition"], (f"{head_label(*c['prev_token_head'])} -> "
-                                   f"{head_label(*c['induction_head'])}")
-    strongest = " -> ".join(head_label(*h) for h in k["strongest_pair"])
-    verdict = ("the pair found by attention scores" if k["agrees"] else
-               f"not the pair found by attention scores ({pair}: {k['pair_score']:.3f})")
+    pair = f"{head_label(*c['prev_token_head'])} -> {head_label(*c['induction_head'])}"
     path = (f"accuracy drop {c['key_path_drop']:.2f} (whole head {c['ablation_drop']:.2f})"
             if c["key_path_drop"] is not None else f"not run: {c['key_path_note']}")
+    checks = [c["k_composition" + suffix] for suffix in circuits.WEIGHTS.values()
+              if "k_composition" + suffix in c]
     return [
-        f"K-composition from the weights: strongest pair {strongest} ({k['strongest_score']:.3f};"
-        f" random weights {k['baseline']:.3f} +- {k['baseline_sd']:.3f}): {verdict}; strongest "
-        f"writer into {head_label(*c['induction_head'])}'s keys: "
-        f"{head_label(*k['best_writer_into_induction_keys'])}",
+        *(composition_line(k, pair, c["induction_head"]) for k in checks),
         f"Path patching {pair}, keys only (mean of the writer's output): {path}",
         f"K-composition circuit {pair}: top-1 accuracy over the vocabulary "
         f"{c['k_circuit_top1']:.4f} (chance {c['chance']:.2g}; {c['query_tokens']} query "
