@@ -70,16 +70,17 @@ class Runs:
     def run_dir(self) -> Path:
         return self.work / "shared"
 
-    def step(self, output: Path, *argv: str) -> Path:
-        """Run ``python -m ARGV`` unless ``output`` exists (and --fresh is off); return it."""
+    def step(self, output: Path, *argv: str, overwrite: str | None = "--overwrite") -> Path:
+        """Run ``python -m ARGV`` unless ``output`` exists (and --fresh is off); return it.
+        ``overwrite``: the flag that lets the command replace ``output`` (None: not needed)."""
         key = str(output)
         if output.exists() and (not self.fresh or key in self.done):
             return output
         print(f"# python -m {' '.join(argv)}", file=sys.stderr, flush=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1",
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        overwrite = ["--overwrite"] if output.exists() else []
-        subprocess.run([sys.executable, "-m", *argv, *overwrite], check=True, env=env,
+        flags = [overwrite] if overwrite and output.exists() else []
+        subprocess.run([sys.executable, "-m", *argv, *flags], check=True, env=env,
                        cwd=REPO, stdout=subprocess.DEVNULL)
         self.done.add(key)
         return output
@@ -120,6 +121,18 @@ class Runs:
                         "--model", str(self.model), "--no-mlp-grid", "--out",
                         str(self.run_dir / "studies" / "repeated"))
         return read_study(out)
+
+    @cached_property
+    def atlas(self) -> Path:
+        """The head atlas of the 1,000-story run: its probe grid, repeated, quote and
+        tag-induction (``--before VBD``) results and the store's activity trace."""
+        assert self.probes is not None and self.repeated is not None
+        studies = self.run_dir / "studies"
+        self.step(studies / "quote", "probing", "quote", "--run", str(self.run_dir))
+        self.step(studies / "tag-induction", "probing", "tag-induction", "--run",
+                  str(self.run_dir), "--before", "VBD")
+        return self.step(self.run_dir / "figures" / "atlas.html", "figures", "atlas", "--run",
+                         str(self.run_dir), overwrite=None)
 
     @cached_property
     def ts_summary(self) -> list[str]:
@@ -320,6 +333,8 @@ QUOTES: list[Quote] = [
           lambda r: composition(r, "")),
     Quote("docs/case-studies.md", "shared model, repeated: K-composition, raw weights",
           lambda r: composition(r, "_raw")),
+    Quote("docs/figures.md", "1,000 stories: bytes of the head atlas",
+          lambda r: r.atlas.stat().st_size),
     *(Quote("README.md", f"run on 300 stories, its summary ({start})",
             lambda r, start=start: summary_line(r.ts_summary, start)) for start in FINDINGS),
     *(Quote("README.md", f"demo summary ({start})",
