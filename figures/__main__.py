@@ -193,9 +193,12 @@ def atlas_main(argv: Sequence[str]) -> int:
     else:
         raise UsageError("give --out FIGDIR or --run runs/NAME")
     sources = discover(_result_dirs(args.results, args.run))
-    claim_output(out)
     if args.store:
         require_input("store", args.store)
+    elif args.story is not None and not (args.run and run_path(args.run, "store").is_file()):
+        raise UsageError(f"{opt('story')} names a story of the store: give {opt('store')} "
+                         "FILE.h5 (or a --run with activations.h5)")
+    claim_output(out)
     page = _write_atlas(sources, out, args.run, args.store, args.story)
     print(f"wrote {page}")
     if (page.parent / INDEX_FILE).is_file():      # a figures directory: link the page
@@ -279,7 +282,7 @@ def _model_of(store: Path, run: str | None) -> str:
 
 
 def parsers() -> list[Parser]:
-    """Every parser of the stage: drawing, list and viewer."""
+    """Every parser of the stage: drawing, list, viewer and atlas."""
     return [draw_parser(), list_parser(), viewer_parser(), atlas_parser()]
 
 
