@@ -13,7 +13,6 @@ one is continued (``resume``), a missing one is extracted. When all n are comple
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,22 +27,16 @@ from extract.plan import group_tokens_for, select_stories
 from extract.store.integrity import TOKENS_HASH, token_table_hash
 from extract.store.reader import open_store
 from headprobe.errors import UsageError, opt
+from headprobe.shards import shard_dir, shard_name, shard_pattern
 
-SHARD_DIR_SUFFIX = ".shards"
-SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)\.h5")
+SHARD_NAME = shard_pattern(".h5")
 # Settings a kept shard must have been extracted with, besides the weights and the dataset.
 KEPT_SETTINGS = ("split", "sites", "dtype", "model_dtype", "batch_tokens", "reinit_seed")
 
 
-def shard_dir(out: str | Path) -> Path:
-    """The shard directory of output ``out``: ``OUT.shards`` beside it."""
-    out = Path(out)
-    return out.with_name(out.name + SHARD_DIR_SUFFIX)
-
-
 def shard_file(out: str | Path, index: int, n: int) -> Path:
     """Where shard ``index`` of ``n`` of output ``out`` is written."""
-    return shard_dir(out) / f"shard-{index:05d}-of-{n:05d}.h5"
+    return shard_dir(out) / shard_name(index, n, ".h5")
 
 
 def shard_state(out: str | Path, index: int, n: int) -> str:
