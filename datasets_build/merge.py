@@ -6,7 +6,9 @@ shifted by the stories (tokens) of the shards before. Counts, alignment and quot
 statistics are recomputed for the whole dataset from the shards' own, so the manifest
 equals a single build's but for ``created``, ``command`` and ``merged``
 (``merged.fingerprint`` identifies the shards it was made from: merging again over the
-same complete shards keeps the dataset and succeeds without ``overwrite``).
+same complete shards keeps the dataset and succeeds without ``overwrite``; a merge of the
+same build whose shards were made again is replaced; any other existing directory needs
+``overwrite``).
 """
 
 from __future__ import annotations
@@ -67,21 +69,35 @@ def merge_dataset(out: str | Path, overwrite: bool = False) -> tuple[Path, bool]
     with output_lock(out):
         n, paths = complete_shards(out)
         fingerprint = _fingerprint(paths)
-        existing = out / "manifest.json"
-        if not overwrite and existing.is_file() and read_json(existing).get(
-                "merged", {}).get("fingerprint") == fingerprint:
-            return out, True
-        check_target(out, overwrite, "directory")
         manifests = [read_json(p / "manifest.json") for p in paths]
         _check_agree(paths, manifests)
+        build = manifests[0]["shard"]["build"]
+        if not overwrite and _merge_record(out).get("fingerprint") == fingerprint:
+            return out, True
+        overwrite = check_merge_target(out, build, overwrite)
         manifest = _merged_manifest(paths, manifests)
-        manifest["merged"] = {"shards": n, "fingerprint": fingerprint, "at": now_iso(),
-                              "command": command_line()}
+        manifest["merged"] = {"shards": n, "build": build, "fingerprint": fingerprint,
+                              "at": now_iso(), "command": command_line()}
         with atomic_dir(out, overwrite) as tmp:
             _write_tables(tmp, paths)
             (tmp / "tags.json").write_bytes((paths[0] / "tags.json").read_bytes())
             write_json(tmp / "manifest.json", manifest)
     return out, False
+
+
+def check_merge_target(out: Path, build: str, overwrite: bool) -> bool:
+    """Whether merging shards of ``build`` may replace ``out``: when asked to, or when it is
+    a merge of the same build (some shards were made again); UsageError when it exists and
+    may not be replaced."""
+    overwrite = overwrite or _merge_record(out).get("build") == build
+    check_target(out, overwrite, "directory")
+    return overwrite
+
+
+def _merge_record(out: Path) -> dict[str, Any]:
+    """The ``merged`` entry of an existing dataset ``out`` ({} when none)."""
+    manifest = out / "manifest.json"
+    return (read_json(manifest).get("merged") or {}) if manifest.is_file() else {}
 
 
 def _check_agree(paths: list[Path], manifests: list[dict[str, Any]]) -> None:

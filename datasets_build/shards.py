@@ -26,7 +26,7 @@ import numpy as np
 
 from datasets_build.build import BuildOptions, make_dataset, report
 from datasets_build.dataset import write_dataset
-from datasets_build.merge import merge_dataset
+from datasets_build.merge import check_merge_target, merge_dataset
 from headprobe.atomic import atomic_dir
 from headprobe.cluster import import_ray
 from headprobe.errors import UsageError, opt
@@ -116,6 +116,7 @@ def build_on_ray(opts: BuildOptions, shards: int, cluster: str = "local", *,
     import_ray()
     out = opts.out = Path(opts.out).resolve()
     key = build_key(opts, shards)
+    check_merge_target(out, key, opts.overwrite)      # before any work
     todo = [i for i in range(shards) if opts.overwrite
             or (_shard_manifest(shard_path(out, i, shards)) or {}).get("shard", {}).get(
                 "build") != key]
