@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +31,19 @@ from headprobe.atomic import atomic_dir
 from headprobe.cluster import import_ray
 from headprobe.errors import UsageError, opt
 from headprobe.locks import output_lock
-from headprobe.shards import check_resources, shard_dir, shard_name, shard_pattern, submit_shards
+from headprobe.shards import (
+    ShardRun,
+    check_resources,
+    shard_dir,
+    shard_name,
+    shard_pattern,
+    submit_shards,
+)
 
 ALIGNMENT_FILE = "alignment.npz"
 SHARD_NAME = shard_pattern()
 # Options that do not change what a shard holds.
 UNKEPT = ("out", "overwrite", "verbose", "sharded")
-
-
-@dataclass
-class ShardRun:
-    """What making sure of one shard did: its tokens, the seconds it took, whether it was
-    kept from before."""
-
-    index: int
-    n: int
-    n_tokens: int
-    seconds: float
-    kept: bool
 
 
 def shard_path(out: str | Path, index: int, n: int) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from extract.plan import group_tokens_for, select_stories
 from extract.store.integrity import TOKENS_HASH, token_table_hash
 from extract.store.reader import open_store
 from headprobe.errors import UsageError, opt
-from headprobe.shards import shard_dir, shard_name, shard_pattern
+from headprobe.shards import ShardRun, shard_dir, shard_name, shard_pattern
 
 SHARD_NAME = shard_pattern(".h5")
 # Settings a kept shard must have been extracted with, besides the weights and the dataset.
@@ -45,17 +44,6 @@ def shard_state(out: str | Path, index: int, n: int) -> str:
     if path.is_file():
         return "complete"
     return "partial" if partial_path(path).is_file() else "missing"
-
-
-@dataclass
-class ShardRun:
-    """What running one shard did: its rows, the seconds it took, whether it was kept."""
-
-    index: int
-    n: int
-    n_tokens: int
-    seconds: float
-    kept: bool
 
 
 def shard_token_hashes(dataset_dir: str | Path, split: str, n: int, indices: Sequence[int],

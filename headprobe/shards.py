@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,18 @@ from headprobe.cluster import connect, task_env, task_failure
 from headprobe.errors import UsageError, opt
 
 SHARD_DIR_SUFFIX = ".shards"
+
+
+@dataclass
+class ShardRun:
+    """What making sure of one shard did: its tokens, the seconds it took, whether it was
+    kept from before (complete with the same settings)."""
+
+    index: int
+    n: int
+    n_tokens: int
+    seconds: float
+    kept: bool
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
