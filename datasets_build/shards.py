@@ -110,6 +110,10 @@ def build_on_ray(opts: BuildOptions, shards: int, cluster: str = "local", *,
     check_resources(shards, cpus_per_shard, 0.0, retries)
     import_ray()
     out = opts.out = Path(opts.out).resolve()
+    for name in ("source", "tokenizer"):          # workers may run in another directory
+        value = getattr(opts, name)
+        if value is not None and Path(value).exists():
+            setattr(opts, name, str(Path(value).resolve()))
     key = build_key(opts, shards)
     check_merge_target(out, key, opts.overwrite)      # before any work
     todo = [i for i in range(shards) if opts.overwrite
