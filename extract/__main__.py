@@ -75,7 +75,7 @@ def build_parser() -> Parser:
     parser.add_argument("--shard", help="i/n: extract the i-th of n parts of the stories into "
                         "OUT.shards/ (a complete shard is kept, an unfinished one continued); "
                         "then 'merge OUT' (default: the whole store at once)")
-    add_cluster_arguments(parser, "extract")
+    add_cluster_arguments(parser, "extract", cpus_note="; also its torch threads")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--reinit-seed", type=int,
                         help="use freshly re-initialised random weights (seeded) instead of "

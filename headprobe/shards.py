@@ -64,9 +64,10 @@ def shard_pattern(suffix: str = "") -> re.Pattern:
     return re.compile(r"shard-(\d+)-of-(\d+)" + re.escape(suffix))
 
 
-def add_cluster_arguments(parser: Any, verb: str, gpus: bool = True) -> None:
+def add_cluster_arguments(parser: Any, verb: str, gpus: bool = True, cpus_note: str = "") -> None:
     """``--ray``, ``--shards`` and each shard task's resources and retries; ``verb`` says
-    what a task does (e.g. 'extract'), ``gpus`` whether tasks can ask for GPUs."""
+    what a task does (e.g. 'extract'), ``gpus`` whether tasks can ask for GPUs, ``cpus_note``
+    what else the CPUs of a task set."""
     parser.add_argument("--ray", metavar="auto|ADDRESS|local:N",
                         help=f"{verb} on a Ray cluster, one task per shard, then merge into "
                         "OUT: 'auto' (the cluster this machine belongs to), a head node's "
@@ -75,7 +76,7 @@ def add_cluster_arguments(parser: Any, verb: str, gpus: bool = True) -> None:
     parser.add_argument("--shards", type=int,
                         help="shards (Ray tasks) of a --ray run (default: none; --ray needs it)")
     parser.add_argument("--cpus-per-shard", type=float, default=1.0,
-                        help="CPUs of each shard task (default 1; also its torch threads)")
+                        help=f"CPUs of each shard task (default 1{cpus_note})")
     if gpus:
         parser.add_argument("--gpus-per-shard", type=float, default=0.0,
                             help="GPUs of each shard task (default 0; 0.5 puts two on a GPU)")
