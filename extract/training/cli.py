@@ -13,7 +13,7 @@ from dataclasses import fields
 import torch
 
 from extract.training.checkpoint import checkpoint_path
-from extract.training.config import ARCHES, TrainConfig
+from extract.training.config import ARCHES, FAMILIES, FILLERS, TrainConfig
 from extract.training.data import read_corpus
 from extract.training.loop import train_model
 from extract.training.recipes import RECIPES, get_recipe, recipe_corpus
@@ -38,8 +38,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="model directory to write (default RUN/model)")
     parser.add_argument("--run", help="run directory (runs/NAME; default: none, give --out "
                         "or --run)")
+    parser.add_argument("--family", choices=FAMILIES, default=d.family,
+                        help="gpt-neo (learned positions, LayerNorm, local layers; default), or "
+                             "a rotary family: llama, qwen2 (RoPE, RMSNorm, global layers)")
     parser.add_argument("--arch", choices=ARCHES, default=d.arch,
-                        help="gpt-neo, or attn-only (MLPs zeroed and frozen)")
+                        help="gpt-neo (full blocks, any family), or attn-only (MLPs zeroed "
+                             "and frozen)")
+    parser.add_argument("--attn-only", dest="arch", action="store_const", const="attn-only",
+                        help="the same as --arch attn-only")
+    parser.add_argument("--kv-heads", type=int, default=d.kv_heads,
+                        help="key/value heads of a rotary family (grouped-query attention); "
+                             "default: one per query head")
     parser.add_argument("--layers", type=int, default=d.layers, help="transformer layers")
     parser.add_argument("--d-model", type=int, default=d.d_model, help="residual width")
     parser.add_argument("--heads", type=int, default=d.heads, help="attention heads per layer")
@@ -52,8 +61,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", default=d.attention,
                         help="kinds of layer from layer 0 on, 'global' or 'local' joined by "
                              "'-', the pattern repeated over the layers: global-local "
-                             "alternates as in the shared model; local-global-global makes "
-                             "only layer 0 of three local")
+                             "alternates as in the shared model (the GPT-Neo default); "
+                             "local-global-global makes only layer 0 of three local; the "
+                             "rotary families have global layers only")
     parser.add_argument("--untied", dest="tied", action="store_false", default=d.tied,
                         help="an unembedding of its own instead of the embedding's transpose")
     parser.add_argument("--tokenizer", default="char",
@@ -78,6 +88,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest repeated segment (tokens)")
     parser.add_argument("--repeat-gap", type=int, default=d.repeat_gap,
                         help="most text tokens between the two copies")
+    parser.add_argument("--repeat-filler", choices=FILLERS, default=d.repeat_filler,
+                        help="what surrounds the repeated segment: the corpus text (default) or "
+                             "random: BOS and random tokens, so only the repeat is predictable")
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
                         help="checkpoint every N steps to OUT.checkpoint/")
     parser.add_argument("--stop-after", type=int,
