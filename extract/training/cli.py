@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import fields
+from pathlib import Path
 
 import torch
 
@@ -79,6 +80,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="warm-up steps (default 5%% of --steps)")
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="seed of the initial weights and of the batches")
+    parser.add_argument("--seeds",
+                        help="train one organism per seed, e.g. 0-4 or 0,2,7: each in its own "
+                             "directory OUT-seedN (RUN/model-seedN), all with the same "
+                             "tokenizer (default: one run of --seed into OUT)")
     parser.add_argument("--repeat-frac", type=float, default=d.repeat_frac,
                         help="share of training windows that get a segment of random tokens "
                              "written twice (default 0: none)")
@@ -124,11 +129,36 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{name: getattr(args, name) for name in names})
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """The seeds of ``--seeds``: ``A-B`` (inclusive) or a comma-separated list."""
+    try:
+        if "-" in spec.strip("-"):
+            first, last = (int(x) for x in spec.split("-", 1))
+            seeds = list(range(first, last + 1))
+        else:
+            seeds = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds takes A-B or a list like 0,2,7, got {spec!r}") from None
+    if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
+        raise UsageError(f"--seeds needs distinct seeds >= 0, got {spec!r}")
+    return seeds
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """Entry point of ``python -m extract train``."""
-    out = claim_output(resolve(args.out, args.run, "model", "out"))
+    """Entry point of ``python -m extract train``: one run, or one per ``--seeds`` seed."""
+    out = resolve(args.out, args.run, "model", "out")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.seeds:
+        return train_one(args, claim_output(out))
+    for seed in parse_seeds(args.seeds):
+        args.seed = seed
+        train_one(args, claim_output(out.with_name(f"{out.name}-seed{seed}")))
+    return 0
+
+
+def train_one(args: argparse.Namespace, out: Path) -> int:
+    """Train the run of ``args`` (its ``seed``) into ``out``."""
     texts, senders = read_corpus(args.corpus)
     if args.sender_tokens and not senders:
         raise UsageError("--sender-tokens needs a chat corpus (chat:PATH or chatgen:N)")
