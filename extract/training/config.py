@@ -122,7 +122,8 @@ class TrainConfig:
 
 
 def make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
-    """A checked copy of ``config`` (default settings if None) with ``overrides`` applied.
+    """A checked copy of ``config`` (default settings if None) with ``overrides`` applied
+    and the layer pattern written out.
 
     Raises TypeError for names that are not TrainConfig fields, like a misspelt keyword.
     """
@@ -131,4 +132,5 @@ def make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainC
         raise TypeError(f"unknown training settings: {', '.join(sorted(unknown))}")
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **overrides})
     cfg.check()
+    cfg.attention = "-".join(cfg.layer_pattern())     # the family's default written out
     return cfg
