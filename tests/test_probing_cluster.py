@@ -119,4 +119,6 @@ def test_bad_test_sample_gets_one_line(shared_store, tmp_path, capsys):
     _fails(capsys, base + ["--max-test-tokens", "0"], "--max-test-tokens must be a positive")
     _fails(capsys, base + ["--max-test-tokens", "2"], "smaller than the first drawn test story")
     _fails(capsys, base + ["--max-test-tokens", "many"], "--max-test-tokens: invalid int")
+    _fails(capsys, ["bench", "--rss", "--max-test-tokens", "0"],
+           "--max-test-tokens must be a positive")
     assert not (tmp_path / "x").exists()
