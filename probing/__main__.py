@@ -101,6 +101,10 @@ def _add_scale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-train-tokens", type=int, metavar="N",
                    help="train on whole train stories, drawn in an order seeded by --seed, up "
                         "to N tokens (default: every train story)")
+    p.add_argument("--max-test-tokens", type=int, metavar="N",
+                   help="score on whole test stories, ranked by a hash of their story id "
+                        "seeded by --seed, up to N tokens; the same sample whatever the "
+                        "story order or shard count (default: every test story)")
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, metavar="ROWS",
                    help="token rows of a (site, layer) block held in memory at a time; "
                         f"memory does not grow with the store (default {DEFAULT_CHUNK_ROWS})")
@@ -135,6 +139,7 @@ def _fit(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap, seed=args.seed, jobs=args.jobs, mdl=args.mdl,
         word_types=args.word_types, tokenizer=args.tokenizer, multilabel=args.multilabel,
         ray=args.ray, chunk_rows=args.chunk_rows, max_train_tokens=args.max_train_tokens,
+        max_test_tokens=args.max_test_tokens,
         ambiguous_min_count=args.ambiguous_min_count)
     result = run_grid(str(store), config, control_store)
     labels = result.labels

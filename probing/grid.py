@@ -45,7 +45,13 @@ from probing.controls import (
     strongest_f1,
     word_types,
 )
-from probing.labels import DEFAULT_EXCLUDE, Labels, fold_tags, sample_train_stories
+from probing.labels import (
+    DEFAULT_EXCLUDE,
+    Labels,
+    fold_tags,
+    sample_test_stories,
+    sample_train_stories,
+)
 from probing.mdl import Portions, online_codelength, plan_portions, uniform_codelength
 from probing.metrics import StoryScorer
 from probing.multilabel import TagSets, check_store, tag_sets
@@ -80,6 +86,8 @@ class GridConfig:
     probes per tag on the tags each token covers (probing.multilabel); chunk_rows: rows
     of a block held in memory at a time (probing.stream); max_train_tokens: train on whole
     train stories, drawn in a seeded order, up to this many tokens (None: all);
+    max_test_tokens: score on whole test stories, ranked by a seeded hash of their id, up
+    to this many tokens (None: all; probing.labels.sample_test_stories);
     ambiguous_min_count: a test token is ambiguous when its token id carries two or more
     tags in training, each on at least this many training tokens (probing.controls).
     """
@@ -104,6 +112,7 @@ class GridConfig:
     ray: str | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     max_train_tokens: int | None = None
+    max_test_tokens: int | None = None
     ambiguous_min_count: int = DEFAULT_AMBIGUOUS_MIN_COUNT
 
 
@@ -162,11 +171,7 @@ def _labels(store: Store, config: GridConfig) -> tuple[Labels | TagSets, dict[st
     if config.tagset not in ("fine", "coarse"):
         raise UsageError(f"unknown tag set {config.tagset!r}; choose fine or coarse")
     table = store.tokens([f"{config.tagset}_tag", "split"])
-    split, info = table["split"], {}
-    if config.max_train_tokens is not None:
-        split, kept = sample_train_stories(split, store.tokens(["parent_id"])["parent_id"],
-                                           config.max_train_tokens, config.seed)
-        info = {"max_train_tokens": config.max_train_tokens, "train_stories": kept}
+    split, info = _sampled(store, table["split"], config)
     if config.multilabel:
         check_store(store)
         return tag_sets(store.tokens([f"{config.tagset}_tags"])[f"{config.tagset}_tags"],
@@ -177,6 +182,23 @@ def _labels(store: Store, config: GridConfig) -> tuple[Labels | TagSets, dict[st
     return fold_tags(table[f"{config.tagset}_tag"], split, store.tags[config.tagset],
                      merge_verbs=config.merge_verbs, keep=config.tags,
                      min_support=config.min_support, exclude=config.exclude), info
+
+
+def _sampled(store: Store, split: np.ndarray, config: GridConfig
+             ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The split [n_tokens] with the stories left out by ``max_train_tokens`` and
+    ``max_test_tokens`` set to -1, and what each sample took."""
+    info: dict[str, Any] = {}
+    samples = (("train", sample_train_stories, config.max_train_tokens),
+               ("test", sample_test_stories, config.max_test_tokens))
+    if all(limit is None for _, _, limit in samples):
+        return split, info
+    stories = store.tokens(["parent_id"])["parent_id"]
+    for name, sample, limit in samples:
+        if limit is not None:
+            split, kept = sample(split, stories, limit, config.seed)
+            info.update({f"max_{name}_tokens": limit, f"{name}_stories": kept})
+    return split, info
 
 
 def _with_controls(config: GridConfig, have_control_store: bool) -> GridConfig:
@@ -221,6 +243,8 @@ def _check_scale(config: GridConfig) -> None:
         raise UsageError(f"{opt('chunk_rows')} must be positive")
     if config.max_train_tokens is not None and config.max_train_tokens < 1:
         raise UsageError(f"{opt('max_train_tokens')} must be a positive number of tokens")
+    if config.max_test_tokens is not None and config.max_test_tokens < 1:
+        raise UsageError(f"{opt('max_test_tokens')} must be a positive number of tokens")
     if config.ray is not None:
         if config.jobs > 1:
             raise UsageError(f"give {opt('jobs')} (local processes) or {opt('ray')} (a "
@@ -483,7 +507,8 @@ def run_grid(store_path: str | Path, config: GridConfig, control_store: str | No
             with open_store(control_store, what="control_store") as control:
                 check_control_store(store, control)
         result = _fit_all(store, control_store, labels, layers, config, log)
-    result.info.update({"max_train_tokens": config.max_train_tokens, **sample})
+    result.info.update({"max_train_tokens": config.max_train_tokens,
+                        "max_test_tokens": config.max_test_tokens, **sample})
     return result
 
 
@@ -564,7 +589,7 @@ def fit_probe(store: Store | str | Path, site: str, layer: int, head: int,
         random-weights control).
     **options : fields of :class:`GridConfig` (tagset, tags, merge_verbs, min_support,
         exclude, solver, controls, C, n_boot, seed, mdl, word_types, tokenizer,
-        multilabel, chunk_rows, max_train_tokens).
+        multilabel, chunk_rows, max_train_tokens, max_test_tokens).
 
     Returns
     -------

@@ -152,17 +152,56 @@ def sample_train_stories(split: np.ndarray, stories: np.ndarray, max_tokens: int
     split takes them; the number of stories kept). UsageError when not even the first
     drawn story fits.
     """
+    return _keep_stories(split, stories, 0, max_tokens, "max_train_tokens",
+                         lambda ids: np.random.default_rng(seed).permutation(len(ids)))
+
+
+def sample_test_stories(split: np.ndarray, stories: np.ndarray, max_tokens: int,
+                        seed: int) -> tuple[np.ndarray, int]:
+    """Keep whole test stories, ranked by a seeded hash of their id, while they fit in
+    ``max_tokens``.
+
+    split, stories: as for :func:`sample_train_stories`. A story's rank depends only on its
+    id and ``seed`` (:func:`story_hash`), so the sample is the same whatever the order of
+    the stories and however the store was sharded. Returns (split [n_tokens] with the test
+    tokens of every other story set to -1; the number of stories kept).
+    """
+    return _keep_stories(split, stories, 1, max_tokens, "max_test_tokens",
+                         lambda ids: np.argsort(np.lexsort((ids, story_hash(ids, seed)))))
+
+
+def story_hash(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of each story id [n] -> uint64 [n] (SplitMix64's finaliser
+    over the id mixed with the seed's own hash)."""
+    def mix(x: np.ndarray) -> np.ndarray:
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+    with np.errstate(over="ignore"):
+        salt = mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+        return mix(np.asarray(ids).astype(np.int64).view(np.uint64) ^ salt)
+
+
+def _keep_stories(split: np.ndarray, stories: np.ndarray, code: int, max_tokens: int,
+                  name: str, ranking: Any) -> tuple[np.ndarray, int]:
+    """The longest run of the stories of split ``code``, in the order ``ranking(ids)``
+    gives ([n_stories] rank of each sorted unique id), whose tokens fit in ``max_tokens``;
+    the tokens of split ``code`` of every other story get split -1."""
     if max_tokens < 1:
-        raise UsageError(f"{opt('max_train_tokens')} must be a positive number of tokens")
+        raise UsageError(f"{opt(name)} must be a positive number of tokens")
     split = np.asarray(split)
-    train = split == 0
-    ids, inverse = np.unique(np.asarray(stories)[train], return_inverse=True)
-    rank = np.random.default_rng(seed).permutation(len(ids))
-    sizes = np.bincount(inverse, minlength=len(ids))[np.argsort(rank)]  # in drawn order
+    member = split == code
+    ids, inverse = np.unique(np.asarray(stories)[member], return_inverse=True)
+    rank = np.asarray(ranking(ids))
+    sizes = np.bincount(inverse, minlength=len(ids))[np.argsort(rank)]  # in ranked order
     kept = int(np.searchsorted(np.cumsum(sizes), max_tokens, side="right"))
     if kept == 0:
-        raise UsageError(f"{opt('max_train_tokens')} {max_tokens} is smaller than the first "
-                         f"drawn train story ({int(sizes[0]) if len(sizes) else 0} tokens)")
+        what = "train" if code == 0 else "test"
+        raise UsageError(f"{opt(name)} {max_tokens} is smaller than the first drawn {what} "
+                         f"story ({int(sizes[0]) if len(sizes) else 0} tokens)")
     out = split.astype(np.int8)
-    out[np.flatnonzero(train)[rank[inverse] >= kept]] = -1
+    out[np.flatnonzero(member)[rank[inverse] >= kept]] = -1
     return out, kept

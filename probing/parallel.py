@@ -12,6 +12,7 @@ from typing import Any
 
 from headprobe.cluster import connect, task_env, task_failure
 
+RETRIES = 2          # a block whose worker or node died is run again this many times
 
 def map_blocks(func: Callable[..., Any], blocks: Sequence[tuple], shared: tuple = (),
                jobs: int = 1, ray: str | None = None) -> Iterator[Any]:
@@ -35,9 +36,11 @@ def map_blocks(func: Callable[..., Any], blocks: Sequence[tuple], shared: tuple 
 
 def _on_ray(func: Callable[..., Any], blocks: Sequence[tuple], shared: tuple,
             cluster: str) -> Iterator[Any]:
-    """One Ray task (one CPU) per block; a failed task is raised naming its block."""
+    """One Ray task (one CPU) per block, sent its block and references to ``shared``
+    (the grid's blocks read the store by path: nothing of it travels); a task whose worker
+    died is retried RETRIES times, and a failure is raised in one line naming its block."""
     ray = connect(cluster)
-    task = ray.remote(func).options(num_cpus=1, max_retries=2, retry_exceptions=False,
+    task = ray.remote(func).options(num_cpus=1, max_retries=RETRIES, retry_exceptions=False,
                                     runtime_env=task_env())
     refs = [ray.put(value) for value in shared]
     pending = [task.remote(*block, *refs) for block in blocks]
