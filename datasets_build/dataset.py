@@ -28,7 +28,7 @@ parent, starting at its character 0. Versions 1 and 2 had no tag sets and always
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,10 +60,11 @@ STORY_COLUMNS = ("story_id", "text", "split", "token_start", "n_tokens", "parent
 # (every story is its own parent and starts at its character 0), versions 1 and 2 no tag
 # sets (a token's set holds its one tag).
 STAND_INS = {
-    "parent_id": lambda table: _column(table, "story_id"),
-    "parent_char_start": lambda table: np.zeros(len(table), np.int64),
-    "fine_tags": lambda table: tag_bits(_column(table, "fine_tag")),
-    "coarse_tags": lambda table: tag_bits(_column(table, "coarse_tag")),
+    "parent_id": lambda table, rows: _column(table, "story_id", rows),
+    "parent_char_start": lambda table, rows: np.zeros(
+        len(table) if rows is None else rows.stop - rows.start, np.int64),
+    "fine_tags": lambda table, rows: tag_bits(_column(table, "fine_tag", rows)),
+    "coarse_tags": lambda table, rows: tag_bits(_column(table, "coarse_tag", rows)),
 }
 
 
@@ -126,16 +127,21 @@ def _quiet_datasets() -> Iterator[None]:
             enable_progress_bars()
 
 
-def _column(table: Any, name: str) -> np.ndarray:
+def _column(table: Any, name: str, rows: slice | None = None) -> np.ndarray:
     """One column of a saved Arrow table as a numpy array [n_rows], read in bulk; an
-    earlier version's stand-in for a column it lacks (``STAND_INS``).
+    earlier version's stand-in for a column it lacks (``STAND_INS``). ``rows`` (a slice
+    with a start and a stop) reads only those rows: the table is memory-mapped, so the
+    rest of the file is never read.
 
     (Indexing the ``datasets.Dataset`` by column name converts row by row, which is
     orders of magnitude slower; the tables here never carry an indices mapping.)
     """
     if name not in table.column_names and name in STAND_INS:
-        return STAND_INS[name](table)
-    return table.data.column(name).to_numpy()
+        return STAND_INS[name](table, rows)
+    column = table.data.column(name)
+    if rows is not None:
+        column = column.slice(rows.start, rows.stop - rows.start)
+    return column.to_numpy()
 
 
 @dataclass
@@ -180,14 +186,26 @@ class TaggedDataset:
         keep = table["split"] == code
         return {k: v[keep] for k, v in table.items()}
 
-    def story_table(self, split: str | None = None) -> dict[str, np.ndarray]:
-        """Story columns (text as a list), optionally only one split."""
+    def token_rows(self, rows: slice, columns: Sequence[str] = tuple(TOKEN_COLUMNS)
+                   ) -> dict[str, np.ndarray]:
+        """Token ``columns`` of the rows ``rows`` (a slice with a start and a stop), each
+        [stop - start]; only those rows and columns are read."""
+        return {k: _column(self._tokens, k, rows).astype(TOKEN_COLUMNS[k], copy=False)
+                for k in columns}
+
+    def story_table(self, split: str | None = None,
+                    columns: Sequence[str] = STORY_COLUMNS) -> dict[str, Any]:
+        """Story columns (text as a list), optionally only one split; only ``columns``
+        (and ``split`` to choose the rows) are read."""
+        names = [*dict.fromkeys([*columns, "split"])]
         table = {k: (self._stories.data.column(k).to_pylist() if k == "text"
-                     else _column(self._stories, k)) for k in STORY_COLUMNS}
+                     else _column(self._stories, k)) for k in names}
         code = split_code(split)
-        keep = [i for i, s in enumerate(table["split"]) if code is None or s == code]
-        return {k: ([v[i] for i in keep] if k == "text" else np.asarray(v)[keep])
-                for k, v in table.items()}
+        keep = np.flatnonzero(np.asarray(table["split"]) == code) if code is not None else None
+        if keep is None:
+            return {k: table[k] for k in columns}
+        return {k: ([table[k][i] for i in keep] if k == "text" else np.asarray(table[k])[keep])
+                for k in columns}
 
     def iter_stories(self, split: str | None = None) -> Iterator[tuple[int, np.ndarray, slice]]:
         """Yield (story_id, input_ids [n], rows) per story; rows index the token table."""

@@ -193,8 +193,7 @@ def extract_on_ray(dataset_dir: str | Path, model: Any, out: str | Path, shards:
     settings.update(split=options.split, group_tokens=group_tokens_for(options))
     with output_lock(out):
         check_target(out, overwrite, "file")
-        shard_tokens(load_tagged_dataset(dataset_dir), options.split, shards,
-                     settings["group_tokens"])
+        shard_tokens(load_tagged_dataset(dataset_dir), options.split, shards)
         todo = _shards_to_run(dataset_dir, model, out, shards, overwrite, settings)
         start = time.perf_counter()
         args = (str(dataset_dir), model, str(out), max(1, int(cpus_per_shard)), overwrite,

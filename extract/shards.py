@@ -1,7 +1,9 @@
 """A store built from shards: the output's shard directory, one shard at a time, the merge.
 
 Shard i of n holds the i-th of n contiguous runs of stories with about equal token counts
-(:func:`extract.plan.select_stories`). The shards of output ``OUT`` live in its shard
+(:func:`extract.plan.shard_bounds`); the stories of a group cut by a shard boundary are
+batched whole on both sides, so every row is computed as in a run without shards
+(:func:`extract.plan.read_shard`). The shards of output ``OUT`` live in its shard
 directory, ``OUT.shards/shard-00003-of-00016.h5``; each is written under a temporary name
 (``....h5.partial``) and renamed when complete, like any store. Running a shard is
 idempotent, so a job array or a cluster can run it again after a failure: a complete shard
@@ -24,7 +26,7 @@ from datasets_build.dataset import load_tagged_dataset
 from extract.merge import merge_stores
 from extract.models import model_fingerprint
 from extract.options import ExtractOptions, partial_path
-from extract.plan import group_tokens_for, select_stories
+from extract.plan import group_tokens_for, read_shard
 from extract.store.integrity import TOKENS_HASH, token_table_hash
 from extract.store.reader import open_store
 from headprobe.errors import UsageError, opt
@@ -70,12 +72,9 @@ def shard_token_hashes(dataset_dir: str | Path, split: str, n: int, indices: Seq
     """The token-table fingerprint each of shards ``indices`` of ``n`` has when extracted
     from ``dataset_dir`` in groups of ``group_tokens`` (the store's ``token_table_sha256``)."""
     dataset = load_tagged_dataset(dataset_dir)
-    table = dataset.token_table()
-    hashes = {}
-    for index in indices:
-        _, rows = select_stories(dataset, split, (index, n), table["input_id"], group_tokens)
-        hashes[index] = token_table_hash({k: v[rows] for k, v in table.items()})
-    return hashes
+    return {index: token_table_hash(read_shard(dataset, split, (index, n),
+                                               group_tokens).token_table)
+            for index in indices}
 
 
 def weights_hash(model: Any) -> str | None:
