@@ -46,7 +46,8 @@ from headprobe.locks import output_lock
 @dataclass
 class ClusterRun:
     """What :func:`extract_on_ray` did: shards extracted now and kept from before, the
-    tokens extracted now and the seconds it took."""
+    tokens extracted now (not those an unfinished shard already held) and the seconds it
+    took."""
 
     out: Path
     n_shards: int
@@ -68,6 +69,13 @@ def shard_device(device: str | None, gpus_per_shard: float) -> str:
         raise UsageError(f"{opt('device', device)} on a cluster needs GPUs for each shard: "
                          f"pass {opt('gpus_per_shard')} (e.g. 1, or 0.5 for two shards per GPU)")
     return str(device)
+
+
+def driver_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings the driver checks a shard's options with: on the CPU, because the
+    device (and ``--batch-tokens auto``, sized from its memory) is checked and resolved on
+    the workers that run the shard tasks, which a driver without a GPU cannot do."""
+    return {**settings, "device": "cpu"}
 
 
 def _check_resources(n: int, cpus: float, gpus: float, retries: int, model: Any) -> None:
@@ -105,7 +113,8 @@ def _shards_to_run(dataset_dir: Path, model: Any, out: Path, n: int, overwrite: 
                                     settings["group_tokens"])
         weights = weights_hash(model)
         for i in complete:
-            options = shard_options(dataset_dir, model, out, i, n, "complete", **settings)
+            options = shard_options(dataset_dir, model, out, i, n, "complete",
+                                    **driver_settings(settings))
             problem = kept_shard_problem(options.out, options, hashes[i], weights)
             if problem:
                 raise UsageError(f"{options.out} was extracted {problem}; pass "
@@ -135,7 +144,7 @@ def _run_tasks(ray: Any, task: Any, todo: Sequence[int], n: int, args: tuple,
             except Exception as exc:          # a task's error, raised after the others end
                 failures.append((index, exc))
                 continue
-            tokens += run.n_tokens
+            tokens += run.n_extracted
             bar.update(1)
             rate = tokens / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix_str(f"{rate:,.0f} tokens/s")
@@ -189,7 +198,8 @@ def extract_on_ray(dataset_dir: str | Path, model: Any, out: str | Path, shards:
     resolve_pretrained(str(model), "model")          # a missing model fails here, not per task
     model = str(Path(model).resolve()) if Path(str(model)).is_dir() else str(model)
     settings = {**settings, "device": shard_device(settings.get("device"), gpus_per_shard)}
-    options = shard_options(dataset_dir, model, out, 0, shards, "complete", **settings)
+    options = shard_options(dataset_dir, model, out, 0, shards, "complete",
+                            **driver_settings(settings))
     settings.update(split=options.split, group_tokens=group_tokens_for(options))
     with output_lock(out):
         check_target(out, overwrite, "file")

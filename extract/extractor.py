@@ -256,7 +256,8 @@ def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
             pending = pool.submit(_write_block, writer, start, block, options.dtype, kill_after)
         if pending is not None:
             pending.result()
-        writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3)})
+        writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3),
+                             "rows_extracted": plan.n_rows - first_row})
         writer.finish()
     finally:
         pool.shutdown(wait=True)

@@ -58,13 +58,16 @@ def shard_state(out: str | Path, index: int, n: int) -> str:
 
 @dataclass
 class ShardRun:
-    """What running one shard did: its rows, the seconds it took, whether it was kept."""
+    """What running one shard did: its rows, the rows this run extracted (fewer when it
+    continued an unfinished shard, none when it kept a complete one), the seconds it took,
+    whether it was kept."""
 
     index: int
     n: int
     n_tokens: int
     seconds: float
     kept: bool
+    n_extracted: int = 0
 
 
 def shard_token_hashes(dataset_dir: str | Path, split: str, n: int, indices: Sequence[int],
@@ -98,7 +101,8 @@ def kept_shard_problem(path: Path, options: ExtractOptions, tokens_hash: str,
     want = {"split": options.split, "sites": list(options.sites), "dtype": options.dtype,
             "model_dtype": options.model_dtype, "batch_tokens": int(options.batch_tokens),
             "reinit_seed": -1 if options.reinit_seed is None else int(options.reinit_seed)}
-    differ = [key for key in KEPT_SETTINGS if attrs.get(key) != want[key]]
+    differ = [key for key in KEPT_SETTINGS if attrs.get(key) != want[key]
+              and not (key == "batch_tokens" and options.batch_tokens_auto)]
     if attrs.get("shard") != f"{index}/{n}":
         differ.append("shard")
     if weights is not None and attrs.get("model_weights_sha256") != weights:
@@ -140,16 +144,19 @@ def extract_shard(dataset_dir: str | Path, model: Any, out: str | Path, index: i
         if problem:
             raise UsageError(f"{options.out} was extracted {problem}; pass "
                              f"{opt('overwrite', True)} to extract it again")
-        return ShardRun(index, n, _rows(options.out), 0.0, kept=True)
+        return ShardRun(index, n, stored_rows(options.out)[0], 0.0, kept=True)
     start = time.perf_counter()
     extract_store(dataset_dir, model, options.out, shard=(index, n), resume=options.resume,
                   overwrite=overwrite, **settings)
-    return ShardRun(index, n, _rows(options.out), time.perf_counter() - start, kept=False)
+    rows, extracted = stored_rows(options.out)
+    return ShardRun(index, n, rows, time.perf_counter() - start, False, extracted)
 
 
-def _rows(path: Path) -> int:
+def stored_rows(path: Path) -> tuple[int, int]:
+    """(rows of the store ``path``, rows its last run extracted: all of them for a store
+    written before this was recorded)."""
     with open_store(path) as store:
-        return store.n_tokens
+        return store.n_tokens, int(store.attrs.get("rows_extracted", store.n_tokens))
 
 
 def shards_in_dir(out: str | Path) -> dict[int, list[int]]:
