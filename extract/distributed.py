@@ -170,6 +170,11 @@ def _submit(cluster: str, todo: Sequence[int], n: int, args: tuple, cpus: float,
     tokens they extracted. UsageError (or the task's own error) for the first shard that
     failed, once all have ended."""
     ray = connect(cluster)
+    has = float(ray.cluster_resources().get("GPU", 0))
+    if gpus > has:
+        raise UsageError(f"{opt('gpus_per_shard', gpus)} asks for more GPUs than the Ray "
+                         f"cluster has ({has:g}); start its workers on GPU nodes or pass "
+                         f"{opt('gpus_per_shard', 0)}")
     task = ray.remote(_shard_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries,
                                            retry_exceptions=False, runtime_env=task_env())
     bar = _progress(n, n - len(todo), progress)

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -61,6 +62,8 @@ KILL_SHARD_ENV = "HEADPROBE_EXTRACT_KILL_SHARD"
 RESUME_KEYS = ("model", "model_weights_sha256", "reinit_seed", "dataset_vocab_hash",
                "dataset_n_tokens", "split", "shard", "sites", "dtype", "chunk_rows",
                "batch_tokens", "group_tokens", "forward_path", "model_dtype")
+# Blocks that may wait for the writer thread while the next ones are computed.
+WRITE_QUEUE = 2
 # What a setting added since a store was started reads as when the store lacks it.
 RESUME_DEFAULTS = {"model_dtype": "float32"}
 
@@ -233,12 +236,14 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
                 file=sys.stderr, desc="extract")
 
 
-def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
+def write_rows(plan: ExtractPlan, writer: StoreWriter, queue: int = WRITE_QUEUE) -> None:
     """Compute every row from the writer's first missing one and write it; finish the store.
 
-    Compressing and writing a block runs in a second thread while the next block is
-    computed (zlib and torch both release the GIL, so this uses a second core); at most
-    one block waits.
+    Compressing and writing a block runs in a writer thread while the next blocks are
+    computed (zlib, HDF5 and torch release the GIL, so this uses a second core); at most
+    ``queue`` blocks wait for it (a bounded queue: memory stays bounded), and ``queue=0``
+    writes each block before computing the next. Blocks are written in order either way,
+    so the file is the same.
     """
     options, first_row = plan.options, writer.rows_written
     extractor = Extractor(plan.forward, options.batch_tokens, options.dtype)
@@ -246,21 +251,22 @@ def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
     bar = _progress_bar(plan.n_rows, first_row, options.progress)
     t0 = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=1)
-    pending: Future | None = None
+    pending: deque[Future] = deque()
     try:
         # the bar counts rows computed: it moves with every forward pass, not every chunk
         for start, block in iter_blocks(extractor, plan.groups(), first_row, plan.chunk_rows,
                                         plan.n_rows, computed=bar.update, offset=plan.offset):
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(_write_block, writer, start, block, options.dtype, kill_after)
-        if pending is not None:
-            pending.result()
+            pending.append(pool.submit(_write_block, writer, start, block, options.dtype,
+                                       kill_after))
+            while len(pending) > queue:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
         writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3),
                              "rows_extracted": plan.n_rows - first_row})
         writer.finish()
     finally:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
 
 
