@@ -4,6 +4,11 @@ The plan depends only on the dataset and the options: consecutive stories form g
 about ``group_tokens`` tokens; inside a group stories are sorted by length and cut into
 right-padded batches of at most ``batch_tokens`` padded tokens. Because it is fixed, a
 resumed run recomputes exactly the rows an uninterrupted run would have written.
+
+Groups and batches do not depend on shards: a shard is a run of stories of about equal
+token counts (:func:`shard_bounds`), and the groups it cuts are batched whole on both
+sides (:func:`read_shard`), so each row is computed in the batch it has without shards. A
+shard reads only a few integers per story of the split and its own rows of the token table.
 """
 
 from __future__ import annotations

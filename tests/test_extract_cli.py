@@ -100,7 +100,7 @@ def test_shards_merge_into_the_unsharded_store(untagged_dataset, shared_model, t
     assert cli("merge", merged, shards[2], shards[0], shards[1]) == 0
     with h5py.File(merged, "r") as f:
         assert f["keys"].is_virtual
-    assert_same_store(full, merged)        # shards of whole groups: the same batches
+    assert_same_store(full, merged)        # every story batched as without shards
     cwd = os.getcwd()
     try:                                   # shard paths resolve relative to the merged file
         os.chdir(tmp_path)

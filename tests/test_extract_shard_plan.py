@@ -61,7 +61,8 @@ def test_any_shard_count_gives_the_default_single_store(default_store, shared_da
     with open_store(out) as merged, open_store(default_store) as single:
         assert merged.attrs["story_ids_range"] == single.attrs["story_ids_range"]
         assert merged.attrs["n_stories"] == single.attrs["n_stories"] == 40
-        assert merged.attrs["command"] != merged.attrs["shard_commands"][0]
+        assert merged.attrs["command"] == merged.attrs["merge_command"]
+        assert merged.attrs["shard"] == "" and len(merged.attrs["shard_commands"]) == 1
         assert merged.attrs["rows_extracted"] == single.n_tokens
     shards = sorted(shard_dir(out).glob("*.h5"))
     rows = [open_store(p).n_tokens for p in shards]
