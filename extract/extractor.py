@@ -283,7 +283,7 @@ def run_extraction(plan: ExtractPlan) -> Path:
 
 def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str | Path = "",
                   split: str = "all", sites: Sequence[str] = DEFAULT_SITES,
-                  dtype: str = "float16", batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                  dtype: str = "float16", batch_tokens: int | str = DEFAULT_BATCH_TOKENS,
                   device: str | None = "cpu", model_dtype: str = DEFAULT_MODEL_DTYPE,
                   reinit_seed: int | None = None, resume: bool = False,
                   overwrite: bool = False, shard: str | tuple[int, int] | None = None,
