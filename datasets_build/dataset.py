@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from headprobe.rundir import make_command, require_input, run_of
 FORMAT = "headprobe-dataset"
 FORMAT_VERSION = 3
 READS_VERSIONS = (1, 2, 3)
+DAMAGED = "the directory is damaged; build it again with python -m datasets_build"
 TAG_SETS_SINCE = 3
 SPLITS = ("train", "test")
 TOKEN_COLUMNS = {
@@ -144,15 +146,60 @@ def _column(table: Any, name: str, rows: slice | None = None) -> np.ndarray:
     return column.to_numpy()
 
 
+def read_rows(table_dir: Path, columns: Sequence[str], rows: slice | None = None
+              ) -> dict[str, np.ndarray] | None:
+    """``columns`` of the rows ``rows`` (all when None) of the Arrow table saved in
+    ``table_dir``, each [rows]; None when a column is missing (an earlier version).
+
+    The files are read one record batch at a time with plain reads, keeping only the
+    batches' part inside ``rows`` and stopping after it: memory-mapping them instead
+    would map (and count as resident) every page near the batch headers, the whole file.
+    """
+    with reading(table_dir.parent, "tagged dataset", DAMAGED):
+        return _read_batches(table_dir, columns, rows)
+
+
+def _read_batches(table_dir: Path, columns: Sequence[str], rows: slice | None
+                  ) -> dict[str, np.ndarray] | None:
+    import pyarrow as pa
+
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    start, stop, at = (0, None, 0) if rows is None else (rows.start, rows.stop, 0)
+    for entry in read_json(table_dir / "state.json")["_data_files"]:
+        with pa.OSFile(str(table_dir / entry["filename"])) as file:
+            reader = pa.ipc.open_stream(file)
+            if any(c not in reader.schema.names for c in columns):
+                return None
+            for batch in reader:
+                lo, hi = max(start - at, 0), batch.num_rows if stop is None else min(
+                    stop - at, batch.num_rows)
+                at += batch.num_rows
+                if hi > lo:
+                    for c in columns:
+                        parts[c].append(np.array(batch.column(c).slice(lo, hi - lo)
+                                                 .to_numpy(zero_copy_only=False)))
+                if stop is not None and at >= stop:
+                    break
+        if stop is not None and at >= stop:
+            break
+    return {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
+
+
 @dataclass
 class TaggedDataset:
-    """A dataset directory opened for reading."""
+    """A dataset directory opened for reading; its tables are opened when first used."""
 
     path: Path
     manifest: dict[str, Any]
     tags: dict[str, list[str]]
-    _tokens: Any = field(repr=False)
-    _stories: Any = field(repr=False)
+
+    @cached_property
+    def _tokens(self) -> Any:
+        return _load_table(self.path / "tokens").with_format("numpy")
+
+    @cached_property
+    def _stories(self) -> Any:
+        return _load_table(self.path / "stories")
 
     def __repr__(self) -> str:
         from headprobe.reprs import paragraph, tags_text
@@ -166,7 +213,10 @@ class TaggedDataset:
 
     @property
     def n_tokens(self) -> int:
-        return len(self._tokens)
+        """Tokens of the dataset: the sum of its stories' lengths (read without the
+        token table)."""
+        return int(np.asarray(self.story_table(None, ("n_tokens",))["n_tokens"],
+                              dtype=np.int64).sum())
 
     @property
     def n_stories(self) -> int:
@@ -190,16 +240,20 @@ class TaggedDataset:
                    ) -> dict[str, np.ndarray]:
         """Token ``columns`` of the rows ``rows`` (a slice with a start and a stop), each
         [stop - start]; only those rows and columns are read."""
-        return {k: _column(self._tokens, k, rows).astype(TOKEN_COLUMNS[k], copy=False)
-                for k in columns}
+        table = read_rows(self.path / "tokens", columns, rows)
+        if table is None:
+            table = {k: _column(self._tokens, k, rows) for k in columns}
+        return {k: table[k].astype(TOKEN_COLUMNS[k], copy=False) for k in columns}
 
     def story_table(self, split: str | None = None,
                     columns: Sequence[str] = STORY_COLUMNS) -> dict[str, Any]:
         """Story columns (text as a list), optionally only one split; only ``columns``
         (and ``split`` to choose the rows) are read."""
         names = [*dict.fromkeys([*columns, "split"])]
-        table = {k: (self._stories.data.column(k).to_pylist() if k == "text"
-                     else _column(self._stories, k)) for k in names}
+        table = None if "text" in names else read_rows(self.path / "stories", names)
+        if table is None:
+            table = {k: (self._stories.data.column(k).to_pylist() if k == "text"
+                         else _column(self._stories, k)) for k in names}
         code = split_code(split)
         keep = np.flatnonzero(np.asarray(table["split"]) == code) if code is not None else None
         if keep is None:
@@ -222,14 +276,11 @@ def load_tagged_dataset(path: str | Path) -> TaggedDataset:
 
     A directory whose files cannot be read or decoded is a UsageError naming it.
     """
-    with reading(path, "tagged dataset", "the directory is damaged; build it again with "
-                 "python -m datasets_build"):
+    with reading(path, "tagged dataset", DAMAGED):
         return _open_dataset(Path(path))
 
 
 def _open_dataset(path: Path) -> TaggedDataset:
-    from datasets import load_from_disk
-
     run = run_of(path, "dataset")
     require_input("dataset", path, run)
     if not (path / "manifest.json").is_file():
@@ -240,6 +291,16 @@ def _open_dataset(path: Path) -> TaggedDataset:
         raise UsageError(f"{path} has dataset format {manifest.get('format')!r} version "
                          f"{manifest.get('format_version')!r}; this headprobe reads "
                          f"{FORMAT!r} versions {', '.join(map(str, READS_VERSIONS))}")
-    return TaggedDataset(path, manifest, read_json(path / "tags.json"),
-                         load_from_disk(str(path / "tokens")).with_format("numpy"),
-                         load_from_disk(str(path / "stories")))
+    for table in ("tokens", "stories"):
+        if not (path / table / "state.json").is_file():
+            raise UsageError(f"{path} has no {table} table ({path / table}); build it again "
+                             "with python -m datasets_build")
+    return TaggedDataset(path, manifest, read_json(path / "tags.json"))
+
+
+def _load_table(table_dir: Path) -> Any:
+    """The ``datasets`` table saved in ``table_dir`` (memory-mapped)."""
+    from datasets import load_from_disk
+
+    with reading(table_dir.parent, "tagged dataset", DAMAGED):
+        return load_from_disk(str(table_dir))
