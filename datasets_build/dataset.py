@@ -293,8 +293,8 @@ def _open_dataset(path: Path) -> TaggedDataset:
                          f"{FORMAT!r} versions {', '.join(map(str, READS_VERSIONS))}")
     for table in ("tokens", "stories"):
         if not (path / table / "state.json").is_file():
-            raise UsageError(f"{path} has no {table} table ({path / table}); build it again "
-                             "with python -m datasets_build")
+            raise UsageError(f"cannot read tagged dataset {path}: its {table} table "
+                             f"({path / table}) is missing; {DAMAGED}")
     return TaggedDataset(path, manifest, read_json(path / "tags.json"))
 
 
