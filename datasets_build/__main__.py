@@ -1,20 +1,27 @@
 """Command line of the datasets_build stage.
 
     python -m datasets_build --source SOURCE --tokenizer TOK --out DIR [options]
+    python -m datasets_build --source SRC --tokenizer TOK --run RUN --shard i/n
+    python -m datasets_build --source SRC --tokenizer TOK --run RUN --ray local:N --shards N
+    python -m datasets_build merge --run RUN | --out DIR
     python -m datasets_build bench [--stories N]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 from datasets_build.align import DEFAULT_RULE, RULES
-from datasets_build.build import DEFAULT_BATCH_SIZE, build_dataset
+from datasets_build.build import DEFAULT_BATCH_SIZE, BuildOptions, run_build
 from datasets_build.sources import DEFAULT_SOURCE
 from datasets_build.textfiles import DECODE_ERRORS
 from headprobe.cli import Parser, run_main
+from headprobe.errors import UsageError
+from headprobe.manifest import read_json
 from headprobe.rundir import resolve
+from headprobe.shards import add_cluster_arguments, parse_shard
 
 PROG = "python -m datasets_build"
 EPILOG = """\
@@ -24,6 +31,8 @@ PATH.txt (stories separated by <|endoftext|>),
 PATH.jsonl / PATH.parquet (a 'text' column), or a Hugging Face dataset name.
 
 subcommands:
+  merge    join the shards of OUT.shards/ (written with --shard i/n) into OUT
+           (python -m datasets_build merge --help)
   bench    tagged tokens per second, batched pipeline vs a plain nlp(text) loop
            (python -m datasets_build bench --help)
 """
@@ -40,7 +49,8 @@ def build_parser() -> Parser:
     p.add_argument("--out", help="dataset directory to write (default: RUN/dataset with --run)")
     p.add_argument("--run", help="run directory: write RUN/dataset (default: none; give --out "
                                  "or --run)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (with "
+                   "--shard: tag a complete shard again)")
     p.add_argument("--split", default="validation",
                    help="split of a Hugging Face dataset (default: validation)")
     p.add_argument("--limit", type=int,
@@ -71,14 +81,32 @@ def build_parser() -> Parser:
                         "non-space character) or priority (quotation marks, then words, then "
                         f"other punctuation; default {DEFAULT_RULE}); every token also "
                         "records all the tags it covers")
+    p.add_argument("--shard", help="i/n: tag the i-th of n runs of the source stories into "
+                   "OUT.shards/ (a complete shard is kept, an unfinished one tagged again); "
+                   "then 'merge' (default: the whole dataset at once)")
+    add_cluster_arguments(p, "tag", gpus=False)
+    p.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
+    return p
+
+
+def merge_parser() -> Parser:
+    """The parser of ``python -m datasets_build merge``."""
+    p = Parser(prog=f"{PROG} merge", description="Join the shards of a dataset (built with "
+               "--shard i/n into OUT.shards/) into the dataset OUT; merging again over the "
+               "same complete shards keeps OUT.")
+    p.add_argument("--out", help="dataset directory to write (default: RUN/dataset with --run)")
+    p.add_argument("--run", help="run directory: merge into RUN/dataset (default: none; give "
+                   "--out or --run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT made "
+                   "from other shards")
     return p
 
 
 def parsers() -> list[Parser]:
-    """Every parser of the stage: the build and bench."""
+    """Every parser of the stage: the build, merge and bench."""
     from datasets_build.bench import build_parser as bench_parser
 
-    return [build_parser(), bench_parser()]
+    return [build_parser(), merge_parser(), bench_parser()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,18 +115,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         from datasets_build.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
     out = resolve(args.out, args.run, "dataset", "out")
-    build_dataset(args.source, args.tokenizer, out, limit=args.limit,
-                  test_fraction=args.test_fraction, seed=args.seed,
-                  spacy_model=args.spacy_model, batch_size=args.batch_size,
-                  n_process=args.n_process, overwrite=args.overwrite,
-                  prepend_bos=args.prepend_bos, split=args.split, verbose=True,
-                  tagset=args.tagset, max_tokens=args.max_tokens,
-                  decode_errors=args.decode_errors, align=args.align)
+    sharded = bool(args.shard or args.ray)
+    if args.shards is not None and not args.ray:
+        raise UsageError("--shards needs --ray; for one shard give --shard i/n")
+    opts = BuildOptions(args.source, args.tokenizer, out, limit=args.limit,
+                        test_fraction=args.test_fraction, seed=args.seed,
+                        spacy_model=args.spacy_model, batch_size=args.batch_size,
+                        n_process=args.n_process, overwrite=args.overwrite,
+                        prepend_bos=args.prepend_bos, split=args.split,
+                        verbose=not args.quiet, tagset=args.tagset, max_tokens=args.max_tokens,
+                        decode_errors=args.decode_errors, align=args.align, sharded=sharded)
+    if args.ray:
+        return _run_on_ray(args, opts)
+    if args.shard:
+        return _run_shard(args, opts)
+    run_build(opts)
     print(out)
     return 0
 
+
+def _run_on_ray(args: argparse.Namespace, opts: BuildOptions) -> int:
+    from datasets_build.shards import build_on_ray
+
+    if args.shards is None:
+        raise UsageError("--ray needs --shards N (how many shard tasks)")
+    if args.shard:
+        raise UsageError("--ray runs every shard; leave out --shard")
+    kept, tokens, seconds = build_on_ray(opts, args.shards, args.ray,
+                                         cpus_per_shard=args.cpus_per_shard,
+                                         retries=args.retries, progress=not args.quiet)
+    done = ("every shard was already complete" if kept == args.shards else
+            f"{tokens} tokens tagged in {seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} "
+            "tokens/s)" + (f", {kept} complete shard(s) kept" if kept else ""))
+    print(f"wrote {opts.out}: {args.shards} shards merged; {done}")
+    return 0
+
+
+def _run_shard(args: argparse.Namespace, opts: BuildOptions) -> int:
+    from datasets_build.shards import build_shard, shard_path
+
+    index, n = parse_shard(args.shard)
+    run = build_shard(opts, index, n)
+    path = shard_path(opts.out, index, n)
+    if run.kept:
+        print(f"kept {path}: shard {index}/{n} is already complete ({run.n_tokens} tokens)")
+    else:
+        print(f"wrote {path} (shard {index}/{n}): {run.n_tokens} tokens in {run.seconds:.1f} s")
+    return 0
+
+
+def merge_main(argv: Sequence[str]) -> int:
+    from datasets_build.merge import merge_dataset
+
+    args = merge_parser().parse_args(argv)
+    out, kept = merge_dataset(resolve(args.out, args.run, "dataset", "out"),
+                              overwrite=args.overwrite)
+    print(f"{'kept' if kept else 'wrote'} {out}: merge of "
+          f"{read_json(out / 'manifest.json')['merged']['shards']} shards")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(run_main(main, prog=PROG))

@@ -13,6 +13,12 @@ A third side times what a build adds for stories longer than ``--max-tokens``: t
 pipeline's sentence recogniser run alone (``tagging.sentence_starts``), reported as a rate
 and as a share of the build's tagging time (the cost when every story needs cutting).
 
+Per core, side by side: the whole tagging work of a build shard
+(:func:`datasets_build.build.tag_and_align`: tag, tokenize for the model, align, cut) against
+a plain ``nlp.pipe`` loop with the full pipeline that reads each token's tag, both in
+tokens per CPU second of one process (the rate one core of a ``--shard``/``--ray`` run
+gives; n cores give about n times it).
+
 Both tagging sides convert their Docs with the same code. The benchmark checks that the fine
 tags are identical and reports how often the coarse tags agree (a few attribute_ruler rules look at
 dependency labels, which only the parser sets). Outside the timing it also tags the stories
@@ -81,6 +87,54 @@ def _coarse_agreement(a: list[StoryTags], b: list[StoryTags]) -> float:
     return same / max(1, sum(len(x) for x in a))
 
 
+def default_tokenizer() -> Path:
+    """The shared model's directory (its tokenizer), beside the default corpus."""
+    return default_corpus().parents[2] / "models" / "tinystories-8L"
+
+
+def _shard_work(source: str, tokenizer: str, texts: list[str], batch_size: int,
+                spacy_model: str | None) -> Callable[[], Any]:
+    """What a build shard does to ``texts`` but the writing, ready to time."""
+    from datasets_build.build import (
+        BuildOptions,
+        context_limit,
+        open_tagger,
+        prepare_tokenizer,
+        tag_and_align,
+    )
+
+    opts = BuildOptions(source, tokenizer, Path(), batch_size=batch_size,
+                        spacy_model=spacy_model, sharded=True)
+    prepared = prepare_tokenizer(opts, open_source(source), texts)
+    nlp, vocab = open_tagger(opts)
+    limit = context_limit(opts, prepared)["max_tokens"]
+    return lambda: tag_and_align(opts, texts, prepared, nlp, vocab, limit)
+
+
+def per_core(source: str, tokenizer: str, texts: list[str], batch_size: int,
+             spacy_model: str | None, rounds: int) -> dict[str, float]:
+    """Tokens per CPU second of a build shard's tagging and of a plain full-pipeline
+    ``nlp.pipe`` loop over ``texts``, each its best of ``rounds``."""
+    full = load_pipeline(spacy_model, full=True)
+    shard = _shard_work(source, tokenizer, texts, batch_size, spacy_model)
+
+    def pipe() -> list[list[str]]:
+        return [[t.tag_ for t in doc] for doc in full.pipe(texts, batch_size=batch_size)]
+
+    pipe()                                    # first calls allocate; keep them out
+    cpu = {"pipe": np.inf, "shard": np.inf}
+    for _ in range(rounds):
+        tags, _, seconds = _timed(pipe)
+        cpu["pipe"] = min(cpu["pipe"], seconds)
+        stories, _, seconds = _timed(shard)
+        cpu["shard"] = min(cpu["shard"], seconds)
+    n_spacy = sum(len(t) for t in tags)
+    n_model = sum(len(ids) for ids in stories.ids)
+    return {"pipe_per_core": n_spacy / cpu["pipe"], "shard_per_core": n_spacy / cpu["shard"],
+            "shard_model_per_core": n_model / cpu["shard"], "model_tokens": n_model,
+            "per_core_speedup": cpu["pipe"] / cpu["shard"]}
+
+
 def _timed(fn: Callable[[], list[Any]]) -> tuple[list[Any], float, float]:
     """(result, wall seconds, CPU seconds of this process) of ``fn()``."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -145,6 +199,9 @@ def build_parser() -> Parser:
     p.add_argument("--n-process", type=int, default=1,
                    help="spaCy worker processes of the batched side")
     p.add_argument("--spacy-model", help="spaCy pipeline (default as for a build)")
+    p.add_argument("--tokenizer", default=str(default_tokenizer()),
+                   help="model tokenizer of the shard side (default: the shared "
+                        "tinystories-8L model)")
     p.add_argument("--rounds", type=int, default=2,
                    help="alternating timing rounds; each side keeps its best (default: 2)")
     return p
@@ -168,6 +225,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"fine tags identical: {'yes' if r['same_fine_tags'] else 'NO'}; coarse tags agree "
           f"on {100 * r['coarse_agreement']:.1f}% (the rest need the parser, see "
           f"docs/dataset-format.md)")
+    c = per_core(args.source, args.tokenizer, collect_stories(open_source(args.source),
+                                                               args.stories)[0],
+                 args.batch_size, args.spacy_model, args.rounds)
+    print("per core (tokens per CPU second, one process; a --shard/--ray run scales it by the "
+          "cores):")
+    print(f"  plain nlp.pipe loop (full pipeline, batch {args.batch_size}): "
+          f"{c['pipe_per_core']:10.0f} spaCy tokens/s")
+    print(f"  build shard (tag, tokenize, align, cut):  {c['shard_per_core']:10.0f} spaCy "
+          f"tokens/s = {c['shard_model_per_core']:.0f} model tokens/s "
+          f"({c['per_core_speedup']:.2f}x)")
     if r["same_as_ruler"] is not None:
         print(f"tags from the attribute_ruler table identical to running the ruler: "
               f"{'yes' if r['same_as_ruler'] else 'NO'}")

@@ -84,12 +84,14 @@ def encode(tok: Any, texts: Sequence[str]) -> Iterator[tuple[list[int], np.ndarr
             yield list(ids), np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
 
 
-def assemble(stories: Windows, parent_codes: np.ndarray
+def assemble(stories: Windows, parent_codes: np.ndarray, first_parent: int = 0
              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Token columns (see dataset.TOKEN_COLUMNS) and story columns of the dataset's stories;
-    parent_codes: split code of each source story [n_parents]."""
-    parts, parents = stories.parts, np.asarray(stories.parents, dtype=np.int64)
-    codes = parent_codes[parents]
+    parent_codes: split code of each of their source stories [n_parents]; first_parent: the
+    source index of the first of them (a shard's stories start there, see
+    :mod:`datasets_build.shards`)."""
+    parts, local = stories.parts, np.asarray(stories.parents, dtype=np.int64)
+    codes, parents = parent_codes[local], local + first_parent
     lengths = np.array([len(p.fine) for p in parts], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     tokens = {
@@ -117,6 +119,7 @@ def assemble(stories: Windows, parent_codes: np.ndarray
 
 def _counts(tokens: dict[str, np.ndarray], stories: Windows, parent_codes: np.ndarray,
             dropped: int) -> dict[str, int]:
+    """The manifest's counts; ``parent_codes``: split codes of the stories' sources."""
     codes = parent_codes[np.asarray(stories.parents, dtype=np.int64)]
     counts = {"stories": len(stories.parts), "tokens": int(len(tokens["split"])),
               "parents": len(parent_codes), "dropped_empty": dropped}
@@ -164,6 +167,7 @@ class BuildOptions:
     max_tokens: int | None = None
     decode_errors: str = "strict"
     align: str = DEFAULT_RULE
+    sharded: bool = False      # out is checked when the shards are merged, not here
 
     def __post_init__(self) -> None:
         check_test_fraction(self.test_fraction)
@@ -177,7 +181,8 @@ class BuildOptions:
             raise UsageError(f"{opt('tagset', 'structure')} tags the fields of a chat log, and "
                              f"{self.source!r} is not one; use chat:PATH or chatgen:N")
         check_decode_errors(self.decode_errors)
-        self.out = check_target(self.out, self.overwrite, "directory")
+        self.out = Path(self.out) if self.sharded else check_target(self.out, self.overwrite,
+                                                                     "directory")
 
 
 @dataclass
@@ -312,30 +317,65 @@ def run_build(opts: BuildOptions) -> Path:
         return _build(opts)
 
 
-def _build(opts: BuildOptions) -> Path:
-    """Read, tag, tokenize, align, split and write the dataset of ``opts``; return its path."""
+@dataclass
+class Built:
+    """The dataset (or one shard of it) a build made, before it is written."""
+
+    tokens: dict[str, np.ndarray]
+    columns: dict[str, Any]
+    vocab: dict[str, list[str]]
+    manifest: dict[str, Any]
+    stories: Windows
+
+
+def make_dataset(opts: BuildOptions, part: tuple[int, int] | None = None) -> Built:
+    """Read, tag, tokenize, align and split the stories of ``opts``: all of them, or of
+    ``part`` = (shard index, shard count) the source stories the shard holds
+    (:func:`part_range`). The split of a story is drawn over all source stories."""
     source = open_source(opts.source, split=opts.split, limit=opts.limit,
                          decode_errors=opts.decode_errors)
     texts, dropped = collect_stories(source, opts.limit)
     tokenizer = prepare_tokenizer(opts, source, texts)
     nlp, vocab = open_tagger(opts)
     windows = context_limit(opts, tokenizer)
-    stories = tag_and_align(opts, texts, tokenizer, nlp, vocab, windows["max_tokens"])
-    windows["sentences"] = boundaries(nlp) if stories.cut_parents else None
     codes = split_stories(len(texts), opts.test_fraction, opts.seed)
-    tokens, columns = assemble(stories, codes)
+    lo, hi = part_range(len(texts), *(part or (0, 1)))
+    stories = tag_and_align(opts, texts[lo:hi], tokenizer, nlp, vocab, windows["max_tokens"])
+    windows["sentences"] = boundaries(nlp) if stories.cut_parents else None
+    tokens, columns = assemble(stories, codes[lo:hi], lo)
     alignment = {"rule": opts.align, **alignment_stats(stories.parts),
                  "rules": rule_stats(stories.parts, vocab["fine"])}
     manifest = build_manifest(opts, source, tokenizer, nlp,
-                              _counts(tokens, stories, codes, dropped), alignment, windows,
-                              stories.quote_labels)
+                              _counts(tokens, stories, codes[lo:hi], dropped), alignment,
+                              windows, stories.quote_labels)
+    return Built(tokens, columns, vocab, manifest, stories)
+
+
+def part_range(n_stories: int, index: int, n: int) -> tuple[int, int]:
+    """[first, end) of the source stories shard ``index`` of ``n`` holds: n contiguous runs
+    of equal story counts (within one); UsageError when there are fewer stories than n."""
+    if n > n_stories:
+        raise UsageError(f"{opt('shard')} {index}/{n}: the source holds only {n_stories} "
+                         f"stories; use at most {n_stories} shards")
+    return index * n_stories // n, (index + 1) * n_stories // n
+
+
+def _build(opts: BuildOptions) -> Path:
+    """Build and write the dataset of ``opts``; return its path."""
+    built = make_dataset(opts)
     with atomic_dir(opts.out, opts.overwrite) as tmp:
-        write_dataset(tmp, tokens, columns, vocab, manifest)
-    if stories.long_sentences:
-        print(long_sentence_warning(stories, windows["max_tokens"]), file=sys.stderr)
-    if opts.verbose:
-        print(format_stats(manifest), file=sys.stderr)
+        write_dataset(tmp, built.tokens, built.columns, built.vocab, built.manifest)
+    report(built, opts.verbose)
     return opts.out
+
+
+def report(built: Built, verbose: bool) -> None:
+    """Print the long-sentence warning and, when ``verbose``, the statistics to stderr."""
+    if built.stories.long_sentences:
+        print(long_sentence_warning(built.stories, built.manifest["windows"]["max_tokens"]),
+              file=sys.stderr)
+    if verbose:
+        print(format_stats(built.manifest), file=sys.stderr)
 
 
 def long_sentence_warning(stories: Windows, max_tokens: int, shown: int = 10) -> str:

@@ -27,6 +27,7 @@ from extract.store.schema import DEFAULT_SITES, DTYPES, SITES
 from headprobe.cli import Parser, add_device_arguments, run_main, split_list
 from headprobe.errors import UsageError
 from headprobe.rundir import resolve
+from headprobe.shards import add_cluster_arguments
 
 PROG = "python -m extract"
 
@@ -75,7 +76,7 @@ def build_parser() -> Parser:
     parser.add_argument("--shard", help="i/n: extract the i-th of n parts of the stories into "
                         "OUT.shards/ (a complete shard is kept, an unfinished one continued); "
                         "then 'merge OUT' (default: the whole store at once)")
-    add_cluster_arguments(parser)
+    add_cluster_arguments(parser, "extract", cpus_note="; also its torch threads")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--reinit-seed", type=int,
                         help="use freshly re-initialised random weights (seeded) instead of "
@@ -83,23 +84,6 @@ def build_parser() -> Parser:
                         "random-weights control store of probing fit --control-store")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def add_cluster_arguments(parser: Parser) -> None:
-    """``--ray``, ``--shards`` and each shard task's resources and retries."""
-    parser.add_argument("--ray", metavar="auto|ADDRESS|local:N",
-                        help="extract on a Ray cluster, one task per shard, then merge into "
-                        "OUT: 'auto' (the cluster this machine belongs to), a head node's "
-                        "address, or local:N (a local Ray instance with N CPUs); default: no "
-                        "cluster")
-    parser.add_argument("--shards", type=int,
-                        help="shards (Ray tasks) of a --ray run (default: none; --ray needs it)")
-    parser.add_argument("--cpus-per-shard", type=float, default=1.0,
-                        help="CPUs of each shard task (default 1; also its torch threads)")
-    parser.add_argument("--gpus-per-shard", type=float, default=0.0,
-                        help="GPUs of each shard task (default 0; 0.5 puts two on a GPU)")
-    parser.add_argument("--retries", type=int, default=3,
-                        help="retries of a shard task whose worker dies (default 3)")
 
 
 def _file_size(path: Path) -> str:
@@ -148,8 +132,8 @@ def _run_on_ray(args: argparse.Namespace, dataset: Path, out: Path) -> int:
 
 
 def _run_shard(args: argparse.Namespace, dataset: Path, out: Path) -> int:
-    from extract.options import parse_shard
     from extract.shards import extract_shard, shard_file
+    from headprobe.shards import parse_shard
 
     index, n = parse_shard(args.shard)
     run = extract_shard(dataset, args.model, out, index, n, overwrite=args.overwrite,
@@ -158,7 +142,7 @@ def _run_shard(args: argparse.Namespace, dataset: Path, out: Path) -> int:
     if run.kept:
         print(f"kept {path}: shard {index}/{n} is already complete ({run.n_tokens} tokens)")
     else:
-        _wrote(path, run.n_extracted, run.seconds, f" (shard {index}/{n})")
+        _wrote(path, run.tokens_done, run.seconds, f" (shard {index}/{n})")
     return 0
 
 

@@ -15,9 +15,7 @@ system every node shares (NFS, Lustre ...), the usual layout of a cluster.
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +34,12 @@ from extract.shards import (
     weights_hash,
 )
 from headprobe.atomic import check_target
-from headprobe.cluster import connect, import_ray, task_env, task_failure
+from headprobe.cluster import import_ray
 from headprobe.devices import AUTO
 from headprobe.errors import UsageError, opt
 from headprobe.hub import resolve_pretrained
 from headprobe.locks import output_lock
+from headprobe.shards import check_resources, submit_shards
 
 
 @dataclass
@@ -79,13 +78,7 @@ def driver_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_resources(n: int, cpus: float, gpus: float, retries: int, model: Any) -> None:
-    if n < 1:
-        raise UsageError(f"{opt('shards')} must be a positive number")
-    if cpus <= 0 or gpus < 0:
-        raise UsageError(f"{opt('cpus_per_shard')} must be positive and "
-                         f"{opt('gpus_per_shard')} at least 0")
-    if retries < 0:
-        raise UsageError(f"{opt('retries')} must be at least 0")
+    check_resources(n, cpus, gpus, retries)
     if not isinstance(model, (str, Path)):
         raise UsageError("a model given as a loaded object cannot be sent to cluster workers; "
                          "give its name or directory")
@@ -122,71 +115,6 @@ def _shards_to_run(dataset_dir: Path, model: Any, out: Path, n: int, overwrite: 
     return [i for i in range(n) if i not in complete]
 
 
-def _progress(total: int, done: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, unit="shard", desc="extract shards",
-                disable=not enabled, file=sys.stderr)
-
-
-def _run_tasks(ray: Any, task: Any, todo: Sequence[int], n: int, args: tuple,
-               bar: Any) -> tuple[int, list[tuple[int, BaseException]]]:
-    """Submit ``task(index, n, *args)`` for each shard of ``todo`` and wait for all;
-    (tokens extracted, failures)."""
-    pending = {task.remote(i, n, *args): i for i in todo}
-    tokens, failures, start = 0, [], time.perf_counter()
-    try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(ready[0])
-            try:
-                run = ray.get(ready[0])
-            except Exception as exc:          # a task's error, raised after the others end
-                failures.append((index, exc))
-                continue
-            tokens += run.n_extracted
-            bar.update(1)
-            rate = tokens / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix_str(f"{rate:,.0f} tokens/s")
-    finally:
-        for ref in pending:                   # interrupted: stop what is still running
-            ray.cancel(ref, force=True)
-    return tokens, failures
-
-
-def _raise_failure(ray: Any, failures: list[tuple[int, BaseException]], n: int) -> None:
-    failures.sort(key=lambda f: f[0])
-    index, exc = failures[0]
-    what = f"shard {index}/{n}"
-    if len(failures) > 1:
-        what = f"{len(failures)} shards failed ({', '.join(f'{i}/{n}' for i, _ in failures)}); "
-        what += f"shard {index}/{n}"
-    raise task_failure(ray, exc, what)
-
-
-def _submit(cluster: str, todo: Sequence[int], n: int, args: tuple, cpus: float, gpus: float,
-            retries: int, progress: bool) -> int:
-    """Run the shards ``todo`` of ``n`` as Ray tasks (``_shard_task(index, n, *args)``); the
-    tokens they extracted. UsageError (or the task's own error) for the first shard that
-    failed, once all have ended."""
-    ray = connect(cluster)
-    has = float(ray.cluster_resources().get("GPU", 0))
-    if gpus > has:
-        raise UsageError(f"{opt('gpus_per_shard', gpus)} asks for more GPUs than the Ray "
-                         f"cluster has ({has:g}); start its workers on GPU nodes or pass "
-                         f"{opt('gpus_per_shard', 0)}")
-    task = ray.remote(_shard_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries,
-                                           retry_exceptions=False, runtime_env=task_env())
-    bar = _progress(n, n - len(todo), progress)
-    try:
-        tokens, failures = _run_tasks(ray, task, todo, n, args, bar)
-    finally:
-        bar.close()
-    if failures:
-        _raise_failure(ray, failures, n)
-    return tokens
-
-
 def extract_on_ray(dataset_dir: str | Path, model: Any, out: str | Path, shards: int,
                    cluster: str = "local", *, cpus_per_shard: float = 1.0,
                    gpus_per_shard: float = 0.0, retries: int = 3, overwrite: bool = False,
@@ -213,8 +141,9 @@ def extract_on_ray(dataset_dir: str | Path, model: Any, out: str | Path, shards:
         start = time.perf_counter()
         args = (str(dataset_dir), model, str(out), max(1, int(cpus_per_shard)), overwrite,
                 settings)
-        tokens = _submit(cluster, todo, shards, args, cpus_per_shard, gpus_per_shard, retries,
-                         progress) if todo else 0
+        tokens = submit_shards(cluster, _shard_task, todo, shards, args, cpus=cpus_per_shard,
+                               gpus=gpus_per_shard, retries=retries, progress=progress,
+                               desc="extract shards") if todo else 0
         seconds = time.perf_counter() - start
         merge_stores(out, [shard_file(out, i, shards) for i in range(shards)],
                      overwrite=overwrite)

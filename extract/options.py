@@ -15,6 +15,7 @@ from headprobe.atomic import check_target
 from headprobe.devices import DEFAULT_MODEL_DTYPE, check_model_dtype, resolve_device
 from headprobe.errors import UsageError, opt
 from headprobe.rundir import require_input, run_of
+from headprobe.shards import parse_shard
 
 DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
 FORWARD_PATHS = ("auto", "fast", "general")
@@ -26,19 +27,6 @@ def partial_path(out: str | Path) -> Path:
     """Where an unfinished store is written: ``OUT.partial``."""
     out = Path(out)
     return out.with_name(out.name + PARTIAL_SUFFIX)
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'i/n' -> (i, n) with 0 <= i < n; None for no shard."""
-    if not text:
-        return None
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise UsageError(f"{opt('shard')} {text!r}: expected i/n, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise UsageError(f"{opt('shard')} {text!r}: need 0 <= i < n")
-    return i, n
 
 
 def parse_batch_tokens(value: int | str) -> int | str:

@@ -15,10 +15,8 @@ one is continued (``resume``), a missing one is extracted. When all n are comple
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +28,16 @@ from extract.plan import group_tokens_for, read_shard
 from extract.store.integrity import TOKENS_HASH, token_table_hash
 from extract.store.reader import open_store
 from headprobe.errors import UsageError, opt
+from headprobe.shards import ShardRun, shard_dir, shard_name, shard_pattern
 
-SHARD_DIR_SUFFIX = ".shards"
-SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)\.h5")
+SHARD_NAME = shard_pattern(".h5")
 # Settings a kept shard must have been extracted with, besides the weights and the dataset.
 KEPT_SETTINGS = ("split", "sites", "dtype", "model_dtype", "batch_tokens", "reinit_seed")
 
 
-def shard_dir(out: str | Path) -> Path:
-    """The shard directory of output ``out``: ``OUT.shards`` beside it."""
-    out = Path(out)
-    return out.with_name(out.name + SHARD_DIR_SUFFIX)
-
-
 def shard_file(out: str | Path, index: int, n: int) -> Path:
     """Where shard ``index`` of ``n`` of output ``out`` is written."""
-    return shard_dir(out) / f"shard-{index:05d}-of-{n:05d}.h5"
+    return shard_dir(out) / shard_name(index, n, ".h5")
 
 
 def shard_state(out: str | Path, index: int, n: int) -> str:
@@ -54,20 +46,6 @@ def shard_state(out: str | Path, index: int, n: int) -> str:
     if path.is_file():
         return "complete"
     return "partial" if partial_path(path).is_file() else "missing"
-
-
-@dataclass
-class ShardRun:
-    """What running one shard did: its rows, the rows this run extracted (fewer when it
-    continued an unfinished shard, none when it kept a complete one), the seconds it took,
-    whether it was kept."""
-
-    index: int
-    n: int
-    n_tokens: int
-    seconds: float
-    kept: bool
-    n_extracted: int = 0
 
 
 def shard_token_hashes(dataset_dir: str | Path, split: str, n: int, indices: Sequence[int],

@@ -3,7 +3,7 @@
 #
 #   bash scripts/induction_figures.sh [RUN_DIR]        (default runs/induction)
 #
-# 1. trains the organism with `python -m extract train --recipe induction` (cached in
+# 1. trains the organism with `python -m extract train --recipe induction-local` (cached in
 #    RUN_DIR/model; the recipe reads ../shared/data/tinystories/train-3118.txt, or
 #    $HEADPROBE_SHARED/data/...),
 # 2. runs the repeated-token study on it and on the shared TinyStories model,
@@ -22,7 +22,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 if [ ! -f "$run/model/config.json" ]; then
     step "training the induction organism (cached in $run/model)"
-    "$py" -m extract train --recipe induction --run "$run" --threads 1 --quiet
+    "$py" -m extract train --recipe induction-local --run "$run" --threads 1 --quiet
 fi
 step "repeated random tokens: the organism"
 "$py" -m probing repeated --run "$run" --model "$run/model" --overwrite | head -n 1

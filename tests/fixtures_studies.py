@@ -66,26 +66,39 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def induction_model_dir(shared_dir) -> Path:
-    """HF directory of the induction organism: ``python -m extract train --recipe induction``
-    (:data:`extract.training.recipes.INDUCTION`) on the shared TinyStories train file.
-
-    Trained once per (recipe, training code) and cached in the temp directory.
-    """
+def recipe_model_dir(shared_dir: Path, recipe) -> Path:
+    """HF directory of ``python -m extract train --recipe NAME`` (seed 0, one thread) on
+    the shared assets, trained once per (recipe, training code) and cached in the temp
+    directory."""
     from extract.train import read_corpus, train_model
-    from extract.training.recipes import INDUCTION
 
-    settings = {"corpus": INDUCTION.corpus, "tokenizer": INDUCTION.tokenizer,
-                **INDUCTION.settings}
-    out = _cache_dir("induction", settings)
+    settings = {"corpus": recipe.corpus, "tokenizer": recipe.tokenizer, **recipe.settings}
+    out = _cache_dir(recipe.name, settings)
     if (out / "config.json").is_file():
         return out
-    texts, _ = read_corpus(str(shared_dir / INDUCTION.corpus))
+    texts, _ = read_corpus(str(shared_dir / recipe.corpus))
     with one_thread():
-        train_model(texts, out, INDUCTION.tokenizer, progress=False, overwrite=True,
-                    ckpt_every=10**6, info={"recipe": INDUCTION.name}, **INDUCTION.settings)
+        train_model(texts, out, recipe.tokenizer, progress=False, overwrite=True,
+                    ckpt_every=10**6, info={"recipe": recipe.name}, **recipe.settings)
     return out
+
+
+@pytest.fixture(scope="session")
+def induction_model_dir(shared_dir) -> Path:
+    """The GPT-Neo induction organism, ``--recipe induction-local``
+    (:data:`extract.training.recipes.INDUCTION_LOCAL`), whose layer 0 has a window of 2."""
+    from extract.training.recipes import INDUCTION_LOCAL
+
+    return recipe_model_dir(shared_dir, INDUCTION_LOCAL)
+
+
+@pytest.fixture(scope="session")
+def rotary_induction_model_dir(shared_dir) -> Path:
+    """The rotary induction organism, ``--recipe induction``
+    (:data:`extract.training.recipes.INDUCTION`): every layer attends to the whole context."""
+    from extract.training.recipes import INDUCTION
+
+    return recipe_model_dir(shared_dir, INDUCTION)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """The repeated-random-tokens study: inputs with their own repeat boundaries, scores, halves,
 MLP patching, the induction circuit (composition, ablation, key-path patching), CLI."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -230,6 +232,27 @@ def test_induction_organism_has_the_canonical_circuit(induction_model):
     # attention-only: the MLP outputs are zero, so patching them changes nothing
     np.testing.assert_allclose(np.nan_to_num(arrays["mlp_patch_delta"]), 0.0, atol=1e-6)
     assert report.startswith("circuit: previous-token L0H")
+
+
+def test_rotary_induction_organism_learns_its_previous_token_head(rotary_induction_model_dir,
+                                                                 tmp_path, capsys):
+    """``--recipe induction`` (Llama, every layer free to attend anywhere), seed 0, through
+    the command line the docs quote."""
+    config = json.loads((rotary_induction_model_dir / "config.json").read_text())
+    assert config["model_type"] == "llama" and "sliding_window" not in config
+    out = tmp_path / "rep"
+    argv = ["repeated", "--model", str(rotary_induction_model_dir), "--out", str(out)]
+    assert run_main(main, argv) == 0
+    assert capsys.readouterr().out.startswith("circuit: previous-token L0H")
+    res = read_study(out)
+    c, arrays = res.meta["circuit"], res.arrays
+    assert res.meta["accuracy_second"] >= 0.9 and res.meta["accuracy_first"] <= 0.2
+    assert c["found"] and c["prev_token_head"][0] == 0 and c["induction_head"][0] == 1
+    assert arrays["prev_token_score"][0].max() >= 0.9
+    # the 0.9 target is not reached: 0.86 on seed 0 (docs/organisms.md)
+    assert arrays["induction_score"][1].max() >= 0.8
+    assert c["ablation_drop"] >= 0.5 and c["random_drop"] <= 0.1
+    assert c["k_composition"]["agrees"]
 
 
 def test_fixed_offset_model_predicts_the_repeat_without_the_circuit(fixed_offset_model_dir):

@@ -318,3 +318,71 @@ def test_training_from_the_command_line_prints_no_library_chatter(tmp_path):
     assert got.returncode == 0, got.stderr[-2000:]
     assert "publisher trust" not in got.stderr and "Writing model shards" not in got.stderr
     assert "train:" in got.stderr and got.stdout.startswith("wrote ")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_rotary_attn_only_model_with_grouped_query_attention_loads(tmp_path, family):
+    from transformers import AutoModelForCausalLM
+
+    from extract.models import architecture, load_model
+
+    out = tmp_path / family
+    train_model(repeated_batches, out, vocab_size=50, ctx=17, layers=2, d_model=32, heads=4,
+                kv_heads=2, family=family, arch="attn-only", steps=5, batch=8, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == family and config["num_key_value_heads"] == 2
+    assert config["headprobe_arch"] == "attn-only" and "position_embeddings" not in str(
+        weights(out).keys())
+    model = load_model(str(out))
+    assert architecture(model)["n_kv_heads"] == 2 and architecture(model)["n_heads"] == 4
+    tokens = repeated_batches(torch.Generator().manual_seed(1), 2)
+    logits, cache = model.run_with_cache(tokens)
+    for layer in range(2):
+        assert torch.count_nonzero(cache[f"blocks.{layer}.hook_mlp_out"]) == 0
+    hf = AutoModelForCausalLM.from_pretrained(out)
+    assert torch.allclose(hf(tokens).logits.log_softmax(-1), logits.log_softmax(-1), atol=1e-4)
+
+
+def test_rotary_settings_are_checked():
+    assert TrainConfig(family="llama").layer_pattern() == ["global"]
+    assert TrainConfig().layer_pattern() == ["global", "local"]
+    with pytest.raises(UsageError, match="has no local attention layers"):
+        TrainConfig(family="llama", attention="local-global").check()
+    with pytest.raises(UsageError, match="must divide"):
+        TrainConfig(family="llama", heads=16, kv_heads=3).check()
+    with pytest.raises(UsageError, match="needs a rotary"):
+        TrainConfig(kv_heads=4).check()
+    with pytest.raises(UsageError, match="unknown family"):
+        TrainConfig(family="gpt3").check()
+
+
+def test_random_filler_keeps_bos_and_only_the_repeat(tmp_path):
+    from extract.training.repeats import with_repeats
+
+    cfg = TrainConfig(ctx=32, repeat_frac=1.0, repeat_min=8, repeat_max=8, repeat_gap=0,
+                      repeat_filler="random")
+    pool = torch.arange(5, 200)
+    text = lambda gen, batch: torch.full((batch, 33), 3, dtype=torch.long)  # noqa: E731
+    ids = with_repeats(text, cfg, pool, bos=0)(torch.Generator().manual_seed(0), 4)
+    assert (ids[:, 0] == 0).all() and (ids[:, 1:] >= 5).all()
+    for row in ids[:, 1:]:
+        segs = [row[i:i + 8] for i in range(len(row) - 15)]
+        assert any(torch.equal(s, row[i + 8:i + 16]) for i, s in enumerate(segs))
+
+
+def test_cli_seeds_train_one_directory_per_seed(tmp_path):
+    parser = Parser(prog="extract train")
+    add_train_arguments(parser)
+    base = ["--corpus", "chatgen:80", "--run", str(tmp_path / "run"), "--family", "llama",
+            "--attn-only", "--layers", "1", "--d-model", "16", "--heads", "2", "--ctx", "32",
+            "--steps", "3", "--batch", "2", "--quiet"]
+    assert run_train(parser.parse_args([*base, "--seeds", "0-2"])) == 0
+    dirs = [tmp_path / "run" / f"model-seed{s}" for s in range(3)]
+    assert [json.loads((d / "training.json").read_text())["seed"] for d in dirs] == [0, 1, 2]
+    assert len({(d / "tokenizer.json").read_text() for d in dirs}) == 1
+    assert not (tmp_path / "run" / "model").exists()
+    wa, wb = weights(dirs[0]), weights(dirs[1])
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)
+    for bad in ("2-", "a,b", "1,1"):
+        with pytest.raises(UsageError, match="--seeds"):
+            run_train(parser.parse_args([*base, "--seeds", bad, "--overwrite"]))

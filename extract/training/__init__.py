@@ -1,6 +1,7 @@
 """Train small causal language models ("model organisms") and save them in HF format.
 
-The trained model is a GPT-Neo like the shared TinyStories model (:mod:`.model`), saved
+The trained model is a GPT-Neo like the shared TinyStories model or a rotary (Llama,
+Qwen2) model (:mod:`.model`), saved
 as a Hugging Face directory (``config.json``, ``model.safetensors``, tokenizer files,
 ``training.json``; :mod:`.model_dir`) that :func:`extract.models.load_model` boots like
 any other model.

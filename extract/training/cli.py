@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import fields
+from pathlib import Path
 
 import torch
 
 from extract.training.checkpoint import checkpoint_path
-from extract.training.config import ARCHES, TrainConfig
+from extract.training.config import ARCHES, FAMILIES, FILLERS, TrainConfig
 from extract.training.data import read_corpus
 from extract.training.loop import train_model
 from extract.training.recipes import RECIPES, get_recipe, recipe_corpus
@@ -38,8 +39,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="model directory to write (default RUN/model)")
     parser.add_argument("--run", help="run directory (runs/NAME; default: none, give --out "
                         "or --run)")
+    parser.add_argument("--family", choices=FAMILIES, default=d.family,
+                        help="gpt-neo (learned positions, LayerNorm, local layers; default), or "
+                             "a rotary family: llama, qwen2 (RoPE, RMSNorm, global layers)")
     parser.add_argument("--arch", choices=ARCHES, default=d.arch,
-                        help="gpt-neo, or attn-only (MLPs zeroed and frozen)")
+                        help="gpt-neo (full blocks, any family), or attn-only (MLPs zeroed "
+                             "and frozen)")
+    parser.add_argument("--attn-only", dest="arch", action="store_const", const="attn-only",
+                        help="the same as --arch attn-only")
+    parser.add_argument("--kv-heads", type=int, default=d.kv_heads,
+                        help="key/value heads of a rotary family (grouped-query attention); "
+                             "default: one per query head")
     parser.add_argument("--layers", type=int, default=d.layers, help="transformer layers")
     parser.add_argument("--d-model", type=int, default=d.d_model, help="residual width")
     parser.add_argument("--heads", type=int, default=d.heads, help="attention heads per layer")
@@ -52,8 +62,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", default=d.attention,
                         help="kinds of layer from layer 0 on, 'global' or 'local' joined by "
                              "'-', the pattern repeated over the layers: global-local "
-                             "alternates as in the shared model; local-global-global makes "
-                             "only layer 0 of three local")
+                             "alternates as in the shared model (the GPT-Neo default); "
+                             "local-global-global makes only layer 0 of three local; the "
+                             "rotary families have global layers only")
     parser.add_argument("--untied", dest="tied", action="store_false", default=d.tied,
                         help="an unembedding of its own instead of the embedding's transpose")
     parser.add_argument("--tokenizer", default="char",
@@ -69,6 +80,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="warm-up steps (default 5%% of --steps)")
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="seed of the initial weights and of the batches")
+    parser.add_argument("--seeds",
+                        help="train one organism per seed, e.g. 0-4 or 0,2,7: each in its own "
+                             "directory OUT-seedN (RUN/model-seedN), all with the same "
+                             "tokenizer (default: one run of --seed into OUT)")
     parser.add_argument("--repeat-frac", type=float, default=d.repeat_frac,
                         help="share of training windows that get a segment of random tokens "
                              "written twice (default 0: none)")
@@ -78,6 +93,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest repeated segment (tokens)")
     parser.add_argument("--repeat-gap", type=int, default=d.repeat_gap,
                         help="most text tokens between the two copies")
+    parser.add_argument("--repeat-filler", choices=FILLERS, default=d.repeat_filler,
+                        help="what surrounds the repeated segment: the corpus text (default) or "
+                             "random: BOS and random tokens, so only the repeat is predictable")
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
                         help="checkpoint every N steps to OUT.checkpoint/")
     parser.add_argument("--stop-after", type=int,
@@ -111,11 +129,36 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{name: getattr(args, name) for name in names})
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """The seeds of ``--seeds``: ``A-B`` (inclusive) or a comma-separated list."""
+    try:
+        if "-" in spec.strip("-"):
+            first, last = (int(x) for x in spec.split("-", 1))
+            seeds = list(range(first, last + 1))
+        else:
+            seeds = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds takes A-B or a list like 0,2,7, got {spec!r}") from None
+    if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
+        raise UsageError(f"--seeds needs distinct seeds >= 0, got {spec!r}")
+    return seeds
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """Entry point of ``python -m extract train``."""
-    out = claim_output(resolve(args.out, args.run, "model", "out"))
+    """Entry point of ``python -m extract train``: one run, or one per ``--seeds`` seed."""
+    out = resolve(args.out, args.run, "model", "out")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.seeds:
+        return train_one(args, claim_output(out))
+    for seed in parse_seeds(args.seeds):
+        args.seed = seed
+        train_one(args, claim_output(out.with_name(f"{out.name}-seed{seed}")))
+    return 0
+
+
+def train_one(args: argparse.Namespace, out: Path) -> int:
+    """Train the run of ``args`` (its ``seed``) into ``out``."""
     texts, senders = read_corpus(args.corpus)
     if args.sender_tokens and not senders:
         raise UsageError("--sender-tokens needs a chat corpus (chat:PATH or chatgen:N)")

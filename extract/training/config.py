@@ -8,6 +8,11 @@ from typing import Any
 from headprobe.errors import UsageError, opt
 
 ARCHES = ("gpt-neo", "attn-only")
+# model families a run can build: GPT-Neo (learned absolute positions, LayerNorm, local
+# layers) or rotary ones (RoPE, RMSNorm, optional grouped-query attention, global layers)
+FAMILIES = ("gpt-neo", "llama", "qwen2")
+ROTARY = ("llama", "qwen2")
+FILLERS = ("text", "random")
 # the two kinds of attention layer: over every earlier position, or within the local window
 ATTENTION_KINDS = ("global", "local")
 POSITIVE = ("layers", "d_model", "heads", "ctx", "steps", "batch", "log_every", "ckpt_every",
@@ -18,14 +23,18 @@ POSITIVE = ("layers", "d_model", "heads", "ctx", "steps", "batch", "log_every", 
 class TrainConfig:
     """Architecture and optimisation settings (all saved in training.json)."""
 
-    arch: str = "gpt-neo"
+    arch: str = "gpt-neo"    # gpt-neo: full blocks; attn-only: MLPs zeroed and frozen
+    family: str = "gpt-neo"
+    kv_heads: int = 0       # key/value heads of the rotary families; 0: one per query head
     layers: int = 8
     d_model: int = 64
     heads: int = 16
     ctx: int = 256          # training window = max positions of the model
     short_steps: int = 0    # last steps on windows of ctx // 2 tokens, twice as many
     window: int = 256       # local attention window of the "local" layers
-    attention: str = "global-local"   # kinds of layer from layer 0 on, the pattern repeated
+    # kinds of layer from layer 0 on, the pattern repeated; "": the family's default
+    # (global-local for GPT-Neo, global for the rotary families)
+    attention: str = ""
     tied: bool = True       # unembedding = embedding (as in the shared model)
     vocab_size: int = 0     # 0: taken from the tokenizer
     steps: int = 2000
@@ -42,15 +51,22 @@ class TrainConfig:
     repeat_min: int = 4        # shortest segment (tokens)
     repeat_max: int = 40       # longest segment (tokens)
     repeat_gap: int = 20       # most text tokens between the two copies
+    # what surrounds the repeated segments: the corpus text, or (random) BOS and random
+    # tokens, so that only the repeat is predictable
+    repeat_filler: str = "text"
 
     def check(self) -> None:
         """UsageError for an unknown architecture or impossible sizes."""
         if self.arch not in ARCHES:
             raise UsageError(f"unknown {opt('arch')} {self.arch!r}; choose from "
                              f"{', '.join(ARCHES)}")
-        if not set(self.attention.split("-")) <= set(ATTENTION_KINDS):
+        if self.family not in FAMILIES:
+            raise UsageError(f"unknown {opt('family')} {self.family!r}; choose from "
+                             f"{', '.join(FAMILIES)}")
+        if not set(self.layer_pattern()) <= set(ATTENTION_KINDS):
             raise UsageError(f"unknown {opt('attention')} {self.attention!r}: give layer kinds "
                              f"({', '.join(ATTENTION_KINDS)}) joined by '-', e.g. local-global")
+        self.check_family()
         for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise UsageError(f"{opt(name)} must be a positive integer, got "
@@ -66,6 +82,25 @@ class TrainConfig:
         if self.repeat_frac:
             self.check_repeats()
 
+    def layer_pattern(self) -> list[str]:
+        """The kinds of layer from layer 0 on, repeated over the layers (the family's
+        default when ``attention`` is empty)."""
+        default = "global" if self.family in ROTARY else "global-local"
+        return (self.attention or default).split("-")
+
+    def check_family(self) -> None:
+        """UsageError for settings the family cannot build: local layers or grouped-query
+        attention where they do not exist, key/value heads that do not divide the heads."""
+        if self.family in ROTARY and "local" in self.layer_pattern():
+            raise UsageError(f"{opt('family')} {self.family} has no local attention layers: "
+                             f"give {opt('attention')} global (its default)")
+        if self.kv_heads < 0 or (self.kv_heads and self.heads % self.kv_heads):
+            raise UsageError(f"{opt('kv_heads')} must divide {opt('heads')} {self.heads}, got "
+                             f"{self.kv_heads}")
+        if self.family not in ROTARY and self.kv_heads not in (0, self.heads):
+            raise UsageError(f"{opt('kv_heads')} (grouped-query attention) needs a rotary "
+                             f"{opt('family')} ({', '.join(ROTARY)})")
+
     def check_repeats(self) -> None:
         """UsageError unless the repeated segments are possible in a ``ctx + 1`` window."""
         if not 0.0 <= self.repeat_frac <= 1.0:
@@ -73,9 +108,13 @@ class TrainConfig:
         if not 2 <= self.repeat_min <= self.repeat_max:
             raise UsageError(f"need 2 <= {opt('repeat_min')} <= {opt('repeat_max')}, got "
                              f"{self.repeat_min} and {self.repeat_max}")
+        if self.repeat_filler not in FILLERS:
+            raise UsageError(f"unknown {opt('repeat_filler')} {self.repeat_filler!r}; choose "
+                             f"from {', '.join(FILLERS)}")
         if self.repeat_gap < 0:
             raise UsageError(f"{opt('repeat_gap')} must be >= 0, got {self.repeat_gap}")
         shortest = self.ctx // 2 if self.short_steps else self.ctx
+        shortest -= self.repeat_filler == "random"     # position 0 keeps BOS
         if 2 * self.repeat_max > shortest + 1:
             window = f"{opt('ctx')} // 2 + 1" if self.short_steps else f"{opt('ctx')} + 1"
             raise UsageError(f"two copies of {opt('repeat_max')} {self.repeat_max} tokens do "
@@ -83,7 +122,8 @@ class TrainConfig:
 
 
 def make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
-    """A checked copy of ``config`` (default settings if None) with ``overrides`` applied.
+    """A checked copy of ``config`` (default settings if None) with ``overrides`` applied
+    and the layer pattern written out.
 
     Raises TypeError for names that are not TrainConfig fields, like a misspelt keyword.
     """
@@ -92,4 +132,5 @@ def make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainC
         raise TypeError(f"unknown training settings: {', '.join(sorted(unknown))}")
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **overrides})
     cfg.check()
+    cfg.attention = "-".join(cfg.layer_pattern())     # the family's default written out
     return cfg

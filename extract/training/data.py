@@ -91,7 +91,7 @@ def text_sampler(stream: np.ndarray, tok: Any, cfg: TrainConfig, ctx: int | None
     segments mixed in when the run asks."""
     sample = stream_sampler(stream, cfg.ctx if ctx is None else ctx)
     if cfg.repeat_frac > 0:
-        sample = with_repeats(sample, cfg, repeat_pool(tok, cfg.vocab_size))
+        sample = with_repeats(sample, cfg, repeat_pool(tok, cfg.vocab_size), bos_id(tok) or 0)
     return sample
 
 

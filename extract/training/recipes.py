@@ -36,9 +36,23 @@ class Recipe:
 
 INDUCTION = Recipe(
     name="induction",
-    help="2-layer attention-only model on TinyStories text with repeated segments of random "
-         "tokens (random lengths, gaps and offsets) mixed in: a previous-token head in layer 0 "
-         "and an induction head in layer 1",
+    help="2-layer attention-only rotary (Llama) model on TinyStories text with repeated "
+         "segments of random tokens (random lengths, gaps and offsets) mixed in, every layer "
+         "attending to the whole context: a learned previous-token head in layer 0 and an "
+         "induction head in layer 1",
+    corpus="data/tinystories/train-3118.txt",
+    tokenizer="char",
+    # rotary positions make "the token before" the same query-key rotation at every
+    # position, which a layer-0 head learns without a local window
+    settings=dict(family="llama", arch="attn-only", layers=2, d_model=64, heads=4, ctx=64,
+                  attention="global", tied=False, batch=32, steps=2500, lr=3e-3,
+                  weight_decay=0.1, repeat_frac=1.0, repeat_min=8, repeat_max=32,
+                  repeat_gap=8),
+)
+INDUCTION_LOCAL = Recipe(
+    name="induction-local",
+    help="the GPT-Neo version of induction: layer 0 attends only to the token itself and "
+         "the one before (a local window of 2), so its previous-token head is built in",
     corpus="data/tinystories/train-3118.txt",
     tokenizer="char",
     # layer 0 local with a window of 2 (the token itself and the one before), so its heads
@@ -50,7 +64,7 @@ INDUCTION = Recipe(
                   weight_decay=0.2, repeat_frac=1.0, repeat_min=8, repeat_max=32,
                   repeat_gap=8),
 )
-RECIPES = {r.name: r for r in (INDUCTION,)}
+RECIPES = {r.name: r for r in (INDUCTION, INDUCTION_LOCAL)}
 
 
 def get_recipe(name: str) -> Recipe:

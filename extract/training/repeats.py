@@ -11,6 +11,9 @@ copy changes from window to window: no head that attends at a fixed relative pos
 predicts the second copy, only one that finds the earlier copy of the current token and
 reads what followed it (an induction head fed by a previous-token head). Every draw comes
 from the run's generator, so runs stay deterministic and resumable.
+
+With ``repeat_filler`` random, every window holds BOS and then random tokens from the same
+pool instead of text, so the second copy is the only thing a model can predict.
 """
 
 from __future__ import annotations
@@ -57,8 +60,18 @@ def place_repeat(row: torch.Tensor, gen: torch.Generator, cfg: TrainConfig,
     return start, length, gap
 
 
-def with_repeats(sample: Sampler, cfg: TrainConfig, pool: torch.Tensor) -> Sampler:
-    """``sample`` with a repeated segment in a ``cfg.repeat_frac`` share of its windows.
+def random_filler(ids: torch.Tensor, gen: torch.Generator, pool: torch.Tensor,
+                  bos: int) -> torch.Tensor:
+    """Windows of the shape of ``ids`` [batch, seq]: BOS, then tokens drawn from ``pool``."""
+    out = pool[torch.randint(len(pool), ids.shape, generator=gen)]
+    out[:, 0] = bos
+    return out
+
+
+def with_repeats(sample: Sampler, cfg: TrainConfig, pool: torch.Tensor, bos: int = 0
+                 ) -> Sampler:
+    """``sample`` with a repeated segment in a ``cfg.repeat_frac`` share of its windows
+    (after BOS and over random tokens when ``cfg.repeat_filler`` is random).
 
     sample: ``sample(gen, batch)`` -> ids [batch, seq]; pool: allowed token ids [n].
     """
@@ -68,9 +81,12 @@ def with_repeats(sample: Sampler, cfg: TrainConfig, pool: torch.Tensor) -> Sampl
 
     def mixed(gen: torch.Generator, batch: int) -> torch.Tensor:
         ids = torch.as_tensor(sample(gen, batch), dtype=torch.long).clone()
+        first = 0
+        if cfg.repeat_filler == "random":
+            ids, first = random_filler(ids, gen, pool, bos), 1
         chosen = torch.rand(batch, generator=gen) < cfg.repeat_frac
         for row in chosen.nonzero()[:, 0].tolist():
-            place_repeat(ids[row], gen, cfg, pool)
+            place_repeat(ids[row, first:], gen, cfg, pool)
         return ids
 
     return mixed
