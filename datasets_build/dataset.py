@@ -28,9 +28,10 @@ parent, starting at its character 0. Versions 1 and 2 had no tag sets and always
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from headprobe.rundir import make_command, require_input, run_of
 FORMAT = "headprobe-dataset"
 FORMAT_VERSION = 3
 READS_VERSIONS = (1, 2, 3)
+DAMAGED = "the directory is damaged; build it again with python -m datasets_build"
 TAG_SETS_SINCE = 3
 SPLITS = ("train", "test")
 TOKEN_COLUMNS = {
@@ -60,10 +62,11 @@ STORY_COLUMNS = ("story_id", "text", "split", "token_start", "n_tokens", "parent
 # (every story is its own parent and starts at its character 0), versions 1 and 2 no tag
 # sets (a token's set holds its one tag).
 STAND_INS = {
-    "parent_id": lambda table: _column(table, "story_id"),
-    "parent_char_start": lambda table: np.zeros(len(table), np.int64),
-    "fine_tags": lambda table: tag_bits(_column(table, "fine_tag")),
-    "coarse_tags": lambda table: tag_bits(_column(table, "coarse_tag")),
+    "parent_id": lambda table, rows: _column(table, "story_id", rows),
+    "parent_char_start": lambda table, rows: np.zeros(
+        len(table) if rows is None else rows.stop - rows.start, np.int64),
+    "fine_tags": lambda table, rows: tag_bits(_column(table, "fine_tag", rows)),
+    "coarse_tags": lambda table, rows: tag_bits(_column(table, "coarse_tag", rows)),
 }
 
 
@@ -126,27 +129,77 @@ def _quiet_datasets() -> Iterator[None]:
             enable_progress_bars()
 
 
-def _column(table: Any, name: str) -> np.ndarray:
+def _column(table: Any, name: str, rows: slice | None = None) -> np.ndarray:
     """One column of a saved Arrow table as a numpy array [n_rows], read in bulk; an
-    earlier version's stand-in for a column it lacks (``STAND_INS``).
+    earlier version's stand-in for a column it lacks (``STAND_INS``). ``rows`` (a slice
+    with a start and a stop) reads only those rows: the table is memory-mapped, so the
+    rest of the file is never read.
 
     (Indexing the ``datasets.Dataset`` by column name converts row by row, which is
     orders of magnitude slower; the tables here never carry an indices mapping.)
     """
     if name not in table.column_names and name in STAND_INS:
-        return STAND_INS[name](table)
-    return table.data.column(name).to_numpy()
+        return STAND_INS[name](table, rows)
+    column = table.data.column(name)
+    if rows is not None:
+        column = column.slice(rows.start, rows.stop - rows.start)
+    return column.to_numpy()
+
+
+def read_rows(table_dir: Path, columns: Sequence[str], rows: slice | None = None
+              ) -> dict[str, np.ndarray] | None:
+    """``columns`` of the rows ``rows`` (all when None) of the Arrow table saved in
+    ``table_dir``, each [rows]; None when a column is missing (an earlier version).
+
+    The files are read one record batch at a time with plain reads, keeping only the
+    batches' part inside ``rows`` and stopping after it: memory-mapping them instead
+    would map (and count as resident) every page near the batch headers, the whole file.
+    """
+    with reading(table_dir.parent, "tagged dataset", DAMAGED):
+        return _read_batches(table_dir, columns, rows)
+
+
+def _read_batches(table_dir: Path, columns: Sequence[str], rows: slice | None
+                  ) -> dict[str, np.ndarray] | None:
+    import pyarrow as pa
+
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    start, stop, at = (0, None, 0) if rows is None else (rows.start, rows.stop, 0)
+    for entry in read_json(table_dir / "state.json")["_data_files"]:
+        with pa.OSFile(str(table_dir / entry["filename"])) as file:
+            reader = pa.ipc.open_stream(file)
+            if any(c not in reader.schema.names for c in columns):
+                return None
+            for batch in reader:
+                lo, hi = max(start - at, 0), batch.num_rows if stop is None else min(
+                    stop - at, batch.num_rows)
+                at += batch.num_rows
+                if hi > lo:
+                    for c in columns:
+                        parts[c].append(np.array(batch.column(c).slice(lo, hi - lo)
+                                                 .to_numpy(zero_copy_only=False)))
+                if stop is not None and at >= stop:
+                    break
+        if stop is not None and at >= stop:
+            break
+    return {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
 
 
 @dataclass
 class TaggedDataset:
-    """A dataset directory opened for reading."""
+    """A dataset directory opened for reading; its tables are opened when first used."""
 
     path: Path
     manifest: dict[str, Any]
     tags: dict[str, list[str]]
-    _tokens: Any = field(repr=False)
-    _stories: Any = field(repr=False)
+
+    @cached_property
+    def _tokens(self) -> Any:
+        return _load_table(self.path / "tokens").with_format("numpy")
+
+    @cached_property
+    def _stories(self) -> Any:
+        return _load_table(self.path / "stories")
 
     def __repr__(self) -> str:
         from headprobe.reprs import paragraph, tags_text
@@ -160,7 +213,10 @@ class TaggedDataset:
 
     @property
     def n_tokens(self) -> int:
-        return len(self._tokens)
+        """Tokens of the dataset: the sum of its stories' lengths (read without the
+        token table)."""
+        return int(np.asarray(self.story_table(None, ("n_tokens",))["n_tokens"],
+                              dtype=np.int64).sum())
 
     @property
     def n_stories(self) -> int:
@@ -180,14 +236,30 @@ class TaggedDataset:
         keep = table["split"] == code
         return {k: v[keep] for k, v in table.items()}
 
-    def story_table(self, split: str | None = None) -> dict[str, np.ndarray]:
-        """Story columns (text as a list), optionally only one split."""
-        table = {k: (self._stories.data.column(k).to_pylist() if k == "text"
-                     else _column(self._stories, k)) for k in STORY_COLUMNS}
+    def token_rows(self, rows: slice, columns: Sequence[str] = tuple(TOKEN_COLUMNS)
+                   ) -> dict[str, np.ndarray]:
+        """Token ``columns`` of the rows ``rows`` (a slice with a start and a stop), each
+        [stop - start]; only those rows and columns are read."""
+        table = read_rows(self.path / "tokens", columns, rows)
+        if table is None:
+            table = {k: _column(self._tokens, k, rows) for k in columns}
+        return {k: table[k].astype(TOKEN_COLUMNS[k], copy=False) for k in columns}
+
+    def story_table(self, split: str | None = None,
+                    columns: Sequence[str] = STORY_COLUMNS) -> dict[str, Any]:
+        """Story columns (text as a list), optionally only one split; only ``columns``
+        (and ``split`` to choose the rows) are read."""
+        names = [*dict.fromkeys([*columns, "split"])]
+        table = None if "text" in names else read_rows(self.path / "stories", names)
+        if table is None:
+            table = {k: (self._stories.data.column(k).to_pylist() if k == "text"
+                         else _column(self._stories, k)) for k in names}
         code = split_code(split)
-        keep = [i for i, s in enumerate(table["split"]) if code is None or s == code]
-        return {k: ([v[i] for i in keep] if k == "text" else np.asarray(v)[keep])
-                for k, v in table.items()}
+        keep = np.flatnonzero(np.asarray(table["split"]) == code) if code is not None else None
+        if keep is None:
+            return {k: table[k] for k in columns}
+        return {k: ([table[k][i] for i in keep] if k == "text" else np.asarray(table[k])[keep])
+                for k in columns}
 
     def iter_stories(self, split: str | None = None) -> Iterator[tuple[int, np.ndarray, slice]]:
         """Yield (story_id, input_ids [n], rows) per story; rows index the token table."""
@@ -204,14 +276,11 @@ def load_tagged_dataset(path: str | Path) -> TaggedDataset:
 
     A directory whose files cannot be read or decoded is a UsageError naming it.
     """
-    with reading(path, "tagged dataset", "the directory is damaged; build it again with "
-                 "python -m datasets_build"):
+    with reading(path, "tagged dataset", DAMAGED):
         return _open_dataset(Path(path))
 
 
 def _open_dataset(path: Path) -> TaggedDataset:
-    from datasets import load_from_disk
-
     run = run_of(path, "dataset")
     require_input("dataset", path, run)
     if not (path / "manifest.json").is_file():
@@ -222,6 +291,16 @@ def _open_dataset(path: Path) -> TaggedDataset:
         raise UsageError(f"{path} has dataset format {manifest.get('format')!r} version "
                          f"{manifest.get('format_version')!r}; this headprobe reads "
                          f"{FORMAT!r} versions {', '.join(map(str, READS_VERSIONS))}")
-    return TaggedDataset(path, manifest, read_json(path / "tags.json"),
-                         load_from_disk(str(path / "tokens")).with_format("numpy"),
-                         load_from_disk(str(path / "stories")))
+    for table in ("tokens", "stories"):
+        if not (path / table / "state.json").is_file():
+            raise UsageError(f"cannot read tagged dataset {path}: its {table} table "
+                             f"({path / table}) is missing; {DAMAGED}")
+    return TaggedDataset(path, manifest, read_json(path / "tags.json"))
+
+
+def _load_table(table_dir: Path) -> Any:
+    """The ``datasets`` table saved in ``table_dir`` (memory-mapped)."""
+    from datasets import load_from_disk
+
+    with reading(table_dir.parent, "tagged dataset", DAMAGED):
+        return load_from_disk(str(table_dir))

@@ -55,8 +55,9 @@ def build_parser() -> Parser:
     parser.add_argument("--dtype", default="float16", choices=DTYPES,
                         help="storage dtype of float sites (default float16); the model "
                         "computes in --model-dtype")
-    parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
-                        help="padded tokens per forward pass (default %(default)s)")
+    parser.add_argument("--batch-tokens", default=DEFAULT_BATCH_TOKENS,
+                        help="padded tokens per forward pass, or 'auto': sized from the free "
+                        "memory on CUDA, %(default)s elsewhere (default %(default)s)")
     add_device_arguments(parser, resolve=False)
     parser.add_argument("--path", default="auto", choices=("auto", "fast", "general"),
                         help="forward path: fused GPT-Neo/GPT-2/Llama-family ('fast') or "
@@ -67,7 +68,7 @@ def build_parser() -> Parser:
                         "so one block of rows takes about 64 MiB)")
     parser.add_argument("--group-tokens", type=int, help="tokens per group of consecutive "
                         "stories, sorted by length into batches (default: sized to a 128 MiB "
-                        "budget, at most 16 batches); shards are made of whole groups")
+                        "budget, at most 16 batches); shards batch a group they cut whole")
     parser.add_argument("--compression", default=DEFAULT_COMPRESSION, choices=COMPRESSIONS,
                         metavar="fast|none|1-9", help="per-head datasets: 'fast' (default, "
                         "Huffman-only deflate), 'none', or a gzip level 1-9 for archives")
@@ -104,7 +105,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _wrote(out: Path, n: int, seconds: float, what: str = "") -> None:
-    print(f"wrote {out}{what}: {n} tokens in {seconds:.1f} s "
+    """Say what was written: ``n`` tokens extracted by this run in ``seconds``."""
+    print(f"wrote {out}{what}: {n} tokens extracted in {seconds:.1f} s "
           f"({n / max(seconds, 1e-9):.0f} tokens/s), {_file_size(out)}")
 
 
@@ -140,7 +142,7 @@ def _run_shard(args: argparse.Namespace, dataset: Path, out: Path) -> int:
     if run.kept:
         print(f"kept {path}: shard {index}/{n} is already complete ({run.n_tokens} tokens)")
     else:
-        _wrote(path, run.n_tokens, run.seconds, f" (shard {index}/{n})")
+        _wrote(path, run.tokens_done, run.seconds, f" (shard {index}/{n})")
     return 0
 
 
@@ -154,6 +156,9 @@ def extract_main(argv: Sequence[str] | None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.resume and (args.ray or args.shard):
+        raise UsageError("--resume is implied with --ray and --shard: a rerun keeps complete "
+                         "shards and continues unfinished ones; leave out --resume")
     if args.ray:
         return _run_on_ray(args, dataset, out)
     if args.shards is not None:
@@ -161,14 +166,12 @@ def extract_main(argv: Sequence[str] | None) -> int:
     if args.shard:
         return _run_shard(args, dataset, out)
     from extract.extractor import extract_store
-    from extract.store import open_store
+    from extract.shards import stored_rows
 
     t0 = time.perf_counter()
     extract_store(dataset, args.model, out, resume=args.resume, overwrite=args.overwrite,
                   progress=not args.quiet, **_settings(args))
-    seconds = time.perf_counter() - t0
-    with open_store(out) as store:
-        _wrote(out, store.n_tokens, seconds)
+    _wrote(out, stored_rows(out)[1], time.perf_counter() - t0)
     return 0
 
 
@@ -275,13 +278,17 @@ def merge_main(argv: Sequence[str]) -> int:
     from extract.store import open_store
 
     out = resolve(args.out, args.run, "store", "out")
+    before = out.stat().st_mtime_ns if out.is_file() else None
     if args.shards:
         merge_stores(out, args.shards, overwrite=args.overwrite)
     else:
         merge_shard_dir(out, overwrite=args.overwrite)
     with open_store(out) as store:
         n_shards = len(store.attrs["merged_from"])
-    print(f"wrote {out}: virtual join of {n_shards} shards")
+    if before is not None and out.stat().st_mtime_ns == before:
+        print(f"kept {out}: already the virtual join of its {n_shards} unchanged shards")
+    else:
+        print(f"wrote {out}: virtual join of {n_shards} shards")
     return 0
 
 

@@ -28,6 +28,8 @@ also times other compression settings for the size/speed table.
 
 ``--rss-check`` also extracts 1000 and 3000 stories in fresh subprocesses and compares
 their peak resident memory (the extractor streams, so the ratio should stay near 1).
+``--plan-rss`` instead measures the memory of planning one shard on a dataset and on one
+``--plan-scale`` times larger (:mod:`extract.bench_plan`).
 """
 
 from __future__ import annotations
@@ -255,6 +257,11 @@ def _print_round(index: int, res: dict[str, Any], n_tokens: int) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.plan_rss:
+        from extract.bench_plan import run_plan_rss
+
+        with tempfile.TemporaryDirectory(prefix="headprobe-bench-") as tmp:
+            return run_plan_rss(args, Path(tmp))
     texts = read_stories(args.text, args.stories)
     with tempfile.TemporaryDirectory(prefix="headprobe-bench-") as tmp:
         work = Path(tmp)
@@ -329,6 +336,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compression settings for the size table (default fast,none,1)")
     parser.add_argument("--rss-check", action="store_true",
                         help="also compare peak RSS for 1000 vs 3000 stories")
+    parser.add_argument("--plan-rss", action="store_true",
+                        help="only measure the peak RSS of planning one shard on --stories "
+                        "stories and on them --plan-scale times over (extract/bench_plan.py)")
+    parser.add_argument("--plan-shards", type=int, default=50,
+                        help="shards of the --plan-rss datasets; shard 0 is planned (default 50)")
+    parser.add_argument("--plan-scale", type=int, default=10,
+                        help="how many times larger the second --plan-rss dataset is "
+                        "(default 10)")
     add_device_arguments(parser)
 
 

@@ -45,7 +45,8 @@ from headprobe.shards import check_resources, submit_shards
 @dataclass
 class ClusterRun:
     """What :func:`extract_on_ray` did: shards extracted now and kept from before, the
-    tokens extracted now and the seconds it took."""
+    tokens extracted now (not those an unfinished shard already held) and the seconds it
+    took."""
 
     out: Path
     n_shards: int
@@ -67,6 +68,13 @@ def shard_device(device: str | None, gpus_per_shard: float) -> str:
         raise UsageError(f"{opt('device', device)} on a cluster needs GPUs for each shard: "
                          f"pass {opt('gpus_per_shard')} (e.g. 1, or 0.5 for two shards per GPU)")
     return str(device)
+
+
+def driver_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings the driver checks a shard's options with: on the CPU, because the
+    device (and ``--batch-tokens auto``, sized from its memory) is checked and resolved on
+    the workers that run the shard tasks, which a driver without a GPU cannot do."""
+    return {**settings, "device": "cpu"}
 
 
 def _check_resources(n: int, cpus: float, gpus: float, retries: int, model: Any) -> None:
@@ -98,7 +106,8 @@ def _shards_to_run(dataset_dir: Path, model: Any, out: Path, n: int, overwrite: 
                                     settings["group_tokens"])
         weights = weights_hash(model)
         for i in complete:
-            options = shard_options(dataset_dir, model, out, i, n, "complete", **settings)
+            options = shard_options(dataset_dir, model, out, i, n, "complete",
+                                    **driver_settings(settings))
             problem = kept_shard_problem(options.out, options, hashes[i], weights)
             if problem:
                 raise UsageError(f"{options.out} was extracted {problem}; pass "
@@ -122,12 +131,12 @@ def extract_on_ray(dataset_dir: str | Path, model: Any, out: str | Path, shards:
     resolve_pretrained(str(model), "model")          # a missing model fails here, not per task
     model = str(Path(model).resolve()) if Path(str(model)).is_dir() else str(model)
     settings = {**settings, "device": shard_device(settings.get("device"), gpus_per_shard)}
-    options = shard_options(dataset_dir, model, out, 0, shards, "complete", **settings)
+    options = shard_options(dataset_dir, model, out, 0, shards, "complete",
+                            **driver_settings(settings))
     settings.update(split=options.split, group_tokens=group_tokens_for(options))
     with output_lock(out):
         check_target(out, overwrite, "file")
-        shard_tokens(load_tagged_dataset(dataset_dir), options.split, shards,
-                     settings["group_tokens"])
+        shard_tokens(load_tagged_dataset(dataset_dir), options.split, shards)
         todo = _shards_to_run(dataset_dir, model, out, shards, overwrite, settings)
         start = time.perf_counter()
         args = (str(dataset_dir), model, str(out), max(1, int(cpus_per_shard)), overwrite,

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from extract.feed import DeviceFeed
 from extract.models import DEFAULT_MODEL
 from extract.options import DEFAULT_BATCH_TOKENS, ExtractOptions
 from extract.plan import ExtractPlan, plan_batches, plan_extraction
@@ -60,6 +62,8 @@ KILL_SHARD_ENV = "HEADPROBE_EXTRACT_KILL_SHARD"
 RESUME_KEYS = ("model", "model_weights_sha256", "reinit_seed", "dataset_vocab_hash",
                "dataset_n_tokens", "split", "shard", "sites", "dtype", "chunk_rows",
                "batch_tokens", "group_tokens", "forward_path", "model_dtype")
+# Blocks that may wait for the writer thread while the next ones are computed.
+WRITE_QUEUE = 2
 # What a setting added since a store was started reads as when the store lacks it.
 RESUME_DEFAULTS = {"model_dtype": "float32"}
 
@@ -77,50 +81,75 @@ class Extractor:
         self.batch_tokens = batch_tokens
         self.dtype = dtype
         self.n_ctx = forward.n_ctx
+        self.feed = DeviceFeed(forward.device)
 
-    def run_group(self, group: Sequence[Story]) -> dict[str, np.ndarray]:
-        """site -> [sum of story lengths, n_layers, n_heads(, d_head)], stories in store order."""
-        start = group[0].start
-        total = sum(s.n_tokens for s in group)
+    def run_group(self, group: Sequence[Story], keep: range | None = None
+                  ) -> dict[str, np.ndarray]:
+        """site -> [kept rows, n_layers, n_heads(, d_head)]: the rows of the stories of
+        ``group`` whose ``start`` lies in ``keep`` (all by default), in row order.
+
+        The whole group is batched, as without ``keep``, so every kept story is computed
+        in the same batch as in a run of all stories; a batch that holds no kept story
+        is skipped.
+        """
+        kept = [s for s in group if keep is None or s.start in keep]
+        if not kept:
+            return {}
+        start = kept[0].start
+        total = sum(s.n_tokens for s in kept)
         result: dict[str, np.ndarray] = {}
-        float_dtype = getattr(torch, self.dtype)
         for batch in plan_batches(group, self.batch_tokens):
-            seq = max(s.n_tokens for s in batch)
-            ids = np.zeros((len(batch), seq), dtype=np.int64)
-            for row, story in enumerate(batch):
-                ids[row, :story.n_tokens] = story.input_ids
-            out = self.forward(torch.from_numpy(ids).to(self.forward.device))
-            for site, tensor in out.items():
-                if tensor.is_floating_point():
-                    tensor = tensor.to(float_dtype)
-                values = tensor.cpu().numpy()
+            rows = [(row, s) for row, s in enumerate(batch) if keep is None or s.start in keep]
+            if not rows:
+                continue
+            for site, values in self._forward(batch).items():
                 if site not in result:
                     dtype = np.int32 if site == "argmax" else values.dtype
                     result[site] = np.empty((total, *values.shape[2:]), dtype=dtype)
-                for row, story in enumerate(batch):
+                for row, story in rows:
                     at = story.start - start
                     result[site][at:at + story.n_tokens] = values[row, :story.n_tokens]
         return result
 
+    def _forward(self, batch: Sequence[Story]) -> dict[str, np.ndarray]:
+        """site -> [len(batch), longest story, ...] on the host, floats in ``dtype``."""
+        seq = max(s.n_tokens for s in batch)
+        ids = np.zeros((len(batch), seq), dtype=np.int64)
+        for row, story in enumerate(batch):
+            ids[row, :story.n_tokens] = story.input_ids
+        out = self.forward(self.feed.to_device(ids))
+        float_dtype = getattr(torch, self.dtype)
+        return self.feed.to_host({site: t.to(float_dtype) if t.is_floating_point() else t
+                                  for site, t in out.items()})
+
 
 def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_row: int,
-                chunk_rows: int, n_rows: int, computed: Callable[[int], Any] | None = None
-                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+                chunk_rows: int, n_rows: int, computed: Callable[[int], Any] | None = None,
+                offset: int = 0) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Yield (start_row, block) for full chunks from ``first_row`` (chunk-aligned) on;
     ``computed(n)`` is told the rows of each group as soon as the model has run it (a chunk
-    spans many groups)."""
+    spans many groups).
+
+    groups: whole groups of stories whose ``start`` is a store row plus ``offset`` (a row
+    of the split a shard is cut from); stories outside the store's ``n_rows`` rows are
+    batched with the others but not kept.
+    """
+    keep = range(offset, offset + n_rows)
     pending: list[dict[str, np.ndarray]] = []
     pending_start, pending_rows = first_row, 0
     for group in groups:
-        end = group[-1].stop
+        inside = [s for s in group if s.start in keep]
+        if not inside:
+            continue
+        begin, end = inside[0].start - offset, inside[-1].stop - offset
         if end <= first_row:
             continue
-        block = extractor.run_group(group)
-        skip = max(0, first_row - group[0].start)
+        block = extractor.run_group(group, keep)
+        skip = max(0, first_row - begin)
         pending.append({k: v[skip:] for k, v in block.items()})
-        pending_rows += end - group[0].start - skip
+        pending_rows += end - begin - skip
         if computed is not None:
-            computed(end - group[0].start - skip)
+            computed(end - begin - skip)
         while pending_rows >= chunk_rows or (pending_rows and pending_start + pending_rows
                                              == n_rows):
             take = min(chunk_rows, pending_rows)
@@ -207,12 +236,14 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
                 file=sys.stderr, desc="extract")
 
 
-def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
+def write_rows(plan: ExtractPlan, writer: StoreWriter, queue: int = WRITE_QUEUE) -> None:
     """Compute every row from the writer's first missing one and write it; finish the store.
 
-    Compressing and writing a block runs in a second thread while the next block is
-    computed (zlib and torch both release the GIL, so this uses a second core); at most
-    one block waits.
+    Compressing and writing a block runs in a writer thread while the next blocks are
+    computed (zlib, HDF5 and torch release the GIL, so this uses a second core); at most
+    ``queue`` blocks wait for it (a bounded queue: memory stays bounded), and ``queue=0``
+    writes each block before computing the next. Blocks are written in order either way,
+    so the file is the same.
     """
     options, first_row = plan.options, writer.rows_written
     extractor = Extractor(plan.forward, options.batch_tokens, options.dtype)
@@ -220,20 +251,22 @@ def write_rows(plan: ExtractPlan, writer: StoreWriter) -> None:
     bar = _progress_bar(plan.n_rows, first_row, options.progress)
     t0 = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=1)
-    pending: Future | None = None
+    pending: deque[Future] = deque()
     try:
         # the bar counts rows computed: it moves with every forward pass, not every chunk
         for start, block in iter_blocks(extractor, plan.groups(), first_row, plan.chunk_rows,
-                                        plan.n_rows, computed=bar.update):
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(_write_block, writer, start, block, options.dtype, kill_after)
-        if pending is not None:
-            pending.result()
-        writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3)})
+                                        plan.n_rows, computed=bar.update, offset=plan.offset):
+            pending.append(pool.submit(_write_block, writer, start, block, options.dtype,
+                                       kill_after))
+            while len(pending) > queue:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+        writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3),
+                             "rows_extracted": plan.n_rows - first_row})
         writer.finish()
     finally:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
 
 
@@ -250,7 +283,7 @@ def run_extraction(plan: ExtractPlan) -> Path:
 
 def extract_store(dataset_dir: str | Path, model: Any = DEFAULT_MODEL, out: str | Path = "",
                   split: str = "all", sites: Sequence[str] = DEFAULT_SITES,
-                  dtype: str = "float16", batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                  dtype: str = "float16", batch_tokens: int | str = DEFAULT_BATCH_TOKENS,
                   device: str | None = "cpu", model_dtype: str = DEFAULT_MODEL_DTYPE,
                   reinit_seed: int | None = None, resume: bool = False,
                   overwrite: bool = False, shard: str | tuple[int, int] | None = None,

@@ -3,9 +3,12 @@
 The merged file holds no activations itself: each dataset is a virtual dataset that maps
 consecutive row ranges onto the shard files (referenced by paths relative to the merged
 file, so keep them side by side). Shards are concatenated in shard order, which restores
-the row order of an unsharded run. The root attributes ``merged_from``, ``merged_rows`` and
-``merged_token_sha256`` record each shard's path, row count and token-table fingerprint,
-which :func:`extract.store.virtual.check_sources` checks whenever the store is opened.
+the row order of an unsharded run. The root attributes ``merged_from``, ``merged_rows``,
+``merged_token_sha256`` and ``merged_shards_created`` record each shard's path, row count,
+token-table fingerprint and creation time, which :func:`extract.store.virtual.check_sources`
+checks whenever the store is opened; the other attributes describe the whole store
+(:func:`whole_store_attrs`). Merging again over the same, unchanged shards leaves the merged
+file as it is, so a merge job can be submitted twice.
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ def merge_stores(out: str | Path, shards: Sequence[str | Path], overwrite: bool 
     if not shards:
         raise UsageError("give the shard stores to merge")
     with output_lock(out):
-        check_target(out, overwrite, "file")
         ordered = _shards_in_order(shards)
+        if not overwrite and _merged_already(out, ordered):
+            return out
+        check_target(out, overwrite, "file")
         with atomic_file(out, overwrite=overwrite) as tmp:
             _write_virtual(tmp, out, ordered)
     return out
@@ -87,6 +92,45 @@ def _shards_in_order(shards: Sequence[str | Path]) -> list[tuple[Path, dict]]:
             raise UsageError(f"shards {', '.join(f'{i}/{n}' for i in missing)} are missing")
         raise UsageError("a shard is given more than once")
     return [(p, a) for _, p, a in indexed]
+
+
+def _sources(out: Path, shards: Sequence[tuple[Path, dict]]) -> dict[str, list]:
+    """What a merge of ``shards`` into ``out`` records about them: their paths relative to
+    ``out``, rows, token fingerprints and creation times."""
+    return {"merged_from": [os.path.relpath(p.resolve(), out.resolve().parent)
+                            for p, _ in shards],
+            "merged_rows": [int(a["n_tokens"]) for _, a in shards],
+            "merged_token_sha256": [a.get(TOKENS_HASH, "") for _, a in shards],
+            "merged_shards_created": [str(a.get("created", "")) for _, a in shards]}
+
+
+def _merged_already(out: Path, shards: Sequence[tuple[Path, dict]]) -> bool:
+    """Whether ``out`` is a merge of exactly these shards, unchanged since (merging again
+    is then nothing to do, so a merge job can be submitted twice)."""
+    if not out.is_file():
+        return False
+    try:
+        with h5py.File(out, "r") as f:
+            attrs = decode_attrs(f.attrs)
+    except OSError:
+        return False
+    return all(attrs.get(k) == v for k, v in _sources(out, shards).items())
+
+
+def whole_store_attrs(shards: Sequence[tuple[Path, dict]]) -> dict:
+    """The root attributes that describe the merged store rather than one shard: stories,
+    their id range, the seconds spent, and the command (that of the merge)."""
+    ranges = [a.get("story_ids_range") or [] for _, a in shards]
+    ranges = [r for r in ranges if len(r) == 2]
+    return {
+        "shard": "", "n_stories": sum(int(a.get("n_stories", 0)) for _, a in shards),
+        "story_ids_range": [ranges[0][0], ranges[-1][1]] if ranges else [],
+        "extract_seconds": round(sum(float(a.get("extract_seconds", 0)) for _, a in shards),
+                                 3),
+        "rows_extracted": sum(int(a.get("rows_extracted", a["n_tokens"])) for _, a in shards),
+        "created": now_iso(), "command": command_line(),
+        "shard_commands": sorted({str(a.get("command", "")) for _, a in shards}),
+    }
 
 
 def _joined_token_hash(paths: Sequence[Path]) -> str:
@@ -124,12 +168,9 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
             attrs.pop(key, None)
         attrs.update(format_attrs())
         attrs.update({
-            "n_tokens": total, "rows_written": total, "complete": 1, "shard": "",
-            "n_stories": sum(int(a.get("n_stories", 0)) for _, a in shards),
-            "merged_from": [os.path.relpath(p.resolve(), final.resolve().parent)
-                            for p, _ in shards],
-            "merged_rows": sizes, "merged_at": now_iso(), "merge_command": command_line(),
-            "merged_token_sha256": [a.get(TOKENS_HASH, "") for _, a in shards],
+            "n_tokens": total, "rows_written": total, "complete": 1,
+            **whole_store_attrs(shards), **_sources(final, shards),
+            "merged_at": now_iso(), "merge_command": command_line(),
             TOKENS_HASH: _joined_token_hash([p for p, _ in shards]),
             "description": attrs["description"] + " This file is a merge of shard files "
             "(listed in 'merged_from', paths relative to this file) through HDF5 virtual "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from headprobe.shards import parse_shard
 
 DEFAULT_BATCH_TOKENS = 1024   # fastest on CPU for ~200-token stories (cache-sized)
 FORWARD_PATHS = ("auto", "fast", "general")
+AUTO = "auto"
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -26,6 +27,20 @@ def partial_path(out: str | Path) -> Path:
     """Where an unfinished store is written: ``OUT.partial``."""
     out = Path(out)
     return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def parse_batch_tokens(value: int | str) -> int | str:
+    """A positive number of padded tokens per batch, or 'auto'; else UsageError."""
+    if value == AUTO:
+        return AUTO
+    try:
+        tokens = int(value)
+    except (TypeError, ValueError):
+        tokens = 0
+    if tokens < 1:
+        raise UsageError(f"{opt('batch_tokens')} must be a positive number or auto, "
+                         f"not {value!r}")
+    return tokens
 
 
 @dataclass
@@ -43,7 +58,7 @@ class ExtractOptions:
     split: str = "all"
     sites: Sequence[str] = DEFAULT_SITES
     dtype: str = "float16"
-    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    batch_tokens: int | str = DEFAULT_BATCH_TOKENS   # or 'auto' (extract.feed)
     device: str | None = "cpu"
     model_dtype: str = DEFAULT_MODEL_DTYPE
     reinit_seed: int | None = None
@@ -55,17 +70,23 @@ class ExtractOptions:
     group_tokens: int | None = None
     compression: str | int = DEFAULT_COMPRESSION
     progress: bool = False
+    batch_tokens_auto: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.dataset_dir, self.out = Path(self.dataset_dir), Path(self.out)
         self.check_output()
-        if self.batch_tokens < 1:
-            raise UsageError(f"{opt('batch_tokens')} must be positive")
+        self.batch_tokens = parse_batch_tokens(self.batch_tokens)
         parse_compression(self.compression)
         self.sites = check_sites(self.sites)
         check_dtype(self.dtype)
         check_model_dtype(self.model_dtype)
         self.device = resolve_device(self.device)
+        if self.batch_tokens == AUTO:
+            from extract.feed import auto_batch_tokens
+
+            self.batch_tokens_auto = True
+            self.batch_tokens = auto_batch_tokens(self.device, self.model, self.sites,
+                                                  DEFAULT_BATCH_TOKENS)
         if isinstance(self.shard, str) or self.shard is None:
             self.shard = parse_shard(self.shard)
         require_input("dataset", self.dataset_dir, run_of(self.dataset_dir, "dataset"))

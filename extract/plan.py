@@ -4,6 +4,11 @@ The plan depends only on the dataset and the options: consecutive stories form g
 about ``group_tokens`` tokens; inside a group stories are sorted by length and cut into
 right-padded batches of at most ``batch_tokens`` padded tokens. Because it is fixed, a
 resumed run recomputes exactly the rows an uninterrupted run would have written.
+
+Groups and batches do not depend on shards: a shard is a run of stories of about equal
+token counts (:func:`shard_bounds`), and the groups it cuts are batched whole on both
+sides (:func:`read_shard`), so each row is computed in the batch it has without shards. A
+shard reads only a few integers per story of the split and its own rows of the token table.
 """
 
 from __future__ import annotations
@@ -45,45 +50,111 @@ def group_ids(sizes: np.ndarray, group_tokens: int) -> np.ndarray:
     return ids
 
 
-def shard_owners(sizes: np.ndarray, n: int, group_tokens: int) -> np.ndarray:
-    """The shard of each story [n_stories] when the groups of stories (:func:`group_ids`)
-    are cut into ``n`` contiguous runs of about equal token counts.
+SPLIT_INDEX = ("story_id", "token_start", "n_tokens")
 
-    Shards hold whole groups, so a shard's batches are those of an unsharded run and its
-    values are bit-identical to it.
+
+def split_index(dataset: TaggedDataset, split: str) -> dict[str, np.ndarray]:
+    """story_id, token_start and n_tokens of the stories of ``split`` ('train', 'test' or
+    'all'), each [n_stories]: a few integers per story, no text and no token."""
+    table = dataset.story_table(None if split == "all" else split, SPLIT_INDEX)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in table.items()}
+
+
+def shard_bounds(sizes: np.ndarray, n: int) -> np.ndarray:
+    """Where the stories of tokens ``sizes`` [n_stories] are cut into ``n`` contiguous
+    shards of about equal token counts: story indices [n + 1], from 0 to n_stories.
+
+    Each cut is the story boundary nearest to its equal share, moved as little as needed
+    for every shard to hold a story; UsageError when there are fewer stories than shards.
     """
     sizes = np.asarray(sizes, dtype=np.int64)
-    if not len(sizes):
-        return np.zeros(0, dtype=np.int64)
-    groups = group_ids(sizes, group_tokens)
-    group_sizes = np.bincount(groups, weights=sizes).astype(np.int64)
-    before = np.concatenate([[0], np.cumsum(group_sizes)[:-1]])
-    return ((before * n) // max(int(sizes.sum()), 1))[groups]
+    if len(sizes) < n:
+        raise UsageError(f"{len(sizes)} stories cannot make {n} shards; use at most "
+                         f"{len(sizes)} for {opt('shards')}")
+    ends = np.cumsum(sizes)
+    targets = np.arange(1, n) * int(ends[-1] if len(ends) else 0) / n
+    after = np.searchsorted(ends, targets)          # first story ending at or past it
+    before = np.maximum(after - 1, 0)
+    nearer = np.abs(ends[before] - targets) < np.abs(ends[after] - targets)
+    cuts = np.where(nearer & (after > 0), before, after) + 1
+    bounds = np.concatenate([[0], cuts, [len(sizes)]]).astype(np.int64)
+    for k in range(1, n):                            # at least one story each
+        bounds[k] = max(bounds[k], bounds[k - 1] + 1)
+    for k in range(n - 1, 0, -1):
+        bounds[k] = min(bounds[k], bounds[k + 1] - 1)
+    return bounds
 
 
-def select_stories(dataset: TaggedDataset, split: str, shard: tuple[int, int] | None,
-                   input_ids: np.ndarray, group_tokens: int = 1
-                   ) -> tuple[list[Story], np.ndarray]:
-    """The stories of ``split`` ('train', 'test' or 'all'); with ``shard`` (i, n) the i-th of n
-    contiguous runs of whole groups of ``group_tokens`` (:func:`shard_owners`).
+def shard_tokens(dataset: TaggedDataset, split: str, n: int) -> np.ndarray:
+    """Tokens of each of ``n`` shards of ``split`` [n]; UsageError when a shard would be
+    empty (fewer stories than shards)."""
+    sizes = split_index(dataset, split)["n_tokens"]
+    bounds = shard_bounds(sizes, n)
+    return np.add.reduceat(sizes, bounds[:-1]) if len(sizes) else np.zeros(n, np.int64)
 
-    input_ids: the dataset's input_id column [dataset tokens]. Returns the stories placed in
-    the store (``start`` is a store row) and the dataset row of every store row [rows].
+
+@dataclass
+class ShardStories:
+    """The stories a store (a shard, or the whole split) is made of, read from the dataset.
+
+    stories: the store's stories, ``start`` a store row; context: the stories of every group
+    (:func:`group_ids`) that holds one of them, ``start`` a row of the whole split, so that
+    batches are cut as in a run without shards; offset: the split row of store row 0;
+    token_table: the dataset's token columns at the store's rows, each [n_rows].
     """
-    table = dataset.story_table(None if split == "all" else split)
-    starts = np.asarray(table["token_start"], dtype=np.int64)
-    sizes = np.asarray(table["n_tokens"], dtype=np.int64)
-    ids = np.asarray(table["story_id"], dtype=np.int64)
-    if shard is not None:
-        keep = shard_owners(sizes, shard[1], group_tokens) == shard[0]
-        starts, sizes, ids = starts[keep], sizes[keep], ids[keep]
-    stories, row = [], 0
-    for sid, start, size in zip(ids, starts, sizes, strict=True):
-        stories.append(Story(int(sid), row, input_ids[start:start + size]))
-        row += int(size)
-    rows = (np.concatenate([np.arange(a, a + n) for a, n in zip(starts, sizes, strict=True)])
-            if len(starts) else np.zeros(0, dtype=np.int64))
-    return stories, rows
+
+    stories: list[Story]
+    context: list[Story]
+    offset: int
+    token_table: dict[str, np.ndarray]
+
+
+def read_shard(dataset: TaggedDataset, split: str, shard: tuple[int, int] | None,
+               group_tokens: int) -> ShardStories:
+    """The stories of ``split``, or with ``shard`` (i, n) of its i-th of n contiguous runs of
+    about equal token counts (:func:`shard_bounds`). Only the shard's rows of the token
+    table, and the token ids of the stories sharing its first and last group, are read."""
+    index = split_index(dataset, split)
+    sizes, starts = index["n_tokens"], index["token_start"]
+    a, b = (0, len(sizes)) if shard is None else map(int, shard_bounds(sizes, shard[1])[
+        shard[0]:shard[0] + 2])
+    split_rows = np.concatenate([[0], np.cumsum(sizes)])
+    lo, hi = _group_span(group_ids(sizes, group_tokens), a, b)
+    span = slice(int(starts[lo]), int(starts[hi - 1] + sizes[hi - 1])) if hi > lo else None
+    ids = _token_ids(dataset, span) if span else np.zeros(0, np.int64)
+    at = starts - (span.start if span else 0)
+    context = [Story(int(index["story_id"][i]), int(split_rows[i]),
+                     ids[at[i]:at[i] + sizes[i]]) for i in range(lo, hi)]
+    offset = int(split_rows[a])
+    stories = [Story(s.story_id, s.start - offset, s.input_ids) for s in context[a - lo:b - lo]]
+    return ShardStories(stories, context, offset, _shard_tokens(dataset, starts[a:b], sizes[a:b]))
+
+
+def _group_span(groups: np.ndarray, a: int, b: int) -> tuple[int, int]:
+    """The stories [lo, hi) of the groups ``groups`` [n_stories] (non-decreasing) that
+    hold one of the stories [a, b)."""
+    if b <= a:
+        return a, b
+    lo = int(np.searchsorted(groups, groups[a], side="left"))
+    return lo, int(np.searchsorted(groups, groups[b - 1], side="right"))
+
+
+def _token_ids(dataset: TaggedDataset, rows: slice) -> np.ndarray:
+    return dataset.token_rows(rows, ("input_id",))["input_id"].astype(np.int64)
+
+
+def _shard_tokens(dataset: TaggedDataset, starts: np.ndarray, sizes: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """The token columns of the stories at dataset rows ``starts`` of ``sizes`` tokens
+    [n_stories], joined in order [sum of sizes]; one read of the rows they span."""
+    if not len(starts):
+        return dataset.token_rows(slice(0, 0))
+    span = slice(int(starts[0]), int(starts[-1] + sizes[-1]))
+    table = dataset.token_rows(span)
+    if span.stop - span.start == int(sizes.sum()):      # contiguous (split 'all')
+        return table
+    rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, sizes, strict=True)])
+    return {k: v[rows - span.start] for k, v in table.items()}
 
 
 def plan_groups(stories: Sequence[Story], group_tokens: int) -> list[list[Story]]:
@@ -114,16 +185,13 @@ def plan_batches(group: Sequence[Story], batch_tokens: int) -> list[list[Story]]
 class ExtractPlan:
     """Everything an extraction needs before it computes a row.
 
-    dataset_table: the dataset's token columns [dataset tokens]; stories: in store order
-    (``story.start`` is a store row); dataset_rows: the dataset row of every store row
-    [n_rows]; forward: the forward path (:mod:`extract.forward`); attrs: the store's root
-    attributes.
+    part: the store's stories and token table and the stories batched with them
+    (:class:`ShardStories`); forward: the forward path (:mod:`extract.forward`); attrs:
+    the store's root attributes.
     """
 
     options: ExtractOptions
-    dataset_table: dict[str, np.ndarray]
-    stories: list[Story]
-    dataset_rows: np.ndarray
+    part: ShardStories
     forward: Any
     arch: dict[str, Any]
     chunk_rows: int
@@ -132,15 +200,26 @@ class ExtractPlan:
     tags: dict[str, list[str]]
 
     @property
+    def stories(self) -> list[Story]:
+        """The store's stories in store order (``story.start`` is a store row)."""
+        return self.part.stories
+
+    @property
     def n_rows(self) -> int:
         return sum(s.n_tokens for s in self.stories)
 
+    @property
+    def offset(self) -> int:
+        """The row of the whole split that store row 0 is (0 without shards)."""
+        return self.part.offset
+
     def groups(self) -> list[list[Story]]:
-        return plan_groups(self.stories, self.group_tokens)
+        """The groups holding the store's stories, whole (``start``: a row of the split)."""
+        return plan_groups(self.part.context, self.group_tokens)
 
     def token_table(self) -> dict[str, np.ndarray]:
-        """The store's token table: the dataset's columns at ``dataset_rows``, each [n_rows]."""
-        return {k: v[self.dataset_rows] for k, v in self.dataset_table.items()}
+        """The store's token table: the dataset's columns at its rows, each [n_rows]."""
+        return self.part.token_table
 
 
 def choose_forward(hf: Any, name: str, sites: Sequence[str], path: str
@@ -235,32 +314,21 @@ def _read_config(name: str) -> Any:
         raise UsageError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from exc
 
 
+def config_of(model: Any) -> Any:
+    """The Hugging Face config of a loaded model, or of a name or directory (read alone)."""
+    return model.config if hasattr(model, "config") else _read_config(str(model))
+
+
 def group_tokens_for(options: ExtractOptions) -> int:
     """Tokens per group: the options' own, else sized so that one group of rows stays under
     GROUP_BYTES (bigger groups sort lengths better). It is read from the model's config
     alone, so that a cluster's driver and its shard tasks agree without loading weights."""
     if options.group_tokens:
         return int(options.group_tokens)
-    model = options.model
-    config = model.config if hasattr(model, "config") else _read_config(str(model))
-    shape = config_shape(config)
+    shape = config_shape(config_of(options.model))
     most = MAX_GROUP_BATCHES * options.batch_tokens
     budget = most if shape is None else GROUP_BYTES // row_bytes(shape, options.sites)
     return int(max(options.batch_tokens, min(most, budget)))
-
-
-def shard_tokens(dataset: TaggedDataset, split: str, n: int, group_tokens: int) -> np.ndarray:
-    """Tokens of each of ``n`` shards of ``split`` [n]; UsageError when one would be empty."""
-    table = dataset.story_table(None if split == "all" else split)
-    sizes = np.asarray(table["n_tokens"], dtype=np.int64)
-    tokens = np.bincount(shard_owners(sizes, n, group_tokens), weights=sizes,
-                         minlength=n).astype(np.int64)
-    if (tokens == 0).any():
-        n_groups = int(group_ids(sizes, group_tokens)[-1]) + 1 if len(sizes) else 0
-        raise UsageError(f"split {split!r} holds {n_groups} group(s) of stories of at most "
-                         f"{group_tokens} tokens, and shards are made of whole groups: use at "
-                         f"most {n_groups} shards or a smaller {opt('group_tokens')}")
-    return tokens
 
 
 def _chunk_rows(options: ExtractOptions, arch: dict[str, Any], n_rows: int) -> int:
@@ -291,14 +359,13 @@ def _store_attrs(options: ExtractOptions, dataset: TaggedDataset, info: dict[str
 
 
 def plan_extraction(options: ExtractOptions) -> ExtractPlan:
-    """Open the dataset and the model and fix the plan; UsageError when they do not fit."""
+    """Open the dataset and the model and fix the plan; UsageError when they do not fit.
+
+    Only the stories of the store (and those sharing a group with them) are read."""
     dataset = load_tagged_dataset(options.dataset_dir)
-    table = dataset.token_table()
     group_tokens = group_tokens_for(options)
-    if options.shard is not None:
-        shard_tokens(dataset, options.split, options.shard[1], group_tokens)
-    stories, dataset_rows = select_stories(dataset, options.split, options.shard,
-                                           table["input_id"], group_tokens)
+    part = read_shard(dataset, options.split, options.shard, group_tokens)
+    stories = part.stories
     if not stories:
         raise UsageError(f"no stories in split {options.split!r}")
     forward, tokenizer, info = load_forward(options)
@@ -306,5 +373,5 @@ def plan_extraction(options: ExtractOptions) -> ExtractPlan:
     arch = info["architecture"]
     chunk_rows = _chunk_rows(options, arch, sum(s.n_tokens for s in stories))
     attrs = _store_attrs(options, dataset, info, stories, chunk_rows, group_tokens)
-    return ExtractPlan(options, table, stories, dataset_rows, forward, arch, chunk_rows,
-                       group_tokens, attrs, dataset.tags)
+    return ExtractPlan(options, part, forward, arch, chunk_rows, group_tokens, attrs,
+                       dataset.tags)

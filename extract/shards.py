@@ -1,7 +1,9 @@
 """A store built from shards: the output's shard directory, one shard at a time, the merge.
 
 Shard i of n holds the i-th of n contiguous runs of stories with about equal token counts
-(:func:`extract.plan.select_stories`). The shards of output ``OUT`` live in its shard
+(:func:`extract.plan.shard_bounds`); the stories of a group cut by a shard boundary are
+batched whole on both sides, so every row is computed as in a run without shards
+(:func:`extract.plan.read_shard`). The shards of output ``OUT`` live in its shard
 directory, ``OUT.shards/shard-00003-of-00016.h5``; each is written under a temporary name
 (``....h5.partial``) and renamed when complete, like any store. Running a shard is
 idempotent, so a job array or a cluster can run it again after a failure: a complete shard
@@ -22,7 +24,7 @@ from datasets_build.dataset import load_tagged_dataset
 from extract.merge import merge_stores
 from extract.models import model_fingerprint
 from extract.options import ExtractOptions, partial_path
-from extract.plan import group_tokens_for, select_stories
+from extract.plan import group_tokens_for, read_shard
 from extract.store.integrity import TOKENS_HASH, token_table_hash
 from extract.store.reader import open_store
 from headprobe.errors import UsageError, opt
@@ -51,12 +53,9 @@ def shard_token_hashes(dataset_dir: str | Path, split: str, n: int, indices: Seq
     """The token-table fingerprint each of shards ``indices`` of ``n`` has when extracted
     from ``dataset_dir`` in groups of ``group_tokens`` (the store's ``token_table_sha256``)."""
     dataset = load_tagged_dataset(dataset_dir)
-    table = dataset.token_table()
-    hashes = {}
-    for index in indices:
-        _, rows = select_stories(dataset, split, (index, n), table["input_id"], group_tokens)
-        hashes[index] = token_table_hash({k: v[rows] for k, v in table.items()})
-    return hashes
+    return {index: token_table_hash(read_shard(dataset, split, (index, n),
+                                               group_tokens).token_table)
+            for index in indices}
 
 
 def weights_hash(model: Any) -> str | None:
@@ -80,7 +79,8 @@ def kept_shard_problem(path: Path, options: ExtractOptions, tokens_hash: str,
     want = {"split": options.split, "sites": list(options.sites), "dtype": options.dtype,
             "model_dtype": options.model_dtype, "batch_tokens": int(options.batch_tokens),
             "reinit_seed": -1 if options.reinit_seed is None else int(options.reinit_seed)}
-    differ = [key for key in KEPT_SETTINGS if attrs.get(key) != want[key]]
+    differ = [key for key in KEPT_SETTINGS if attrs.get(key) != want[key]
+              and not (key == "batch_tokens" and options.batch_tokens_auto)]
     if attrs.get("shard") != f"{index}/{n}":
         differ.append("shard")
     if weights is not None and attrs.get("model_weights_sha256") != weights:
@@ -122,16 +122,19 @@ def extract_shard(dataset_dir: str | Path, model: Any, out: str | Path, index: i
         if problem:
             raise UsageError(f"{options.out} was extracted {problem}; pass "
                              f"{opt('overwrite', True)} to extract it again")
-        return ShardRun(index, n, _rows(options.out), 0.0, kept=True)
+        return ShardRun(index, n, stored_rows(options.out)[0], 0.0, kept=True)
     start = time.perf_counter()
     extract_store(dataset_dir, model, options.out, shard=(index, n), resume=options.resume,
                   overwrite=overwrite, **settings)
-    return ShardRun(index, n, _rows(options.out), time.perf_counter() - start, kept=False)
+    rows, extracted = stored_rows(options.out)
+    return ShardRun(index, n, rows, time.perf_counter() - start, False, extracted)
 
 
-def _rows(path: Path) -> int:
+def stored_rows(path: Path) -> tuple[int, int]:
+    """(rows of the store ``path``, rows its last run extracted: all of them for a store
+    written before this was recorded)."""
     with open_store(path) as store:
-        return store.n_tokens
+        return store.n_tokens, int(store.attrs.get("rows_extracted", store.n_tokens))
 
 
 def shards_in_dir(out: str | Path) -> dict[int, list[int]]:

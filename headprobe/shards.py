@@ -33,6 +33,12 @@ class ShardRun:
     n_tokens: int
     seconds: float
     kept: bool
+    n_extracted: int | None = None   # tokens this run computed, when fewer than n_tokens
+
+    @property
+    def tokens_done(self) -> int:
+        """Tokens this run computed (an unfinished shard continued holds others too)."""
+        return self.n_tokens if self.n_extracted is None else self.n_extracted
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -110,7 +116,7 @@ def _run_tasks(ray: Any, task: Any, todo: Sequence[int], n: int, args: tuple,
             except Exception as exc:          # a task's error, raised after the others end
                 failures.append((index, exc))
                 continue
-            tokens += run.n_tokens
+            tokens += run.tokens_done
             bar.update(1)
             rate = tokens / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix_str(f"{rate:,.0f} tokens/s")
@@ -134,11 +140,17 @@ def submit_shards(cluster: str, function: Callable[..., Any], todo: Sequence[int
                   args: tuple, *, cpus: float, gpus: float = 0.0, retries: int = 3,
                   progress: bool = False, desc: str = "shards") -> int:
     """Run ``function(index, n, *args)`` for the shards ``todo`` of ``n`` as Ray tasks on
-    ``cluster``; the sum of their results' ``n_tokens``. UsageError (or the task's own
+    ``cluster``; the sum of the tokens they computed (``ShardRun.tokens_done``). More GPUs per
+task than the cluster has are refused before any task is sent. UsageError (or the task's own
     error) for the first shard that failed, once all have ended."""
     from tqdm import tqdm
 
     ray = connect(cluster)
+    has = float(ray.cluster_resources().get("GPU", 0))
+    if gpus > has:
+        raise UsageError(f"{opt('gpus_per_shard', gpus)} asks for more GPUs than the Ray "
+                         f"cluster has ({has:g}); start its workers on GPU nodes or pass "
+                         f"{opt('gpus_per_shard', 0)}")
     task = ray.remote(function).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries,
                                         retry_exceptions=False, runtime_env=task_env())
     bar = tqdm(total=n, initial=n - len(todo), unit="shard", desc=desc,

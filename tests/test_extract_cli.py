@@ -100,7 +100,7 @@ def test_shards_merge_into_the_unsharded_store(untagged_dataset, shared_model, t
     assert cli("merge", merged, shards[2], shards[0], shards[1]) == 0
     with h5py.File(merged, "r") as f:
         assert f["keys"].is_virtual
-    assert_same_store(full, merged)        # shards of whole groups: the same batches
+    assert_same_store(full, merged)        # every story batched as without shards
     cwd = os.getcwd()
     try:                                   # shard paths resolve relative to the merged file
         os.chdir(tmp_path)
@@ -179,7 +179,7 @@ def test_python_errors_name_parameters_and_the_cli_names_flags(untagged_dataset,
     with pytest.raises(UsageError) as err:
         extract_store(untagged_dataset, "no-such-model", tmp_path / "a.h5")
     assert "pass overwrite=True" in str(err.value) and "--" not in str(err.value)
-    for kwargs, needle in (({"batch_tokens": 0}, "batch_tokens must be positive"),
+    for kwargs, needle in (({"batch_tokens": 0}, "batch_tokens must be a positive number or auto"),
                            ({"shard": "1-2"}, "shard '1-2': expected i/n"),
                            ({"sites": ["key", "bogus"]}, "unknown site(s) bogus"),
                            ({"compression": "lzma"}, "unknown compression 'lzma'"),

@@ -1,8 +1,7 @@
-"""Extraction spread out: shards on a Ray cluster, killed workers, a Slurm array's commands."""
+"""Extraction spread out: shards on a Ray cluster, killed workers (the Slurm recipe:
+test_extract_shard_plan.py)."""
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -106,42 +105,14 @@ def test_ray_missing_or_misused_is_one_line(ray_cluster, shared_dataset, shared_
     assert "install it with pip install 'headprobe[ray]'" in capsys.readouterr().err
     for extra, message in ((["--ray", "local:2"], "--ray needs --shards N"),
                            (["--shards", "2"], "--shards needs --ray"),
-                           (["--ray", "local:2", "--shards", "40"], "use at most"),
+                           (["--ray", "local:2", "--shards", "41"], "use at most 40"),
                            (["--ray", "local:2", "--shards", "2", "--device", "cuda"],
-                            "--device cuda")):
+                            "--device cuda"),
+                           (["--ray", "local:2", "--shards", "2", "--resume"],
+                            "--resume is implied"),
+                           (["--ray", "local:2", "--shards", "2", "--device", "cuda",
+                             "--gpus-per-shard", "1"], "than the Ray cluster has (0)")):
         assert cli(*base, *extra) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not any(tmp_path.iterdir())
-
-
-def _slurm_script(name: str) -> Path:
-    return REPO / "scripts" / "slurm" / name
-
-
-def test_the_slurm_recipe_runs_shard_by_shard(single_store, shared_dataset, shared_model,
-                                              tmp_path):
-    """The job array's commands (docs/scale-out.md), one array task after another."""
-    run = tmp_path / "run"
-    run.mkdir()
-    shutil.copytree(shared_dataset, run / "dataset")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_CPUS_PER_TASK": "1"}
-    task = ["bash", str(_slurm_script("extract-shard.sbatch")), str(run), str(shared_model),
-            *GROUP]
-    for index in (1, 0, 1):                       # a requeued task keeps its complete shard
-        done = subprocess.run(task, env={**env, "SLURM_ARRAY_TASK_ID": str(index)}, cwd=REPO,
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-    assert "kept" in done.stdout and "already complete" in done.stdout
-    merged = subprocess.run(["bash", str(_slurm_script("merge.sbatch")), str(run)], env=env,
-                            cwd=REPO, capture_output=True, text=True)
-    assert merged.returncode == 0, merged.stderr
-    assert_same_store(single_store, run / "activations.h5")
-    doc = (REPO / "docs" / "scale-out.md").read_text()
-    script = _slurm_script("extract-shard.sbatch").read_text()
-    assert script[script.index("\n#SBATCH") + 1:].strip() in doc   # the recipe shows it
-    for name in ("extract-shard.sbatch", "merge.sbatch", "ray-extract.sbatch"):
-        assert subprocess.run(["bash", "-n", str(_slurm_script(name))]).returncode == 0
-        assert f"scripts/slurm/{name}" in doc
