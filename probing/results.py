@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from headprobe.atomic import atomic_dir
+from headprobe.checksums import read_array, verification_on
 from headprobe.errors import UsageError
 from headprobe.failures import reading
 from headprobe.hdf5 import hdf5_image
@@ -294,8 +295,22 @@ def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags
     return Path(out_dir)
 
 
-def read_results(path: str | Path) -> ProbeResults:
-    """Read a results directory (or its probes.h5) written by ``probing fit``."""
+def _read_arrays(f: h5py.File, file: Path, verify: bool) -> dict[str, np.ndarray]:
+    """The result arrays of ``f``, each checked against its checksum when ``verify``."""
+    arrays = {}
+    for name, ds in f.items():
+        if name in AXIS_ARRAYS or name in OLD_AXIS_ARRAYS.values() or ds.is_scale:
+            continue
+        arrays[name] = read_array(ds, file, "fit the probes again", verify)
+    return arrays
+
+
+def read_results(path: str | Path, verify: bool | None = None) -> ProbeResults:
+    """Read a results directory (or its probes.h5) written by ``probing fit``.
+
+    verify: compare each array with its checksum (default: on unless HEADPROBE_VERIFY=0;
+    see :mod:`headprobe.checksums`); a damaged array raises DamagedFile.
+    """
     path = Path(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.is_file():
@@ -315,8 +330,6 @@ def read_results(path: str | Path) -> ProbeResults:
         layers = [int(x) for x in axes["layer"][()]]
         site_heads = [int(x) for x in f["site_heads"][()]] if "site_heads" in f else []
         head_axes = list(f["head_axes"].asstr()[()]) if "head_axes" in f else []
-        arrays = {name: ds[()] for name, ds in f.items()
-                  if name not in AXIS_ARRAYS and name not in OLD_AXIS_ARRAYS.values()
-                  and not ds.is_scale}
+        arrays = _read_arrays(f, file, verification_on(verify))
         attrs = json.loads(f.attrs["params"])
     return ProbeResults(file.parent, sites, layers, tags, arrays, attrs, site_heads, head_axes)

@@ -23,6 +23,7 @@ import numpy as np
 
 from extract.store.schema import SITES, TOKEN_TABLE, token_path
 from extract.store.writer import label_axes
+from headprobe.failures import DamagedFile, first_line
 from headprobe.layout import Dimensions
 
 TOKENS_HASH = "token_table_sha256"
@@ -107,3 +108,60 @@ def check_written_rows(file: h5py.File, sites: list[str], rows_written: int,
     except (OSError, RuntimeError, KeyError) as exc:
         return f"its token table cannot be read ({exc})"
     return _damage(file, sites, rows_written, chunk_rows)
+
+
+class BlockCheck:
+    """Verifies what a reader reads: each block of ``chunk_rows`` rows of each site once,
+    when first read, against its checksum (stores that record them) and for values that no
+    site can hold (NaN or infinite floats); the token table once against its fingerprint.
+
+    A block that fails raises DamagedFile naming the file, the array and the rows.
+    """
+
+    def __init__(self, file: h5py.File, sites: list[str], n_tokens: int, chunk_rows: int):
+        self.file, self.sites, self.chunk_rows = file, sites, max(int(chunk_rows), 1)
+        self.table = file[CHECKSUMS][()] if CHECKSUMS in file else None
+        n_blocks = -(-n_tokens // self.chunk_rows)
+        self.done = {site: np.zeros(n_blocks, dtype=bool) for site in sites}
+        self.n_tokens = n_tokens
+        # an unfinished store (read with allow_partial) has checksums of its complete rows
+        self.written = int(file.attrs.get("rows_written", n_tokens))
+
+    def rows(self, site: str, lo: int, hi: int) -> None:
+        """Verify every block of ``site`` that rows [lo, hi) touch and that is not yet
+        verified."""
+        done = self.done[site]
+        for block in range(lo // self.chunk_rows, -(-hi // self.chunk_rows)):
+            if not done[block]:
+                self._block(site, block)
+                done[block] = True
+
+    def _block(self, site: str, block: int) -> None:
+        start = block * self.chunk_rows
+        stop = min(start + self.chunk_rows, self.n_tokens)
+        ds = self.file[SITES[site].dataset]
+        where = (f"{self.file.filename}: rows {start}-{stop - 1} of array "
+                 f"{ds.name.lstrip('/')}")
+        try:
+            values = ds[start:stop]
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DamagedFile(f"{where} cannot be decoded ({first_line(exc)}); the file is "
+                              "damaged, extract it again") from exc
+        if self.table is not None and stop <= self.written and _crc(values) != int(self.table[block,
+                                                                     self.sites.index(site)]):
+            raise DamagedFile(f"{where} do not match their checksum; the file is damaged, "
+                              "extract it again")
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise DamagedFile(f"{where} hold NaN or infinite values; the file is damaged, "
+                              "extract it again")
+
+    def tokens(self) -> None:
+        """Compare the token table with the fingerprint recorded at creation (stores that
+        record one; merged stores record their shards' instead)."""
+        recorded = self.file.attrs.get(TOKENS_HASH)
+        if (recorded is None or "merged_token_sha256" in self.file.attrs
+                or any(token_path(name) not in self.file for name in TOKEN_TABLE)):
+            return
+        if stored_token_hash(self.file) != recorded:
+            raise DamagedFile(f"{self.file.filename}: the token table (group tokens) does not "
+                              "match its fingerprint; the file is damaged, extract it again")
