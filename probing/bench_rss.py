@@ -25,7 +25,7 @@ from probing.bench import REPO, build_store
 GOAL = 1.3
 
 
-def _fit_command(store: Path, out: Path, args: argparse.Namespace) -> list[str]:
+def fit_command(store: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """The ``probing fit`` command measured: default controls, the bench's sites/layers."""
     layers = "" if args.layers == "all" else args.layers
     command = [sys.executable, "-m", "probing", "fit", "--store", str(store), "--out",
@@ -61,7 +61,7 @@ def run_rss(args: argparse.Namespace) -> int:
         for n, store in zip(sizes, stores, strict=True):
             with open_store(store) as opened:
                 tokens = opened.n_tokens
-            peak, seconds = peak_rss(_fit_command(store, Path(tmp) / f"probes-{n}", args))
+            peak, seconds = peak_rss(fit_command(store, Path(tmp) / f"probes-{n}", args))
             peaks.append(peak)
             print(f"{n:6d} stories ({tokens:,} tokens, {store.stat().st_size / 2**20:,.0f} MiB "
                   f"store): peak RSS {peak / 2**20:7.1f} MiB in {seconds:.0f} s", flush=True)

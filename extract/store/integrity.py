@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -88,6 +89,19 @@ def _damage(file: h5py.File, sites: list[str], rows_written: int, chunk_rows: in
             if _crc(values) != int(table[index, column]):
                 return f"rows {start}-{stop - 1} of site {site} do not match their checksum"
     return ""
+
+
+def resumable_rows(path: str | Path) -> int:
+    """Rows an unfinished store at ``path`` holds that a resume could keep: its progress
+    when it records checksums and a token fingerprint, else 0 (also when it cannot be
+    opened: a store killed while it was being created)."""
+    try:
+        with h5py.File(path, "r") as file:
+            if file.attrs.get(TOKENS_HASH) is None or CHECKSUMS not in file:
+                return 0
+            return int(file.attrs.get("rows_written", 0))
+    except (OSError, RuntimeError, KeyError, ValueError):
+        return 0
 
 
 def check_written_rows(file: h5py.File, sites: list[str], rows_written: int,
