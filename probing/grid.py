@@ -287,7 +287,9 @@ def _tokenizer(store: Store, config: GridConfig) -> Any:
     if name is None:
         raise UsageError(f"the store names no model; give {opt('tokenizer')} for "
                          "lowercased word types")
-    return load_tokenizer(name)
+    tokenizer = load_tokenizer(name)
+    store.check_vocabulary(tokenizer, f"tokenizer {name}")
+    return tokenizer
 
 
 def _word_types(store: Store, labels: Target, config: GridConfig

@@ -30,9 +30,11 @@ from headprobe.checksums import verification_on
 from headprobe.errors import UsageError, opt
 from headprobe.failures import reading
 from headprobe.heads import kv_heads
-from headprobe.rundir import missing_input, run_of
+from headprobe.rundir import missing_input, model_of_store, run_of
 
 DAMAGED = "the file is damaged; extract it again"
+# root attribute: vocab_hash of the tokenizer the store's token ids come from
+VOCAB_HASH = "tokenizer_vocab_hash"
 # what h5py raises, besides OSError, on a damaged file
 H5_DAMAGE = (KeyError, RuntimeError, ValueError)
 
@@ -95,6 +97,20 @@ class Store:
         return (f"Store({str(self.path)!r}, n_tokens={self.n_tokens}, n_layers={self.n_layers}, "
                 f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, d_head={self.d_head}, "
                 f"sites={self.sites})")
+
+    def check_vocabulary(self, tokenizer: Any, name: str) -> None:
+        """UsageError unless ``tokenizer`` (a tokenizer, or a model's) has the vocabulary the
+        store was extracted with, before any of the store's token ids is decoded by it
+        (root attribute ``tokenizer_vocab_hash``; stores without one are not checked)."""
+        from headprobe.tokenization import vocab_hash
+
+        recorded = self.attrs.get(VOCAB_HASH)
+        if recorded and vocab_hash(tokenizer) != recorded:
+            theirs = model_of_store(self.attrs)
+            raise UsageError(f"{name} has another vocabulary than the one {self.path} was "
+                             "extracted with (their tokenizer fingerprints differ); give the "
+                             f"store's model{f' ({theirs})' if theirs else ''} or its "
+                             "tokenizer")
 
     def heads(self, site: str) -> int:
         """Length of ``site``'s head axis: n_kv_heads for keys and values, else n_heads."""
