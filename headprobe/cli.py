@@ -18,7 +18,8 @@ from headprobe.failures import failure_line
 from headprobe.locks import release_claims
 
 # Parameters whose flag is not ``--`` + the name with dashes.
-FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos", "draws": "--random-draws"}
+FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos", "draws": "--random-draws",
+              "n_boot": "--bootstrap"}
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -157,6 +157,18 @@ class HeadProbe:
         return self.labels.decide(self.decision_function(X))
 
 
+def _check_mdl_stories(split: np.ndarray, store: Store, config: GridConfig) -> None:
+    """Refuse MDL over fewer than 2 train stories: its portions are whole stories, so one
+    story is sent in one portion and every code length equals the uniform one."""
+    stories = store.tokens(["parent_id"])["parent_id"][split == 0]
+    n = len(np.unique(stories))
+    if n < 2:
+        cause = (f" ({opt('max_train_tokens')} {config.max_train_tokens} keeps {n})"
+                 if config.max_train_tokens is not None else f" (the store has {n})")
+        raise UsageError(f"{opt('mdl', True)} needs at least 2 train stories{cause}: its "
+                         "portions are whole stories")
+
+
 def _labels(store: Store, config: GridConfig) -> tuple[Labels | TagSets, dict[str, Any]]:
     """The probe targets and what the train sample took ({} without max_train_tokens)."""
     if config.tagset not in ("fine", "coarse"):
@@ -167,6 +179,8 @@ def _labels(store: Store, config: GridConfig) -> tuple[Labels | TagSets, dict[st
         split, kept = sample_train_stories(split, store.tokens(["parent_id"])["parent_id"],
                                            config.max_train_tokens, config.seed)
         info = {"max_train_tokens": config.max_train_tokens, "train_stories": kept}
+    if config.mdl:
+        _check_mdl_stories(split, store, config)
     if config.multilabel:
         check_store(store)
         return tag_sets(store.tokens([f"{config.tagset}_tags"])[f"{config.tagset}_tags"],

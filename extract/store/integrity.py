@@ -15,6 +15,7 @@ compares them with both.
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extract.store.schema import SITES, TOKEN_TABLE, token_path
+from extract.store.schema import SITES, TOKEN_GROUP, TOKEN_TABLE, token_path
 from extract.store.writer import label_axes
 from headprobe.failures import DamagedFile, first_line
 from headprobe.layout import Dimensions
@@ -124,6 +125,17 @@ def check_written_rows(file: h5py.File, sites: list[str], rows_written: int,
     return _damage(file, sites, rows_written, chunk_rows)
 
 
+# (path, device, inode, mtime, size) of a store -> site (and "tokens") -> [n_blocks] bool:
+# the blocks this process has verified
+_VERDICTS: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _identity(path: str) -> tuple:
+    """The store at ``path`` as it is on disk now: a rewritten file is another one."""
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class BlockCheck:
     """Verifies what a reader reads: each block of ``chunk_rows`` rows of each site once,
     when first read, against its checksum (stores that record them) and for values that no
@@ -136,7 +148,10 @@ class BlockCheck:
         self.file, self.sites, self.chunk_rows = file, sites, max(int(chunk_rows), 1)
         self.table = file[CHECKSUMS][()] if CHECKSUMS in file else None
         n_blocks = -(-n_tokens // self.chunk_rows)
-        self.done = {site: np.zeros(n_blocks, dtype=bool) for site in sites}
+        # verdicts are kept for the life of the process, per file as it is on disk: a
+        # command that opens the store once per (site, layer) verifies each block once
+        self.done = _VERDICTS.setdefault(_identity(file.filename), {
+            site: np.zeros(n_blocks, dtype=bool) for site in [*sites, TOKEN_GROUP]})
         self.n_tokens = n_tokens
         # an unfinished store (read with allow_partial) has checksums of its complete rows
         self.written = int(file.attrs.get("rows_written", n_tokens))
@@ -172,6 +187,9 @@ class BlockCheck:
     def tokens(self) -> None:
         """Compare the token table with the fingerprint recorded at creation (stores that
         record one; merged stores record their shards' instead)."""
+        if self.done[TOKEN_GROUP].all():
+            return
+        self.done[TOKEN_GROUP][:] = True
         recorded = self.file.attrs.get(TOKENS_HASH)
         if (recorded is None or "merged_token_sha256" in self.file.attrs
                 or any(token_path(name) not in self.file for name in TOKEN_TABLE)):
