@@ -37,7 +37,7 @@ from headprobe.hdf5 import hdf5_image
 from headprobe.heads import head_label, kv_head_label
 from headprobe.layout import Array, Dimensions, format_of, set_format
 from headprobe.locks import output_lock
-from headprobe.manifest import base_manifest, write_json
+from headprobe.manifest import base_manifest, check_manifest, write_json
 from headprobe.rundir import missing_input, run_of
 from probing.controls import REGISTRY, SELECTIVITY_CONTROLS, array_suffix
 from probing.controls import selectivity as control_selectivity
@@ -319,6 +319,7 @@ def read_results(path: str | Path, verify: bool | None = None) -> ProbeResults:
         f = h5py.File(file, "r")
     except OSError as exc:
         raise UsageError(f"{file} is not an HDF5 file") from exc
+    check_manifest(file.parent, "fit the probes again")
     damaged = "the file is damaged; fit the probes again"
     with f, reading(file, "probe results", damaged, also=(KeyError, RuntimeError, ValueError)):
         fmt, version = format_of(f.attrs)

@@ -50,7 +50,7 @@ from headprobe.layout import (
     stored_dims,
 )
 from headprobe.locks import output_lock
-from headprobe.manifest import base_manifest, write_json
+from headprobe.manifest import base_manifest, check_manifest, write_json
 from headprobe.rundir import missing_input, run_of
 from probing.studies import STUDY_MODULES
 
@@ -166,6 +166,7 @@ def read_study(path: str | Path, verify: bool | None = None) -> StudyResults:
     if not file.is_file():
         raise missing_input("study", path, run_of(path, "study"), path.name)
     arrays, axes = {}, {}
+    check_manifest(path, "run the study again")
     damaged = "the file is damaged; run the study again"
     with reading(file, "study results", damaged, also=(KeyError, RuntimeError, ValueError)), \
             h5py.File(file, "r") as f:

@@ -41,13 +41,13 @@ def test_bootstrap_error_names_its_flag(probing_store, tmp_path, capsys):
     assert "--bootstrap" in line and "--n-boot" not in line, line
 
 
-def test_windows_longer_than_the_models_context_are_refused(tmp_path, gpt2_tokenizer, capsys):
-    argv = ["--source", "demo:3", "--tokenizer", str(gpt2_tokenizer), "--out",
+def test_windows_longer_than_the_models_context_are_refused(tmp_path, shared_model, capsys):
+    argv = ["--source", "demo:3", "--tokenizer", str(shared_model), "--out",
             str(tmp_path / "out"), "--max-tokens", "5000"]
     assert run_main(build_main, argv, prog=PROG) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--max-tokens 5000 is more than the model's " \
-        "context of 1024 tokens" in err, err
+        "context of 2048 tokens" in err, err
     assert not (tmp_path / "out").exists()
 
 

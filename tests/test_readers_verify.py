@@ -145,3 +145,14 @@ def test_verification_is_on_unless_switched_off(monkeypatch):
         monkeypatch.setenv(VERIFY_ENV, off)
         assert not verification_on() and verification_on(True)
     assert os.environ[VERIFY_ENV] == "false"
+
+
+def test_a_broken_manifest_is_one_line_for_figures_and_top(probing_results, tmp_path, capsys):
+    results = tmp_path / "probes"
+    shutil.copytree(probing_results, results)
+    (results / "manifest.json").write_text('{"stage": "probing fit", ')
+    assert run("probing", "top", "--results", results, "--tag", "NN") == 2
+    line = one_line_error(capsys)
+    assert f"{results / 'manifest.json'} is not valid JSON" in line, line
+    assert run("figures", "--results", results, "--out", tmp_path / "figs") == 2
+    assert "manifest.json is not valid JSON" in one_line_error(capsys)
