@@ -227,3 +227,24 @@ def test_a_refused_resume_leaves_the_file_as_it_was(full_store, untagged_dataset
     assert cli(*extract_args(untagged_dataset, shared_model, out, "--resume",
                              "--dtype", "float32")) == 2
     assert "different" in one_line_error(capsys) and digest(partial) == before
+
+
+def test_a_refused_shard_run_leaves_no_empty_shard_directory(untagged_dataset, shared_model,
+                                                             tmp_path, monkeypatch):
+    import extract.extractor
+    from extract.shards import extract_shard, shard_dir
+
+    out = tmp_path / "act.h5"
+
+    def refused(dataset, model, path, **settings):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)    # as the output lock does
+        raise UsageError("refused after the shard directory was made")
+
+    monkeypatch.setattr(extract.extractor, "extract_store", refused)
+    with pytest.raises(UsageError, match="refused after"):
+        extract_shard(untagged_dataset, str(shared_model), out, 0, 2)
+    assert not shard_dir(out).exists() and list(tmp_path.iterdir()) == []
+    shard_dir(out).mkdir()                          # one that was there before stays
+    with pytest.raises(UsageError):
+        extract_shard(untagged_dataset, str(shared_model), out, 0, 2)
+    assert shard_dir(out).is_dir()

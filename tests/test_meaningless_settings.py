@@ -65,3 +65,16 @@ def test_a_context_no_dataset_fits_is_refused():
         make_config(None, {"ctx": 1})
     assert make_config(None, {"ctx": 2}).ctx == 2
 
+
+
+def test_an_unreadable_tokenizer_is_one_whole_line(tmp_path, gpt2_tokenizer, capsys):
+    import shutil
+
+    broken = tmp_path / "tok"
+    shutil.copytree(gpt2_tokenizer, broken)
+    (broken / "vocab.json").write_text("garbage{")
+    argv = ["--source", "demo:3", "--tokenizer", str(broken), "--out", str(tmp_path / "out")]
+    assert run_main(build_main, argv, prog=PROG) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot load tokenizer '{broken}'" in err, err
+    assert "expected value at line 1 column 1" in err, err
