@@ -156,3 +156,14 @@ def test_a_broken_manifest_is_one_line_for_figures_and_top(probing_results, tmp_
     assert f"{results / 'manifest.json'} is not valid JSON" in line, line
     assert run("figures", "--results", results, "--out", tmp_path / "figs") == 2
     assert "manifest.json is not valid JSON" in one_line_error(capsys)
+
+
+def test_a_changed_token_table_is_refused(shared_store, tmp_path):
+    store = tmp_path / "act.h5"
+    shutil.copy(shared_store, store)
+    with h5py.File(store, "r+") as f:
+        f["tokens/input_id"][5] = f["tokens/input_id"][5] + 1
+    with open_store(store) as opened, pytest.raises(DamagedFile, match="token table"):
+        opened.tokens(["split"])
+    with open_store(store, verify=False) as opened:
+        assert len(opened.tokens(["split"])["split"]) == opened.n_tokens

@@ -151,7 +151,8 @@ class BlockCheck:
         # verdicts are kept for the life of the process, per file as it is on disk: a
         # command that opens the store once per (site, layer) verifies each block once
         self.done = _VERDICTS.setdefault(_identity(file.filename), {
-            site: np.zeros(n_blocks, dtype=bool) for site in [*sites, TOKEN_GROUP]})
+            **{site: np.zeros(n_blocks, dtype=bool) for site in sites},
+            TOKEN_GROUP: np.zeros(1, dtype=bool)})
         self.n_tokens = n_tokens
         # an unfinished store (read with allow_partial) has checksums of its complete rows
         self.written = int(file.attrs.get("rows_written", n_tokens))
@@ -176,8 +177,9 @@ class BlockCheck:
         except (OSError, RuntimeError, ValueError) as exc:
             raise DamagedFile(f"{where} cannot be decoded ({first_line(exc)}); the file is "
                               "damaged, extract it again") from exc
-        if self.table is not None and stop <= self.written and _crc(values) != int(self.table[block,
-                                                                     self.sites.index(site)]):
+        recorded = (int(self.table[block, self.sites.index(site)])
+                    if self.table is not None and stop <= self.written else None)
+        if recorded is not None and _crc(values) != recorded:
             raise DamagedFile(f"{where} do not match their checksum; the file is damaged, "
                               "extract it again")
         if values.dtype.kind == "f" and not np.isfinite(values).all():
@@ -187,13 +189,12 @@ class BlockCheck:
     def tokens(self) -> None:
         """Compare the token table with the fingerprint recorded at creation (stores that
         record one; merged stores record their shards' instead)."""
-        if self.done[TOKEN_GROUP].all():
+        if self.done[TOKEN_GROUP][0]:
             return
-        self.done[TOKEN_GROUP][:] = True
         recorded = self.file.attrs.get(TOKENS_HASH)
-        if (recorded is None or "merged_token_sha256" in self.file.attrs
-                or any(token_path(name) not in self.file for name in TOKEN_TABLE)):
-            return
-        if stored_token_hash(self.file) != recorded:
+        if (recorded is not None and "merged_token_sha256" not in self.file.attrs
+                and all(token_path(name) in self.file for name in TOKEN_TABLE)
+                and stored_token_hash(self.file) != recorded):
             raise DamagedFile(f"{self.file.filename}: the token table (group tokens) does not "
                               "match its fingerprint; the file is damaged, extract it again")
+        self.done[TOKEN_GROUP][0] = True
