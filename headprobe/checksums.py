@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,21 @@ def verification_on(verify: bool | None = None) -> bool:
     if verify is not None:
         return bool(verify)
     return os.environ.get(VERIFY_ENV, "1").strip().lower() not in _OFF
+
+
+@contextmanager
+def verification(on: bool) -> Iterator[None]:
+    """Readers in this block, and worker processes or Ray tasks started in it (they inherit
+    HEADPROBE_* variables), verify or not as ``on`` says; the setting is restored after."""
+    before = os.environ.get(VERIFY_ENV)
+    os.environ[VERIFY_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(VERIFY_ENV, None)
+        else:
+            os.environ[VERIFY_ENV] = before
 
 
 def crc32_of(values: Any) -> int:

@@ -10,12 +10,11 @@ times is printed; goal: at most GOAL.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 from pathlib import Path
 
-from headprobe.checksums import VERIFY_ENV
+from headprobe.checksums import verification
 from headprobe.errors import UsageError, opt
 from probing.bench import build_store
 from probing.bench_rss import fit_command, peak_rss
@@ -25,15 +24,8 @@ GOAL = 1.10
 
 def _timed(command: list[str], verify: bool) -> float:
     """Seconds ``command`` takes with verification on or off."""
-    before = os.environ.get(VERIFY_ENV)
-    os.environ[VERIFY_ENV] = "1" if verify else "0"
-    try:
+    with verification(verify):
         return peak_rss(command)[1]
-    finally:
-        if before is None:
-            del os.environ[VERIFY_ENV]
-        else:
-            os.environ[VERIFY_ENV] = before
 
 
 def run_verify(args: argparse.Namespace) -> int:
