@@ -2,7 +2,8 @@
 
 The same ``python -m probing fit`` runs as a child process with HEADPROBE_VERIFY=1 (every
 block of the store checked against its checksum, results arrays against theirs) and with
-HEADPROBE_VERIFY=0, in turn, ``--repeat`` times each, on the store of ``--stories`` stories
+HEADPROBE_VERIFY=0, in turn (after one untimed run that brings the store into the page
+cache; the order alternates), ``--repeat`` times each, on the store of ``--stories`` stories
 of the shared model (cached, see :func:`probing.bench.build_store`). The ratio of the median
 times is printed; goal: at most GOAL.
 """
@@ -36,8 +37,9 @@ def run_verify(args: argparse.Namespace) -> int:
     times: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="headprobe-verify-") as tmp:
         command = fit_command(store, Path(tmp) / "probes", args) + ["--overwrite"]
-        for _ in range(args.repeat):
-            for verify in (True, False):
+        _timed(command, False)        # untimed: brings the store into the page cache
+        for run in range(args.repeat):
+            for verify in (True, False) if run % 2 == 0 else (False, True):
                 times[verify].append(_timed(command, verify))
                 print(f"verification {'on ' if verify else 'off'}: {times[verify][-1]:.1f} s",
                       flush=True)
