@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from headprobe.cli import split_list
 from headprobe.errors import UsageError, opt
@@ -33,8 +34,8 @@ def fit_command(store: Path, out: Path, args: argparse.Namespace) -> list[str]:
     return command + (["--layers", layers] if layers else [])
 
 
-def peak_rss(command: list[str]) -> tuple[int, float]:
-    """Run ``command`` from the project root; (its peak RSS in bytes, seconds).
+def measured_run(command: list[str]) -> tuple[Any, float]:
+    """Run ``command`` from the project root; (its resource usage, wall seconds).
 
     Raises RuntimeError when it fails.
     """
@@ -46,7 +47,16 @@ def peak_rss(command: list[str]) -> tuple[int, float]:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}")
-    return usage.ru_maxrss * 1024, time.perf_counter() - start  # Linux: KiB
+    return usage, time.perf_counter() - start
+
+
+def peak_rss(command: list[str]) -> tuple[int, float]:
+    """Run ``command`` from the project root; (its peak RSS in bytes, seconds).
+
+    Raises RuntimeError when it fails.
+    """
+    usage, seconds = measured_run(command)
+    return usage.ru_maxrss * 1024, seconds  # Linux: KiB
 
 
 def run_rss(args: argparse.Namespace) -> int:
