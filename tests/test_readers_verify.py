@@ -73,9 +73,11 @@ def test_reading_without_verification_returns_the_damaged_rows(plain_store, tmp_
             opened.read("key", 1, 0, index=np.arange(4))
 
 
-def test_a_study_refuses_a_damaged_block_in_one_line(shared_store, tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["compressed", "uncompressed"])
+def test_a_study_refuses_a_damaged_block_in_one_line(kind, shared_store, plain_store, tmp_path,
+                                                     capsys):
     store = tmp_path / "act.h5"
-    shutil.copy(shared_store, store)
+    shutil.copy(shared_store if kind == "compressed" else plain_store, store)
     damage_chunk(store, "activity")
     assert run("probing", "quote", "--store", store, "--no-model",
                "--out", tmp_path / "quote") == 2
