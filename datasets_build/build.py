@@ -133,6 +133,10 @@ def _counts(tokens: dict[str, np.ndarray], stories: Windows, parent_codes: np.nd
     return counts
 
 
+# windows shorter than this are accepted with a warning
+FEW_TOKENS = 8
+
+
 def _check_numbers(limit: int | None, batch_size: int, n_process: int,
                    max_tokens: int | None, prepend_bos: bool) -> None:
     if limit is not None and limit < 1:
@@ -226,10 +230,17 @@ def open_tagger(opts: BuildOptions) -> tuple[Any, dict[str, list[str]]]:
 def context_limit(opts: BuildOptions, tokenizer: BuildTokenizer) -> dict[str, Any]:
     """The build's window settings: ``max_tokens`` (given, else the model's context when
     known, else None: stories are never cut) and where it came from."""
-    if opts.max_tokens is not None:
-        return {"max_tokens": opts.max_tokens, "max_tokens_from": "max_tokens"}
     limit, origin = known_context(tokenizer.tok)
-    return {"max_tokens": limit, "max_tokens_from": origin or None}
+    if opts.max_tokens is None:
+        return {"max_tokens": limit, "max_tokens_from": origin or None}
+    if limit is not None and opts.max_tokens > limit:
+        raise UsageError(f"{opt('max_tokens')} {opts.max_tokens} is more than the model's "
+                         f"context of {limit} tokens ({origin}): no model could read such "
+                         "windows; leave it out to cut at the context")
+    if opts.max_tokens < FEW_TOKENS:
+        print(f"warning: windows of at most {opts.max_tokens} tokens (max tokens) leave "
+              f"attention almost no context; {FEW_TOKENS} or more is meaningful", file=sys.stderr)
+    return {"max_tokens": opts.max_tokens, "max_tokens_from": "max_tokens"}
 
 
 def tag_and_align(opts: BuildOptions, texts: Sequence[str], tokenizer: BuildTokenizer, nlp: Any,
@@ -336,8 +347,8 @@ def make_dataset(opts: BuildOptions, part: tuple[int, int] | None = None) -> Bui
                          decode_errors=opts.decode_errors)
     texts, dropped = collect_stories(source, opts.limit)
     tokenizer = prepare_tokenizer(opts, source, texts)
-    nlp, vocab = open_tagger(opts)
     windows = context_limit(opts, tokenizer)
+    nlp, vocab = open_tagger(opts)
     codes = split_stories(len(texts), opts.test_fraction, opts.seed)
     lo, hi = part_range(len(texts), *(part or (0, 1)))
     stories = tag_and_align(opts, texts[lo:hi], tokenizer, nlp, vocab, windows["max_tokens"])

@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
@@ -38,11 +39,12 @@ from extract.store.integrity import (
     check_written_rows,
     create_checksums,
     record_block,
+    resumable_rows,
     token_table_hash,
 )
 from extract.store.json_attrs import decode_attrs
 from extract.store.reader import H5_DAMAGE
-from extract.store.schema import DEFAULT_SITES
+from extract.store.schema import DEFAULT_SITES, SCHEMA, SCHEMA_VERSION, store_version
 from extract.store.writer import StoreWriter, create_store, reopen_store
 from headprobe.devices import DEFAULT_MODEL_DTYPE
 from headprobe.errors import UsageError, opt
@@ -58,6 +60,9 @@ __all__ = ["DEFAULT_BATCH_TOKENS", "KILL_AFTER_ENV", "KILL_SHARD_ENV", "Extracto
 # in the writer of this shard ('i/n') when the second variable is set.
 KILL_AFTER_ENV = "HEADPROBE_EXTRACT_KILL_AFTER_CHUNKS"
 KILL_SHARD_ENV = "HEADPROBE_EXTRACT_KILL_SHARD"
+# ... or at a point of creating the store: 'create' (file laid out, no checksums yet) or
+# 'tokens' (token table written, progress not yet flushed)
+KILL_AT_ENV = "HEADPROBE_EXTRACT_KILL_AT"
 # Settings that must match for resume to continue a partial store.
 RESUME_KEYS = ("model", "model_weights_sha256", "reinit_seed", "dataset_vocab_hash",
                "dataset_n_tokens", "split", "shard", "sites", "dtype", "chunk_rows",
@@ -160,45 +165,54 @@ def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_r
             pending_rows -= take
 
 
-def _resume_problem(plan: ExtractPlan, writer: StoreWriter, tokens_hash: str) -> str:
-    """Why the unfinished store of ``writer`` cannot be continued by ``plan`` ('' if it can)."""
-    stored = {**RESUME_DEFAULTS, **decode_attrs(writer.file.attrs)}
-    wanted = json.loads(json.dumps(plan.attrs, default=str))
-    differ = [k for k in RESUME_KEYS if stored.get(k) != wanted.get(k)]
-    if differ:
-        return f"it was started with different {', '.join(differ)}"
-    return check_written_rows(writer.file, writer.sites, writer.rows_written, writer.chunk_rows,
-                              tokens_hash)
+def _resume_problem(plan: ExtractPlan, tokens_hash: str) -> str:
+    """Why the unfinished store of ``plan`` cannot be continued ('' if it can); the file is
+    opened read-only, so that a refused resume leaves it as it was."""
+    with h5py.File(plan.options.partial, "r") as file:
+        if store_version(file.attrs) != (SCHEMA, SCHEMA_VERSION):
+            return f"it is not a headprobe store of schema version {SCHEMA_VERSION}"
+        stored = {**RESUME_DEFAULTS, **decode_attrs(file.attrs)}
+        wanted = json.loads(json.dumps(plan.attrs, default=str))
+        differ = [k for k in RESUME_KEYS if stored.get(k) != wanted.get(k)]
+        if differ:
+            return f"it was started with different {', '.join(differ)}"
+        return check_written_rows(file, json.loads(file.attrs["sites"]),
+                                  int(file.attrs["rows_written"]),
+                                  int(file.attrs["chunk_rows"]), tokens_hash)
+
+
+def _kill_at(point: str) -> None:
+    """Fault injection: SIGKILL this process at ``point`` of creating the store when
+    KILL_AT_ENV names it."""
+    if os.environ.get(KILL_AT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def open_writer(plan: ExtractPlan) -> StoreWriter:
     """The writer of ``OUT.partial``: a new store, or the unfinished one when resuming.
 
     A resumed store must come from the same settings, model weights and dataset content,
-    and the rows it holds must match their checksums (:mod:`extract.store.integrity`).
+    and the rows it holds must match their checksums (:mod:`extract.store.integrity`). An
+    unfinished store without rows to keep (killed while it was created) is started again.
     """
     options, table = plan.options, plan.token_table()
     tokens_hash = token_table_hash(table)
-    if options.resume:
-        writer = reopen_store(options.partial)
+    if options.resume and resumable_rows(options.partial):
         again = f"start again with {opt('overwrite', True)}"
-        try:
-            with reading(options.partial, "unfinished store", again, also=H5_DAMAGE):
-                problem = _resume_problem(plan, writer, tokens_hash)
-        except UsageError:
-            writer.close()
-            raise
+        with reading(options.partial, "unfinished store", again, also=H5_DAMAGE):
+            problem = _resume_problem(plan, tokens_hash)
         if problem:
-            writer.close()
             raise UsageError(f"cannot resume {options.partial}: {problem}; {again}")
-        return writer
+        return reopen_store(options.partial)
     options.partial.parent.mkdir(parents=True, exist_ok=True)
     require_free_space(options.partial, sum(v.nbytes for v in table.values()), shown=options.out)
     writer = create_store(options.partial, plan.n_rows, plan.arch, options.sites, options.dtype,
                           {**plan.attrs, TOKENS_HASH: tokens_hash}, plan.tags, plan.chunk_rows,
                           options.compression)
+    _kill_at("create")
     create_checksums(writer.file, plan.n_rows, writer.chunk_rows, len(writer.sites))
     writer.write_tokens(table)
+    _kill_at("tokens")
     writer.set_progress(0)
     return writer
 

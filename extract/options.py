@@ -10,6 +10,7 @@ from typing import Any
 from datasets_build.dataset import SPLITS
 from extract.models import DEFAULT_MODEL
 from extract.store.codec import DEFAULT_COMPRESSION, parse_compression
+from extract.store.integrity import resumable_rows
 from extract.store.schema import DEFAULT_SITES, check_dtype, check_sites
 from headprobe.atomic import check_target
 from headprobe.devices import DEFAULT_MODEL_DTYPE, check_model_dtype, resolve_device
@@ -110,7 +111,8 @@ class ExtractOptions:
             check_target(path, True, "file")
         if out.exists() and not (self.overwrite or self.resume):
             raise UsageError(f"{out} already exists; pass {opt('overwrite', True)} to replace it")
-        if partial.exists() and not (self.resume or self.overwrite):
+        if (partial.exists() and not (self.resume or self.overwrite)
+                and resumable_rows(partial)):
             raise UsageError(f"{partial} holds an interrupted run; pass {opt('resume', True)} to "
                              f"continue it or {opt('overwrite', True)} to start again")
         if self.resume and not partial.exists():

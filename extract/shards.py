@@ -16,7 +16,8 @@ one is continued (``resume``), a missing one is extracted. When all n are comple
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,30 @@ def extract_shard(dataset_dir: str | Path, model: Any, out: str | Path, index: i
 
     settings: those of :func:`extract.extractor.extract_store` (split, sites, dtype, ...).
     """
-    from extract.extractor import extract_store
-
     if not 0 <= index < n:
         raise UsageError(f"{opt('shard')} {index}/{n}: need 0 <= i < n")
+    with _new_shard_dir(out):
+        return _extract_shard(dataset_dir, model, out, index, n, overwrite, **settings)
+
+
+@contextmanager
+def _new_shard_dir(out: str | Path) -> Iterator[None]:
+    """Remove the shard directory of ``out`` again when a run that created it fails and
+    leaves it empty."""
+    directory = shard_dir(out)
+    existed = directory.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+        raise
+
+
+def _extract_shard(dataset_dir: str | Path, model: Any, out: str | Path, index: int, n: int,
+                   overwrite: bool, **settings: Any) -> ShardRun:
+    from extract.extractor import extract_store
+
     state = "missing" if overwrite else shard_state(out, index, n)
     options = shard_options(dataset_dir, model, out, index, n, state, overwrite, **settings)
     if state == "complete":

@@ -96,6 +96,7 @@ def build_viewer(store_path: str | Path, model_name: str, story_id: int, out: st
     if max_tokens is not None:
         input_ids = input_ids[:max_tokens]
     model = load_model(model_name)
+    store.check_vocabulary(model.tokenizer, f"model {model_name}")
     if not 0 <= layer < model.cfg.n_layers:
         raise UsageError(f"{opt('layer', layer)} out of range [0, {model.cfg.n_layers})")
     patterns = attention_patterns(model, input_ids)

@@ -23,7 +23,8 @@ from headprobe.locks import release_claims
 from headprobe.quiet import quiet_third_party
 
 # Parameters whose flag is not ``--`` + the name with dashes.
-FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos", "draws": "--random-draws"}
+FLAG_NAMES = {"C": "-C", "k": "-k", "prepend_bos": "--no-bos", "draws": "--random-draws",
+              "n_boot": "--bootstrap"}
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+from collections.abc import Callable
 from typing import Any
 
 from headprobe.errors import UsageError, opt
@@ -23,6 +25,10 @@ from headprobe.errors import UsageError, opt
 INSTALL_HINT = "pip install 'headprobe[ray]' (in a checkout: pip install -e '.[ray]')"
 LOCAL = "local"
 ENV_PREFIX = "HEADPROBE_"
+# seconds to wait for a cluster address to accept a connection
+CONNECT_TIMEOUT = 3.0
+START_HINT = (f"start one with 'ray start --head' or use {opt('ray', 'local:N')}")
+_ANNOUNCED = False   # whether this process has said which cluster it runs on
 
 
 def import_ray() -> Any:
@@ -48,22 +54,67 @@ def parse_cluster(spec: str) -> tuple[str, int | None]:
     return spec, None
 
 
-def connect(spec: str) -> Any:
-    """Connect to the cluster ``spec`` names (see the module docstring); returns ``ray``."""
-    ray = import_ray()
-    if ray.is_initialized():
-        return ray
-    address, cpus = parse_cluster(spec)
-    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of an address ``HOST:PORT`` or ``ray://HOST:PORT``; None for others
+    (``auto``, a bare host)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """UsageError, within ``timeout`` seconds, unless something accepts connections at
+    ``address`` (before Ray tries, and retries, for much longer)."""
+    where = _host_port(address)
+    if where is None:
+        return
     try:
-        if address == LOCAL:
-            ray.init(num_cpus=cpus, **quiet)
-        else:
-            ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UsageError(f"cannot reach the Ray cluster at {address!r} "
-                         f"({str(exc).splitlines()[0]}); start one with 'ray start --head' or "
-                         f"use {opt('ray', 'local:N')}") from None
+        with socket.create_connection(where, timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = (f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError)
+                  else (exc.strerror or str(exc)).lower())
+        raise UsageError(f"cannot reach the Ray cluster at {address!r} ({reason}); "
+                         f"{START_HINT}") from None
+
+
+def describe_cluster(ray: Any) -> str:
+    """``Ray cluster ADDRESS: N nodes, C CPUs, G GPUs`` of the connected cluster."""
+    resources = ray.cluster_resources()
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    try:
+        address = ray.get_runtime_context().gcs_address
+    except AttributeError:
+        address = "?"
+    return (f"Ray cluster {address}: {nodes} node{'s' * (nodes != 1)}, "
+            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+
+
+def connect(spec: str, log: Callable[[str], None] | None = None) -> Any:
+    """Connect to the cluster ``spec`` names (see the module docstring); returns ``ray``.
+
+    An address that accepts no connection fails in one line within CONNECT_TIMEOUT
+    seconds. The cluster (address, nodes, CPUs, GPUs) is said once per process, through
+    ``log`` (default: printed).
+    """
+    global _ANNOUNCED
+    ray = import_ray()
+    if not ray.is_initialized():
+        address, cpus = parse_cluster(spec)
+        quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        logging.getLogger("ray").setLevel(logging.ERROR)
+        if address != LOCAL:
+            check_reachable(address)
+        try:
+            if address == LOCAL:
+                ray.init(num_cpus=cpus, **quiet)
+            else:
+                ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UsageError(f"cannot reach the Ray cluster at {address!r} "
+                             f"({str(exc).splitlines()[0]}); {START_HINT}") from None
+    if not _ANNOUNCED:
+        _ANNOUNCED = True
+        (log or (lambda line: print(line, flush=True)))(describe_cluster(ray))
     return ray
 
 

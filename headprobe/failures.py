@@ -36,7 +36,7 @@ ADVICE = {
 }
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
@@ -61,7 +61,7 @@ def os_error_line(exc: OSError) -> str:
     """``cannot use PATH: reason; advice`` for an OSError."""
     names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
     where = " -> ".join(names) or "a file"
-    reason = exc.strerror or _first_line(exc)
+    reason = exc.strerror or first_line(exc)
     advice = ADVICE.get(exc.errno or 0, "check the path and the disk")
     return f"cannot use {where}: {reason}; {advice}"
 
@@ -71,7 +71,7 @@ def failure_line(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and (exc.filename or exc.errno in ADVICE):
         return os_error_line(exc)
     if isinstance(exc, decode_errors()):
-        return f"cannot read a file: {_first_line(exc)}"
+        return f"cannot read a file: {first_line(exc)}"
     return None
 
 
@@ -91,4 +91,10 @@ def reading(path: str | Path, what: str, remedy: str,
     except (*decode_errors(), *also) as exc:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise UsageError(f"cannot read {what} {path}: {_first_line(exc)}; {remedy}") from exc
+        raise UsageError(f"cannot read {what} {path}: {first_line(exc)}; {remedy}") from exc
+
+
+class DamagedFile(UsageError):
+    """A file whose contents differ from the checksums written with it, or hold values
+    that cannot be there (NaN activations); the message names the file, the array and,
+    for a store, the rows. The command line reports it in one line with exit code 2."""

@@ -27,6 +27,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from headprobe.checksums import stamp
+
 FORMAT, FORMAT_VERSION, DIMS, DESCRIPTION = "format", "format_version", "dims", "description"
 # kind of values -> numpy dtype kinds it accepts ('' accepts any numbers)
 KINDS = {"float": "f", "int": "iu", "bool": "b", "str": "USO", "": "fiub"}
@@ -229,9 +231,11 @@ class Dimensions:
     def write(self, name: str, value: Any, dims: tuple[str, ...], description: str,
               scales: list[str] | None = None, compress: bool = False) -> h5py.Dataset:
         """Create array ``name`` (see :func:`create_array`) with its ``dims`` and
-        ``description``, attached to the coordinates ``scales`` (default: ``dims``)."""
+        ``description``, attached to the coordinates ``scales`` (default: ``dims``), with
+        the checksum of its values (:func:`headprobe.checksums.stamp`)."""
         ds = create_array(self.file, name, value, compress)
         describe(ds, dims, description)
+        stamp(ds)
         self.attach(ds, dims if scales is None else scales)
         return ds
 

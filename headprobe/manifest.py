@@ -52,3 +52,21 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def check_manifest(directory: str | Path, remedy: str) -> None:
+    """DamagedFile unless ``directory/manifest.json``, when present, is a JSON object; a
+    reader of a results directory calls it so that a broken one is not passed over.
+    remedy: what to do ("fit the probes again")."""
+    from headprobe.failures import DamagedFile, first_line
+
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        return
+    try:
+        manifest = read_json(path)
+    except (ValueError, UnicodeError) as exc:
+        raise DamagedFile(f"{path} is not valid JSON ({first_line(exc)}); the file is "
+                          f"damaged, {remedy}") from exc
+    if not isinstance(manifest, dict):
+        raise DamagedFile(f"{path} is not a JSON object; the file is damaged, {remedy}")

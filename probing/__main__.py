@@ -15,6 +15,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError
@@ -115,10 +116,14 @@ def _add_scale(p: argparse.ArgumentParser) -> None:
                    help="fit the (site, layer) blocks as tasks on a Ray cluster: 'auto' (the "
                         "cluster this machine belongs to), a head node's address, or local:N "
                         "(a local instance with N CPUs); needs the ray extra; default: no cluster")
+    p.add_argument("--no-verify", action="store_true",
+                   help="read the store without checking each block against its checksum "
+                        "(the same as HEADPROBE_VERIFY=0; default: verify)")
 
 
 def _fit(args: argparse.Namespace) -> int:
     from headprobe.atomic import check_target
+    from headprobe.checksums import verification
     from headprobe.locks import claim_output
     from probing.grid import GridConfig, run_grid
     from probing.multilabel import DESCRIPTIONS as MULTILABEL_DESCRIPTIONS
@@ -141,7 +146,8 @@ def _fit(args: argparse.Namespace) -> int:
         ray=args.ray, chunk_rows=args.chunk_rows, max_train_tokens=args.max_train_tokens,
         max_test_tokens=args.max_test_tokens,
         ambiguous_min_count=args.ambiguous_min_count)
-    result = run_grid(str(store), config, control_store)
+    with verification(False) if args.no_verify else nullcontext():
+        result = run_grid(str(store), config, control_store)
     labels = result.labels
     if labels.folded:
         print("folded tags: " + ", ".join(f"{a}->{b}" for a, b in labels.folded.items()),

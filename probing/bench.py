@@ -6,6 +6,7 @@ per MDL portion) against the batched ``fast`` solver, side by side.
                             [--jobs 1]
     python -m probing bench --rss [--small 1000] [--large 3000] [--sites key] [--layers 0,4]
                                   [--max-test-tokens N]
+    python -m probing bench --verify [--stories 600] [--repeat 3] [--sites key] [--layers all]
 
 Without ``--store`` the store is built from the shared model over the shared validation
 text (cached under the temp directory) via the datasets_build and extract Python APIs.
@@ -15,6 +16,8 @@ the ratio is measured in this one run under the same load. Goals: the fast grid 
 
 With ``--rss`` it measures memory instead (probing.bench_rss): the peak resident set size
 of ``probing fit`` on the stores of ``--small`` and ``--large`` stories, side by side.
+With ``--verify`` it times ``probing fit`` with and without verification of what it reads
+(probing.bench_verify) and prints the ratio.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rss", action="store_true",
                    help="measure the peak memory (RSS) of probing fit on the stores of --small "
                         "and --large stories instead of timing the solvers")
+    p.add_argument("--verify", action="store_true",
+                   help="time probing fit on the store of --stories with verification of what "
+                        "it reads on and off (HEADPROBE_VERIFY) and print the ratio")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each setting of --verify (default 3; medians compared)")
     p.add_argument("--small", type=int, default=1000,
                    help="stories of the smaller store of --rss (default 1000)")
     p.add_argument("--large", type=int, default=3000,
@@ -126,6 +134,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from probing.bench_rss import run_rss
 
         return run_rss(args)
+    if args.verify:
+        from probing.bench_verify import run_verify
+
+        return run_verify(args)
     if args.jobs < 1:
         raise UsageError(f"{opt('jobs')} must be positive")
     path = Path(args.store) if args.store else build_store(args.text, args.model, args.stories,

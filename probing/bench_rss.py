@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from headprobe.cli import split_list
 from headprobe.errors import UsageError, opt
@@ -27,7 +28,7 @@ GOAL = 1.3
 GOAL_CAPPED = 1.1          # with --max-test-tokens: nothing held grows with the test split
 
 
-def _fit_command(store: Path, out: Path, args: argparse.Namespace) -> list[str]:
+def fit_command(store: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """The ``probing fit`` command measured: default controls, the bench's sites/layers."""
     layers = "" if args.layers == "all" else args.layers
     command = [sys.executable, "-m", "probing", "fit", "--store", str(store), "--out",
@@ -37,8 +38,8 @@ def _fit_command(store: Path, out: Path, args: argparse.Namespace) -> list[str]:
                       if args.max_test_tokens is not None else [])
 
 
-def peak_rss(command: list[str]) -> tuple[int, float]:
-    """Run ``command`` from the project root; (its peak RSS in bytes, seconds).
+def measured_run(command: list[str]) -> tuple[Any, float]:
+    """Run ``command`` from the project root; (its resource usage, wall seconds).
 
     Raises RuntimeError when it fails.
     """
@@ -50,7 +51,16 @@ def peak_rss(command: list[str]) -> tuple[int, float]:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}")
-    return usage.ru_maxrss * 1024, time.perf_counter() - start  # Linux: KiB
+    return usage, time.perf_counter() - start
+
+
+def peak_rss(command: list[str]) -> tuple[int, float]:
+    """Run ``command`` from the project root; (its peak RSS in bytes, seconds).
+
+    Raises RuntimeError when it fails.
+    """
+    usage, seconds = measured_run(command)
+    return usage.ru_maxrss * 1024, seconds  # Linux: KiB
 
 
 def run_rss(args: argparse.Namespace) -> int:
@@ -67,7 +77,7 @@ def run_rss(args: argparse.Namespace) -> int:
         for n, store in zip(sizes, stores, strict=True):
             with open_store(store) as opened:
                 tokens = opened.n_tokens
-            peak, seconds = peak_rss(_fit_command(store, Path(tmp) / f"probes-{n}", args))
+            peak, seconds = peak_rss(fit_command(store, Path(tmp) / f"probes-{n}", args))
             peaks.append(peak)
             print(f"{n:6d} stories ({tokens:,} tokens, {store.stat().st_size / 2**20:,.0f} MiB "
                   f"store): peak RSS {peak / 2**20:7.1f} MiB in {seconds:.0f} s", flush=True)

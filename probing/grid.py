@@ -166,12 +166,26 @@ class HeadProbe:
         return self.labels.decide(self.decision_function(X))
 
 
+def _check_mdl_stories(split: np.ndarray, store: Store, config: GridConfig) -> None:
+    """Refuse MDL over fewer than 2 train stories: its portions are whole stories, so one
+    story is sent in one portion and every code length equals the uniform one."""
+    stories = store.tokens(["parent_id"])["parent_id"][split == 0]
+    n = len(np.unique(stories))
+    if n < 2:
+        cause = (f" ({opt('max_train_tokens')} {config.max_train_tokens} keeps {n})"
+                 if config.max_train_tokens is not None else f" (the store has {n})")
+        raise UsageError(f"{opt('mdl', True)} needs at least 2 train stories{cause}: its "
+                         "portions are whole stories")
+
+
 def _labels(store: Store, config: GridConfig) -> tuple[Labels | TagSets, dict[str, Any]]:
     """The probe targets and what the train sample took ({} without max_train_tokens)."""
     if config.tagset not in ("fine", "coarse"):
         raise UsageError(f"unknown tag set {config.tagset!r}; choose fine or coarse")
     table = store.tokens([f"{config.tagset}_tag", "split"])
     split, info = _sampled(store, table["split"], config)
+    if config.mdl:
+        _check_mdl_stories(split, store, config)
     if config.multilabel:
         check_store(store)
         return tag_sets(store.tokens([f"{config.tagset}_tags"])[f"{config.tagset}_tags"],
@@ -311,7 +325,9 @@ def _tokenizer(store: Store, config: GridConfig) -> Any:
     if name is None:
         raise UsageError(f"the store names no model; give {opt('tokenizer')} for "
                          "lowercased word types")
-    return load_tokenizer(name)
+    tokenizer = load_tokenizer(name)
+    store.check_vocabulary(tokenizer, f"tokenizer {name}")
+    return tokenizer
 
 
 def _word_types(store: Store, labels: Target, config: GridConfig

@@ -30,13 +30,14 @@ import h5py
 import numpy as np
 
 from headprobe.atomic import atomic_dir
+from headprobe.checksums import read_array, verification_on
 from headprobe.errors import UsageError
 from headprobe.failures import reading
 from headprobe.hdf5 import hdf5_image
 from headprobe.heads import head_label, kv_head_label
 from headprobe.layout import Array, Dimensions, format_of, set_format
 from headprobe.locks import output_lock
-from headprobe.manifest import base_manifest, write_json
+from headprobe.manifest import base_manifest, check_manifest, write_json
 from headprobe.rundir import missing_input, run_of
 from probing.controls import REGISTRY, SELECTIVITY_CONTROLS, array_suffix
 from probing.controls import selectivity as control_selectivity
@@ -303,8 +304,22 @@ def write_results(out_dir: str | Path, sites: list[str], layers: list[int], tags
     return Path(out_dir)
 
 
-def read_results(path: str | Path) -> ProbeResults:
-    """Read a results directory (or its probes.h5) written by ``probing fit``."""
+def _read_arrays(f: h5py.File, file: Path, verify: bool) -> dict[str, np.ndarray]:
+    """The result arrays of ``f``, each checked against its checksum when ``verify``."""
+    arrays = {}
+    for name, ds in f.items():
+        if name in AXIS_ARRAYS or name in OLD_AXIS_ARRAYS.values() or ds.is_scale:
+            continue
+        arrays[name] = read_array(ds, file, "fit the probes again", verify)
+    return arrays
+
+
+def read_results(path: str | Path, verify: bool | None = None) -> ProbeResults:
+    """Read a results directory (or its probes.h5) written by ``probing fit``.
+
+    verify: compare each array with its checksum (default: on unless HEADPROBE_VERIFY=0;
+    see :mod:`headprobe.checksums`); a damaged array raises DamagedFile.
+    """
     path = Path(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.is_file():
@@ -313,6 +328,7 @@ def read_results(path: str | Path) -> ProbeResults:
         f = h5py.File(file, "r")
     except OSError as exc:
         raise UsageError(f"{file} is not an HDF5 file") from exc
+    check_manifest(file.parent, "fit the probes again")
     damaged = "the file is damaged; fit the probes again"
     with f, reading(file, "probe results", damaged, also=(KeyError, RuntimeError, ValueError)):
         fmt, version = format_of(f.attrs)
@@ -324,8 +340,6 @@ def read_results(path: str | Path) -> ProbeResults:
         layers = [int(x) for x in axes["layer"][()]]
         site_heads = [int(x) for x in f["site_heads"][()]] if "site_heads" in f else []
         head_axes = list(f["head_axes"].asstr()[()]) if "head_axes" in f else []
-        arrays = {name: ds[()] for name, ds in f.items()
-                  if name not in AXIS_ARRAYS and name not in OLD_AXIS_ARRAYS.values()
-                  and not ds.is_scale}
+        arrays = _read_arrays(f, file, verification_on(verify))
         attrs = json.loads(f.attrs["params"])
     return ProbeResults(file.parent, sites, layers, tags, arrays, attrs, site_heads, head_axes)

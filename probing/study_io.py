@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 
 from headprobe.atomic import atomic_dir
+from headprobe.checksums import read_array, verification_on
 from headprobe.errors import UsageError
 from headprobe.failures import reading
 from headprobe.hdf5 import hdf5_image
@@ -49,7 +50,7 @@ from headprobe.layout import (
     stored_dims,
 )
 from headprobe.locks import output_lock
-from headprobe.manifest import base_manifest, write_json
+from headprobe.manifest import base_manifest, check_manifest, write_json
 from headprobe.rundir import missing_input, run_of
 from probing.studies import STUDY_MODULES
 
@@ -162,13 +163,19 @@ def _check_version(f: h5py.File, file: Path) -> None:
                          f"{' and '.join(map(str, READABLE_VERSIONS))})")
 
 
-def read_study(path: str | Path) -> StudyResults:
-    """Read a study directory written by :func:`write_study` (or by format version 1)."""
+def read_study(path: str | Path, verify: bool | None = None) -> StudyResults:
+    """Read a study directory written by :func:`write_study` (or by format version 1).
+
+    verify: compare each array with its checksum (default: on unless HEADPROBE_VERIFY=0;
+    see :mod:`headprobe.checksums`); a damaged array raises DamagedFile.
+    """
+    verify = verification_on(verify)
     path = Path(path)
     file = path / RESULTS_FILE
     if not file.is_file():
         raise missing_input("study", path, run_of(path, "study"), path.name)
     arrays, axes = {}, {}
+    check_manifest(path, "run the study again")
     damaged = "the file is damaged; run the study again"
     with reading(file, "study results", damaged, also=(KeyError, RuntimeError, ValueError)), \
             h5py.File(file, "r") as f:
@@ -176,7 +183,7 @@ def read_study(path: str | Path) -> StudyResults:
         for name, ds in f.items():
             if ds.is_scale:   # a coordinate of the arrays' axes
                 continue
-            arrays[name] = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+            arrays[name] = read_array(ds, file, "run the study again", verify)
             stored = stored_dims(ds, legacy="axes")
             if stored is not None:
                 axes[name] = stored

@@ -2,7 +2,10 @@
 merged stores check their shards, a full disk or a damaged input is one line."""
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,7 +15,7 @@ from datasets_build.dataset import load_tagged_dataset
 from datasets_build.sources import read_separated
 from datasets_build.untagged import write_untagged_dataset
 from extract.__main__ import main
-from extract.extractor import extract_store
+from extract.extractor import KILL_AT_ENV, extract_store
 from extract.store import open_store
 from headprobe.cli import run_main
 from headprobe.errors import UsageError
@@ -21,6 +24,7 @@ from tests.fixtures_faults import hold_lock
 from tests.test_extract_cli import assert_same_store
 
 OPTS = dict(chunk_rows=512, batch_tokens=1024)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args):
@@ -196,3 +200,51 @@ def test_damaged_weights_and_outputs_of_the_wrong_kind_are_one_line(untagged_dat
     assert "is a directory" in one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5", "model"]
     assert not any((tmp_path / "b.h5").iterdir())
+
+
+@pytest.mark.parametrize("point, rerun", [("create", []), ("tokens", []),
+                                         ("create", ["--resume"])])
+def test_a_kill_while_the_store_is_created_is_recovered_by_a_rerun(
+        point, rerun, full_store, untagged_dataset, shared_model, tmp_path, capsys):
+    out = tmp_path / "act.h5"
+    env = {**os.environ, KILL_AT_ENV: point, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "extract",
+           *map(str, extract_args(untagged_dataset, shared_model, out))]
+    killed = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    partial = out.with_name(out.name + ".partial")
+    assert partial.exists() and not out.exists()
+    assert cli(*extract_args(untagged_dataset, shared_model, out, *rerun)) == 0
+    assert not partial.exists()
+    assert_same_store(full_store, out)
+
+
+def test_a_refused_resume_leaves_the_file_as_it_was(full_store, untagged_dataset,
+                                                    shared_model, tmp_path, capsys):
+    out = tmp_path / "act.h5"
+    partial = make_partial(full_store, out, 512)
+    before = digest(partial)
+    assert cli(*extract_args(untagged_dataset, shared_model, out, "--resume",
+                             "--dtype", "float32")) == 2
+    assert "different" in one_line_error(capsys) and digest(partial) == before
+
+
+def test_a_refused_shard_run_leaves_no_empty_shard_directory(untagged_dataset, shared_model,
+                                                             tmp_path, monkeypatch):
+    import extract.extractor
+    from extract.shards import extract_shard, shard_dir
+
+    out = tmp_path / "act.h5"
+
+    def refused(dataset, model, path, **settings):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)    # as the output lock does
+        raise UsageError("refused after the shard directory was made")
+
+    monkeypatch.setattr(extract.extractor, "extract_store", refused)
+    with pytest.raises(UsageError, match="refused after"):
+        extract_shard(untagged_dataset, str(shared_model), out, 0, 2)
+    assert not shard_dir(out).exists() and list(tmp_path.iterdir()) == []
+    shard_dir(out).mkdir()                          # one that was there before stays
+    with pytest.raises(UsageError):
+        extract_shard(untagged_dataset, str(shared_model), out, 0, 2)
+    assert shard_dir(out).is_dir()

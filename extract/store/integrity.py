@@ -15,14 +15,17 @@ compares them with both.
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import h5py
 import numpy as np
 
-from extract.store.schema import SITES, TOKEN_TABLE, token_path
+from extract.store.schema import SITES, TOKEN_GROUP, TOKEN_TABLE, token_path
 from extract.store.writer import label_axes
+from headprobe.failures import DamagedFile, first_line
 from headprobe.layout import Dimensions
 
 TOKENS_HASH = "token_table_sha256"
@@ -89,6 +92,19 @@ def _damage(file: h5py.File, sites: list[str], rows_written: int, chunk_rows: in
     return ""
 
 
+def resumable_rows(path: str | Path) -> int:
+    """Rows an unfinished store at ``path`` holds that a resume could keep: its progress
+    when it records checksums and a token fingerprint, else 0 (also when it cannot be
+    opened: a store killed while it was being created)."""
+    try:
+        with h5py.File(path, "r") as file:
+            if file.attrs.get(TOKENS_HASH) is None or CHECKSUMS not in file:
+                return 0
+            return int(file.attrs.get("rows_written", 0))
+    except (OSError, RuntimeError, KeyError, ValueError):
+        return 0
+
+
 def check_written_rows(file: h5py.File, sites: list[str], rows_written: int,
                        chunk_rows: int, expected_tokens_hash: str) -> str:
     """Why the complete rows of an unfinished store cannot be continued ('' when they can).
@@ -107,3 +123,78 @@ def check_written_rows(file: h5py.File, sites: list[str], rows_written: int,
     except (OSError, RuntimeError, KeyError) as exc:
         return f"its token table cannot be read ({exc})"
     return _damage(file, sites, rows_written, chunk_rows)
+
+
+# (path, device, inode, mtime, size) of a store -> site (and "tokens") -> [n_blocks] bool:
+# the blocks this process has verified
+_VERDICTS: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _identity(path: str) -> tuple:
+    """The store at ``path`` as it is on disk now: a rewritten file is another one."""
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class BlockCheck:
+    """Verifies what a reader reads: each block of ``chunk_rows`` rows of each site once,
+    when first read, against its checksum (stores that record them) and for values that no
+    site can hold (NaN or infinite floats); the token table once against its fingerprint.
+
+    A block that fails raises DamagedFile naming the file, the array and the rows.
+    """
+
+    def __init__(self, file: h5py.File, sites: list[str], n_tokens: int, chunk_rows: int):
+        self.file, self.sites, self.chunk_rows = file, sites, max(int(chunk_rows), 1)
+        self.table = file[CHECKSUMS][()] if CHECKSUMS in file else None
+        n_blocks = -(-n_tokens // self.chunk_rows)
+        # verdicts are kept for the life of the process, per file as it is on disk: a
+        # command that opens the store once per (site, layer) verifies each block once
+        self.done = _VERDICTS.setdefault(_identity(file.filename), {
+            **{site: np.zeros(n_blocks, dtype=bool) for site in sites},
+            TOKEN_GROUP: np.zeros(1, dtype=bool)})
+        self.n_tokens = n_tokens
+        # an unfinished store (read with allow_partial) has checksums of its complete rows
+        self.written = int(file.attrs.get("rows_written", n_tokens))
+
+    def rows(self, site: str, lo: int, hi: int) -> None:
+        """Verify every block of ``site`` that rows [lo, hi) touch and that is not yet
+        verified."""
+        done = self.done[site]
+        for block in range(lo // self.chunk_rows, -(-hi // self.chunk_rows)):
+            if not done[block]:
+                self._block(site, block)
+                done[block] = True
+
+    def _block(self, site: str, block: int) -> None:
+        start = block * self.chunk_rows
+        stop = min(start + self.chunk_rows, self.n_tokens)
+        ds = self.file[SITES[site].dataset]
+        where = (f"{self.file.filename}: rows {start}-{stop - 1} of array "
+                 f"{ds.name.lstrip('/')}")
+        try:
+            values = ds[start:stop]
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DamagedFile(f"{where} cannot be decoded ({first_line(exc)}); the file is "
+                              "damaged, extract it again") from exc
+        recorded = (int(self.table[block, self.sites.index(site)])
+                    if self.table is not None and stop <= self.written else None)
+        if recorded is not None and _crc(values) != recorded:
+            raise DamagedFile(f"{where} do not match their checksum; the file is damaged, "
+                              "extract it again")
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise DamagedFile(f"{where} hold NaN or infinite values; the file is damaged, "
+                              "extract it again")
+
+    def tokens(self) -> None:
+        """Compare the token table with the fingerprint recorded at creation (stores that
+        record one; merged stores record their shards' instead)."""
+        if self.done[TOKEN_GROUP][0]:
+            return
+        recorded = self.file.attrs.get(TOKENS_HASH)
+        if (recorded is not None and "merged_token_sha256" not in self.file.attrs
+                and all(token_path(name) in self.file for name in TOKEN_TABLE)
+                and stored_token_hash(self.file) != recorded):
+            raise DamagedFile(f"{self.file.filename}: the token table (group tokens) does not "
+                              "match its fingerprint; the file is damaged, extract it again")
+        self.done[TOKEN_GROUP][0] = True

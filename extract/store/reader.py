@@ -11,6 +11,7 @@ import numpy as np
 
 from datasets_build.dataset import SPLITS
 from datasets_build.tagsets import tag_bits
+from extract.store.integrity import BlockCheck
 from extract.store.json_attrs import decode_attrs
 from extract.store.schema import (
     KV_HEAD,
@@ -25,12 +26,15 @@ from extract.store.schema import (
     token_path,
 )
 from extract.store.virtual import check_sources
+from headprobe.checksums import verification_on
 from headprobe.errors import UsageError, opt
 from headprobe.failures import reading
 from headprobe.heads import kv_heads
-from headprobe.rundir import missing_input, run_of
+from headprobe.rundir import missing_input, model_of_store, run_of
 
 DAMAGED = "the file is damaged; extract it again"
+# root attribute: vocab_hash of the tokenizer the store's token ids come from
+VOCAB_HASH = "tokenizer_vocab_hash"
 # what h5py raises, besides OSError, on a damaged file
 H5_DAMAGE = (KeyError, RuntimeError, ValueError)
 
@@ -56,10 +60,11 @@ class Store:
     d_head, kv_head ([n_heads]: the key/value head each query head reads), sites (stored
     sites), attrs (root attributes, JSON decoded), tags ({"fine": [...], "coarse": [...]}),
     path, version (the store's format version). Version-1 stores read as stores without
-    grouped-query attention.
+    grouped-query attention. With ``verify`` each block of rows is checked once, when first
+    read, against its checksum (:class:`~extract.store.integrity.BlockCheck`).
     """
 
-    def __init__(self, file: h5py.File):
+    def __init__(self, file: h5py.File, verify: bool = True):
         self.file = file
         self.path = Path(file.filename)
         self.attrs = decode_attrs(file.attrs)
@@ -74,6 +79,9 @@ class Store:
         self.sites: list[str] = list(self.attrs["sites"])
         self.tags: dict[str, list[str]] = self.attrs["tags"]
         self._columns: dict[str, np.ndarray] = {}
+        self._verify = (BlockCheck(file, self.sites, self.n_tokens,
+                                   int(self.attrs.get("chunk_rows", self.n_tokens)))
+                        if verify else None)
 
     def __enter__(self) -> Store:
         return self
@@ -90,6 +98,20 @@ class Store:
                 f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, d_head={self.d_head}, "
                 f"sites={self.sites})")
 
+    def check_vocabulary(self, tokenizer: Any, name: str) -> None:
+        """UsageError unless ``tokenizer`` (a tokenizer, or a model's) has the vocabulary the
+        store was extracted with, before any of the store's token ids is decoded by it
+        (root attribute ``tokenizer_vocab_hash``; stores without one are not checked)."""
+        from headprobe.tokenization import vocab_hash
+
+        recorded = self.attrs.get(VOCAB_HASH)
+        if recorded and vocab_hash(tokenizer) != recorded:
+            theirs = model_of_store(self.attrs)
+            raise UsageError(f"{name} has another vocabulary than the one {self.path} was "
+                             "extracted with (their tokenizer fingerprints differ); give the "
+                             f"store's model{f' ({theirs})' if theirs else ''} or its "
+                             "tokenizer")
+
     def heads(self, site: str) -> int:
         """Length of ``site``'s head axis: n_kv_heads for keys and values, else n_heads."""
         return self.shape.heads(site)
@@ -105,6 +127,8 @@ class Store:
                 self._columns[name] = tag_bits(self._column(TAG_SETS[name]))  # one tag each
             else:
                 with reading(self.path, "activation store", DAMAGED, also=H5_DAMAGE):
+                    if self._verify is not None and not self._columns:
+                        self._verify.tokens()
                     self._columns[name] = self.file[path][()]
         return self._columns[name]
 
@@ -130,7 +154,10 @@ class Store:
             raise IndexError(f"head {head} out of range [0, {self.heads(site)}) of site {site!r}")
 
     def _read_rows(self, ds: h5py.Dataset, key: tuple, idx: np.ndarray | None) -> np.ndarray:
-        """Read ds[rows, *key]; for an index read only the span it covers."""
+        """Read ds[rows, *key]; for an index read only the span it covers (verified first)."""
+        if self._verify is not None and (idx is None or idx.size):
+            lo, hi = (0, self.n_tokens) if idx is None else (int(idx.min()), int(idx.max()) + 1)
+            self._verify.rows(str(ds.attrs["site"]), lo, hi)
         with reading(self.path, "activation store", DAMAGED, also=H5_DAMAGE):
             if idx is None:
                 data = ds[(slice(None), *key)]
@@ -203,10 +230,12 @@ def _check_file(file: h5py.File, path: Path, allow_partial: bool) -> None:
     check_sources(path, decode_attrs(file.attrs))
 
 
-def open_store(path: str | Path, allow_partial: bool = False, what: str = "store") -> Store:
+def open_store(path: str | Path, allow_partial: bool = False, what: str = "store",
+               verify: bool | None = None) -> Store:
     """Open a store for reading; UsageError if it is not a complete store of this schema, or
     cannot be read. what: 'store' or 'control_store', how a missing file is named (with the
-    command that makes it)."""
+    command that makes it); verify: check each block against its checksum when first read
+    (default: on unless HEADPROBE_VERIFY=0); a damaged block raises DamagedFile."""
     path = Path(path)
     if not path.is_file():
         raise missing_input(what, path, run_of(path, what))
@@ -217,7 +246,7 @@ def open_store(path: str | Path, allow_partial: bool = False, what: str = "store
     try:
         with reading(path, "activation store", DAMAGED, also=H5_DAMAGE):
             _check_file(file, path, allow_partial)
-            return Store(file)
+            return Store(file, verification_on(verify))
     except BaseException:
         file.close()
         raise

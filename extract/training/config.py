@@ -13,6 +13,8 @@ ARCHES = ("gpt-neo", "attn-only")
 FAMILIES = ("gpt-neo", "llama", "qwen2")
 ROTARY = ("llama", "qwen2")
 FILLERS = ("text", "random")
+# the shortest context a dataset can be built for: BOS and one token
+MIN_CTX = 2
 # the two kinds of attention layer: over every earlier position, or within the local window
 ATTENTION_KINDS = ("global", "local")
 POSITIVE = ("layers", "d_model", "heads", "ctx", "steps", "batch", "log_every", "ckpt_every",
@@ -71,6 +73,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise UsageError(f"{opt(name)} must be a positive integer, got "
                                  f"{getattr(self, name)}")
+        if self.ctx < MIN_CTX:
+            raise UsageError(f"{opt('ctx')} must be at least {MIN_CTX}: a dataset for the model "
+                             f"needs windows of BOS and a token or more, got {self.ctx}")
         if self.d_model % self.heads:
             raise UsageError(f"{opt('d_model')} {self.d_model} is not divisible by "
                              f"{opt('heads')} {self.heads}")

@@ -19,12 +19,17 @@ def load_tokenizer(name: str) -> Any:
     source = resolve_pretrained(name, "tokenizer", example="../shared/tokenizers/gpt2")
     try:
         tok = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises bare Exception
+        raise UsageError(f"cannot load tokenizer {name!r}: {_whole_reason(exc)}") from exc
     if not getattr(tok, "is_fast", False):
         raise UsageError(f"tokenizer {name!r} has no offsets support (it is not a fast tokenizer)")
     check_vocabulary(tok, name)
     return tok
+
+
+def _whole_reason(exc: BaseException) -> str:
+    """An exception's message on one line, all of it (libraries spread theirs over several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def check_vocabulary(tok: Any, name: str) -> None:

@@ -156,6 +156,7 @@ def ablation_study(store: Any, model: Any, heads: Heads, mode: str = "zero", dra
         raise UsageError(f"{opt('draws')} must be at least 1")
     if model.cfg.n_layers != store.n_layers or model.cfg.n_heads != store.n_heads:
         raise UsageError("the model's layers/heads do not match the store's")
+    store.check_vocabulary(model.tokenizer, "the model")
     stories = [s for s in read_stories(store, split) if len(s.input_ids) > 1][:max_stories]
     if not stories:
         raise UsageError(f"the store has no stories in split {split!r}")

@@ -356,6 +356,8 @@ def quote_study(store: Any, model: Any = None, tokenizer: Any = None, split: str
     """
     check_inputs(store, model, rank_by)
     tokenizer = model.tokenizer if model is not None else tokenizer
+    if tokenizer is not None:
+        store.check_vocabulary(tokenizer, "the model" if model is not None else "the tokenizer")
     table = store.tokens(["quoted", "position"])
     quoted_col = table["quoted"].astype(bool)
     stories = read_stories(store, split)

@@ -192,6 +192,7 @@ def tag_induction_study(store: Any, model: Any, before: str, split: str = "all",
         raise UsageError(f"{store.path} has no 'activity' site (it has {', '.join(store.sites)})")
     if model.cfg.n_layers != store.n_layers or model.cfg.n_heads != store.n_heads:
         raise UsageError("the model's layers/heads do not match the store's")
+    store.check_vocabulary(model.tokenizer, "the model")
     kind, ids, names = resolve_tags(store.tags, before)
     column = store.tokens([f"{kind}_tag"])[f"{kind}_tag"]
     stories = [s for s in read_stories(store, split) if len(s.input_ids) > 1][:max_stories]
