@@ -186,7 +186,9 @@ def top_cells(results: ProbeResults, tag: str, sites: list[str] | None = None, k
                 row["value"] = row[key]
                 row["verdict"] = verdict(row)
                 rows.append(row)
-    rows.sort(key=lambda r: (-np.nan_to_num(r["value"], nan=-np.inf), r["site"], r["layer"],
+    # cells tied on the measure (beyond-lexical often ties at 0) are ordered by their F1
+    rows.sort(key=lambda r: (-np.nan_to_num(r["value"], nan=-np.inf),
+                             -np.nan_to_num(r["f1"], nan=-np.inf), r["site"], r["layer"],
                              r["head"]))
     return rows[:k]
 
