@@ -226,3 +226,23 @@ def test_a_merged_store_carries_checksums_and_refuses_a_damaged_block(
     assert run("probing", "fit", "--store", merged, "--out", tmp_path / "probes",
                "--layers", "0", "--sites", "key", "--bootstrap", "10") == 2
     assert "of array keys" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("kind", ["compressed", "uncompressed"])
+def test_figures_refuse_a_damaged_store_in_one_line(kind, shared_store, plain_store,
+                                                    probing_results, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "probes").symlink_to(probing_results)
+    store = run_dir / "activations.h5"
+    shutil.copy(shared_store if kind == "compressed" else plain_store, store)
+    damage_chunk(store, "activity")
+    page = tmp_path / "atlas.html"
+    assert run("figures", "atlas", "--results", probing_results, "--store", store,
+               "--out", page) == 2
+    line = one_line_error(capsys)
+    assert str(store) in line and "of array activity" in line, line
+    # the run's own store too: damage is refused, not drawn around
+    assert run("figures", "atlas", "--run", run_dir) == 2
+    assert "of array activity" in one_line_error(capsys)
+    assert not page.exists() and not (run_dir / "figures" / "atlas.html").exists()
