@@ -119,6 +119,15 @@ REFUSED = [
      "--top must be at least 1, got 0"),
     ("probing", "ablate --store {store} --model {model} --heads L0H0 --out {out} --seed -1",
      "--seed must be at least 0"),
+    ("probing", "fit --store {dataset} --out {out}",
+     "activation store expected, but {dataset} is a directory"),
+    ("extract", "--dataset {store} --model {model} --out {out}.h5",
+     "tagged dataset expected, but {store} is a file"),
+    ("probing", "bench --repeat 5", "--repeat goes with --verify only"),
+    ("probing", "repeated --model {model} --out {out} --min-len 30",
+     "--min-len 30 is more than --seq-len 25"),
+    ("probing", "repeated --model {model} --out {out} --min-score -0.5",
+     "--min-score must be in [0, 1]"),
 ]
 
 
@@ -131,5 +140,6 @@ def test_meaningless_settings_are_refused_in_one_line(stage, argv, words, shared
     args = argv.format(model=shared_model, dataset=untagged_dataset, store=probing_store,
                        out=out).split()
     assert run(stage, *args) == 2
+    words = words.format(dataset=untagged_dataset, store=probing_store)
     assert words in one_line_error(capsys)
     assert not any(tmp_path.iterdir())

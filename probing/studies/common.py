@@ -73,7 +73,7 @@ def add_story_arguments(parser: argparse.ArgumentParser, split: str = "all",
 
 
 # the least value of each count a study's command line may take
-LEAST = {"max_stories": 1, "top": 1, "seed": 0}
+LEAST = {"max_stories": 1, "top": 1, "random_draws": 1, "seed": 0}
 
 
 def check_counts(args: argparse.Namespace) -> None:
