@@ -69,8 +69,11 @@ def merge_stores(out: str | Path, shards: Sequence[str | Path], overwrite: bool 
         raise UsageError("give the shard stores to merge")
     with output_lock(out):
         ordered = _shards_in_order(shards)
-        if not overwrite and _merged_already(out, ordered):
+        earlier = _earlier_merge(out, ordered)
+        if not overwrite and earlier == "current":
             return out
+        # a merge of the same shards written before merges carried checksums is redone
+        overwrite = overwrite or earlier == "without checksums"
         check_target(out, overwrite, "file")
         with atomic_file(out, overwrite=overwrite) as tmp:
             _write_virtual(tmp, out, ordered)
@@ -113,19 +116,20 @@ def _sources(out: Path, shards: Sequence[tuple[Path, dict]]) -> dict[str, list]:
             "merged_shards_created": [str(a.get("created", "")) for _, a in shards]}
 
 
-def _merged_already(out: Path, shards: Sequence[tuple[Path, dict]]) -> bool:
-    """Whether ``out`` is a merge of exactly these shards, unchanged since (merging again
-    is then nothing to do, so a merge job can be submitted twice)."""
+def _earlier_merge(out: Path, shards: Sequence[tuple[Path, dict]]) -> str:
+    """'current' when ``out`` is a merge of exactly these shards, unchanged since (merging
+    again is then nothing to do, so a merge job can be submitted twice); 'without
+    checksums' for such a merge written before merges carried block checksums; else ''."""
     if not out.is_file():
-        return False
+        return ""
     try:
         with h5py.File(out, "r") as f:
-            attrs = decode_attrs(f.attrs)
-            if CHECKSUMS not in f:      # merged before merges carried block checksums
-                return False
+            attrs, checked = decode_attrs(f.attrs), CHECKSUMS in f
     except OSError:
-        return False
-    return all(attrs.get(k) == v for k, v in _sources(out, shards).items())
+        return ""
+    if not all(attrs.get(k) == v for k, v in _sources(out, shards).items()):
+        return ""
+    return "current" if checked else "without checksums"
 
 
 def whole_store_attrs(shards: Sequence[tuple[Path, dict]]) -> dict:

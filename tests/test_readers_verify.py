@@ -206,6 +206,9 @@ def test_a_merged_store_carries_checksums_and_refuses_a_damaged_block(
                             shard=f"{i}/2", split="all", group_tokens=1, sites=("key",),
                             chunk_rows=chunk_rows) for i in range(2)]
     merged = merge_stores(tmp_path / "merged.h5", shards)
+    with h5py.File(merged, "r+") as f:      # as merged before merges carried checksums
+        del f[CHECKSUMS]
+    assert merge_stores(merged, shards) == merged    # redone without --overwrite
     with h5py.File(merged, "r") as f:
         rows, keys, table = int(f.attrs["chunk_rows"]), f["keys"][()], f[CHECKSUMS][()]
         assert f["keys"].is_virtual and len(table) == -(-len(keys) // rows)
