@@ -5,10 +5,18 @@ import pytest
 
 from datasets_build import build as build_module
 from datasets_build.__main__ import PROG, main
+from datasets_build.bench import main as bench_main
+from datasets_build.bench_shard import shard_rss
 from datasets_build.build import build_dataset
 from datasets_build.dataset import load_tagged_dataset
 from datasets_build.shards import shard_path
-from datasets_build.sources import Source, StoryStream, collect_stories
+from datasets_build.sources import (
+    STORY_SEPARATOR,
+    Source,
+    StoryStream,
+    collect_stories,
+    open_source,
+)
 from headprobe.cli import run_main
 from headprobe.errors import UsageError
 
@@ -140,3 +148,19 @@ def test_demo_shards_stream_the_source_and_train_the_same_bpe(tmp_path, monkeypa
     single = build_dataset("demo:30", None, tmp_path / "single", test_fraction=0.3)
     assert len(list((tmp_path / "cache" / "bpe").iterdir())) == 1   # the same corpus key
     assert_same_dataset(single, out)
+
+
+def test_shard_rss_tags_the_same_shard_of_a_source_and_a_larger_one(valid_text, shared_model,
+                                                                      tmp_path, capsys):
+    texts, _ = collect_stories(open_source(str(valid_text)), 8)
+    rows = dict(shard_rss(texts, str(shared_model), 2, 3, tmp_path))
+    small, large = rows["small"], rows["large"]
+    assert (small["source_stories"], large["source_stories"]) == (8, 24)
+    assert small["shard_stories"] == large["shard_stories"] == 4
+    assert small["n_tokens"] == large["n_tokens"] > 0
+    assert min(small["peak_rss_mb"], large["peak_rss_mb"]) > 0
+    assert (tmp_path / "large.txt").read_text().count(STORY_SEPARATOR) == 24
+    too_many = ["--source", valid_text, "--stories", "100", "--shard-rss", "100"]
+    assert run_main(bench_main, [str(a) for a in too_many], prog=PROG) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs 10000 stories" in err[0]
