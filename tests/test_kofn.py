@@ -94,3 +94,22 @@ def test_several_models_need_out_and_k_of_n_needs_repeated_results(induction_mod
                            str(tmp_path / "agg2")]) == 2
     err = capsys.readouterr().err
     assert "holds repeated-k-of-n results, not repeated" in err and err.count("\n") == 1
+
+
+def test_demo_seeds_script_runs_one_demo_per_seed_and_thread_count(tmp_path):
+    import subprocess
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "seeds"
+    done = subprocess.run(["bash", str(REPO / "scripts" / "demo_seeds.sh"), "--dry-run",
+                           str(out)], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin", "SEEDS": "0 3", "THREADS": "1 2",
+                               "PYTHON": "py"})
+    lines = done.stdout.splitlines()
+    pairs = [(s, t) for t in (1, 2) for s in (0, 3)]
+    runs = [f"{out}/seed{s}-threads{t}" for s, t in pairs]
+    assert lines[:-1] == [f"SEED={s} THREADS={t} bash scripts/demo.sh {r} > {r}.log"
+                          for (s, t), r in zip(pairs, runs, strict=True)]
+    assert lines[-1] == f"py -m probing summary --run {' '.join(runs)}"
+    assert not out.exists()
