@@ -300,6 +300,9 @@ def _summary(args: argparse.Namespace) -> int:
     from probing.summary import summarize, summarize_runs
 
     if len(args.run) > 1:
+        if args.by != "f1" or args.control:
+            raise UsageError("--by and --control rank one run's probe lines; several runs "
+                             "print the k-of-n table only")
         print(summarize_runs(args.run))
         return 0
     print(summarize(args.run[0], by=args.by, control=args.control))

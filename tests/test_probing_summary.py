@@ -106,6 +106,13 @@ def test_summary_of_missing_run_is_a_usage_error(tmp_path, capsys):
 
     assert run_main(main, ["summary", "--run", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "a").mkdir()
+    assert run_main(main, ["summary", "--run", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert run_main(main, ["summary", "--run", str(tmp_path / "a"), str(tmp_path / "a"),
+                           "--by", "selectivity"]) == 2
+    err = capsys.readouterr().err
+    assert "several runs print the k-of-n table only" in err and err.count("\n") == 1
 
 
 def table_row(out: str, name: str) -> list[str]:
