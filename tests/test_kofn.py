@@ -113,3 +113,41 @@ def test_demo_seeds_script_runs_one_demo_per_seed_and_thread_count(tmp_path):
                           for (s, t), r in zip(pairs, runs, strict=True)]
     assert lines[-1] == f"py -m probing summary --run {' '.join(runs)}"
     assert not out.exists()
+
+
+def test_three_trained_seeds_are_counted_by_the_study_and_the_summary(tmp_path, capsys):
+    """``extract train --seeds 0-2`` (tiny, a few steps), ``probing repeated`` over the three
+    models, and ``probing summary`` over three runs holding one model's study each."""
+    import shutil
+
+    from extract.__main__ import main as extract_main
+    from probing.findings import induction_finding
+
+    assert extract_main(["train", "--corpus", "chatgen:80", "--run", str(tmp_path / "run"),
+                         "--family", "llama", "--attn-only", "--layers", "2", "--d-model",
+                         "16", "--heads", "2", "--ctx", "32", "--steps", "5", "--batch", "2",
+                         "--seeds", "0-2", "--threads", "1", "--quiet"]) == 0
+    models = [tmp_path / "run" / f"model-seed{s}" for s in range(3)]
+    out = tmp_path / "rep"
+    assert run_main(main, ["repeated", "--model", *map(str, models), "--seq-len", "10",
+                           "--min-len", "4", "--batch", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    each = [read_study(out / m.name) for m in models]
+    agg = read_study(out / repeated_kofn.KOFN_DIR)
+    assert list(agg["model_name"]) == [m.name for m in models]
+    assert agg["value"].shape == (3, len(repeated_kofn.CRITERIA))
+    for i, (threshold, get, _) in enumerate(repeated_kofn.CRITERIA):
+        values = [get(r.meta) for r in each]
+        np.testing.assert_allclose(agg["value"][:, i], values, atol=1e-6)
+        assert cells(printed, threshold.name)[2] == f"{sum(map(threshold.holds, values))}/3"
+    runs = [tmp_path / f"r{s}" for s in range(3)]
+    for run, m in zip(runs, models, strict=True):
+        shutil.copytree(out / m.name, run / "studies" / repeated.STUDY)
+    assert run_main(main, ["summary", "--run", *map(str, runs)]) == 0
+    summary = capsys.readouterr().out
+    found = [induction_finding(r) for r in each]
+    assert cells(summary, "induction head")[1] == f"{sum(f.found for f in found)}/3"
+    assert cells(summary, "quotation head")[1] == "0/3"      # no quote study in any run
+    scores = [v for f in found for _, v in f.measures[:1]]
+    assert cells(summary, "induction score")[4:7] == [
+        f"{min(scores):.2f}", f"{np.median(scores):.2f}", f"{max(scores):.2f}"]
