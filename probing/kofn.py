@@ -105,21 +105,17 @@ def head_counts(heads: Sequence[str | None]) -> str:
     return text or "none"
 
 
-def _number(x: float, ratio: bool = False) -> str:
-    if math.isnan(x):
-        return "-"
-    return f"{x:.2f}x" if ratio else f"{x:.2f}"
+def _number(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.2f}"
 
 
 def tally_row(t: Tally) -> list[str]:
     """One criterion's row of the k-of-n table."""
     low, mid, high = t.spread()
-    worst = t.worst_margin()
-    margin = "-" if math.isnan(worst) else (f"{worst:.2f}x" if t.threshold.ratio
-                                             else f"{worst:+.2f}")
     return [f"  {t.threshold.name}", t.threshold.words(), f"{int(t.holds.sum())}/{t.n}",
             f"{int(t.robust.sum())}/{t.n}", _number(low), _number(mid), _number(high),
-            margin, "" if t.heads is None else head_counts(t.heads)]
+            t.threshold.margin_text(t.worst_margin()),
+            "" if t.heads is None else head_counts(t.heads)]
 
 
 def finding_rows(f: FindingTally) -> list[list[str]]:

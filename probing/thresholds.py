@@ -56,8 +56,13 @@ class Threshold:
         return f"{sign} {self.bound:g}x" if self.ratio else f"{sign} {self.bound:.2f}"
 
     def margin_words(self, value: float | None) -> str:
-        """The margin of ``value`` as printed: ``+0.07`` or ``1.40x``."""
-        margin = self.margin(value)
+        """The margin of ``value`` as printed: ``+0.07`` or ``1.40x`` (``-``: none)."""
+        return self.margin_text(self.margin(value))
+
+    def margin_text(self, margin: float) -> str:
+        """A margin of this threshold as printed: ``+0.07``, ``1.40x`` or ``-`` (NaN)."""
+        if math.isnan(margin):
+            return "-"
         return f"{margin:.2f}x" if self.ratio else f"{margin:+.2f}"
 
 
