@@ -5,7 +5,8 @@ A :class:`Tally` is one criterion over n results: each result's value, in how ma
 its threshold (:mod:`probing.thresholds`), in how many it does so robustly, the minimum,
 median and maximum of the value and the smallest margin. A :class:`FindingTally` is one
 finding: its criteria's tallies, in how many results all of them hold, and which head each
-result named. :func:`kofn_table` prints them as one table.
+result named (for a criterion measured on a head, with that head's range of values).
+:func:`kofn_table` prints them as one table.
 """
 
 from __future__ import annotations
@@ -98,11 +99,22 @@ def tally(threshold: Threshold, values: Sequence[float | None],
                  heads)
 
 
-def head_counts(heads: Sequence[str | None]) -> str:
-    """Which head each result named, most common first: ``L1H2 x3, L1H0 x2``."""
+def head_counts(heads: Sequence[str | None], values: np.ndarray | None = None) -> str:
+    """Which head each result named, most common first: ``L1H2 x3, L1H0 x2``; with the
+    results' ``values`` [n], each head's range of them: ``L1H2 x3 (0.91-0.97)``."""
     counts = Counter(h for h in heads if h is not None)
-    text = ", ".join(f"{h} x{c}" for h, c in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
-    return text or "none"
+    parts = []
+    for head, count in sorted(counts.items(), key=lambda x: (-x[1], x[0])):
+        part = f"{head} x{count}"
+        if values is not None:
+            mine = [float(v) for h, v in zip(heads, values, strict=True)
+                    if h == head and not math.isnan(v)]
+            low, high = (min(mine), max(mine)) if mine else (math.nan, math.nan)
+            span = _number(low) if low == high or math.isnan(low) else \
+                f"{_number(low)}-{_number(high)}"
+            part += f" ({span})"
+        parts.append(part)
+    return ", ".join(parts) or "none"
 
 
 def _number(x: float) -> str:
@@ -115,7 +127,7 @@ def tally_row(t: Tally) -> list[str]:
     return [f"  {t.threshold.name}", t.threshold.words(), f"{int(t.holds.sum())}/{t.n}",
             f"{int(t.robust.sum())}/{t.n}", _number(low), _number(mid), _number(high),
             t.threshold.margin_text(t.worst_margin()),
-            "" if t.heads is None else head_counts(t.heads)]
+            "" if t.heads is None else head_counts(t.heads, t.values)]
 
 
 def finding_rows(f: FindingTally) -> list[list[str]]:

@@ -28,6 +28,16 @@ def test_thresholds_state_their_margin_and_robustness():
     assert math.isnan(floor.margin(float("nan"))) and not floor.robust(float("nan"))
 
 
+def test_head_counts_give_each_heads_count_and_range():
+    from probing.kofn import head_counts
+
+    heads = ["L0H1", "L0H2", "L0H1", None]
+    assert head_counts(heads) == "L0H1 x2, L0H2 x1"
+    assert head_counts(heads, np.array([0.95, 0.5, 0.9, np.nan])) == \
+        "L0H1 x2 (0.90-0.95), L0H2 x1 (0.50)"
+    assert head_counts([None, None]) == "none"
+
+
 def cells(out: str, name: str) -> list[str]:
     """The cells of the table row that starts with ``name`` (cells split at two spaces)."""
     rows = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()]

@@ -146,14 +146,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = output_dir(args, STUDY)
     studies = read_repeated(args.studies)
-    arrays, meta, text = aggregate(studies, [Path(p).name for p in args.studies])
+    arrays, meta, text = aggregate(studies, model_names(args.studies))
     return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)
 
 
-def model_names(models: Sequence[str]) -> list[str]:
-    """One directory name per model: the last part of its path or hub name, numbered when
-    two models share it."""
-    names = [Path(m.rstrip("/")).name or m for m in models]
+def model_names(models: Sequence[str | Path]) -> list[str]:
+    """One name per model (or results directory): the last part of its path or hub name,
+    numbered when two share it."""
+    names = [Path(str(m).rstrip("/")).name or str(m) for m in models]
     if len(set(names)) < len(names):
         names = [f"{i}-{n}" for i, n in enumerate(names)]
     return names
