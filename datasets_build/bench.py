@@ -19,6 +19,9 @@ a plain ``nlp.pipe`` loop with the full pipeline that reads each token's tag, bo
 tokens per CPU second of one process (the rate one core of a ``--shard``/``--ray`` run
 gives; n cores give about n times it).
 
+``--shard-rss K`` adds the peak memory of one tagging shard on a source and on one ten times
+larger, each in a fresh process (:mod:`datasets_build.bench_shard`).
+
 Both tagging sides convert their Docs with the same code. The benchmark checks that the fine
 tags are identical and reports how often the coarse tags agree (a few attribute_ruler rules look at
 dependency labels, which only the parser sets). Outside the timing it also tags the stories
@@ -28,7 +31,9 @@ gives the same fine and coarse tags.
 
 from __future__ import annotations
 
+import argparse
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -204,6 +209,13 @@ def build_parser() -> Parser:
                         "tinystories-8L model)")
     p.add_argument("--rounds", type=int, default=2,
                    help="alternating timing rounds; each side keeps its best (default: 2)")
+    p.add_argument("--shard-rss", type=int, default=0, metavar="K",
+                   help="also tag, in a fresh process each, shard 0 of K of a source of K x "
+                        "--stories stories and shard 0 of R x K of one R times larger "
+                        "(--rss-scale), both holding the first --stories stories, and print "
+                        "their peak RSS (default: 0, not measured)")
+    p.add_argument("--rss-scale", type=int, default=10, metavar="R",
+                   help="how many times larger the second --shard-rss source is (default: 10)")
     return p
 
 
@@ -211,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if min(args.stories, args.batch_size, args.n_process, args.rounds) < 1:
         raise UsageError("--stories, --batch-size, --n-process and --rounds must be at least 1")
+    if args.shard_rss < 0 or (args.shard_rss and args.rss_scale < 2):
+        raise UsageError("--shard-rss must be at least 0 and --rss-scale at least 2")
+    rss_texts = _shard_rss_texts(args) if args.shard_rss else None
     r = run_bench(args.source, args.stories, args.batch_size, args.n_process, args.spacy_model,
                   args.rounds)
     print(f"{r['stories']} stories, {r['tokens']} spaCy tokens")
@@ -238,4 +253,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if r["same_as_ruler"] is not None:
         print(f"tags from the attribute_ruler table identical to running the ruler: "
               f"{'yes' if r['same_as_ruler'] else 'NO'}")
+    if rss_texts is not None:
+        from datasets_build.bench_shard import print_shard_rss, shard_rss
+
+        with tempfile.TemporaryDirectory(prefix="headprobe-shard-rss-") as work:
+            print_shard_rss(shard_rss(rss_texts, args.tokenizer, args.shard_rss,
+                                      args.rss_scale, Path(work)), args.rss_scale)
     return 0
+
+
+def _shard_rss_texts(args: argparse.Namespace) -> list[str]:
+    """The K x --stories stories of the ``--shard-rss`` sources; UsageError when the corpus
+    holds fewer."""
+    wanted = args.stories * args.shard_rss
+    texts, _ = collect_stories(open_source(args.source), wanted)
+    if len(texts) < wanted:
+        raise UsageError(f"--shard-rss {args.shard_rss} needs {wanted} stories and "
+                         f"{args.source} holds {len(texts)}; use a smaller K or --stories")
+    return texts

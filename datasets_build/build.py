@@ -10,7 +10,7 @@ Stories longer than ``max_tokens`` become windows of whole sentences
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from datasets_build.align import (
 )
 from datasets_build.dataset import SPLITS, TOKEN_COLUMNS, write_dataset
 from datasets_build.quotes import QuoteLabelCount, QuoteTagIds
-from datasets_build.sources import Source, collect_stories, open_source
+from datasets_build.sources import Source, StoryStream, collect_stories, open_source
 from datasets_build.split import check_test_fraction, split_stories
 from datasets_build.tagging import (
     load_pipeline,
@@ -63,8 +63,10 @@ def check_offsets(tok: Any, name: str) -> None:
         raise UsageError(f"tokenizer {name!r} has no offsets support (return_offsets_mapping)")
 
 
-def open_tokenizer(name: str | None, source: Source, texts: Sequence[str]) -> tuple[Any, str, str]:
-    """(tokenizer, name, local path or ''); trains a cached BPE for demo corpora without one."""
+def open_tokenizer(name: str | None, source: Source, texts: Iterable[str]
+                   ) -> tuple[Any, str, str]:
+    """(tokenizer, name, local path or ''); trains a cached BPE on every story ``texts``
+    yields (a list, or a stream read again each time) for demo corpora without one."""
     if name is None:
         if source.kind != "demo":
             raise UsageError(f"give {opt('tokenizer')} (only demo:N sources can train their "
@@ -207,8 +209,10 @@ class BuildTokenizer:
                 "class": type(self.tok).__name__, "vocab_size": len(self.tok)}
 
 
-def prepare_tokenizer(opts: BuildOptions, source: Source, texts: Sequence[str]) -> BuildTokenizer:
-    """The build's tokenizer, checked for offsets and, when asked for, a BOS token."""
+def prepare_tokenizer(opts: BuildOptions, source: Source, texts: Iterable[str]
+                      ) -> BuildTokenizer:
+    """The build's tokenizer, checked for offsets and, when asked for, a BOS token;
+    ``texts``: every source story (read only to train a demo corpus's own BPE)."""
     tok, name, path = open_tokenizer(opts.tokenizer, source, texts)
     check_offsets(tok, name)
     bos = bos_id(tok) if opts.prepend_bos else None
@@ -341,25 +345,50 @@ class Built:
     stories: Windows
 
 
+@dataclass
+class SourcePart:
+    """The source stories a build tags: all of them, or one shard's contiguous run."""
+
+    texts: list[str]         # the stories tagged, stripped and non-empty
+    first: int               # the source index of the first of them
+    n_source: int            # non-empty stories of the whole source
+    dropped: int             # empty stories of the whole source, dropped
+    corpus: Iterable[str]    # every source story, for a tokenizer trained on them
+
+
+def read_part(opts: BuildOptions, source: Source, part: tuple[int, int] | None) -> SourcePart:
+    """The stories of ``part`` = (shard index, shard count), or of the whole build when None.
+    A shard streams the source twice (a count, then up to its last story) and keeps only
+    its own stories; its ``corpus`` streams the source again when iterated."""
+    if part is None:
+        texts, dropped = collect_stories(source, opts.limit)
+        return SourcePart(texts, 0, len(texts), dropped, texts)
+    stream = StoryStream(source, opts.limit)
+    n_source, dropped = stream.count()
+    lo, hi = part_range(n_source, *part)
+    return SourcePart(stream.run(lo, hi), lo, n_source, dropped, stream)
+
+
 def make_dataset(opts: BuildOptions, part: tuple[int, int] | None = None) -> Built:
     """Read, tag, tokenize, align and split the stories of ``opts``: all of them, or of
     ``part`` = (shard index, shard count) the source stories the shard holds
-    (:func:`part_range`). The split of a story is drawn over all source stories."""
+    (:func:`part_range`), read from the source as a stream. The split of a story is drawn
+    over all source stories, so it does not depend on the shards."""
     source = open_source(opts.source, split=opts.split, limit=opts.limit,
                          decode_errors=opts.decode_errors)
-    texts, dropped = collect_stories(source, opts.limit)
-    tokenizer = prepare_tokenizer(opts, source, texts)
+    given = read_part(opts, source, part)
+    tokenizer = prepare_tokenizer(opts, source, given.corpus)
     windows = context_limit(opts, tokenizer)
     nlp, vocab = open_tagger(opts)
-    codes = split_stories(len(texts), opts.test_fraction, opts.seed)
-    lo, hi = part_range(len(texts), *(part or (0, 1)))
-    stories = tag_and_align(opts, texts[lo:hi], tokenizer, nlp, vocab, windows["max_tokens"])
+    codes = split_stories(given.n_source, opts.test_fraction, opts.seed)[
+        given.first:given.first + len(given.texts)]
+    stories = tag_and_align(opts, given.texts, tokenizer, nlp, vocab, windows["max_tokens"])
     windows["sentences"] = boundaries(nlp) if stories.cut_parents else None
-    tokens, columns = assemble(stories, codes[lo:hi], lo)
+    tokens, columns = assemble(stories, codes, given.first)
     alignment = {"rule": opts.align, **alignment_stats(stories.parts),
                  "rules": rule_stats(stories.parts, vocab["fine"])}
     manifest = build_manifest(opts, source, tokenizer, nlp,
-                              _counts(tokens, stories, codes[lo:hi], dropped), alignment,
+                              _counts(tokens, stories, codes, given.dropped), alignment,
                               windows, stories.quote_labels)
     return Built(tokens, columns, vocab, manifest, stories)
 

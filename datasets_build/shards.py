@@ -1,7 +1,9 @@
 """A dataset built in shards: one shard at a time (job arrays) or as Ray tasks, then merged.
 
 Shard i of n tags the i-th of n contiguous runs of source stories, equal in story count
-(:func:`datasets_build.build.part_range`). The train/test split is drawn over all source
+(:func:`datasets_build.build.part_range`), and holds only those: it streams the source to
+count its stories, then to read its own run (:func:`datasets_build.build.read_part`). The
+train/test split is drawn over all source
 stories, as in a single build, so a story's split does not depend on n. The shards of
 dataset ``OUT`` live in ``OUT.shards/shard-00003-of-00016/``, each a dataset directory of
 its stories (story ids from 0, parent ids of the whole source), written under a temporary

@@ -108,20 +108,66 @@ def read_hub(name: str, split: str, limit: int | None,
         yield row[column] or ""
 
 
+def _scan(source: Source, limit: int | None) -> Iterator[str | None]:
+    """Each raw story of ``source`` stripped, None for one that is then empty, until the
+    ``limit``-th non-empty one (empty stories after it are not read)."""
+    kept = 0
+    for raw in source.stories():
+        if limit is not None and kept >= limit:
+            return
+        text = raw.strip()
+        kept += bool(text)
+        yield text or None
+
+
+def _no_story(source: Source) -> UsageError:
+    return UsageError(f"source {source.spec!r} holds no non-empty story")
+
+
 def collect_stories(source: Source, limit: int | None = None) -> tuple[list[str], int]:
     """Stripped non-empty stories (the first ``limit`` of them) and the number dropped."""
     texts, dropped = [], 0
-    for raw in source.stories():
-        if limit is not None and len(texts) >= limit:
-            break
-        text = raw.strip()
-        if text:
-            texts.append(text)
-        else:
+    for text in _scan(source, limit):
+        if text is None:
             dropped += 1
+        else:
+            texts.append(text)
     if not texts:
-        raise UsageError(f"source {source.spec!r} holds no non-empty story")
+        raise _no_story(source)
     return texts, dropped
+
+
+@dataclass(frozen=True)
+class StoryStream:
+    """The stories :func:`collect_stories` would return, read from the source as a stream
+    each time they are iterated, never held together: what a shard of a build reads."""
+
+    source: Source
+    limit: int | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return (text for text in _scan(self.source, self.limit) if text is not None)
+
+    def count(self) -> tuple[int, int]:
+        """(non-empty stories, empty ones dropped), as :func:`collect_stories` counts them."""
+        kept = dropped = 0
+        for text in _scan(self.source, self.limit):
+            kept += text is not None
+            dropped += text is None
+        if not kept:
+            raise _no_story(self.source)
+        return kept, dropped
+
+    def run(self, first: int, end: int) -> list[str]:
+        """Stories ``first`` to ``end - 1`` (numbered from 0 as in the list); the source is
+        read up to the last of them."""
+        texts = []
+        for i, text in enumerate(self):
+            if i >= end:
+                break
+            if i >= first:
+                texts.append(text)
+        return texts
 
 
 def _chat(spec: str, limit: int | None = None, max_chars: int = CHAT_STORY_CHARS,

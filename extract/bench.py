@@ -39,7 +39,6 @@ import contextlib
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from extract.store import DEFAULT_COMPRESSION, parse_compression
 from headprobe.cli import Parser, add_device_arguments, split_list
 from headprobe.devices import synchronize
 from headprobe.errors import UsageError
+from headprobe.memory import peak_rss_mb
 from headprobe.tokenization import load_tokenizer
 
 DEFAULT_TEXT = "../shared/data/tinystories/valid-3117.txt"
@@ -100,21 +100,6 @@ def _clock() -> Timing:
 def _since(start: Timing) -> Timing:
     now = _clock()
     return Timing(now.wall - start.wall, now.cpu - start.cpu)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB.
-
-    Reads VmHWM from /proc (Linux): getrusage's ru_maxrss survives exec, so a fresh child
-    process would report its parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _hf_model(model_dir: str, device: str = "cpu", model_dtype: str = "float32") -> Any:

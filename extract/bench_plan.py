@@ -25,6 +25,7 @@ import numpy as np
 from datasets_build.dataset import load_tagged_dataset, write_dataset
 from headprobe.atomic import atomic_dir
 from headprobe.errors import UsageError
+from headprobe.memory import current_rss_mb, peak_rss_mb
 
 
 def repeat_dataset(source: Path, out: Path, times: int) -> Path:
@@ -48,20 +49,8 @@ def repeat_dataset(source: Path, out: Path, times: int) -> Path:
     return out
 
 
-def current_rss_mb() -> float:
-    """Resident memory of this process now, MiB (VmRSS; 0 where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def plan_child(dataset: str, model: str, out: str, shards: str) -> dict[str, Any]:
     """In a fresh process: plan shard 0 of ``shards`` of ``dataset``; its memory, MiB."""
-    from extract.bench import peak_rss_mb
     from extract.options import ExtractOptions
     from extract.plan import plan_extraction
 

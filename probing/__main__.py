@@ -4,7 +4,7 @@
     python -m probing export --results RESULTS --format seed004 --out DIR
     python -m probing export --results RESULTS --format parquet|csv --out FILE
     python -m probing top --results RESULTS --tag VBD [--site key] [-k 5] [--by MEASURE]
-    python -m probing summary --run runs/NAME [--by MEASURE]
+    python -m probing summary --run runs/NAME [--by MEASURE] | summary --run RUN RUN ...
     python -m probing bench [--stories N] | bench --rss [--small N --large N]
     python -m probing <study> ...        (case studies, see --help)
 """
@@ -287,19 +287,29 @@ def _top(args: argparse.Namespace) -> int:
 
 
 def _add_summary(sub) -> None:
-    p = sub.add_parser("summary", help="headline findings of a run directory",
+    p = sub.add_parser("summary", help="headline findings of a run directory, or in how "
+                                       "many of several runs each holds",
                        description="Headline findings of a run directory: the best probe "
                                    "heads per tag with their controls, and one line per case "
-                                   "study.")
-    p.add_argument("--run", required=True, help="run directory (runs/NAME)")
+                                   "study. With several run directories (seeds, thread "
+                                   "counts): per finding and per criterion, in how many runs "
+                                   "it holds, with the spread of its score.")
+    p.add_argument("--run", required=True, nargs="+", metavar="RUN",
+                   help="run directory (runs/NAME), or several")
     _add_ranking(p)
     p.set_defaults(func=_summary)
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from probing.summary import summarize
+    from probing.summary import summarize, summarize_runs
 
-    print(summarize(args.run, by=args.by, control=args.control))
+    if len(args.run) > 1:
+        if args.by != "f1" or args.control:
+            raise UsageError("--by and --control rank one run's probe lines; several runs "
+                             "print the k-of-n table only")
+        print(summarize_runs(args.run))
+        return 0
+    print(summarize(args.run[0], by=args.by, control=args.control))
     return 0
 
 

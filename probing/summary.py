@@ -5,18 +5,25 @@ each headline tag (by F1, selectivity or compression, with its controls) and, wh
 measured, the most compressing head of each site; and for every case study found under
 ``runs/NAME/studies`` its main number. It starts with the three findings of
 :mod:`probing.findings`, each with its control, or "not found".
+
+``python -m probing summary --run runs/A runs/B ...`` (the demo at several seeds or thread
+counts) prints instead, per finding and per criterion of the induction circuit, in how many
+of the runs it holds (:mod:`probing.kofn`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from headprobe.rundir import require_input, run_path
-from probing.findings import findings_lines
+from probing.findings import Finding, findings, findings_lines
+from probing.kofn import FindingTally, kofn_table, tally
 from probing.results import ProbeResults, read_results
 from probing.studies import quote, repeated
+from probing.studies.repeated_kofn import circuit_tallies
 from probing.study_io import StudyResults, read_study
 from probing.top import ranking_words, top_cells
 
@@ -105,15 +112,21 @@ def study_line(r: StudyResults) -> str:
     return next((line for line in r.report.splitlines() if line.strip()), "")
 
 
-def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> str:
-    """The headline findings of run directory ``run`` as text; probe heads ranked ``by``
-    one of probing.top.RANKINGS (selectivity against ``control``)."""
+def read_run(run: str | Path) -> tuple[Path, ProbeResults | None, dict[str, StudyResults]]:
+    """(run, its probe results or None, its studies by name) of run directory ``run``."""
     run = require_input("run", run)
     probes = run_path(run, "probes")
     results = read_results(probes) if (probes / "probes.h5").exists() else None
     studies_dir = run_path(run, "studies")
     studies = {r.study: r for r in (read_study(p.parent) for p in sorted(
         studies_dir.glob("*/results.h5")))} if studies_dir.is_dir() else {}
+    return run, results, studies
+
+
+def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> str:
+    """The headline findings of run directory ``run`` as text; probe heads ranked ``by``
+    one of probing.top.RANKINGS (selectivity against ``control``)."""
+    run, results, studies = read_run(run)
     lines = [f"Headline findings in {run}", *findings_lines(results, studies)]
     if results is not None:
         lines += [f"probe grid ({', '.join(results.sites)}; {len(results.tags)} tags; "
@@ -128,4 +141,38 @@ def summarize(run: str | Path, by: str = "f1", control: str | None = None) -> st
     if figures.is_dir():
         n = sum(1 for p in figures.rglob("*") if p.suffix in (".png", ".pdf", ".svg"))
         lines.append(f"figures: {n} files in {figures}")
+    return "\n".join(lines)
+
+
+def finding_tallies(per_run: Sequence[Sequence[Finding]]) -> list[FindingTally]:
+    """Per finding, its k-of-n rows over runs: ``per_run[r]`` holds run r's findings in
+    the same order. A criterion not measured in a run counts as not met there."""
+    rows = []
+    for same in zip(*per_run, strict=True):
+        thresholds = list(dict.fromkeys(t for f in same for t, _ in f.measures))
+        values = [{t: v for t, v in f.measures} for f in same]
+        rows.append(FindingTally(same[0].name, [tally(t, [v.get(t) for v in values])
+                                                for t in thresholds],
+                                 [f.head for f in same], found=np.array([f.found for f in same])))
+    return rows
+
+
+def summarize_runs(runs: Sequence[str | Path]) -> str:
+    """Found in k of n: per finding of :mod:`probing.findings` and per criterion of the
+    repeated study's circuit (in the runs that ran it), in how many of ``runs`` it holds,
+    with the spread of its scores, the smallest margin and the heads named."""
+    read = [read_run(run) for run in runs]
+    per_run = [findings(results, studies) for _, results, studies in read]
+    rows = finding_tallies(per_run)
+    with_circuit = [studies[repeated.STUDY].meta for _, _, studies in read
+                    if repeated.STUDY in studies and "circuit" in studies[repeated.STUDY].meta]
+    if with_circuit:
+        rows += circuit_tallies(with_circuit)
+    lines = [f"Found in k of n: {len(read)} runs", kofn_table(rows)]
+    if len(with_circuit) < len(read):
+        lines.append(f"the circuit rows count the {len(with_circuit)} runs with a repeated study")
+    lines += ["", "runs:"]
+    for (run, _, _), found in zip(read, per_run, strict=True):
+        verdicts = "; ".join(f"{f.name} {'found' if f.found else 'not found'}" for f in found)
+        lines.append(f"  {run}: {verdicts}")
     return "\n".join(lines)

@@ -3,6 +3,9 @@
 #
 #   bash scripts/demo.sh [RUN_DIR]        (default runs/demo)
 #
+# SEED (default 0) seeds the model's initial weights and batches; THREADS (default 1) is
+# the thread count it trains on. scripts/demo_seeds.sh runs the demo at several of each.
+#
 # 1. trains a small GPT-Neo on synthetic children's stories, with repeated segments of
 #    random tokens mixed into every training window (cached in RUN_DIR/model),
 # 2. tags fresh stories with spaCy and aligns the tags to the model's tokens,
@@ -14,6 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 run="${1:-runs/demo}"
+seed="${SEED:-0}"
+threads="${THREADS:-1}"
 if [ -n "${PYTHON:-}" ]; then py="$PYTHON"
 elif [ -x .venv/bin/python ]; then py=.venv/bin/python
 else py=python3; fi
@@ -32,12 +37,13 @@ if [ ! -f "$run/model/config.json" ]; then
     step "training a small model on 4,000 synthetic stories (cached in $run/model)"
     # 4 global layers of 4 heads, 64 wide; 3,000 steps on windows of 128 tokens, then 2,500
     # on windows of 64 (--short-steps). Each window holds a segment of random tokens written
-    # twice (extract.training.repeats), which only an induction head predicts. One thread:
-    # the heads that form depend on the order of floating-point sums (docs/organisms.md)
+    # twice (extract.training.repeats), which only an induction head predicts. The thread
+    # count is pinned (THREADS, default one): the heads that form depend on the order of
+    # floating-point sums (docs/organisms.md)
     "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:512 \
         --layers 4 --heads 4 --d-model 64 --attention global --ctx 128 --batch 16 --lr 5e-3 \
         --steps 5500 --short-steps 2500 --repeat-frac 1 --repeat-min 8 --repeat-max 28 \
-        --repeat-gap 8 --ckpt-every 500 --threads 1
+        --repeat-gap 8 --ckpt-every 500 --seed "$seed" --threads "$threads"
 else
     step "using the model trained earlier: $run/model"
 fi

@@ -30,7 +30,7 @@ SIZES = {"layer": N_LAYERS, "head": N_HEADS, "layer/head": 2, "rank": 3, "story"
          "bin": 8, "bin edge": 9, "d_model": 8, "tag": 5, "draw": 3, "value": 3, "token": 6,
          "vocab": 20, "prompt": 20, "digit": 10, "generation": 2, "pair": 30, "offset": 9,
          "writer layer": N_LAYERS, "writer head": N_HEADS, "reader layer": N_LAYERS,
-         "reader head": N_HEADS, "mode (Q, K, V)": 3}
+         "reader head": N_HEADS, "mode (Q, K, V)": 3, "model": 3, "criterion": 5}
 
 
 def random_values(entry: Array, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

@@ -3,11 +3,22 @@
 import numpy as np
 import pytest
 
+from datasets_build import build as build_module
 from datasets_build.__main__ import PROG, main
+from datasets_build.bench import main as bench_main
+from datasets_build.bench_shard import shard_rss
 from datasets_build.build import build_dataset
 from datasets_build.dataset import load_tagged_dataset
 from datasets_build.shards import shard_path
+from datasets_build.sources import (
+    STORY_SEPARATOR,
+    Source,
+    StoryStream,
+    collect_stories,
+    open_source,
+)
 from headprobe.cli import run_main
+from headprobe.errors import UsageError
 
 # Written by each run, not part of what was built.
 PROVENANCE = ("created", "command", "merged")
@@ -95,3 +106,61 @@ def test_bad_shards_are_one_line(valid_text, shared_model, tmp_path, capsys):
     assert "need 0 <= i < n" in err[0] and "use at most 40 shards" in err[1]
     assert "1/2 are missing" in err[2] and "two different builds" in err[3]
     assert not out.exists()
+
+
+def test_a_story_stream_counts_and_reads_only_up_to_its_run():
+    raw = ["Tom ran.", "  ", "Mia sat.", "", "The dog slept.", "A cat ate."]
+    reads = []
+
+    def stories():
+        for i, text in enumerate(raw):
+            reads.append(i)
+            yield text
+
+    source = Source("list", "demo", stories)
+    for limit in (None, 3, 10):
+        texts, dropped = collect_stories(source, limit)
+        stream = StoryStream(source, limit)
+        assert list(stream) == texts and stream.count() == (len(texts), dropped)
+        assert stream.run(1, 3) == texts[1:3]
+    reads.clear()
+    assert StoryStream(source).run(0, 2) == ["Tom ran.", "Mia sat."]
+    assert max(reads) == 4      # stops at the next non-empty story, "The dog slept."
+    with pytest.raises(UsageError, match="no non-empty story"):
+        StoryStream(Source("none", "demo", lambda: iter(["", " "]))).count()
+
+
+def test_demo_shards_stream_the_source_and_train_the_same_bpe(tmp_path, monkeypatch):
+    """Shards of a demo corpus without a tokenizer never collect the story list, train the
+    BPE of the whole corpus from the stream, and merge into the single build."""
+    monkeypatch.setenv("HEADPROBE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sharded"
+    args = ["--source", "demo:30", "--out", out, "--test-fraction", "0.3", "--quiet"]
+
+    def refuse(*_, **__):
+        raise AssertionError("a shard collected the whole story list")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build_module, "collect_stories", refuse)
+        for i in range(3):
+            assert cli(*args, "--shard", f"{i}/3") == 0
+        assert cli("merge", "--out", out) == 0
+    single = build_dataset("demo:30", None, tmp_path / "single", test_fraction=0.3)
+    assert len(list((tmp_path / "cache" / "bpe").iterdir())) == 1   # the same corpus key
+    assert_same_dataset(single, out)
+
+
+def test_shard_rss_tags_the_same_shard_of_a_source_and_a_larger_one(valid_text, shared_model,
+                                                                      tmp_path, capsys):
+    texts, _ = collect_stories(open_source(str(valid_text)), 8)
+    rows = dict(shard_rss(texts, str(shared_model), 2, 3, tmp_path))
+    small, large = rows["small"], rows["large"]
+    assert (small["source_stories"], large["source_stories"]) == (8, 24)
+    assert small["shard_stories"] == large["shard_stories"] == 4
+    assert small["n_tokens"] == large["n_tokens"] > 0
+    assert min(small["peak_rss_mb"], large["peak_rss_mb"]) > 0
+    assert (tmp_path / "large.txt").read_text().count(STORY_SEPARATOR) == 24
+    too_many = ["--source", valid_text, "--stories", "100", "--shard-rss", "100"]
+    assert run_main(bench_main, [str(a) for a in too_many], prog=PROG) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs 10000 stories" in err[0]

@@ -1,14 +1,19 @@
 """The headline summary of a run directory, read from real stored results."""
 
+import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from probing import findings
+from probing import thresholds as th
 from probing.__main__ import main
 from probing.results import read_results
+from probing.studies import repeated_kofn
 from probing.study_io import read_study
+from probing.summary import read_run
 from probing.top import top_cells
 
 
@@ -49,7 +54,7 @@ def test_summary_states_each_finding_with_its_control(
     grid = rep["induction_score"]
     layer, head = np.unravel_index(grid.argmax(), grid.shape)
     first, second = rep["accuracy"]
-    assert grid.max() >= findings.INDUCTION_MIN_SCORE and second - first >= 0.2
+    assert grid.max() >= th.INDUCTION_SCORE.bound and second - first >= 0.2
     line = finding_line(out, "induction head")
     low, high = rep.meta["min_len"], rep.meta["seq_len"]
     assert line.startswith(f"  induction head: found: L{layer}H{head} induction score "
@@ -59,11 +64,11 @@ def test_summary_states_each_finding_with_its_control(
 
     best = [c for c in top_cells(read_results(run / "probes"), "``", k=1000,
                                  by="selectivity", control="random") if c["layer"] > 0][0]
-    assert best["value"] >= findings.PROBE_MIN_MARGIN
+    assert best["value"] >= th.PROBE_MARGIN.bound
     assert finding_line(out, "tag probe (``)") == (
         f"  tag probe (``): found: {best['site']} of {best['cell']} F1 {best['f1']:.2f} vs "
         f"random weights {best['f1_random']:.2f} ({best['value']:+.2f}; threshold "
-        f"{findings.PROBE_MIN_MARGIN:+.2f}; best head outside layer 0; "
+        f"{th.PROBE_MARGIN.bound:+.2f}; best head outside layer 0; "
         f"{best['support']} test tokens); {best['verdict']}")
     assert "beyond word identity" in best["verdict"]
 
@@ -78,8 +83,9 @@ def test_summary_states_each_finding_with_its_control(
             f" -> induction L{il}H{ih} ") in out
 
     # the same results against stricter thresholds: each effect is now "not found"
-    monkeypatch.setattr(findings, "INDUCTION_MIN_SCORE", float(grid.max()) + 0.01)
-    monkeypatch.setattr(findings, "PROBE_MIN_MARGIN", best["value"] + 0.01)
+    monkeypatch.setattr(th, "INDUCTION_SCORE", replace(th.INDUCTION_SCORE,
+                                                       bound=float(grid.max()) + 0.01))
+    monkeypatch.setattr(th, "PROBE_MARGIN", replace(th.PROBE_MARGIN, bound=best["value"] + 0.01))
     out = summary(run, capsys)
     assert finding_line(out, "induction head").startswith(
         f"  induction head: not found: L{layer}H{head} induction score {grid.max():.2f}")
@@ -100,3 +106,60 @@ def test_summary_of_missing_run_is_a_usage_error(tmp_path, capsys):
 
     assert run_main(main, ["summary", "--run", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "a").mkdir()
+    assert run_main(main, ["summary", "--run", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert run_main(main, ["summary", "--run", str(tmp_path / "a"), str(tmp_path / "a"),
+                           "--by", "selectivity"]) == 2
+    err = capsys.readouterr().err
+    assert "several runs print the k-of-n table only" in err and err.count("\n") == 1
+
+
+def table_row(out: str, name: str) -> list[str]:
+    """The cells of the k-of-n table row named ``name`` (cells split at two spaces)."""
+    rows = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()]
+    return next(row for row in rows if row[0] == name)
+
+
+def test_summary_of_several_runs_counts_each_finding(
+        control_results, induction_model_dir, fixed_offset_model_dir, quote_study,
+        shared_store, shared_model, tmp_path, capsys):
+    """Two runs: the same probe grid; the quotation study with and without the model; the
+    repeated study of the induction organism and of the fixed-offset model."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run, model in zip(runs, (induction_model_dir, fixed_offset_model_dir), strict=True):
+        shutil.copytree(control_results, run / "probes")
+        assert main(["repeated", "--model", str(model), "--seq-len", "12", "--min-len", "4",
+                     "--max-prefix", "6", "--batch", "6", "--no-mlp-grid", "--run",
+                     str(run)]) == 0
+    assert main(["quote", "--store", str(shared_store), "--model", str(shared_model),
+                 "--max-stories", "8", "--run", str(runs[0])]) == 0
+    shutil.copytree(quote_study, runs[1] / "studies" / "quote")
+    capsys.readouterr()
+    assert main(["summary", "--run", *map(str, runs)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Found in k of n: 2 runs")
+
+    per_run = [findings.findings(*read_run(run)[1:]) for run in runs]
+    for same in zip(*per_run, strict=True):
+        row = table_row(out, same[0].name)
+        assert row[1] == f"{sum(f.found for f in same)}/2"
+        assert all(f.head in row[-1] for f in same if f.head is not None)
+        for threshold in dict.fromkeys(t for f in same for t, _ in f.measures):
+            values = [v for f in same for t, v in f.measures if t == threshold]
+            row = table_row(out, threshold.name)
+            assert row[2] == f"{sum(map(threshold.holds, values))}/2"
+            assert row[4:8] == [f"{min(values):.2f}", f"{np.median(values):.2f}",
+                                f"{max(values):.2f}",
+                                threshold.margin_words(min(values, key=threshold.margin))]
+    # the quotation head was measured in one run only: found in at most one
+    assert table_row(out, "quotation head")[1] in ("0/2", "1/2")
+    assert table_row(out, "tag probe (``)")[1] == "2/2"
+    # the circuit: named in the organism's run, not in the fixed-offset model's
+    assert table_row(out, "circuit named (both heads >= 0.50)")[1] == "1/2"
+    for threshold, get, _ in repeated_kofn.CRITERIA:
+        values = [get(read_study(run / "studies" / "repeated").meta) for run in runs]
+        assert table_row(out, threshold.name)[2] == f"{sum(map(threshold.holds, values))}/2"
+    for run, found in zip(runs, per_run, strict=True):
+        verdicts = "; ".join(f"{f.name} {'found' if f.found else 'not found'}" for f in found)
+        assert f"  {run}: {verdicts}" in out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("HEADPROBE_CACHE") or Path.home() / ".cache" / "headprobe")
 
 
-def train_bpe(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
+def train_bpe(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
               min_frequency: int = 2, extra_tokens: Sequence[str] = ()) -> Any:
-    """Train a byte-level BPE on ``texts``; returns a transformers fast tokenizer.
+    """Train a byte-level BPE on ``texts`` (read once, as a stream); returns a transformers
+    fast tokenizer.
 
     The vocabulary holds the 256 byte symbols, ``<|endoftext|>`` (id 0) and up to
     ``vocab_size`` entries in all; a small corpus may give fewer. ``extra_tokens`` are
@@ -53,7 +54,8 @@ def train_bpe(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=[SPECIAL], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    core.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    core.train_from_iterator(texts, trainer=trainer,
+                            length=len(texts) if isinstance(texts, Sized) else None)
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=SPECIAL, eos_token=SPECIAL,
                                   unk_token=SPECIAL)
     if extra_tokens:
@@ -61,7 +63,7 @@ def train_bpe(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
     return tok
 
 
-def corpus_key(texts: Sequence[str], vocab_size: int, min_frequency: int) -> str:
+def corpus_key(texts: Iterable[str], vocab_size: int, min_frequency: int) -> str:
     """Hash of the corpus and training settings: the cache entry's name."""
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{vocab_size}|{min_frequency}|".encode())
     for text in texts:
@@ -70,9 +72,14 @@ def corpus_key(texts: Sequence[str], vocab_size: int, min_frequency: int) -> str
     return digest.hexdigest()[:24]
 
 
-def cached_bpe(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
+def cached_bpe(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
                min_frequency: int = 2, cache_dir: str | Path | None = None) -> Path:
-    """Directory of the BPE trained on ``texts`` (trained and saved on first use)."""
+    """Directory of the BPE trained on ``texts`` (trained and saved on first use).
+
+    ``texts`` is read twice, for the key and for training: a list, or a stream that starts
+    again when iterated again (:class:`datasets_build.sources.StoryStream`); neither pass
+    holds the texts together.
+    """
     root = Path(cache_dir) if cache_dir else cache_root()
     path = root / "bpe" / corpus_key(texts, vocab_size, min_frequency)
     if (path / "tokenizer.json").is_file():

@@ -10,6 +10,7 @@ STUDY_MODULES: dict[str, str] = {
     "quote": "probing.studies.quote",
     "tag-induction": "probing.studies.tag_induction",
     "repeated": "probing.studies.repeated",
+    "repeated-k-of-n": "probing.studies.repeated_kofn",
     "patch": "probing.studies.patching",
     "ablate": "probing.studies.ablation",
     "stats": "probing.studies.stats",

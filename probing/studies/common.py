@@ -42,12 +42,18 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--model`` (hub name or local HF directory), ``--device`` and ``--model-dtype``."""
+def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True,
+                        several: bool = False) -> None:
+    """``--model`` (hub name or local HF directory; several: one or more of them),
+    ``--device`` and ``--model-dtype``."""
     what = "model (hub name or local HF directory)"
     what += ("; default: the model named in the store, or RUN/model" if not required else
              "; default: RUN/model with --run")
-    parser.add_argument("--model", metavar="M", default=None, required=False, help=what)
+    if several:
+        what += ("; several models (the seeds of a recipe: RUN/model-seed*) each get their "
+                 "own results directory under --out, then one k-of-n table")
+    parser.add_argument("--model", metavar="M", default=None, required=False, help=what,
+                        nargs="+" if several else None)
     add_device_arguments(parser)
 
 

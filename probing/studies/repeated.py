@@ -54,11 +54,12 @@ from probing.studies.common import (
     top_heads,
 )
 from probing.study_io import LAYER_HEAD, PATTERN, Array, Layout
+from probing.thresholds import CIRCUIT_MIN_SCORE
 
 HELP = "induction and previous-token heads on repeated random tokens, and their circuit"
 STUDY = "repeated"
 MIN_LEN = 8            # shortest repeated segment of the command line by default
-MIN_SCORE = 0.5        # both heads' scores for the study to name a circuit
+MIN_SCORE = CIRCUIT_MIN_SCORE   # both heads' scores for the study to name a circuit
 COMPOSITION = ("writer layer", "writer head", "reader layer", "reader head")
 CIRCUIT_TOKENS = 8192   # query tokens scored for the K-composition circuit (vocab 4096: all)
 
@@ -603,7 +604,7 @@ def report(meta: dict[str, Any], induction: np.ndarray, prev: np.ndarray) -> str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, several=True)
     parser.add_argument("--seq-len", type=int, default=25,
                         help="longest repeated segment (default 25)")
     parser.add_argument("--min-len", type=int, default=MIN_LEN,
@@ -614,7 +615,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=30, help="number of sequences")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     parser.add_argument("--min-score", type=float, default=MIN_SCORE,
-                        help="score both heads need for a circuit to be named (default 0.5)")
+                        help="score both heads need for a circuit to be named "
+                             f"(default {MIN_SCORE})")
     parser.add_argument("--no-mlp-grid", action="store_true",
                         help="skip the MLP patching grid (the slowest part)")
     parser.add_argument("--circuit-tokens", type=int, default=CIRCUIT_TOKENS,
@@ -624,9 +626,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    out = output_dir(args, STUDY)
-    name, model = required_model(args)
+def study_of(args: argparse.Namespace, name: str, model: Any
+             ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(arrays, meta, report) of the study of the command line ``args`` on ``model``."""
     arrays, meta, text = repeated_study(model, args.seq_len, args.batch, args.seed,
                                         mlp_grid=not args.no_mlp_grid,
                                         min_len=(args.min_len if args.min_len != MIN_LEN
@@ -634,4 +636,17 @@ def run(args: argparse.Namespace) -> int:
                                         max_prefix=args.max_prefix, min_score=args.min_score,
                                         circuit_tokens=args.circuit_tokens)
     meta["model"] = name
+    return arrays, meta, text
+
+
+def run(args: argparse.Namespace) -> int:
+    models = args.model or []
+    if len(models) > 1:
+        from probing.studies.repeated_kofn import run_models
+
+        return run_models(args, models)
+    args.model = models[0] if models else None
+    out = output_dir(args, STUDY)
+    name, model = required_model(args)
+    arrays, meta, text = study_of(args, name, model)
     return finish_study(out, LAYOUT, arrays, meta, text, args.overwrite)
