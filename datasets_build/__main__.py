@@ -21,7 +21,7 @@ from headprobe.cli import Parser, run_main
 from headprobe.errors import UsageError
 from headprobe.manifest import read_json
 from headprobe.rundir import resolve
-from headprobe.shards import add_cluster_arguments, parse_shard
+from headprobe.shards import add_cluster_arguments, check_cluster_arguments, parse_shard
 
 PROG = "python -m datasets_build"
 EPILOG = """\
@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sharded = bool(args.shard or args.ray)
     if args.shards is not None and not args.ray:
         raise UsageError("--shards needs --ray; for one shard give --shard i/n")
+    check_cluster_arguments(args)
     opts = BuildOptions(args.source, args.tokenizer, out, limit=args.limit,
                         test_fraction=args.test_fraction, seed=args.seed,
                         spacy_model=args.spacy_model, batch_size=args.batch_size,

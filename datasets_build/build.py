@@ -140,7 +140,9 @@ FEW_TOKENS = 8
 
 
 def _check_numbers(limit: int | None, batch_size: int, n_process: int,
-                   max_tokens: int | None, prepend_bos: bool) -> None:
+                   max_tokens: int | None, prepend_bos: bool, seed: int) -> None:
+    if seed < 0:
+        raise UsageError(f"{opt('seed')} must be at least 0, got {seed}")
     if limit is not None and limit < 1:
         raise UsageError(f"{opt('limit')} must be at least 1, got {limit}")
     if max_tokens is not None and max_tokens < 1 + prepend_bos:
@@ -179,7 +181,7 @@ class BuildOptions:
         check_test_fraction(self.test_fraction)
         check_rule(self.align)
         _check_numbers(self.limit, self.batch_size, self.n_process, self.max_tokens,
-                       self.prepend_bos)
+                       self.prepend_bos, self.seed)
         if self.tagset not in TAGSETS:
             raise UsageError(f"unknown {opt('tagset')} {self.tagset!r}; choose from "
                              f"{', '.join(TAGSETS)}")

@@ -27,7 +27,7 @@ from extract.store.schema import DEFAULT_SITES, DTYPES, SITES
 from headprobe.cli import Parser, add_device_arguments, run_main, split_list
 from headprobe.errors import UsageError
 from headprobe.rundir import resolve
-from headprobe.shards import add_cluster_arguments
+from headprobe.shards import add_cluster_arguments, check_cluster_arguments
 
 PROG = "python -m extract"
 
@@ -163,6 +163,7 @@ def extract_main(argv: Sequence[str] | None) -> int:
         return _run_on_ray(args, dataset, out)
     if args.shards is not None:
         raise UsageError("--shards needs --ray; for one shard give --shard i/n")
+    check_cluster_arguments(args)
     if args.shard:
         return _run_shard(args, dataset, out)
     from extract.extractor import extract_store

@@ -7,20 +7,29 @@ the row order of an unsharded run. The root attributes ``merged_from``, ``merged
 ``merged_token_sha256`` and ``merged_shards_created`` record each shard's path, row count,
 token-table fingerprint and creation time, which :func:`extract.store.virtual.check_sources`
 checks whenever the store is opened; the other attributes describe the whole store
-(:func:`whole_store_attrs`). Merging again over the same, unchanged shards leaves the merged
-file as it is, so a merge job can be submitted twice.
+(:func:`whole_store_attrs`). The merged file carries the block checksums of the joined
+rows (``/integrity/block_crc32``, :func:`merged_checksums`), so its readers verify what
+they read as they do for any store. Merging again over the same, unchanged shards leaves
+the merged file as it is, so a merge job can be submitted twice.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from extract.store.integrity import TOKENS_HASH, token_table_hash
+from extract.store.integrity import (
+    CHECKSUMS,
+    TOKENS_HASH,
+    create_checksums,
+    token_table_hash,
+    verified_blocks,
+)
 from extract.store.json_attrs import decode_attrs, encode_attrs
 from extract.store.reader import open_store
 from extract.store.schema import (
@@ -60,8 +69,11 @@ def merge_stores(out: str | Path, shards: Sequence[str | Path], overwrite: bool 
         raise UsageError("give the shard stores to merge")
     with output_lock(out):
         ordered = _shards_in_order(shards)
-        if not overwrite and _merged_already(out, ordered):
+        earlier = _earlier_merge(out, ordered)
+        if not overwrite and earlier == "current":
             return out
+        # a merge of the same shards written before merges carried checksums is redone
+        overwrite = overwrite or earlier == "without checksums"
         check_target(out, overwrite, "file")
         with atomic_file(out, overwrite=overwrite) as tmp:
             _write_virtual(tmp, out, ordered)
@@ -104,17 +116,20 @@ def _sources(out: Path, shards: Sequence[tuple[Path, dict]]) -> dict[str, list]:
             "merged_shards_created": [str(a.get("created", "")) for _, a in shards]}
 
 
-def _merged_already(out: Path, shards: Sequence[tuple[Path, dict]]) -> bool:
-    """Whether ``out`` is a merge of exactly these shards, unchanged since (merging again
-    is then nothing to do, so a merge job can be submitted twice)."""
+def _earlier_merge(out: Path, shards: Sequence[tuple[Path, dict]]) -> str:
+    """'current' when ``out`` is a merge of exactly these shards, unchanged since (merging
+    again is then nothing to do, so a merge job can be submitted twice); 'without
+    checksums' for such a merge written before merges carried block checksums; else ''."""
     if not out.is_file():
-        return False
+        return ""
     try:
         with h5py.File(out, "r") as f:
-            attrs = decode_attrs(f.attrs)
+            attrs, checked = decode_attrs(f.attrs), CHECKSUMS in f
     except OSError:
-        return False
-    return all(attrs.get(k) == v for k, v in _sources(out, shards).items())
+        return ""
+    if not all(attrs.get(k) == v for k, v in _sources(out, shards).items()):
+        return ""
+    return "current" if checked else "without checksums"
 
 
 def whole_store_attrs(shards: Sequence[tuple[Path, dict]]) -> dict:
@@ -142,6 +157,50 @@ def _joined_token_hash(paths: Sequence[Path]) -> str:
     return token_table_hash({k: np.concatenate([t[k] for t in tables]) for k in TOKEN_TABLE})
 
 
+def merged_checksums(shards: Sequence[tuple[Path, dict]], chunk_rows: int) -> np.ndarray:
+    """[n_blocks, n_sites] uint32: the checksum of every block of ``chunk_rows`` rows of the
+    shards' rows joined in order, as :mod:`extract.store.integrity` records them. Copied from
+    the shards when their blocks line up with the joined ones (every shard but the last a
+    whole number of blocks of the same size, each with its checksums); else computed from
+    the shards' rows, each shard block checked against the shard's own checksum on the way."""
+    sizes = [int(a["n_tokens"]) for _, a in shards]
+    sites = list(shards[0][1]["sites"])
+    lined_up = all(int(a["chunk_rows"]) == chunk_rows for _, a in shards) and all(
+        size % chunk_rows == 0 for size in sizes[:-1])
+    tables = []
+    for path, _ in shards:
+        with h5py.File(path, "r") as f:
+            tables.append(f[CHECKSUMS][()] if lined_up and CHECKSUMS in f else None)
+    if all(t is not None for t in tables):
+        return np.concatenate(tables).astype(np.uint32)
+    n_blocks = -(-sum(sizes) // chunk_rows)
+    table = np.zeros((n_blocks, len(sites)), dtype=np.uint32)
+    for column, site in enumerate(sites):
+        table[:, column] = _joined_column([p for p, _ in shards], site, chunk_rows, n_blocks)
+    return table
+
+
+def _joined_column(paths: Sequence[Path], site: str, chunk_rows: int,
+                   n_blocks: int) -> np.ndarray:
+    """[n_blocks] checksums of ``site``'s rows of the stores ``paths`` joined in order, in
+    blocks of ``chunk_rows`` rows (CRC-32 carried on from one shard's rows to the next)."""
+    out = np.zeros(n_blocks, dtype=np.uint32)
+    block = filled = crc = 0
+    for path in paths:
+        for rows in verified_blocks(path, site):
+            at = 0
+            while at < len(rows):
+                take = min(chunk_rows - filled, len(rows) - at)
+                piece = np.ascontiguousarray(rows[at:at + take])
+                crc = zlib.crc32(memoryview(piece).cast("B"), crc)
+                filled, at = filled + take, at + take
+                if filled == chunk_rows:
+                    out[block], block, filled, crc = crc, block + 1, 0, 0
+    if filled:
+        out[block] = crc
+    return out
+
+
 def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> None:
     sizes = [int(a["n_tokens"]) for _, a in shards]
     total = sum(sizes)
@@ -164,6 +223,9 @@ def _write_virtual(tmp: Path, final: Path, shards: list[tuple[Path, dict]]) -> N
                     vds.attrs[key] = value
             label_axes(vds, dims, str(ds.attrs["description"]), scales)
         dst[TOKEN_GROUP].attrs.update(src[TOKEN_GROUP].attrs)
+        chunk_rows = int(attrs["chunk_rows"])
+        create_checksums(dst, total, chunk_rows, len(attrs["sites"]))
+        dst[CHECKSUMS][...] = merged_checksums(shards, chunk_rows)
         for key in LEGACY_FORMAT_ATTRS:   # shards of version 2 merge into the current one
             attrs.pop(key, None)
         attrs.update(format_attrs())

@@ -78,6 +78,9 @@ class ExtractOptions:
         self.check_output()
         self.batch_tokens = parse_batch_tokens(self.batch_tokens)
         parse_compression(self.compression)
+        for name in ("chunk_rows", "group_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"{opt(name)} must be at least 1, got {getattr(self, name)}")
         self.sites = check_sites(self.sites)
         check_dtype(self.dtype)
         check_model_dtype(self.model_dtype)

@@ -19,6 +19,7 @@ from figures.sources import discover
 from figures.writer import FORMATS, input_hashes, save_figure, up_to_date
 from headprobe.cli import Parser, run_main, split_list
 from headprobe.errors import UsageError, opt
+from headprobe.failures import DamagedFile
 from headprobe.locks import claim_output
 from headprobe.rundir import model_of_store, require_input, run_path
 
@@ -178,6 +179,8 @@ def _write_atlas(sources: Sequence, out: Path, run: str | None, store: str | Non
     elif run and run_path(run, "store").is_file():
         try:
             trace = store_trace(run_path(run, "store"), story, run, example_story(sources))
+        except DamagedFile:
+            raise                  # a damaged store is refused, never drawn around
         except UsageError as exc:
             print(f"atlas without an activity trace: {exc}", file=sys.stderr)
     title = f"head atlas: {Path(run).resolve().name}" if run else "head atlas"

@@ -55,13 +55,19 @@ def classify(path: Path) -> str | None:
 
 
 def _missing(path: Path) -> UsageError:
-    """The error for a results directory that is not there, naming the command that makes
-    what its place says it is: probe results, a study's results or a run directory."""
+    """The error for a results directory that is not there: a file given instead says so;
+    a missing one names the command that makes what its place says it is (probe results or
+    a study's results), else what a results directory can be."""
+    if path.exists():
+        return UsageError(f"results directory expected, but {path} is a file; give the "
+                          f"directory that holds it ({path.parent})")
     if run_of(path, "probes") is not None:
         return missing_input("probes", path, run_of(path, "probes"))
     if run_of(path, "study") is not None:
         return missing_input("study", path, run_of(path, "study"), path.name)
-    return missing_input("run", path)
+    return UsageError(f"results directory {path} not found; give probe results, a study's "
+                      "results or a run directory (make probe results with: "
+                      f"{make_command('probes', path)})")
 
 
 def discover(paths: Sequence[str | Path]) -> list[Source]:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from headprobe.errors import UsageError, opt
+from headprobe.failures import naming
 
 
 def check_target(final: str | Path, overwrite: bool, kind: str = "") -> Path:
@@ -82,7 +83,8 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     with creating_beside(final):
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        yield tmp
+        with naming(final):
+            yield tmp
         ordinary_mode(tmp, directory=True)
         _replace(tmp, final)
     finally:
@@ -99,7 +101,8 @@ def atomic_file(final: str | Path, overwrite: bool = True) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
+        with naming(final):
+            yield tmp
         ordinary_mode(tmp, directory=False)
         _replace(tmp, final)
     finally:

@@ -94,6 +94,18 @@ def reading(path: str | Path, what: str, remedy: str,
         raise UsageError(f"cannot read {what} {path}: {first_line(exc)}; {remedy}") from exc
 
 
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError in the block that names no file (a ``write`` on a full disk) names
+    ``path``, the output being written, so that its one line says which file failed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.filename2 is None:
+            exc.filename = str(path)
+        raise
+
+
 class DamagedFile(UsageError):
     """A file whose contents differ from the checksums written with it, or hold values
     that cannot be there (NaN activations); the message names the file, the array and,

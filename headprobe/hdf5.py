@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from headprobe.failures import naming
 from headprobe.space import require_free_space
 
 
@@ -32,5 +33,5 @@ def hdf5_image(path: str | Path, shown: str | Path | None = None) -> Iterator[An
         yield file
     data = buffer.getbuffer()
     require_free_space(path, len(data), shown=shown)
-    with open(path, "wb") as handle:
+    with naming(shown or path), open(path, "wb") as handle:
         handle.write(data)

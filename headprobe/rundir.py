@@ -56,6 +56,8 @@ MAKERS: dict[str, tuple[str, str, str | None]] = {
     "study": ("{study} study results", "python -m probing {study} --store FILE.h5 --out {path}",
               "python -m probing {study} --run {run}"),
 }
+# Inputs that are files (the others are directories).
+FILE_INPUTS = ("store", "control_store")
 # Root attributes of an activation store that may name the model it was extracted from.
 STORE_MODEL_ATTRS = ("model_path", "model", "model_name")
 
@@ -120,8 +122,22 @@ def missing_input(what: str, path: str | Path, run: str | Path | None = None,
     """The one-line error for input ``what`` not found at ``path``, naming the command that
     makes it: ``activation store runs/x/activations.h5 not found; make it with: ...``."""
     name = MAKERS[what][0].format(study=study)
+    wrong = _wrong_kind(what, Path(path))
+    if wrong:
+        return UsageError(f"{name} expected, but {path} is {wrong}")
     return UsageError(f"{name} {path} not found; make it with: "
                       f"{make_command(what, path, run, study)}")
+
+
+def _wrong_kind(what: str, path: Path) -> str:
+    """'a directory' or 'a file' when ``path`` is the other kind than input ``what`` is (a
+    file for stores, a directory for the rest); '' otherwise."""
+    is_file_input = what in FILE_INPUTS
+    if is_file_input and path.is_dir():
+        return "a directory"
+    if not is_file_input and path.is_file():
+        return "a file"
+    return ""
 
 
 def require_input(what: str, path: str | Path, run: str | Path | None = None,
@@ -129,7 +145,7 @@ def require_input(what: str, path: str | Path, run: str | Path | None = None,
     """``path`` when input ``what`` is there (a directory for run, dataset, model, probes and
     study, a file otherwise); else :func:`missing_input`."""
     path = Path(path)
-    found = path.is_file() if what in ("store", "control_store") else path.is_dir()
+    found = path.is_file() if what in FILE_INPUTS else path.is_dir()
     if not found:
         raise missing_input(what, path, run, study)
     return path

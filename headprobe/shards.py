@@ -70,6 +70,10 @@ def shard_pattern(suffix: str = "") -> re.Pattern:
     return re.compile(r"shard-(\d+)-of-(\d+)" + re.escape(suffix))
 
 
+# per-task settings of add_cluster_arguments and their defaults
+TASK_SETTINGS = {"cpus_per_shard": 1.0, "gpus_per_shard": 0.0, "retries": 3}
+
+
 def add_cluster_arguments(parser: Any, verb: str, gpus: bool = True, cpus_note: str = "") -> None:
     """``--ray``, ``--shards`` and each shard task's resources and retries; ``verb`` says
     what a task does (e.g. 'extract'), ``gpus`` whether tasks can ask for GPUs, ``cpus_note``
@@ -81,13 +85,27 @@ def add_cluster_arguments(parser: Any, verb: str, gpus: bool = True, cpus_note: 
                         "cluster")
     parser.add_argument("--shards", type=int,
                         help="shards (Ray tasks) of a --ray run (default: none; --ray needs it)")
-    parser.add_argument("--cpus-per-shard", type=float, default=1.0,
+    parser.add_argument("--cpus-per-shard", type=float, default=TASK_SETTINGS["cpus_per_shard"],
                         help=f"CPUs of each shard task (default 1{cpus_note})")
     if gpus:
-        parser.add_argument("--gpus-per-shard", type=float, default=0.0,
+        parser.add_argument("--gpus-per-shard", type=float,
+                            default=TASK_SETTINGS["gpus_per_shard"],
                             help="GPUs of each shard task (default 0; 0.5 puts two on a GPU)")
-    parser.add_argument("--retries", type=int, default=3,
+    parser.add_argument("--retries", type=int, default=TASK_SETTINGS["retries"],
                         help="retries of a shard task whose worker dies (default 3)")
+
+
+def check_cluster_arguments(args: Any) -> None:
+    """UsageError for the settings of Ray tasks (CPUs, GPUs, retries) given without
+    ``--ray``, where nothing would use them."""
+    given = [name for name, default in TASK_SETTINGS.items()
+             if getattr(args, name, default) != default]
+    if given and not args.ray:
+        verb, they, them = ("goes", "it sets", "it") if len(given) == 1 else ("go", "they set",
+                                                                            "them")
+        raise UsageError(f"{' and '.join(opt(name) for name in given)} {verb} with "
+                         f"{opt('ray')} ({they} the tasks of a cluster run); give "
+                         f"{opt('ray')} or leave {them} out")
 
 
 def check_resources(n: int, cpus: float, gpus: float, retries: int) -> None:

@@ -31,6 +31,7 @@ from probing.solvers import SOLVERS
 from probing.studies import STUDY_MODULES
 
 PROG = "python -m probing"
+DEFAULT_BOOTSTRAP = 1000
 
 
 def _add_fit(sub) -> None:
@@ -86,8 +87,8 @@ def _add_fit(sub) -> None:
     p.add_argument("--mdl", action="store_true",
                    help="also measure the online code length (MDL) of every cell, and of the "
                         "random-weights store and the control task when those run")
-    p.add_argument("--bootstrap", type=int, default=1000,
-                   help="bootstrap resamples of test stories (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
+                   help=f"bootstrap resamples of test stories (default {DEFAULT_BOOTSTRAP})")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the shuffled labels, the control task and the bootstrap")
     _add_scale(p)
@@ -132,6 +133,9 @@ def _fit(args: argparse.Namespace) -> int:
     store = resolve(args.store, args.run, "store", "store")
     out = claim_output(resolve(args.out, args.run, "probes", "out"))
     check_target(out, args.overwrite, "directory")
+    if args.no_intervals and args.bootstrap != DEFAULT_BOOTSTRAP:
+        raise UsageError("--bootstrap sets the resamples of the intervals that --no-intervals "
+                         "drops; leave one of them out")
     control_store = _control_store(args)
     controls = parse_controls(split_list(args.controls), bool(control_store),
                               intervals=not args.no_intervals, add_defaults=True)

@@ -45,6 +45,11 @@ CODELENGTHS = ("codelength", "codelength_control_task")
 GOALS = {"speed-up": 10.0, "accuracy": 0.01, "codelength": 0.01}
 
 
+# options that only one mode of the bench reads, with their defaults
+MODE_OPTIONS = {"rss": {"small": 1000, "large": 3000, "max_test_tokens": None},
+                "verify": {"repeat": 3}}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``python -m probing bench``."""
     p.add_argument("--stories", type=int, default=600,
@@ -69,11 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true",
                    help="time probing fit on the store of --stories with verification of what "
                         "it reads on and off (HEADPROBE_VERIFY) and print the ratio")
-    p.add_argument("--repeat", type=int, default=3,
+    p.add_argument("--repeat", type=int, default=MODE_OPTIONS["verify"]["repeat"],
                    help="runs of each setting of --verify (default 3; medians compared)")
-    p.add_argument("--small", type=int, default=1000,
+    p.add_argument("--small", type=int, default=MODE_OPTIONS["rss"]["small"],
                    help="stories of the smaller store of --rss (default 1000)")
-    p.add_argument("--large", type=int, default=3000,
+    p.add_argument("--large", type=int, default=MODE_OPTIONS["rss"]["large"],
                    help="stories of the larger store of --rss (default 3000)")
     p.add_argument("--max-test-tokens", type=int, metavar="N",
                    help="pass --max-test-tokens N to the fits of --rss (a test sample of whole "
@@ -126,10 +131,23 @@ def _layers(text: str, n_layers: int) -> list[int]:
     return layers
 
 
+def _check_mode(args: argparse.Namespace) -> None:
+    """Refuse both modes at once, and an option of one mode given without it."""
+    if args.rss and args.verify:
+        raise UsageError(f"give {opt('rss')} or {opt('verify')}, not both")
+    for mode, options in MODE_OPTIONS.items():
+        given = [name for name, default in options.items() if getattr(args, name) != default]
+        if given and not getattr(args, mode):
+            verb, them = ("goes", "it") if len(given) == 1 else ("go", "them")
+            raise UsageError(f"{' and '.join(opt(name) for name in given)} {verb} with "
+                             f"{opt(mode)} only; give {opt(mode)} or leave {them} out")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Time both solvers on every chosen (site, layer) of the store and print the comparison."""
     from extract.store import open_store
 
+    _check_mode(args)
     if args.rss:
         from probing.bench_rss import run_rss
 

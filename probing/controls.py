@@ -248,7 +248,15 @@ def control_task_labels(train_types: np.ndarray, test_types: np.ndarray, train_y
 
 
 def check_control_store(store: Store, control: Store) -> None:
-    """Refuse a control store that does not hold the store's tokens (ids, stories, splits)."""
+    """Refuse a control store that does not hold the store's tokens (ids, stories, splits),
+    or whose vectors come from the same weights as the store's (the store itself)."""
+    same = ("model_weights_sha256", "reinit_seed")
+    if control.path.resolve() == store.path.resolve() or (
+            store.attrs.get(same[0]) and all(control.attrs.get(k) == store.attrs.get(k)
+                                            for k in same)):
+        raise UsageError(f"control store {control.path} comes from the same weights as the "
+                         f"store; give the store of the re-initialised model (extract "
+                         f"{opt('reinit_seed')} 0)")
     if control.n_tokens != store.n_tokens:
         raise UsageError(f"control store {control.path} has {control.n_tokens} tokens, the "
                          f"store has {store.n_tokens}; extract both from the same dataset")

@@ -239,6 +239,8 @@ def _check_config(store: Store, config: GridConfig) -> list[int]:
         raise UsageError(f"{opt('ambiguous_min_count')} must be at least 1")
     if config.n_boot < 1:
         raise UsageError(f"{opt('n_boot')} (bootstrap resamples) must be at least 1")
+    if config.seed < 0:
+        raise UsageError(f"{opt('seed')} must be at least 0, got {config.seed}")
     _check_scale(config)
     if config.word_types not in WORD_TYPES:
         raise UsageError(f"unknown {opt('word_types')} {config.word_types!r}; choose from "
@@ -246,7 +248,23 @@ def _check_config(store: Store, config: GridConfig) -> list[int]:
     if config.mdl and config.multilabel:
         raise UsageError(f"{opt('mdl')} codes one tag per token; it does not combine with "
                          f"{opt('multilabel')}")
+    _check_word_types(config)
     return layers
+
+
+def _check_word_types(config: GridConfig) -> None:
+    """Refuse word-type settings that no control of ``config`` would use."""
+    if config.word_types != "token" and not any(c.word_type == "config"
+                                                for c in config.controls):
+        raise UsageError(f"{opt('word_types')} sets the word types of the control task, "
+                         f"which does not run; add control-task to {opt('controls')} or "
+                         f"leave {opt('word_types')} out")
+    if config.tokenizer and "lower" not in {c.kind(config.word_types)
+                                            for c in config.controls}:
+        raise UsageError(f"{opt('tokenizer')} decodes lowercased word types, which no "
+                         f"control here uses; give it with {opt('word_types', 'lower')} "
+                         "and control-task, or with the lexical-lower control, or leave "
+                         "it out")
 
 
 def _check_scale(config: GridConfig) -> None:

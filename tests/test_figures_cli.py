@@ -98,7 +98,10 @@ def test_only_formats_and_study_dir(synthetic_run: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--out", "X"], "give --results"),
-    (["--results", "/nonexistent/dir", "--out", "X"], "not found; make it with: python -m"),
+    (["--results", "/nonexistent/dir", "--out", "X"],
+     "results directory /nonexistent/dir not found; give probe results"),
+    (["--results", "{run}/studies/patch/results.h5", "--out", "X"],
+     "results directory expected, but {run}/studies/patch/results.h5 is a file"),
     (["--results", "{run}", "--out", "X", "--format", "jpg"], "unknown --format"),
     (["--results", "{run}", "--out", "X", "--only", "nosuchfigure"], "no figure matches"),
     (["--results", "{run}/studies"], "give --out"),
@@ -108,7 +111,7 @@ def test_bad_input_is_one_line_exit_2(synthetic_run: Path, tmp_path: Path, capsy
     argv = [a.replace("{run}", str(synthetic_run)).replace("X", str(tmp_path / "o")) for a in argv]
     assert cli(*argv) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    assert message.replace("{run}", str(synthetic_run)) in err and len(err.splitlines()) == 1
 
 
 def test_not_a_results_dir(tmp_path: Path, capsys):

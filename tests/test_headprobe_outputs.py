@@ -87,6 +87,16 @@ def test_an_output_of_the_other_kind_is_refused_even_with_overwrite(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"]
 
 
+def test_a_write_failure_without_a_file_name_names_the_output(tmp_path):
+    for context in (atomic_file, atomic_dir):
+        target = tmp_path / f"out-{context.__name__}"
+        with pytest.raises(OSError) as err, context(target):
+            raise OSError(errno.ENOSPC, "No space left on device")   # what write() raises
+        assert failure_line(err.value).startswith(f"cannot use {target}: No space left"), \
+            failure_line(err.value)
+        assert not target.exists()
+
+
 def test_file_system_and_decoding_failures_are_one_line(tmp_path):
     full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.h5"))
     assert failure_line(full) == (f"cannot use {tmp_path / 'x.h5'}: No space left on device; "

@@ -78,3 +78,68 @@ def test_an_unreadable_tokenizer_is_one_whole_line(tmp_path, gpt2_tokenizer, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"cannot load tokenizer '{broken}'" in err, err
     assert "expected value at line 1 column 1" in err, err
+
+
+# (stage, arguments, words of the one-line refusal) of settings found meaningless by a
+# review of every option: {model}, {dataset}, {store} and {out} are filled in per test
+REFUSED = [
+    ("datasets_build", "--source demo:3 --tokenizer {model} --out {out} --seed -1",
+     "--seed must be at least 0"),
+    ("datasets_build", "--source demo:3 --tokenizer {model} --out {out} --retries 5",
+     "--retries goes with --ray"),
+    ("extract", "--dataset {dataset} --model {model} --out {out}.h5 --chunk-rows 0",
+     "--chunk-rows must be at least 1"),
+    ("extract", "--dataset {dataset} --model {model} --out {out}.h5 --group-tokens -1",
+     "--group-tokens must be at least 1"),
+    ("extract", "--dataset {dataset} --model {model} --out {out}.h5 --cpus-per-shard 2 "
+     "--gpus-per-shard 1", "--cpus-per-shard and --gpus-per-shard go with --ray"),
+    ("extract", "train --corpus demo:5 --out {out} --warmup -2", "--warmup must be in 0..--steps"),
+    ("extract", "train --corpus demo:5 --out {out} --weight-decay -1",
+     "--weight-decay must be at least 0"),
+    ("extract", "train --corpus demo:5 --out {out} --family llama --window 4",
+     "--window sizes the local attention layers"),
+    ("extract", "train --corpus demo:5 --out {out} --repeat-min 5",
+     "--repeat-min shapes the repeated segments, and --repeat-frac 0 mixes in none"),
+    ("extract", "train --corpus demo:5 --out {out} --stop-after 0",
+     "--stop-after must be at least 1 step"),
+    ("extract", "train --corpus demo:5 --out {out} --seeds 0,1 --seed 3", "leave out --seed"),
+    ("extract", "train --corpus demo:5 --out {out} --threads 0", "--threads must be positive"),
+    ("probing", "fit --store {store} --out {out} --seed -1", "--seed must be at least 0"),
+    ("probing", "fit --store {store} --out {out} --tokenizer {model}",
+     "--tokenizer decodes lowercased word types, which no control here uses"),
+    ("probing", "fit --store {store} --out {out} --word-types lower",
+     "--word-types sets the word types of the control task, which does not run"),
+    ("probing", "fit --store {store} --out {out} --no-intervals --bootstrap 50",
+     "--bootstrap sets the resamples of the intervals that --no-intervals drops"),
+    ("probing", "fit --store {store} --out {out} --control-store {store}",
+     "comes from the same weights as the store"),
+    ("probing", "quote --store {store} --no-model --out {out} --max-stories 0",
+     "--max-stories must be at least 1, got 0"),
+    ("probing", "quote --store {store} --no-model --out {out} --top 0",
+     "--top must be at least 1, got 0"),
+    ("probing", "ablate --store {store} --model {model} --heads L0H0 --out {out} --seed -1",
+     "--seed must be at least 0"),
+    ("probing", "fit --store {dataset} --out {out}",
+     "activation store expected, but {dataset} is a directory"),
+    ("extract", "--dataset {store} --model {model} --out {out}.h5",
+     "tagged dataset expected, but {store} is a file"),
+    ("probing", "bench --repeat 5", "--repeat goes with --verify only"),
+    ("probing", "repeated --model {model} --out {out} --min-len 30",
+     "--min-len 30 is more than --seq-len 25"),
+    ("probing", "repeated --model {model} --out {out} --min-score -0.5",
+     "--min-score must be in [0, 1]"),
+]
+
+
+@pytest.mark.parametrize("stage, argv, words", REFUSED,
+                         ids=[f"{s}:{a.split(' --')[-1]}" for s, a, _ in REFUSED])
+def test_meaningless_settings_are_refused_in_one_line(stage, argv, words, shared_model,
+                                                      untagged_dataset, probing_store,
+                                                      tmp_path, capsys):
+    out = tmp_path / "out"
+    args = argv.format(model=shared_model, dataset=untagged_dataset, store=probing_store,
+                       out=out).split()
+    assert run(stage, *args) == 2
+    words = words.format(dataset=untagged_dataset, store=probing_store)
+    assert words in one_line_error(capsys)
+    assert not any(tmp_path.iterdir())

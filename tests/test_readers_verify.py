@@ -4,6 +4,7 @@ array (exit code 2), and HEADPROBE_VERIFY=0 / verify=False skips the checks."""
 
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import h5py
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from extract.extractor import extract_store
+from extract.merge import merge_stores
 from extract.store import open_store
+from extract.store.integrity import CHECKSUMS
 from headprobe.checksums import CRC_ATTR, VERIFY_ENV
 from headprobe.failures import DamagedFile
 from probing.results import read_results
@@ -181,3 +184,68 @@ def test_probing_fit_no_verify_reads_without_checks(shared_store, tmp_path, caps
     assert run("probing", *fit, "--out", tmp_path / "unchecked", "--no-verify") == 0
     assert VERIFY_ENV not in os.environ
     assert read_results(tmp_path / "unchecked").arrays["f1"].shape[:2] == (1, 1)
+
+
+def lined_up_chunk_rows(dataset: Path) -> int:
+    """Block rows that make both shards of ``dataset`` ("all" split) whole blocks but the
+    last: the largest divisor of the first shard's tokens up to 1024."""
+    from datasets_build.dataset import load_tagged_dataset
+    from extract.plan import shard_tokens
+
+    first, second = shard_tokens(load_tagged_dataset(dataset), "all", 2)
+    return max(d for d in range(1, min(first, second, 1024) + 1) if first % d == 0)
+
+
+@pytest.mark.parametrize("lined_up", [False, True], ids=["computed", "copied"])
+def test_a_merged_store_carries_checksums_and_refuses_a_damaged_block(
+        lined_up, shared_dataset, shared_model, tmp_path, capsys):
+    # not lined up: blocks run across the first shard's end, so the merge computes them;
+    # lined up: the shards' blocks are the merged ones and their checksums are copied
+    chunk_rows = lined_up_chunk_rows(shared_dataset) if lined_up else None
+    shards = [extract_store(shared_dataset, str(shared_model), tmp_path / f"s{i}.h5",
+                            shard=f"{i}/2", split="all", group_tokens=1, sites=("key",),
+                            chunk_rows=chunk_rows) for i in range(2)]
+    merged = merge_stores(tmp_path / "merged.h5", shards)
+    with h5py.File(merged, "r+") as f:      # as merged before merges carried checksums
+        del f[CHECKSUMS]
+    assert merge_stores(merged, shards) == merged    # redone without --overwrite
+    with h5py.File(merged, "r") as f:
+        rows, keys, table = int(f.attrs["chunk_rows"]), f["keys"][()], f[CHECKSUMS][()]
+        assert f["keys"].is_virtual and len(table) == -(-len(keys) // rows)
+    assert table[:, 0].tolist() == [zlib.crc32(keys[at:at + rows].tobytes())
+                                    for at in range(0, len(keys), rows)]
+    shard_tables = []
+    for shard in shards:
+        with h5py.File(shard, "r") as f:
+            shard_tables.append(f[CHECKSUMS][()])
+    assert (len(np.concatenate(shard_tables)) == len(table)) == lined_up
+    with open_store(merged) as store:
+        assert store.read("key", 0, 0).shape == (len(keys), store.d_head)
+    damage_chunk(shards[1], "keys")
+    with open_store(merged) as store, pytest.raises(DamagedFile) as err:
+        store.read("key", 0, 0)
+    assert f"{merged}: rows " in str(err.value) and "of array keys" in str(err.value)
+    assert f"held by {shards[1]}" in str(err.value), err.value
+    assert run("probing", "fit", "--store", merged, "--out", tmp_path / "probes",
+               "--layers", "0", "--sites", "key", "--bootstrap", "10") == 2
+    assert "of array keys" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("kind", ["compressed", "uncompressed"])
+def test_figures_refuse_a_damaged_store_in_one_line(kind, shared_store, plain_store,
+                                                    probing_results, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "probes").symlink_to(probing_results)
+    store = run_dir / "activations.h5"
+    shutil.copy(shared_store if kind == "compressed" else plain_store, store)
+    damage_chunk(store, "activity")
+    page = tmp_path / "atlas.html"
+    assert run("figures", "atlas", "--results", probing_results, "--store", store,
+               "--out", page) == 2
+    line = one_line_error(capsys)
+    assert str(store) in line and "of array activity" in line, line
+    # the run's own store too: damage is refused, not drawn around
+    assert run("figures", "atlas", "--run", run_dir) == 2
+    assert "of array activity" in one_line_error(capsys)
+    assert not page.exists() and not (run_dir / "figures" / "atlas.html").exists()

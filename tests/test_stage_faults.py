@@ -151,6 +151,7 @@ def test_a_disk_that_fills_while_probes_are_written_is_no_crash(probing_store, t
     assert got.returncode == 2, got.stderr[-2000:]
     last = got.stderr.strip().splitlines()[-1]
     assert "Traceback" not in got.stderr and "No space left on device" in last, got.stderr
+    assert f"cannot use {tiny_disk / 'probes'}" in last, last     # the file is named
     assert listing(tiny_disk) == ["filler"]
 
 

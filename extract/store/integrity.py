@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from extract.store.json_attrs import decode_attrs
 from extract.store.schema import SITES, TOKEN_GROUP, TOKEN_TABLE, token_path
 from extract.store.writer import label_axes
 from headprobe.failures import DamagedFile, first_line
@@ -125,6 +126,43 @@ def check_written_rows(file: h5py.File, sites: list[str], rows_written: int,
     return _damage(file, sites, rows_written, chunk_rows)
 
 
+def read_block(file: h5py.File, name: str, start: int, stop: int,
+               recorded: int | None, held_by: str = "") -> np.ndarray:
+    """Rows [start, stop) of array ``name`` as stored, checked against their checksum
+    ``recorded`` (None: nothing recorded) and for values no site can hold (NaN or
+    infinite floats); DamagedFile naming the file, the array and the rows (and
+    ``held_by``: the shard files that hold them, for a merged store)."""
+    ds = file[name]
+    where = f"{file.filename}: rows {start}-{stop - 1} of array {ds.name.lstrip('/')}"
+    where += f" (held by {held_by})" if held_by else ""
+    try:
+        values = ds[start:stop]
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise DamagedFile(f"{where} cannot be decoded ({first_line(exc)}); the file is "
+                          "damaged, extract it again") from exc
+    if recorded is not None and _crc(values) != recorded:
+        raise DamagedFile(f"{where} do not match their checksum; the file is damaged, "
+                          "extract it again")
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise DamagedFile(f"{where} hold NaN or infinite values; the file is damaged, "
+                          "extract it again")
+    return values
+
+
+def verified_blocks(path: str | Path, site: str) -> Iterator[np.ndarray]:
+    """The rows of ``site`` of the complete store at ``path``, block after block of its
+    ``chunk_rows`` rows, each checked as :func:`read_block` does."""
+    with h5py.File(path, "r") as file:
+        attrs = decode_attrs(file.attrs)
+        n_tokens, chunk_rows = int(attrs["n_tokens"]), int(attrs["chunk_rows"])
+        table = file[CHECKSUMS][()] if CHECKSUMS in file else None
+        column = list(attrs["sites"]).index(site)
+        for index, start in enumerate(range(0, n_tokens, chunk_rows)):
+            recorded = None if table is None else int(table[index, column])
+            yield read_block(file, SITES[site].dataset, start,
+                             min(start + chunk_rows, n_tokens), recorded)
+
+
 # (path, device, inode, mtime, size) of a store -> site (and "tokens") -> [n_blocks] bool:
 # the blocks this process has verified
 _VERDICTS: dict[tuple, dict[str, np.ndarray]] = {}
@@ -148,9 +186,17 @@ class BlockCheck:
         self.file, self.sites, self.chunk_rows = file, sites, max(int(chunk_rows), 1)
         self.table = file[CHECKSUMS][()] if CHECKSUMS in file else None
         n_blocks = -(-n_tokens // self.chunk_rows)
-        # verdicts are kept for the life of the process, per file as it is on disk: a
-        # command that opens the store once per (site, layer) verifies each block once
-        self.done = _VERDICTS.setdefault(_identity(file.filename), {
+        # a merged store: (shard path, rows) of each shard, in order
+        merged = decode_attrs(file.attrs) if "merged_from" in file.attrs else {}
+        folder = Path(file.filename).parent
+        self.shards = [(str(folder / p), int(n)) for p, n in
+                       zip(merged.get("merged_from", []), merged.get("merged_rows", []),
+                           strict=False)]
+        # verdicts are kept for the life of the process, per file as it is on disk (and
+        # the shards a merged store reads): a command that opens the store once per
+        # (site, layer) verifies each block once
+        identity = tuple(_identity(p) for p in [file.filename, *(p for p, _ in self.shards)])
+        self.done = _VERDICTS.setdefault(identity, {
             **{site: np.zeros(n_blocks, dtype=bool) for site in sites},
             TOKEN_GROUP: np.zeros(1, dtype=bool)})
         self.n_tokens = n_tokens
@@ -169,30 +215,29 @@ class BlockCheck:
     def _block(self, site: str, block: int) -> None:
         start = block * self.chunk_rows
         stop = min(start + self.chunk_rows, self.n_tokens)
-        ds = self.file[SITES[site].dataset]
-        where = (f"{self.file.filename}: rows {start}-{stop - 1} of array "
-                 f"{ds.name.lstrip('/')}")
-        try:
-            values = ds[start:stop]
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise DamagedFile(f"{where} cannot be decoded ({first_line(exc)}); the file is "
-                              "damaged, extract it again") from exc
         recorded = (int(self.table[block, self.sites.index(site)])
                     if self.table is not None and stop <= self.written else None)
-        if recorded is not None and _crc(values) != recorded:
-            raise DamagedFile(f"{where} do not match their checksum; the file is damaged, "
-                              "extract it again")
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise DamagedFile(f"{where} hold NaN or infinite values; the file is damaged, "
-                              "extract it again")
+        read_block(self.file, SITES[site].dataset, start, stop, recorded,
+                   self._held_by(start, stop))
+
+    def _held_by(self, start: int, stop: int) -> str:
+        """The shard files of a merged store that hold rows [start, stop) ('' for a store
+        that is no merge)."""
+        if not self.shards:
+            return ""
+        ends = np.cumsum([rows for _, rows in self.shards])
+        first, last = np.searchsorted(ends, [start, stop - 1], side="right")
+        return ", ".join(path for path, _ in self.shards[first:last + 1])
 
     def tokens(self) -> None:
         """Compare the token table with the fingerprint recorded at creation (stores that
-        record one; merged stores record their shards' instead)."""
+        record one; merges written before merges carried block checksums record their
+        shards' only)."""
         if self.done[TOKEN_GROUP][0]:
             return
         recorded = self.file.attrs.get(TOKENS_HASH)
-        if (recorded is not None and "merged_token_sha256" not in self.file.attrs
+        old_merge = "merged_token_sha256" in self.file.attrs and self.table is None
+        if (recorded is not None and not old_merge
                 and all(token_path(name) in self.file for name in TOKEN_TABLE)
                 and stored_token_hash(self.file) != recorded):
             raise DamagedFile(f"{self.file.filename}: the token table (group tokens) does not "

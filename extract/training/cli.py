@@ -147,10 +147,16 @@ def parse_seeds(spec: str) -> list[int]:
 def run_train(args: argparse.Namespace) -> int:
     """Entry point of ``python -m extract train``: one run, or one per ``--seeds`` seed."""
     out = resolve(args.out, args.run, "model", "out")
-    if args.threads:
+    if args.stop_after is not None and args.stop_after < 1:
+        raise UsageError("--stop-after must be at least 1 step")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError("--threads must be positive")
         torch.set_num_threads(args.threads)
     if not args.seeds:
         return train_one(args, claim_output(out))
+    if args.seed != TrainConfig.seed:
+        raise UsageError("--seeds trains one model per seed it names; leave out --seed")
     for seed in parse_seeds(args.seeds):
         args.seed = seed
         train_one(args, claim_output(out.with_name(f"{out.name}-seed{seed}")))

@@ -17,6 +17,8 @@ FILLERS = ("text", "random")
 MIN_CTX = 2
 # the two kinds of attention layer: over every earlier position, or within the local window
 ATTENTION_KINDS = ("global", "local")
+# settings of the repeated segments, used only with repeat_frac
+REPEAT_SETTINGS = ("repeat_min", "repeat_max", "repeat_gap", "repeat_filler")
 POSITIVE = ("layers", "d_model", "heads", "ctx", "steps", "batch", "log_every", "ckpt_every",
             "window")
 
@@ -84,8 +86,27 @@ class TrainConfig:
                              f"({self.steps}), got {self.short_steps}")
         if self.lr <= 0:
             raise UsageError(f"the learning rate {opt('lr')} must be positive, got {self.lr}")
+        self.check_schedule()
         if self.repeat_frac:
             self.check_repeats()
+        else:
+            given = [n for n in REPEAT_SETTINGS if getattr(self, n) != getattr(TrainConfig, n)]
+            if given:
+                verb, them = ("shapes", "it") if len(given) == 1 else ("shape", "them")
+                raise UsageError(f"{' and '.join(opt(n) for n in given)} {verb} the repeated "
+                                 f"segments, and {opt('repeat_frac')} 0 mixes in none; give "
+                                 f"{opt('repeat_frac')} or leave {them} out")
+
+    def check_schedule(self) -> None:
+        """UsageError for a seed, warmup or weight decay that cannot be."""
+        if self.seed < 0:
+            raise UsageError(f"{opt('seed')} must be at least 0, got {self.seed}")
+        if not -1 <= self.warmup <= self.steps:
+            raise UsageError(f"{opt('warmup')} must be in 0..{opt('steps')} ({self.steps}) "
+                             f"steps, or -1 for 5% of them, got {self.warmup}")
+        if self.weight_decay < 0:
+            raise UsageError(f"{opt('weight_decay')} must be at least 0, got "
+                             f"{self.weight_decay}")
 
     def layer_pattern(self) -> list[str]:
         """The kinds of layer from layer 0 on, repeated over the layers (the family's
@@ -99,6 +120,10 @@ class TrainConfig:
         if self.family in ROTARY and "local" in self.layer_pattern():
             raise UsageError(f"{opt('family')} {self.family} has no local attention layers: "
                              f"give {opt('attention')} global (its default)")
+        if "local" not in self.layer_pattern() and self.window != TrainConfig.window:
+            raise UsageError(f"{opt('window')} sizes the local attention layers, and this "
+                             f"model has none ({opt('attention')} "
+                             f"{'-'.join(self.layer_pattern())}); leave {opt('window')} out")
         if self.kv_heads < 0 or (self.kv_heads and self.heads % self.kv_heads):
             raise UsageError(f"{opt('kv_heads')} must divide {opt('heads')} {self.heads}, got "
                              f"{self.kv_heads}")

@@ -18,7 +18,7 @@ import torch
 
 from headprobe.atomic import check_target
 from headprobe.cli import add_device_arguments
-from headprobe.errors import UsageError
+from headprobe.errors import UsageError, opt
 from headprobe.hooks import hook_name
 from headprobe.locks import claim_output
 from headprobe.progress import progress
@@ -78,9 +78,24 @@ def add_story_arguments(parser: argparse.ArgumentParser, split: str = "all",
                             help="heads listed in the report (default 10)")
 
 
+# the least value of each count a study's command line may take
+LEAST = {"max_stories": 1, "top": 1, "random_draws": 1, "seed": 0}
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """UsageError for a count among LEAST that the study's arguments set below its least
+    value (``--max-stories 0`` would run no story, ``--top 0`` list no head)."""
+    for name, least in LEAST.items():
+        value = getattr(args, name, None)
+        if value is not None and value < least:
+            raise UsageError(f"{opt(name)} must be at least {least}, got {value}")
+
+
 def output_dir(args: argparse.Namespace, study: str) -> Path:
     """Where ``study`` writes: ``--out`` or ``RUN/studies/<study>``, owned by this command
-    (:func:`headprobe.locks.claim_output`); refused if it exists."""
+    (:func:`headprobe.locks.claim_output`); refused if it exists, or if a count among its
+    arguments is out of range (:func:`check_counts`)."""
+    check_counts(args)
     if getattr(args, "out", None):
         out = Path(args.out)
     elif getattr(args, "run", None):

@@ -58,6 +58,7 @@ from probing.thresholds import CIRCUIT_MIN_SCORE
 
 HELP = "induction and previous-token heads on repeated random tokens, and their circuit"
 STUDY = "repeated"
+MIN_LEN = 8            # shortest repeated segment of the command line by default
 MIN_SCORE = CIRCUIT_MIN_SCORE   # both heads' scores for the study to name a circuit
 COMPOSITION = ("writer layer", "writer head", "reader layer", "reader head")
 CIRCUIT_TOKENS = 8192   # query tokens scored for the K-composition circuit (vocab 4096: all)
@@ -449,6 +450,9 @@ def check_sizes(model: Any, seq_len: int, batch: int, min_len: int | None,
     """UsageError for impossible sizes or inputs longer than the model's context."""
     if seq_len < 2 or batch < 1:
         raise UsageError(f"{opt('seq_len')} must be >= 2 and {opt('batch')} >= 1")
+    if min_len is not None and min_len > seq_len:
+        raise UsageError(f"{opt('min_len')} {min_len} is more than {opt('seq_len')} {seq_len}, "
+                         "the longest segment")
     width = 1 + max_prefix + 2 * seq_len
     if width > model.cfg.n_ctx:
         raise UsageError(f"1 + {opt('max_prefix')} + 2 x {opt('seq_len')} = {width} exceeds the "
@@ -484,6 +488,9 @@ def repeated_study(model: Any, seq_len: int = 25, batch: int = 30, seed: int = 0
     """
     cfg = model.cfg
     check_sizes(model, seq_len, batch, min_len, max_prefix)
+    if not 0 <= min_score <= 1 or circuit_tokens < 0:
+        raise UsageError(f"{opt('min_score')} must be in [0, 1] (scores are attention "
+                         f"weights) and {opt('circuit_tokens')} at least 0")
     tok = model.tokenizer
     bos = tok.bos_token_id if tok is not None else None
     size = int(cfg.d_vocab) if tok is None else min(int(cfg.d_vocab), len(tok))
@@ -600,8 +607,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, several=True)
     parser.add_argument("--seq-len", type=int, default=25,
                         help="longest repeated segment (default 25)")
-    parser.add_argument("--min-len", type=int, default=8,
-                        help="shortest repeated segment (default 8; --seq-len: fixed length)")
+    parser.add_argument("--min-len", type=int, default=MIN_LEN,
+                        help=f"shortest repeated segment (default {MIN_LEN}, or --seq-len when "
+                             "that is shorter; --seq-len: fixed length)")
     parser.add_argument("--max-prefix", type=int, default=10,
                         help="most random tokens before the segment (default 10)")
     parser.add_argument("--batch", type=int, default=30, help="number of sequences")
@@ -623,7 +631,8 @@ def study_of(args: argparse.Namespace, name: str, model: Any
     """(arrays, meta, report) of the study of the command line ``args`` on ``model``."""
     arrays, meta, text = repeated_study(model, args.seq_len, args.batch, args.seed,
                                         mlp_grid=not args.no_mlp_grid,
-                                        min_len=min(args.min_len, args.seq_len),
+                                        min_len=(args.min_len if args.min_len != MIN_LEN
+                                                 else min(MIN_LEN, args.seq_len)),
                                         max_prefix=args.max_prefix, min_score=args.min_score,
                                         circuit_tokens=args.circuit_tokens)
     meta["model"] = name
