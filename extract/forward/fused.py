@@ -11,6 +11,7 @@ block, so each query block only meets the keys of its window.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,7 @@ class FastForward:
         # out block-diagonally so that one dense matmul serves all heads.
         self.gram = [self._block_gram(block.w_o) for block in model.blocks]
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
+        self.projection_seconds = 0.0   # spent in the q/k/v projections so far (host clock)
 
     def _block_gram(self, w_o: torch.Tensor) -> torch.Tensor:
         """[n_heads * d_head, n_heads * d_head] block-diagonal matrix of W_O[h] W_O[h]^T."""
@@ -102,7 +104,9 @@ class FastForward:
         rotary = self.model.rotary(x) if self.model.rotary is not None else None
         last = self.n_layers - 1
         for index, block in enumerate(self.model.blocks):
+            began = time.perf_counter()
             q, k, v, *half = self._qkv(block, block.norm1(x))
+            self.projection_seconds += time.perf_counter() - began
             self._keep(out, index, query=q, key=k, value=v)
             if rotary is not None:   # q cos + rotate_half(q) sin, rotate_half from the weights
                 cos, sin = rotary
