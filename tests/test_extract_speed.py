@@ -1,14 +1,22 @@
 """What ``extract bench`` measures: the floor's batches and forward, the phases of a store."""
 
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
 from datasets_build.dataset import load_tagged_dataset
+from extract.batch_trial import CANDIDATES
 from extract.bench_floor import extract_batches, floor_forward, phase_lines, store_phases
-from extract.extractor import extract_store
+from extract.extractor import KILL_AFTER_ENV, extract_store
 from extract.models import load_hf_model
 from extract.phases import PHASES
+from extract.store import open_store
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _stripped(ids):
@@ -46,3 +54,38 @@ def test_a_store_records_the_phases_of_its_loop(untagged_dataset, shared_model, 
     assert main <= loop + 0.01
     lines = phase_lines(loop + 1.0, loop, phases)
     assert len(lines) == len(PHASES) + 2 and "setup" in lines[0]
+
+
+def test_auto_batch_tokens_on_the_cpu_is_the_fastest_of_a_trial(untagged_dataset,
+                                                                shared_model, tmp_path):
+    sites = ("key", "query", "activity")
+    auto = extract_store(untagged_dataset, str(shared_model), tmp_path / "auto.h5",
+                         sites=sites, dtype="float32", batch_tokens="auto")
+    with open_store(auto) as store:
+        chosen, trial = store.attrs["batch_tokens"], store.attrs["batch_tokens_trial"]
+        assert sorted(map(int, trial)) == list(CANDIDATES) and min(trial.values()) > 0
+        assert chosen == int(min(trial, key=trial.__getitem__))
+    fixed = extract_store(untagged_dataset, str(shared_model), tmp_path / "fixed.h5",
+                          sites=sites, dtype="float32", batch_tokens=512)
+    with open_store(auto) as a, open_store(fixed) as b:
+        for site in sites:
+            for layer in (0, a.n_layers - 1):
+                np.testing.assert_allclose(a.read_layer(site, layer), b.read_layer(site, layer),
+                                           atol=1e-5, rtol=1e-5, err_msg=site)
+
+
+def test_a_resumed_auto_store_keeps_the_batch_size_it_was_started_with(
+        untagged_dataset, shared_model, tmp_path):
+    out = tmp_path / "s.h5"
+    cmd = [sys.executable, "-m", "extract", "--dataset", str(untagged_dataset), "--model",
+           str(shared_model), "--out", str(out), "--chunk-rows", "512", "--quiet"]
+    env = {**os.environ, KILL_AFTER_ENV: "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([*cmd, "--batch-tokens", "2048"], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    env.pop(KILL_AFTER_ENV)
+    resumed = subprocess.run([*cmd, "--batch-tokens", "auto", "--resume"], env=env, cwd=REPO,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    with open_store(out) as store:
+        assert store.attrs["batch_tokens"] == 2048
