@@ -184,5 +184,10 @@ class HookForward:
     def __call__(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         batch, seq = input_ids.shape
         out = allocate(self.sites, batch, seq, self.shape, self.device)
-        self.bridge.run_with_hooks(input_ids, fwd_hooks=self._hooks(out), return_type=None)
+        # the bridge asks every attention layer for its weights unless told otherwise (where
+        # the model takes the flag); only the pattern sites read them
+        ask = (any(s in out for s in PATTERN_SITES)
+               or not getattr(self.bridge.adapter, "supports_hf_output_attentions", False))
+        self.bridge.run_with_hooks(input_ids, fwd_hooks=self._hooks(out), return_type=None,
+                                   **({} if ask else {"output_attentions": False}))
         return out
