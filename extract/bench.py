@@ -284,6 +284,32 @@ def _print_round(index: int, res: dict[str, Any], n_tokens: int) -> None:
     print("\n".join(phase_lines(whole, res["loop"], res["phases"])))
 
 
+def _print_medians(rounds: Sequence[dict[str, Any]], n_tokens: int) -> None:
+    median = {key: Timing(*(float(np.median([getattr(r[key], f) for r in rounds]))
+                            for f in Timing._fields)) for key in ("a", "b", "c", "d")}
+    print(f"medians over {len(rounds)} rounds:")
+    for key, label in (("a", "(a) HF + hooks"), ("b", "(b) plain HF  "),
+                       ("c", "extract       "), ("d", "(d) floor     ")):
+        print(f"  {label}: {_rates(n_tokens, median[key])}")
+    print(f"  ratios, wall clock: {_ratios(median, 'wall')}")
+    print(f"  ratios, CPU time  : {_ratios(median, 'cpu')}")
+
+
+def _print_compression(last: dict[str, Any], dataset: Path, work: Path,
+                       args: argparse.Namespace, sites: list[str], n_tokens: int) -> None:
+    """Time and size of a store at each ``--compare`` setting, extract's best batch-tokens."""
+    best_bt = last["best_bt"]
+    print(f"compression settings (batch-tokens {best_bt}, last round):")
+    for comp in args.compare:
+        name = f"store-{best_bt}.h5" if comp == DEFAULT_COMPRESSION else f"store-{comp}.h5"
+        timing = last["c"] if comp == DEFAULT_COMPRESSION else bench_extractor(
+            dataset, args.model, work / name, batch_tokens=best_bt, sites=sites,
+            compression=comp, device=args.device, model_dtype=args.model_dtype)
+        size = (work / name).stat().st_size / 2**20
+        print(f"  --compression {comp:<5s}: {_rates(n_tokens, timing)}, {size:6.1f} MiB, "
+              f"extract / (a) = {last['a'].wall / timing.wall:.2f}x wall")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if args.plan_rss:
         from extract.bench_plan import run_plan_rss
@@ -317,25 +343,8 @@ def run_bench(args: argparse.Namespace) -> int:
         for index in range(args.repeat):
             rounds.append(_bench_round(hf, stories, dataset, work, args, sites, batches))
             _print_round(index, rounds[-1], n_tokens)
-        median = {key: Timing(*(float(np.median([getattr(r[key], f) for r in rounds]))
-                                for f in Timing._fields)) for key in ("a", "b", "c", "d")}
-        print(f"medians over {len(rounds)} rounds:")
-        for key, label in (("a", "(a) HF + hooks"), ("b", "(b) plain HF  "),
-                           ("c", "extract       "), ("d", "(d) floor     ")):
-            print(f"  {label}: {_rates(n_tokens, median[key])}")
-        print(f"  ratios, wall clock: {_ratios(median, 'wall')}")
-        print(f"  ratios, CPU time  : {_ratios(median, 'cpu')}")
-        last = rounds[-1]
-        best_bt = last["best_bt"]
-        print(f"compression settings (batch-tokens {best_bt}, last round):")
-        for comp in args.compare:
-            name = f"store-{best_bt}.h5" if comp == DEFAULT_COMPRESSION else f"store-{comp}.h5"
-            timing = last["c"] if comp == DEFAULT_COMPRESSION else bench_extractor(
-                dataset, args.model, work / name, batch_tokens=best_bt, sites=sites,
-                compression=comp, device=args.device, model_dtype=args.model_dtype)
-            size = (work / name).stat().st_size / 2**20
-            print(f"  --compression {comp:<5s}: {_rates(n_tokens, timing)}, {size:6.1f} MiB, "
-                  f"extract / (a) = {last['a'].wall / timing.wall:.2f}x wall")
+        _print_medians(rounds, n_tokens)
+        _print_compression(rounds[-1], dataset, work, args, sites, n_tokens)
         print(f"peak RSS of this process {peak_rss_mb():.0f} MiB")
         if args.rss_check:
             small, large = (_rss_child(args, n, work) for n in (1000, 3000))
