@@ -126,11 +126,12 @@ class Extractor:
         ids = batch_ids(batch)
         projected = getattr(self.forward, "projection_seconds", 0.0)
         began = time.perf_counter()
-        out = self.forward(self.feed.to_device(ids))
+        float_dtype = getattr(torch, self.dtype)
+        # the forward fills its outputs in the storage dtype: no second pass to cast them
+        out = self.forward(self.feed.to_device(ids), dtype=float_dtype)
         projection = getattr(self.forward, "projection_seconds", 0.0) - projected
         self.clock.add("projection", projection)
         self.clock.add("forward", time.perf_counter() - began - projection)
-        float_dtype = getattr(torch, self.dtype)
         with self.clock.phase("copies"):
             return self.feed.to_host({site: t.to(float_dtype) if t.is_floating_point() else t
                                       for site, t in out.items()})

@@ -89,3 +89,19 @@ def test_a_resumed_auto_store_keeps_the_batch_size_it_was_started_with(
     assert resumed.returncode == 0, resumed.stderr
     with open_store(out) as store:
         assert store.attrs["batch_tokens"] == 2048
+
+
+def test_a_float16_store_is_the_float32_store_rounded(untagged_dataset, shared_model, tmp_path):
+    """The forward fills its outputs in the storage dtype: one rounding of the same values."""
+    sites = ("key", "query", "activity", "entropy")
+    stores = {dtype: extract_store(untagged_dataset, str(shared_model),
+                                   tmp_path / f"{dtype}.h5", sites=sites, dtype=dtype)
+              for dtype in ("float16", "float32")}
+    with open_store(stores["float16"]) as half, open_store(stores["float32"]) as full:
+        assert half.file["keys"].dtype == np.float16
+        for site in sites:
+            for layer in range(half.n_layers):
+                got = half.read_layer(site, layer)
+                want = full.read_layer(site, layer).astype(np.float16).astype(np.float32)
+                np.testing.assert_allclose(got, want,
+                                           rtol=2e-3, atol=1e-6, err_msg=f"{site} {layer}")

@@ -92,13 +92,13 @@ class FastForward:
                 out[site][:, :, index] = tensor
 
     @torch.inference_mode()
-    def __call__(self, input_ids: torch.Tensor,
-                 sites: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """site -> [batch, seq, ...] of input ids [batch, seq]; ``sites`` overrides the
-        forward's own."""
+    def __call__(self, input_ids: torch.Tensor, sites: Sequence[str] | None = None,
+                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """site -> [batch, seq, ...] of input ids [batch, seq], float sites in ``dtype``;
+        ``sites`` overrides the forward's own."""
         batch, seq = input_ids.shape
         out = allocate(self.sites if sites is None else sites, batch, seq, self.shape,
-                       self.device)
+                       self.device, dtype)
         need_z = any(s in out for s in ("z", "activity", *PATTERN_SITES))
         x = self.model.embed(input_ids)
         rotary = self.model.rotary(x) if self.model.rotary is not None else None
