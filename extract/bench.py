@@ -12,9 +12,14 @@ side by side in one run:
       so that batches carry little padding);
   (c) this package's extractor writing a complete store with the default compression, timed
       over the whole ``extract_store`` call (model and dataset loading included), at its best
-      ``--batch-tokens``.
+      ``--batch-tokens``;
+  (d) the floor: the model's own forward over exactly the batches of (c), no hooks, no
+      output kept, no unembedding (:mod:`extract.bench_floor`), at each ``--batch-tokens``.
 
-``--device`` and ``--model-dtype`` run all three on a GPU (``--device cuda``) or in another
+Each round also breaks (c)'s wall time down into phases (forward, key/query projection,
+copies and casts, compression and writing; the store's ``extract_phases``).
+
+``--device`` and ``--model-dtype`` run all four on a GPU (``--device cuda``) or in another
 compute dtype; GPU timings wait for the device to finish (``torch.cuda.synchronize``).
 
 ``--model DIR`` is any local causal LM (default: the shared GPT-Neo); ``--llama`` builds a
@@ -22,7 +27,7 @@ Llama-shaped model of TinyStories-8M size with random weights and the GPT-2 toke
 (:data:`LLAMA_BENCH`: 4 layers, d_model 256, 16 query heads and 4 key/value heads of 16,
 rotary embeddings, gated MLP) in the temporary directory and times that.
 
-The three are measured in ``--repeat`` interleaved rounds (the machine may be shared); each
+The four are measured in ``--repeat`` interleaved rounds (the machine may be shared); each
 round prints its own ratios, and the summary uses the median rate of each. The last round
 also times other compression settings for the size/speed table.
 
@@ -52,6 +57,7 @@ import torch
 
 from datasets_build.sources import read_separated
 from datasets_build.untagged import write_untagged_dataset
+from extract.bench_floor import extract_batches, floor_forward, phase_lines, store_phases
 from extract.store import DEFAULT_COMPRESSION, parse_compression
 from headprobe.cli import Parser, add_device_arguments, split_list
 from headprobe.devices import synchronize
@@ -183,6 +189,13 @@ def bench_extractor(dataset: Path, model_dir: str, out: Path, **options: Any) ->
     return _since(start)
 
 
+def bench_floor(hf: Any, batches: Sequence[np.ndarray]) -> Timing:
+    """(d) the model's own forward over extract's batches (:func:`floor_forward`)."""
+    start = _clock()
+    floor_forward(hf, batches)
+    return _since(start)
+
+
 def _rss_child(args: argparse.Namespace, n_stories: int, workdir: Path) -> float:
     """Peak RSS (MiB) of a fresh process that extracts ``n_stories`` stories."""
     code = ("import sys, json; from extract.bench import _rss_run; "
@@ -206,17 +219,24 @@ def _rss_run(text: str, model_dir: str, n_stories: str, workdir: str, threads: s
 
 
 def _bench_round(hf: Any, stories: Sequence[np.ndarray], dataset: Path, work: Path,
-                 args: argparse.Namespace, sites: list[str]) -> dict[str, Any]:
-    """Timings of (a), (b) at each batch size, extract at each batch-tokens; best of each."""
+                 args: argparse.Namespace, sites: list[str],
+                 batches: dict[int, list[np.ndarray]]) -> dict[str, Any]:
+    """Timings of (a), (b) at each batch size, extract and (d) at each batch-tokens; the
+    best of (b) and extract, (d) at extract's best batch-tokens, extract's phases there."""
     t_a = bench_hooked_hf(hf, stories)
     plain = {b: bench_plain_hf(hf, stories, b) for b in args.hf_batches}
-    runs = {bt: bench_extractor(dataset, args.model, work / f"store-{bt}.h5", batch_tokens=bt,
-                                sites=sites, device=args.device, model_dtype=args.model_dtype)
-            for bt in args.batch_tokens}
+    runs, floors = {}, {}
+    for bt in args.batch_tokens:
+        floors[bt] = bench_floor(hf, batches[bt])
+        runs[bt] = bench_extractor(dataset, args.model, work / f"store-{bt}.h5",
+                                   batch_tokens=bt, sites=sites, device=args.device,
+                                   model_dtype=args.model_dtype)
     best_b = min(plain, key=lambda b: plain[b].wall)
     best_bt = min(runs, key=lambda bt: runs[bt].wall)
+    loop, phases = store_phases(work / f"store-{best_bt}.h5")
     return {"a": t_a, "plain": plain, "runs": runs, "b": plain[best_b], "best_b": best_b,
-            "c": runs[best_bt], "best_bt": best_bt}
+            "c": runs[best_bt], "best_bt": best_bt, "floors": floors, "d": floors[best_bt],
+            "loop": loop, "phases": phases}
 
 
 def _rates(n_tokens: int, timing: Timing) -> str:
@@ -225,8 +245,10 @@ def _rates(n_tokens: int, timing: Timing) -> str:
 
 
 def _ratios(res: dict[str, Any], field: str) -> str:
-    a, b, c = (getattr(res[k], field) for k in ("a", "b", "c"))
-    return f"extract / (a) = {a / c:.2f}x   extract / (b) = {b / c:.2f}x"
+    """Speed-ups of extract over (a) and (b), and extract's time over the floor (d)'s."""
+    a, b, c, d = (getattr(res[k], field) for k in ("a", "b", "c", "d"))
+    return (f"extract / (a) = {a / c:.2f}x   extract / (b) = {b / c:.2f}x   "
+            f"time of extract / (d) = {c / d:.2f}x")
 
 
 def _print_round(index: int, res: dict[str, Any], n_tokens: int) -> None:
@@ -236,9 +258,41 @@ def _print_round(index: int, res: dict[str, Any], n_tokens: int) -> None:
         print(f"  (b) plain HF forward, batch {b:<3d}            : {_rates(n_tokens, timing)}")
     for bt, timing in res["runs"].items():
         print(f"  (c) extract, whole call, batch-tokens {bt:<5d}: {_rates(n_tokens, timing)}")
+    for bt, timing in res["floors"].items():
+        print(f"  (d) floor, blocks only, batch-tokens {bt:<5d}: {_rates(n_tokens, timing)}")
     print(f"  ratios, wall clock: {_ratios(res, 'wall')}   (b at batch {res['best_b']}, "
-          f"extract at batch-tokens {res['best_bt']})")
+          f"extract and (d) at batch-tokens {res['best_bt']})")
     print(f"  ratios, CPU time  : {_ratios(res, 'cpu')}")
+    whole = res["c"].wall
+    print(f"  extract's wall time, {whole:.2f} s; its loop alone / (d) = "
+          f"{res['loop'] / res['d'].wall:.2f}x:")
+    print("\n".join(phase_lines(whole, res["loop"], res["phases"])))
+
+
+def _print_medians(rounds: Sequence[dict[str, Any]], n_tokens: int) -> None:
+    median = {key: Timing(*(float(np.median([getattr(r[key], f) for r in rounds]))
+                            for f in Timing._fields)) for key in ("a", "b", "c", "d")}
+    print(f"medians over {len(rounds)} rounds:")
+    for key, label in (("a", "(a) HF + hooks"), ("b", "(b) plain HF  "),
+                       ("c", "extract       "), ("d", "(d) floor     ")):
+        print(f"  {label}: {_rates(n_tokens, median[key])}")
+    print(f"  ratios, wall clock: {_ratios(median, 'wall')}")
+    print(f"  ratios, CPU time  : {_ratios(median, 'cpu')}")
+
+
+def _print_compression(last: dict[str, Any], dataset: Path, work: Path,
+                       args: argparse.Namespace, sites: list[str], n_tokens: int) -> None:
+    """Time and size of a store at each ``--compare`` setting, extract's best batch-tokens."""
+    best_bt = last["best_bt"]
+    print(f"compression settings (batch-tokens {best_bt}, last round):")
+    for comp in args.compare:
+        name = f"store-{best_bt}.h5" if comp == DEFAULT_COMPRESSION else f"store-{comp}.h5"
+        timing = last["c"] if comp == DEFAULT_COMPRESSION else bench_extractor(
+            dataset, args.model, work / name, batch_tokens=best_bt, sites=sites,
+            compression=comp, device=args.device, model_dtype=args.model_dtype)
+        size = (work / name).stat().st_size / 2**20
+        print(f"  --compression {comp:<5s}: {_rates(n_tokens, timing)}, {size:6.1f} MiB, "
+              f"extract / (a) = {last['a'].wall / timing.wall:.2f}x wall")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -268,29 +322,14 @@ def run_bench(args: argparse.Namespace) -> int:
               "threads")
         bench_plain_hf(hf, stories[:20], 1)                      # warm-up
         sites = args.sites.split(",")
+        batches = {bt: extract_batches(dataset, hf, bt, sites, work / "plan.h5")
+                   for bt in args.batch_tokens}
         rounds = []
         for index in range(args.repeat):
-            rounds.append(_bench_round(hf, stories, dataset, work, args, sites))
+            rounds.append(_bench_round(hf, stories, dataset, work, args, sites, batches))
             _print_round(index, rounds[-1], n_tokens)
-        median = {key: Timing(*(float(np.median([getattr(r[key], f) for r in rounds]))
-                                for f in Timing._fields)) for key in ("a", "b", "c")}
-        print(f"medians over {len(rounds)} rounds:")
-        for key, label in (("a", "(a) HF + hooks"), ("b", "(b) plain HF  "),
-                           ("c", "extract       ")):
-            print(f"  {label}: {_rates(n_tokens, median[key])}")
-        print(f"  ratios, wall clock: {_ratios(median, 'wall')}")
-        print(f"  ratios, CPU time  : {_ratios(median, 'cpu')}")
-        last = rounds[-1]
-        best_bt = last["best_bt"]
-        print(f"compression settings (batch-tokens {best_bt}, last round):")
-        for comp in args.compare:
-            name = f"store-{best_bt}.h5" if comp == DEFAULT_COMPRESSION else f"store-{comp}.h5"
-            timing = last["c"] if comp == DEFAULT_COMPRESSION else bench_extractor(
-                dataset, args.model, work / name, batch_tokens=best_bt, sites=sites,
-                compression=comp, device=args.device, model_dtype=args.model_dtype)
-            size = (work / name).stat().st_size / 2**20
-            print(f"  --compression {comp:<5s}: {_rates(n_tokens, timing)}, {size:6.1f} MiB, "
-                  f"extract / (a) = {last['a'].wall / timing.wall:.2f}x wall")
+        _print_medians(rounds, n_tokens)
+        _print_compression(rounds[-1], dataset, work, args, sites, n_tokens)
         print(f"peak RSS of this process {peak_rss_mb():.0f} MiB")
         if args.rss_check:
             small, large = (_rss_child(args, n, work) for n in (1000, 3000))

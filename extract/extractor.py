@@ -32,6 +32,7 @@ import torch
 from extract.feed import DeviceFeed
 from extract.models import DEFAULT_MODEL
 from extract.options import DEFAULT_BATCH_TOKENS, ExtractOptions
+from extract.phases import PhaseClock
 from extract.plan import ExtractPlan, plan_batches, plan_extraction
 from extract.store.codec import DEFAULT_COMPRESSION
 from extract.store.integrity import (
@@ -81,12 +82,14 @@ class Extractor:
     the torch side). Stories are placed in the store: ``story.start`` is a store row.
     """
 
-    def __init__(self, forward: Any, batch_tokens: int, dtype: str = "float32"):
+    def __init__(self, forward: Any, batch_tokens: int, dtype: str = "float32",
+                 clock: PhaseClock | None = None):
         self.forward = forward
         self.batch_tokens = batch_tokens
         self.dtype = dtype
         self.n_ctx = forward.n_ctx
         self.feed = DeviceFeed(forward.device)
+        self.clock = clock or PhaseClock()
 
     def run_group(self, group: Sequence[Story], keep: range | None = None
                   ) -> dict[str, np.ndarray]:
@@ -107,25 +110,39 @@ class Extractor:
             rows = [(row, s) for row, s in enumerate(batch) if keep is None or s.start in keep]
             if not rows:
                 continue
-            for site, values in self._forward(batch).items():
-                if site not in result:
-                    dtype = np.int32 if site == "argmax" else values.dtype
-                    result[site] = np.empty((total, *values.shape[2:]), dtype=dtype)
-                for row, story in rows:
-                    at = story.start - start
-                    result[site][at:at + story.n_tokens] = values[row, :story.n_tokens]
+            values_of = self._forward(batch)
+            with self.clock.phase("copies"):
+                for site, values in values_of.items():
+                    if site not in result:
+                        dtype = np.int32 if site == "argmax" else values.dtype
+                        result[site] = np.empty((total, *values.shape[2:]), dtype=dtype)
+                    for row, story in rows:
+                        at = story.start - start
+                        result[site][at:at + story.n_tokens] = values[row, :story.n_tokens]
         return result
 
     def _forward(self, batch: Sequence[Story]) -> dict[str, np.ndarray]:
         """site -> [len(batch), longest story, ...] on the host, floats in ``dtype``."""
-        seq = max(s.n_tokens for s in batch)
-        ids = np.zeros((len(batch), seq), dtype=np.int64)
-        for row, story in enumerate(batch):
-            ids[row, :story.n_tokens] = story.input_ids
-        out = self.forward(self.feed.to_device(ids))
+        ids = batch_ids(batch)
+        projected = getattr(self.forward, "projection_seconds", 0.0)
+        began = time.perf_counter()
         float_dtype = getattr(torch, self.dtype)
-        return self.feed.to_host({site: t.to(float_dtype) if t.is_floating_point() else t
-                                  for site, t in out.items()})
+        # the forward fills its outputs in the storage dtype: no second pass to cast them
+        out = self.forward(self.feed.to_device(ids), dtype=float_dtype)
+        projection = getattr(self.forward, "projection_seconds", 0.0) - projected
+        self.clock.add("projection", projection)
+        self.clock.add("forward", time.perf_counter() - began - projection)
+        with self.clock.phase("copies"):
+            return self.feed.to_host({site: t.to(float_dtype) if t.is_floating_point() else t
+                                      for site, t in out.items()})
+
+
+def batch_ids(batch: Sequence[Story]) -> np.ndarray:
+    """Right-padded token ids [len(batch), longest story] (int64, pads 0) of a batch."""
+    ids = np.zeros((len(batch), max(s.n_tokens for s in batch)), dtype=np.int64)
+    for row, story in enumerate(batch):
+        ids[row, :story.n_tokens] = story.input_ids
+    return ids
 
 
 def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_row: int,
@@ -158,7 +175,8 @@ def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_r
         while pending_rows >= chunk_rows or (pending_rows and pending_start + pending_rows
                                              == n_rows):
             take = min(chunk_rows, pending_rows)
-            joined = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+            with extractor.clock.phase("copies"):
+                joined = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
             yield pending_start, {k: v[:take] for k, v in joined.items()}
             pending = [{k: v[take:] for k, v in joined.items()}]
             pending_start += take
@@ -218,7 +236,7 @@ def open_writer(plan: ExtractPlan) -> StoreWriter:
 
 
 def _write_block(writer: StoreWriter, start: int, block: dict[str, np.ndarray], dtype: str,
-                 kill_after: int) -> int:
+                 kill_after: int, clock: PhaseClock) -> int:
     """Write one block and its checksums, flush the progress attribute; return rows now
     complete. A block that may not fit on the disk is refused before HDF5 writes a byte."""
     block = {k: v if v.dtype.kind == "i" else v.astype(dtype, copy=False)
@@ -226,8 +244,10 @@ def _write_block(writer: StoreWriter, start: int, block: dict[str, np.ndarray], 
     require_free_space(writer.path, sum(v.nbytes for v in block.values()),
                        f" (the rows written so far stay in {writer.path}: continue them "
                        f"with {opt('resume', True)})")
-    writer.write_block(start, block)
-    record_block(writer.file, start, block, writer.sites, writer.chunk_rows)
+    with clock.phase("write"):
+        writer.write_block(start, block)
+    with clock.phase("checksums"):
+        record_block(writer.file, start, block, writer.sites, writer.chunk_rows)
     rows = start + len(next(iter(block.values())))
     writer.set_progress(rows)
     if kill_after and writer.blocks_written >= kill_after:
@@ -261,6 +281,7 @@ def write_rows(plan: ExtractPlan, writer: StoreWriter, queue: int = WRITE_QUEUE)
     """
     options, first_row = plan.options, writer.rows_written
     extractor = Extractor(plan.forward, options.batch_tokens, options.dtype)
+    clock = extractor.clock
     kill_after = _kill_after(options)
     bar = _progress_bar(plan.n_rows, first_row, options.progress)
     t0 = time.perf_counter()
@@ -271,12 +292,15 @@ def write_rows(plan: ExtractPlan, writer: StoreWriter, queue: int = WRITE_QUEUE)
         for start, block in iter_blocks(extractor, plan.groups(), first_row, plan.chunk_rows,
                                         plan.n_rows, computed=bar.update, offset=plan.offset):
             pending.append(pool.submit(_write_block, writer, start, block, options.dtype,
-                                       kill_after))
-            while len(pending) > queue:
+                                       kill_after, clock))
+            with clock.phase("wait"):
+                while len(pending) > queue:
+                    pending.popleft().result()
+        with clock.phase("wait"):
+            while pending:
                 pending.popleft().result()
-        while pending:
-            pending.popleft().result()
         writer.update_attrs({"extract_seconds": round(time.perf_counter() - t0, 3),
+                             "extract_phases": clock.rounded(),
                              "rows_extracted": plan.n_rows - first_row})
         writer.finish()
     finally:

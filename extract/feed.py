@@ -6,7 +6,8 @@ buffers, with one synchronisation per batch instead of one per site. On any othe
 the tensors are used as they are. The buffers grow to the largest batch and are reused.
 
 ``--batch-tokens auto`` sizes the batches from the device's free memory on CUDA
-(:func:`auto_batch_tokens`); elsewhere it is the fixed default, fastest on CPU.
+(:func:`auto_batch_tokens`); elsewhere the default stands until the model is loaded, when
+a short timed trial picks the fastest of a few sizes (:mod:`extract.batch_trial`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def token_bytes(shape: Any, sites: Any, n_ctx: int, d_model: int) -> int:
 
 
 def auto_batch_tokens(device: str, model: Any, sites: Any, default: int) -> int:
-    """Padded tokens per batch for ``--batch-tokens auto``: ``default`` off CUDA; on CUDA,
+    """Padded tokens per batch for ``--batch-tokens auto``: ``default`` off CUDA (until the
+    trial of :mod:`extract.batch_trial`); on CUDA,
     AUTO_MEMORY_SHARE of the free memory over :func:`token_bytes`, within AUTO_LIMITS,
     rounded down to AUTO_STEP."""
     if not str(device).startswith("cuda"):

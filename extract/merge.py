@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from extract.phases import PHASES
 from extract.store.integrity import (
     CHECKSUMS,
     TOKENS_HASH,
@@ -142,6 +143,8 @@ def whole_store_attrs(shards: Sequence[tuple[Path, dict]]) -> dict:
         "story_ids_range": [ranges[0][0], ranges[-1][1]] if ranges else [],
         "extract_seconds": round(sum(float(a.get("extract_seconds", 0)) for _, a in shards),
                                  3),
+        "extract_phases": {name: round(sum(float((a.get("extract_phases") or {}).get(name, 0))
+                                           for _, a in shards), 3) for name in PHASES},
         "rows_extracted": sum(int(a.get("rows_extracted", a["n_tokens"])) for _, a in shards),
         "created": now_iso(), "command": command_line(),
         "shard_commands": sorted({str(a.get("command", "")) for _, a in shards}),

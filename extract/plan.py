@@ -370,6 +370,14 @@ def plan_extraction(options: ExtractOptions) -> ExtractPlan:
         raise UsageError(f"no stories in split {options.split!r}")
     forward, tokenizer, info = load_forward(options)
     _check_model_fits(options, dataset, tokenizer, info, stories, forward.n_ctx)
+    if options.batch_tokens_auto and forward.device.type != "cuda":
+        from extract.batch_trial import choose_batch_tokens
+
+        info["batch_tokens_trial"] = choose_batch_tokens(options, forward, stories)
+        if group_tokens != group_tokens_for(options):   # the groups follow the batch size
+            group_tokens = group_tokens_for(options)
+            part = read_shard(dataset, options.split, options.shard, group_tokens)
+            stories = part.stories
     arch = info["architecture"]
     chunk_rows = _chunk_rows(options, arch, sum(s.n_tokens for s in stories))
     attrs = _store_attrs(options, dataset, info, stories, chunk_rows, group_tokens)

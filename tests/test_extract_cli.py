@@ -101,6 +101,12 @@ def test_shards_merge_into_the_unsharded_store(untagged_dataset, shared_model, t
     with h5py.File(merged, "r") as f:
         assert f["keys"].is_virtual
     assert_same_store(full, merged)        # every story batched as without shards
+    forward = 0.0                          # the loop's phases add up over the shards
+    for shard in shards:
+        with open_store(shard) as store:
+            forward += store.attrs["extract_phases"]["forward"]
+    with open_store(merged) as store:
+        assert store.attrs["extract_phases"]["forward"] == pytest.approx(forward, abs=2e-3)
     cwd = os.getcwd()
     try:                                   # shard paths resolve relative to the merged file
         os.chdir(tmp_path)

@@ -115,6 +115,24 @@ def test_general_transformerlens_path_equals_fast_path(shared_model, shared_hf):
                        ALL_SITES)
 
 
+def test_general_path_asks_for_attention_weights_only_for_pattern_sites(shared_model,
+                                                                        shared_hf):
+    bridge = load_model(str(shared_model), compat=False)
+    asked = []
+    attention = bridge.original_model.transformer.h[0].attn.original_component
+    handle = attention.register_forward_pre_hook(
+        lambda m, args, kwargs: asked.append(bool(kwargs.get("output_attentions"))),
+        with_kwargs=True)
+    ids = torch.randint(0, 4096, (2, 40), generator=torch.Generator().manual_seed(3))
+    sites = ["key", "query", "activity"]
+    got = HookForward(bridge, sites)(ids)
+    assert asked[-1] is False
+    assert_sites_close(got, FastForward(shared_hf, sites)(ids), sites)
+    HookForward(bridge, ["entropy"])(ids)
+    handle.remove()
+    assert asked[-1] is True
+
+
 def test_batched_padded_run_equals_one_story_at_a_time(shared_hf):
     rng = np.random.default_rng(0)
     lengths = [5, 40, 17, 63, 1, 29]

@@ -1,11 +1,12 @@
 """Forward passes that return per-head activations for a batch of stories.
 
 Both paths take right-padded input ids [batch, seq] (one story per row, position 0 at the
-start of each row) and return site -> tensor:
+start of each row) and return site -> tensor, float sites in the ``dtype`` asked for
+(float32 by default; the extractor asks for the storage dtype, so values are rounded once):
 
     query/z/query_rot   [batch, seq, n_layers, n_heads, d_head]
     key/value/key_rot   [batch, seq, n_layers, n_kv_heads, d_head]
-    activity, entropy   [batch, seq, n_layers, n_heads]   float32
+    activity, entropy   [batch, seq, n_layers, n_heads]
     argmax              [batch, seq, n_layers, n_heads]   int64 (position in the story)
 
 Right padding needs no attention mask: with causal attention a real token never sees the

@@ -14,12 +14,14 @@ LOCAL_BLOCK = 128   # queries per block of a local-attention layer past its wind
 
 
 def allocate(sites: Sequence[str], batch: int, seq: int, shape: StoreShape,
-             device: torch.device) -> dict[str, torch.Tensor]:
-    """Empty outputs, site -> [batch, seq, *row_shape(site)] (int64 for positions)."""
+             device: torch.device, dtype: torch.dtype = torch.float32
+             ) -> dict[str, torch.Tensor]:
+    """Empty outputs, site -> [batch, seq, *row_shape(site)]: int64 for positions, else
+    ``dtype`` (values are computed in the model's dtype and rounded once, when stored here)."""
     out = {}
     for site in sites:
-        dtype = torch.long if SITES[site].kind == "index" else torch.float32
-        out[site] = torch.empty(batch, seq, *shape.row_shape(site), dtype=dtype, device=device)
+        kind = torch.long if SITES[site].kind == "index" else dtype
+        out[site] = torch.empty(batch, seq, *shape.row_shape(site), dtype=kind, device=device)
     return out
 
 

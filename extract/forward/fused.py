@@ -11,6 +11,7 @@ block, so each query block only meets the keys of its window.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,7 @@ class FastForward:
         # out block-diagonally so that one dense matmul serves all heads.
         self.gram = [self._block_gram(block.w_o) for block in model.blocks]
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
+        self.projection_seconds = 0.0   # spent in the q/k/v projections so far (host clock)
 
     def _block_gram(self, w_o: torch.Tensor) -> torch.Tensor:
         """[n_heads * d_head, n_heads * d_head] block-diagonal matrix of W_O[h] W_O[h]^T."""
@@ -90,19 +92,21 @@ class FastForward:
                 out[site][:, :, index] = tensor
 
     @torch.inference_mode()
-    def __call__(self, input_ids: torch.Tensor,
-                 sites: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """site -> [batch, seq, ...] of input ids [batch, seq]; ``sites`` overrides the
-        forward's own."""
+    def __call__(self, input_ids: torch.Tensor, sites: Sequence[str] | None = None,
+                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """site -> [batch, seq, ...] of input ids [batch, seq], float sites in ``dtype``;
+        ``sites`` overrides the forward's own."""
         batch, seq = input_ids.shape
         out = allocate(self.sites if sites is None else sites, batch, seq, self.shape,
-                       self.device)
+                       self.device, dtype)
         need_z = any(s in out for s in ("z", "activity", *PATTERN_SITES))
         x = self.model.embed(input_ids)
         rotary = self.model.rotary(x) if self.model.rotary is not None else None
         last = self.n_layers - 1
         for index, block in enumerate(self.model.blocks):
+            began = time.perf_counter()
             q, k, v, *half = self._qkv(block, block.norm1(x))
+            self.projection_seconds += time.perf_counter() - began
             self._keep(out, index, query=q, key=k, value=v)
             if rotary is not None:   # q cos + rotate_half(q) sin, rotate_half from the weights
                 cos, sin = rotary

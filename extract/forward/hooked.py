@@ -181,8 +181,15 @@ class HookForward:
         return hook
 
     @torch.no_grad()
-    def __call__(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, input_ids: torch.Tensor, dtype: torch.dtype = torch.float32
+                 ) -> dict[str, torch.Tensor]:
+        """site -> [batch, seq, ...] of input ids [batch, seq], float sites in ``dtype``."""
         batch, seq = input_ids.shape
-        out = allocate(self.sites, batch, seq, self.shape, self.device)
-        self.bridge.run_with_hooks(input_ids, fwd_hooks=self._hooks(out), return_type=None)
+        out = allocate(self.sites, batch, seq, self.shape, self.device, dtype)
+        # the bridge asks every attention layer for its weights unless told otherwise (where
+        # the model takes the flag); only the pattern sites read them
+        ask = (any(s in out for s in PATTERN_SITES)
+               or not getattr(self.bridge.adapter, "supports_hf_output_attentions", False))
+        self.bridge.run_with_hooks(input_ids, fwd_hooks=self._hooks(out), return_type=None,
+                                   **({} if ask else {"output_attentions": False}))
         return out
