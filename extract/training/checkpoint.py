@@ -21,9 +21,10 @@ from headprobe.errors import UsageError, opt
 
 CHECKPOINT_SUFFIX = ".checkpoint"
 # Settings a resumed run must share with the checkpoint.
-RESUME_KEYS = ("arch", "family", "kv_heads", "layers", "d_model", "heads", "ctx", "window",
-               "attention", "tied", "vocab_size", "steps", "batch", "lr", "warmup",
-               "weight_decay", "seed", "repeat_frac", "repeat_min", "repeat_max", "repeat_gap")
+RESUME_KEYS = ("arch", "family", "kv_heads", "layers", "d_model", "heads", "d_head", "ctx",
+               "window", "attention", "tied", "vocab_size", "steps", "batch", "lr", "warmup",
+               "weight_decay", "seed", "repeat_frac", "repeat_min", "repeat_max", "repeat_gap",
+               "repeat_count")
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:

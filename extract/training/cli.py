@@ -53,6 +53,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=d.layers, help="transformer layers")
     parser.add_argument("--d-model", type=int, default=d.d_model, help="residual width")
     parser.add_argument("--heads", type=int, default=d.heads, help="attention heads per layer")
+    parser.add_argument("--d-head", type=int, default=d.d_head,
+                        help="width of each head in a rotary family (default 0: d_model // "
+                             "heads)")
     parser.add_argument("--ctx", type=int, default=d.ctx, help="training window in tokens")
     parser.add_argument("--short-steps", type=int, default=d.short_steps,
                         help="train the last N steps on windows of ctx // 2 tokens, twice "
@@ -93,6 +96,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest repeated segment (tokens)")
     parser.add_argument("--repeat-gap", type=int, default=d.repeat_gap,
                         help="most text tokens between the two copies")
+    parser.add_argument("--repeat-count", type=int, default=d.repeat_count,
+                        help="most repeated segments per window, each in the longest stretch "
+                             "no segment covers yet (default 1)")
     parser.add_argument("--repeat-filler", choices=FILLERS, default=d.repeat_filler,
                         help="what surrounds the repeated segment: the corpus text (default) or "
                              "random: BOS and random tokens, so only the repeat is predictable")

@@ -33,6 +33,7 @@ class TrainConfig:
     layers: int = 8
     d_model: int = 64
     heads: int = 16
+    d_head: int = 0         # width of each head (rotary families); 0: d_model // heads
     ctx: int = 256          # training window = max positions of the model
     short_steps: int = 0    # last steps on windows of ctx // 2 tokens, twice as many
     window: int = 256       # local attention window of the "local" layers
@@ -55,6 +56,7 @@ class TrainConfig:
     repeat_min: int = 4        # shortest segment (tokens)
     repeat_max: int = 40       # longest segment (tokens)
     repeat_gap: int = 20       # most text tokens between the two copies
+    repeat_count: int = 1      # most repeated segments per window (disjoint)
     # what surrounds the repeated segments: the corpus text, or (random) BOS and random
     # tokens, so that only the repeat is predictable
     repeat_filler: str = "text"
@@ -78,7 +80,7 @@ class TrainConfig:
         if self.ctx < MIN_CTX:
             raise UsageError(f"{opt('ctx')} must be at least {MIN_CTX}: a dataset for the model "
                              f"needs windows of BOS and a token or more, got {self.ctx}")
-        if self.d_model % self.heads:
+        if not self.d_head and self.d_model % self.heads:
             raise UsageError(f"{opt('d_model')} {self.d_model} is not divisible by "
                              f"{opt('heads')} {self.heads}")
         if not 0 <= self.short_steps <= self.steps:
@@ -115,8 +117,9 @@ class TrainConfig:
         return (self.attention or default).split("-")
 
     def check_family(self) -> None:
-        """UsageError for settings the family cannot build: local layers or grouped-query
-        attention where they do not exist, key/value heads that do not divide the heads."""
+        """UsageError for settings the family cannot build: local layers, grouped-query
+        attention or a head width of its own where they do not exist, key/value heads that
+        do not divide the heads, an odd head width."""
         if self.family in ROTARY and "local" in self.layer_pattern():
             raise UsageError(f"{opt('family')} {self.family} has no local attention layers: "
                              f"give {opt('attention')} global (its default)")
@@ -127,6 +130,13 @@ class TrainConfig:
         if self.kv_heads < 0 or (self.kv_heads and self.heads % self.kv_heads):
             raise UsageError(f"{opt('kv_heads')} must divide {opt('heads')} {self.heads}, got "
                              f"{self.kv_heads}")
+        if self.d_head < 0 or self.d_head % 2:
+            raise UsageError(f"{opt('d_head')} must be an even width (rotary positions turn "
+                             f"pairs of dimensions), or 0 for d_model // heads, got "
+                             f"{self.d_head}")
+        if self.family not in ROTARY and self.d_head:
+            raise UsageError(f"{opt('d_head')} (heads wider or narrower than d_model // heads) "
+                             f"needs a rotary {opt('family')} ({', '.join(ROTARY)})")
         if self.family not in ROTARY and self.kv_heads not in (0, self.heads):
             raise UsageError(f"{opt('kv_heads')} (grouped-query attention) needs a rotary "
                              f"{opt('family')} ({', '.join(ROTARY)})")
@@ -141,6 +151,9 @@ class TrainConfig:
         if self.repeat_filler not in FILLERS:
             raise UsageError(f"unknown {opt('repeat_filler')} {self.repeat_filler!r}; choose "
                              f"from {', '.join(FILLERS)}")
+        if self.repeat_count < 1:
+            raise UsageError(f"{opt('repeat_count')} must be a positive integer, got "
+                             f"{self.repeat_count}")
         if self.repeat_gap < 0:
             raise UsageError(f"{opt('repeat_gap')} must be >= 0, got {self.repeat_gap}")
         shortest = self.ctx // 2 if self.short_steps else self.ctx

@@ -53,14 +53,16 @@ def gpt_neo_config(cfg: TrainConfig, vocab_size: int, bos: int = 0) -> Any:
 
 def rotary_config(cfg: TrainConfig, vocab_size: int, bos: int = 0) -> Any:
     """The Llama or Qwen2 config for ``cfg``: rotary positions, RMSNorm, SwiGLU MLPs of
-    width 4·d_model, ``cfg.kv_heads`` key/value heads (0: as many as query heads)."""
+    width 4·d_model, ``cfg.kv_heads`` key/value heads (0: as many as query heads), heads
+    ``cfg.d_head`` wide (0: d_model // heads)."""
     import transformers
 
     config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}
     config = config_class[cfg.family](
         vocab_size=vocab_size, hidden_size=cfg.d_model, intermediate_size=4 * cfg.d_model,
         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
-        num_key_value_heads=cfg.kv_heads or cfg.heads, max_position_embeddings=cfg.ctx,
+        num_key_value_heads=cfg.kv_heads or cfg.heads,
+        head_dim=cfg.d_head or cfg.d_model // cfg.heads, max_position_embeddings=cfg.ctx,
         attention_dropout=0.0, bos_token_id=bos, eos_token_id=bos,
         tie_word_embeddings=cfg.tied,
     )

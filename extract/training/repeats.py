@@ -12,6 +12,12 @@ predicts the second copy, only one that finds the earlier copy of the current to
 reads what followed it (an induction head fed by a previous-token head). Every draw comes
 from the run's generator, so runs stay deterministic and resumable.
 
+With ``repeat_count`` N > 1 a window gets up to N such pairs: each further pair goes into
+the longest stretch that no pair covers yet, while that stretch holds two copies of
+``repeat_min`` tokens; its length is capped by half the stretch, so later pairs tend to
+be shorter and closer together. More of the window's tokens are then predictable by
+induction alone, and less of it is text.
+
 With ``repeat_filler`` random, every window holds BOS and then random tokens from the same
 pool instead of text, so the second copy is the only thing a model can predict.
 """
@@ -60,6 +66,22 @@ def place_repeat(row: torch.Tensor, gen: torch.Generator, cfg: TrainConfig,
     return start, length, gap
 
 
+def place_repeats(row: torch.Tensor, gen: torch.Generator, cfg: TrainConfig,
+                  pool: torch.Tensor) -> int:
+    """Write up to ``cfg.repeat_count`` disjoint repeated segments into ``row`` [seq] in
+    place, each in the longest stretch still free (see the module doc); returns how many.
+    One pair draws exactly what :func:`place_repeat` draws."""
+    free = [(0, row.shape[0])]                       # [start, end) stretches without a pair
+    for placed in range(cfg.repeat_count):
+        lo, hi = max(free, key=lambda stretch: stretch[1] - stretch[0])
+        if hi - lo < 2 * cfg.repeat_min:
+            return placed
+        start, length, gap = place_repeat(row[lo:hi], gen, cfg, pool)
+        free.remove((lo, hi))
+        free += [(lo, lo + start), (lo + start + 2 * length + gap, hi)]
+    return cfg.repeat_count
+
+
 def random_filler(ids: torch.Tensor, gen: torch.Generator, pool: torch.Tensor,
                   bos: int) -> torch.Tensor:
     """Windows of the shape of ``ids`` [batch, seq]: BOS, then tokens drawn from ``pool``."""
@@ -70,8 +92,9 @@ def random_filler(ids: torch.Tensor, gen: torch.Generator, pool: torch.Tensor,
 
 def with_repeats(sample: Sampler, cfg: TrainConfig, pool: torch.Tensor, bos: int = 0
                  ) -> Sampler:
-    """``sample`` with a repeated segment in a ``cfg.repeat_frac`` share of its windows
-    (after BOS and over random tokens when ``cfg.repeat_filler`` is random).
+    """``sample`` with ``cfg.repeat_count`` repeated segments (at most) in a
+    ``cfg.repeat_frac`` share of its windows (after BOS and over random tokens when
+    ``cfg.repeat_filler`` is random).
 
     sample: ``sample(gen, batch)`` -> ids [batch, seq]; pool: allowed token ids [n].
     """
@@ -86,7 +109,7 @@ def with_repeats(sample: Sampler, cfg: TrainConfig, pool: torch.Tensor, bos: int
             ids, first = random_filler(ids, gen, pool, bos), 1
         chosen = torch.rand(batch, generator=gen) < cfg.repeat_frac
         for row in chosen.nonzero()[:, 0].tolist():
-            place_repeat(ids[row, first:], gen, cfg, pool)
+            place_repeats(ids[row, first:], gen, cfg, pool)
         return ids
 
     return mixed
