@@ -14,6 +14,13 @@ from probing.__main__ import main
 from probing.studies import circuits, repeated
 from probing.studies.common import capture
 from probing.study_io import read_study
+from probing.thresholds import (
+    CIRCUIT_ABLATION,
+    CIRCUIT_ACCURACY,
+    CIRCUIT_INDUCTION,
+    CIRCUIT_PREV_TOKEN,
+    CIRCUIT_RANDOM_DROP,
+)
 
 TEXT = "Tom and Sue went to the park. Tom saw a big dog and Sue saw a cat."
 
@@ -246,12 +253,14 @@ def test_rotary_induction_organism_learns_its_previous_token_head(rotary_inducti
     assert capsys.readouterr().out.startswith("circuit: previous-token L0H")
     res = read_study(out)
     c, arrays = res.meta["circuit"], res.arrays
-    assert res.meta["accuracy_second"] >= 0.9 and res.meta["accuracy_first"] <= 0.2
+    assert res.meta["accuracy_first"] <= 0.2
     assert c["found"] and c["prev_token_head"][0] == 0 and c["induction_head"][0] == 1
-    assert arrays["prev_token_score"][0].max() >= 0.9
-    # the 0.9 target is not reached: 0.86 on seed 0 (docs/organisms.md)
-    assert arrays["induction_score"][1].max() >= 0.8
-    assert c["ablation_drop"] >= 0.5 and c["random_drop"] <= 0.1
+    # the sharp circuit's thresholds, each met by the previous-token head it names
+    assert CIRCUIT_PREV_TOKEN.holds(arrays["prev_token_score"][0].max())
+    assert CIRCUIT_INDUCTION.holds(arrays["induction_score"][1].max())
+    assert CIRCUIT_ACCURACY.holds(res.meta["accuracy_second"])
+    assert CIRCUIT_ABLATION.holds(c["ablation_drop"])
+    assert CIRCUIT_RANDOM_DROP.holds(c["random_drop"])
     assert c["k_composition"]["agrees"]
 
 
