@@ -261,7 +261,10 @@ def test_rotary_induction_organism_learns_its_previous_token_head(rotary_inducti
     assert CIRCUIT_ACCURACY.holds(res.meta["accuracy_second"])
     assert CIRCUIT_ABLATION.holds(c["ablation_drop"])
     assert CIRCUIT_RANDOM_DROP.holds(c["random_drop"])
-    assert c["k_composition"]["agrees"]
+    # several layer-1 heads are induction heads, so the strongest K-composition pair may
+    # name another of them; the named induction head's keys are written most by the
+    # previous-token head
+    assert c["k_composition"]["best_writer_into_induction_keys"] == c["prev_token_head"]
 
 
 def test_fixed_offset_model_predicts_the_repeat_without_the_circuit(fixed_offset_model_dir):
