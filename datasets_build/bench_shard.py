@@ -13,15 +13,12 @@ permutation over all source stories, 8 bytes a story while it is drawn.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from datasets_build.sources import STORY_SEPARATOR
 from headprobe.errors import UsageError
+from headprobe.memory import run_child
 
 
 def write_source(path: Path, texts: list[str], times: int = 1) -> Path:
@@ -50,16 +47,9 @@ def shard_child(source: str, tokenizer: str, out: str, shards: str) -> dict[str,
 
 
 def _measure(source: Path, tokenizer: str, work: Path, shards: int) -> dict[str, Any]:
-    code = ("import sys, json; from datasets_build.bench_shard import shard_child; "
-            "print(json.dumps(shard_child(*sys.argv[1:])))")
-    done = subprocess.run([sys.executable, "-c", code, str(source), tokenizer,
-                           str(work / f"{source.stem}-dataset"), str(shards)],
-                          capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if done.returncode != 0:
-        raise UsageError(f"tagging a shard of {source} failed: "
-                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("datasets_build.bench_shard.shard_child",
+                     [str(source), tokenizer, str(work / f"{source.stem}-dataset"), str(shards)],
+                     f"tagging a shard of {source}")
 
 
 def shard_rss(texts: list[str], tokenizer: str, shards: int, scale: int,

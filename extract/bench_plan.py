@@ -13,10 +13,6 @@ the token table and a few integers per story, so the ratio stays near 1.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +21,7 @@ import numpy as np
 from datasets_build.dataset import load_tagged_dataset, write_dataset
 from headprobe.atomic import atomic_dir
 from headprobe.errors import UsageError
-from headprobe.memory import current_rss_mb, peak_rss_mb
+from headprobe.memory import current_rss_mb, peak_rss_mb, run_child
 
 
 def repeat_dataset(source: Path, out: Path, times: int) -> Path:
@@ -62,16 +58,9 @@ def plan_child(dataset: str, model: str, out: str, shards: str) -> dict[str, Any
 
 
 def _measure(dataset: Path, model: str, work: Path, shards: int) -> dict[str, Any]:
-    code = ("import sys, json; from extract.bench_plan import plan_child; "
-            "print(json.dumps(plan_child(*sys.argv[1:])))")
-    done = subprocess.run([sys.executable, "-c", code, str(dataset), model,
-                           str(work / f"{dataset.name}.h5"), str(shards)],
-                          capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if done.returncode != 0:
-        raise UsageError(f"planning a shard of {dataset} failed: "
-                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("extract.bench_plan.plan_child",
+                     [str(dataset), model, str(work / f"{dataset.name}.h5"), str(shards)],
+                     f"planning a shard of {dataset}")
 
 
 def run_plan_rss(args: argparse.Namespace, work: Path) -> int:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import resource
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from headprobe.errors import UsageError
 
 
 def _status_mb(field: str) -> float | None:
@@ -30,3 +38,19 @@ def peak_rss_mb() -> float:
 def current_rss_mb() -> float:
     """Resident memory of this process now, MiB (VmRSS; 0 where /proc is missing)."""
     return _status_mb("VmRSS") or 0.0
+
+
+def run_child(function: str, args: Sequence[str], what: str) -> dict[str, Any]:
+    """Call ``function`` ("package.module.name") with string ``args`` in a fresh Python
+    process (offline) and return the JSON dict it returns; UsageError naming ``what`` (e.g.
+    "planning a shard of D") with the child's last error line when it fails. A fresh process
+    is what makes its peak RSS its own."""
+    module, name = function.rsplit(".", 1)
+    code = (f"import sys, json; from {module} import {name}; "
+            f"print(json.dumps({name}(*sys.argv[1:])))")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if done.returncode != 0:
+        raise UsageError(f"{what} failed: "
+                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

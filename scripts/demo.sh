@@ -19,9 +19,7 @@ cd "$(dirname "$0")/.."
 run="${1:-runs/demo}"
 seed="${SEED:-0}"
 threads="${THREADS:-1}"
-if [ -n "${PYTHON:-}" ]; then py="$PYTHON"
-elif [ -x .venv/bin/python ]; then py=.venv/bin/python
-else py=python3; fi
+. scripts/python.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 start=$SECONDS
 last=$SECONDS

@@ -17,9 +17,7 @@ if [ "${1:-}" = "--dry-run" ]; then dry=1; shift; fi
 out="${1:-runs/demo-seeds}"
 seeds="${SEEDS:-0 1 2 3 4}"
 thread_counts="${THREADS:-1 2}"
-if [ -n "${PYTHON:-}" ]; then py="$PYTHON"
-elif [ -x .venv/bin/python ]; then py=.venv/bin/python
-else py=python3; fi
+. scripts/python.sh
 
 runs=()
 for threads in $thread_counts; do

@@ -14,9 +14,7 @@ cd "$(dirname "$0")/.."
 
 run="${1:-runs/induction}"
 shared="${HEADPROBE_SHARED:-../shared}"
-if [ -n "${PYTHON:-}" ]; then py="$PYTHON"
-elif [ -x .venv/bin/python ]; then py=.venv/bin/python
-else py=python3; fi
+. scripts/python.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 step() { printf '\n== %s\n' "$*"; }
 
