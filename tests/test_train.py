@@ -1,5 +1,6 @@
 """Training small causal LMs: determinism, resume, attention-only models, the CLI."""
 
+import itertools
 import json
 
 import pytest
@@ -368,6 +369,52 @@ def test_random_filler_keeps_bos_and_only_the_repeat(tmp_path):
     for row in ids[:, 1:]:
         segs = [row[i:i + 8] for i in range(len(row) - 15)]
         assert any(torch.equal(s, row[i + 8:i + 16]) for i, s in enumerate(segs))
+
+
+def test_repeat_count_writes_disjoint_pairs_in_the_free_stretches(monkeypatch):
+    from extract.training import repeats
+
+    cfg = TrainConfig(ctx=64, repeat_frac=1.0, repeat_count=3, repeat_min=4, repeat_max=32,
+                      repeat_gap=4)
+    pool = torch.arange(10, 60)
+    placed: list[tuple[int, int, int]] = []
+    original = repeats.place_repeat
+
+    def recording(row, gen, cfg, pool):
+        start, length, gap = original(row, gen, cfg, pool)
+        placed.append((row.storage_offset() + start, length, gap))   # in the whole row
+        return start, length, gap
+
+    monkeypatch.setattr(repeats, "place_repeat", recording)
+    counts = []
+    for seed in range(20):
+        row, placed[:] = torch.zeros(64, dtype=torch.long), []
+        counts.append(repeats.place_repeats(row, torch.Generator().manual_seed(seed), cfg, pool))
+        assert counts[-1] == len(placed)
+        spans = sorted((s, s + 2 * n + g) for s, n, g in placed)
+        assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans))  # disjoint
+        for s, n, g in placed:      # each pair intact after the later ones were written
+            assert n >= cfg.repeat_min and g <= cfg.repeat_gap
+            assert torch.equal(row[s:s + n], row[s + n + g:s + 2 * n + g])
+    assert max(counts) == 3 and min(counts) >= 1
+    # one pair draws exactly what place_repeat draws, so --repeat-count 1 keeps old runs
+    monkeypatch.undo()
+    one = TrainConfig(ctx=64, repeat_frac=1.0, repeat_min=4, repeat_max=32, repeat_gap=4)
+    a, b = torch.zeros(64, dtype=torch.long), torch.zeros(64, dtype=torch.long)
+    assert repeats.place_repeats(a, torch.Generator().manual_seed(3), one, pool) == 1
+    repeats.place_repeat(b, torch.Generator().manual_seed(3), one, pool)
+    assert torch.equal(a, b)
+
+
+def test_repeat_count_and_d_head_are_checked():
+    with pytest.raises(UsageError, match="repeat.count must be a positive"):
+        TrainConfig(repeat_frac=1.0, repeat_count=0).check()
+    with pytest.raises(UsageError, match="repeat.count"):          # without --repeat-frac
+        TrainConfig(repeat_count=2).check()
+    with pytest.raises(UsageError, match="d.head must be an even"):
+        TrainConfig(family="llama", attention="global", d_head=7).check()
+    with pytest.raises(UsageError, match="needs a rotary"):
+        TrainConfig(d_head=8).check()
 
 
 def test_cli_seeds_train_one_directory_per_seed(tmp_path):

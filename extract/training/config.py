@@ -18,7 +18,7 @@ MIN_CTX = 2
 # the two kinds of attention layer: over every earlier position, or within the local window
 ATTENTION_KINDS = ("global", "local")
 # settings of the repeated segments, used only with repeat_frac
-REPEAT_SETTINGS = ("repeat_min", "repeat_max", "repeat_gap", "repeat_filler")
+REPEAT_SETTINGS = ("repeat_count", "repeat_min", "repeat_max", "repeat_gap", "repeat_filler")
 POSITIVE = ("layers", "d_model", "heads", "ctx", "steps", "batch", "log_every", "ckpt_every",
             "window")
 
