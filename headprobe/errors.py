@@ -46,3 +46,13 @@ class UsageError(ValueError):
     def cli_message(self, word: Callable[[str, str], str]) -> str:
         """The message with options worded by ``word(name, value)``."""
         return render(self.raw_message(), word)
+
+
+def only_with(given: list[str], setting: str, why: str = "") -> UsageError:
+    """The error for settings ``given`` (Python names) that only ``setting`` makes
+    meaningful, and it was not given: ``--a and --b go with --mode (why); give --mode or
+    leave them out``."""
+    verb, them = ("goes", "it") if len(given) == 1 else ("go", "them")
+    because = f" ({why})" if why else " only"
+    return UsageError(f"{' and '.join(opt(name) for name in given)} {verb} with "
+                      f"{opt(setting)}{because}; give {opt(setting)} or leave {them} out")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from headprobe.cluster import connect, task_env, task_failure
-from headprobe.errors import UsageError, opt
+from headprobe.errors import UsageError, only_with, opt
 
 SHARD_DIR_SUFFIX = ".shards"
 
@@ -101,11 +101,7 @@ def check_cluster_arguments(args: Any) -> None:
     given = [name for name, default in TASK_SETTINGS.items()
              if getattr(args, name, default) != default]
     if given and not args.ray:
-        verb, they, them = ("goes", "it sets", "it") if len(given) == 1 else ("go", "they set",
-                                                                            "them")
-        raise UsageError(f"{' and '.join(opt(name) for name in given)} {verb} with "
-                         f"{opt('ray')} ({they} the tasks of a cluster run); give "
-                         f"{opt('ray')} or leave {them} out")
+        raise only_with(given, "ray", "the tasks of a cluster run")
 
 
 def check_resources(n: int, cpus: float, gpus: float, retries: int) -> None:

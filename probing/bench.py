@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from headprobe.cli import split_list
-from headprobe.errors import UsageError, opt
+from headprobe.errors import UsageError, only_with, opt
 from probing.grid import GridConfig, run_grid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,9 +138,7 @@ def _check_mode(args: argparse.Namespace) -> None:
     for mode, options in MODE_OPTIONS.items():
         given = [name for name, default in options.items() if getattr(args, name) != default]
         if given and not getattr(args, mode):
-            verb, them = ("goes", "it") if len(given) == 1 else ("go", "them")
-            raise UsageError(f"{' and '.join(opt(name) for name in given)} {verb} with "
-                             f"{opt(mode)} only; give {opt(mode)} or leave {them} out")
+            raise only_with(given, mode)
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -99,7 +99,7 @@ REFUSED = [
     ("extract", "train --corpus demo:5 --out {out} --family llama --window 4",
      "--window sizes the local attention layers"),
     ("extract", "train --corpus demo:5 --out {out} --repeat-min 5",
-     "--repeat-min shapes the repeated segments, and --repeat-frac 0 mixes in none"),
+     "--repeat-min goes with --repeat-frac (the share of windows with repeated segments"),
     ("extract", "train --corpus demo:5 --out {out} --stop-after 0",
      "--stop-after must be at least 1 step"),
     ("extract", "train --corpus demo:5 --out {out} --seeds 0,1 --seed 3", "leave out --seed"),

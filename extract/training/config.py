@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from headprobe.errors import UsageError, opt
+from headprobe.errors import UsageError, only_with, opt
 
 ARCHES = ("gpt-neo", "attn-only")
 # model families a run can build: GPT-Neo (learned absolute positions, LayerNorm, local
@@ -94,10 +94,8 @@ class TrainConfig:
         else:
             given = [n for n in REPEAT_SETTINGS if getattr(self, n) != getattr(TrainConfig, n)]
             if given:
-                verb, them = ("shapes", "it") if len(given) == 1 else ("shape", "them")
-                raise UsageError(f"{' and '.join(opt(n) for n in given)} {verb} the repeated "
-                                 f"segments, and {opt('repeat_frac')} 0 mixes in none; give "
-                                 f"{opt('repeat_frac')} or leave {them} out")
+                raise only_with(given, "repeat_frac", "the share of windows with repeated "
+                                "segments; 0 mixes in none")
 
     def check_schedule(self) -> None:
         """UsageError for a seed, warmup or weight decay that cannot be."""

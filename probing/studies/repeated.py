@@ -607,7 +607,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, several=True)
     parser.add_argument("--seq-len", type=int, default=25,
                         help="longest repeated segment (default 25)")
-    parser.add_argument("--min-len", type=int, default=MIN_LEN,
+    parser.add_argument("--min-len", type=int, default=None,
                         help=f"shortest repeated segment (default {MIN_LEN}, or --seq-len when "
                              "that is shorter; --seq-len: fixed length)")
     parser.add_argument("--max-prefix", type=int, default=10,
@@ -631,8 +631,8 @@ def study_of(args: argparse.Namespace, name: str, model: Any
     """(arrays, meta, report) of the study of the command line ``args`` on ``model``."""
     arrays, meta, text = repeated_study(model, args.seq_len, args.batch, args.seed,
                                         mlp_grid=not args.no_mlp_grid,
-                                        min_len=(args.min_len if args.min_len != MIN_LEN
-                                                 else min(MIN_LEN, args.seq_len)),
+                                        min_len=(min(MIN_LEN, args.seq_len)
+                                                 if args.min_len is None else args.min_len),
                                         max_prefix=args.max_prefix, min_score=args.min_score,
                                         circuit_tokens=args.circuit_tokens)
     meta["model"] = name

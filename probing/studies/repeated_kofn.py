@@ -27,6 +27,7 @@ from probing.kofn import FindingTally, kofn_table, tally
 from probing.studies import repeated
 from probing.studies.common import (
     add_output_arguments,
+    check_counts,
     finish_study,
     load_study_model,
     output_dir,
@@ -166,6 +167,7 @@ def run_models(args: argparse.Namespace, models: Sequence[str]) -> int:
     if not args.out:
         raise UsageError("several models write under --out DIR (one directory per model "
                          "and DIR/k-of-n), not under --run")
+    check_counts(args)
     out = check_target(claim_output(args.out), args.overwrite, "directory")
     names = model_names(models)
     out.mkdir(parents=True, exist_ok=True)
