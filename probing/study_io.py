@@ -163,17 +163,19 @@ def _check_version(f: h5py.File, file: Path) -> None:
                          f"{' and '.join(map(str, READABLE_VERSIONS))})")
 
 
-def read_study(path: str | Path, verify: bool | None = None) -> StudyResults:
+def read_study(path: str | Path, verify: bool | None = None,
+               study: str | None = None) -> StudyResults:
     """Read a study directory written by :func:`write_study` (or by format version 1).
 
     verify: compare each array with its checksum (default: on unless HEADPROBE_VERIFY=0;
-    see :mod:`headprobe.checksums`); a damaged array raises DamagedFile.
+    see :mod:`headprobe.checksums`); a damaged array raises DamagedFile. study: the study
+    expected there, named when the directory is missing (default: the directory's name).
     """
     verify = verification_on(verify)
     path = Path(path)
     file = path / RESULTS_FILE
     if not file.is_file():
-        raise missing_input("study", path, run_of(path, "study"), path.name)
+        raise missing_input("study", path, run_of(path, "study"), study or path.name)
     arrays, axes = {}, {}
     check_manifest(path, "run the study again")
     damaged = "the file is damaged; run the study again"

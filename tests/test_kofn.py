@@ -161,3 +161,12 @@ def test_three_trained_seeds_are_counted_by_the_study_and_the_summary(tmp_path, 
     scores = [v for f in found for _, v in f.measures[:1]]
     assert cells(summary, "induction score")[4:7] == [
         f"{min(scores):.2f}", f"{np.median(scores):.2f}", f"{max(scores):.2f}"]
+
+
+def test_k_of_n_of_a_missing_directory_names_the_repeated_study(tmp_path, capsys):
+    missing = tmp_path / "seed7"
+    assert run_main(main, ["repeated-k-of-n", "--studies", str(missing), "--out",
+                           str(tmp_path / "agg")]) == 2
+    err = capsys.readouterr().err
+    assert f"repeated study results {missing} not found" in err
+    assert "python -m probing repeated " in err and err.count("\n") == 1

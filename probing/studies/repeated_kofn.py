@@ -131,7 +131,7 @@ def aggregate(studies: Sequence[StudyResults], names: Sequence[str]
 
 def read_repeated(paths: Sequence[str | Path]) -> list[StudyResults]:
     """The repeated studies in ``paths``; a UsageError names one of another study."""
-    studies = [read_study(p) for p in paths]
+    studies = [read_study(p, study=repeated.STUDY) for p in paths]
     for r in studies:
         if r.study != repeated.STUDY:
             raise UsageError(f"{r.path} holds {r.study} results, not {repeated.STUDY}")
