@@ -72,7 +72,8 @@ def build_parser() -> Parser:
                         "budget, at most 16 batches); shards batch a group they cut whole")
     parser.add_argument("--compression", default=DEFAULT_COMPRESSION, choices=COMPRESSIONS,
                         metavar="fast|none|1-9", help="per-head datasets: 'fast' (default, "
-                        "Huffman-only deflate), 'none', or a gzip level 1-9 for archives")
+                        "deflate of the high byte planes by ISA-L), 'none', or a gzip level 1-9 "
+                        "for archives")
     parser.add_argument("--resume", action="store_true", help="continue OUT.partial")
     parser.add_argument("--shard", help="i/n: extract the i-th of n parts of the stories into "
                         "OUT.shards/ (a complete shard is kept, an unfinished one continued); "

@@ -175,8 +175,9 @@ def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_r
         while pending_rows >= chunk_rows or (pending_rows and pending_start + pending_rows
                                              == n_rows):
             take = min(chunk_rows, pending_rows)
-            with extractor.clock.phase("copies"):
-                joined = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+            with extractor.clock.phase("copies"):   # one block is passed on as views
+                joined = pending[0] if len(pending) == 1 else {
+                    k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
             yield pending_start, {k: v[:take] for k, v in joined.items()}
             pending = [{k: v[take:] for k, v in joined.items()}]
             pending_start += take

@@ -31,7 +31,7 @@ from headprobe.errors import UsageError, opt
 from headprobe.hub import resolve_pretrained
 from headprobe.manifest import base_manifest
 from headprobe.stories import Story
-from headprobe.tokenization import load_tokenizer, vocab_hash
+from headprobe.tokenization import has_vocabulary
 
 GROUP_BYTES = 128 * 2**20
 MAX_GROUP_BATCHES = 16
@@ -249,10 +249,10 @@ def choose_forward(hf: Any, name: str, sites: Sequence[str], path: str
     return HookForward(bridge_from_hf(hf, name), sites, model_type), check
 
 
-def load_forward(options: ExtractOptions) -> tuple[Any, Any, dict[str, Any]]:
-    """(forward path, tokenizer, model attributes) for the options' model: a name or
-    directory, loaded on ``options.device`` in ``options.model_dtype``, or a loaded HF model
-    (used where and as it is)."""
+def load_forward(options: ExtractOptions) -> tuple[Any, dict[str, Any]]:
+    """(forward path, model attributes) for the options' model: a name or directory, loaded
+    on ``options.device`` in ``options.model_dtype``, or a loaded HF model (used where and
+    as it is); the attributes' ``model`` names where its tokenizer is."""
     model, reinit_seed = options.model, options.reinit_seed
     if isinstance(model, (str, Path)):
         name = str(model)
@@ -262,7 +262,6 @@ def load_forward(options: ExtractOptions) -> tuple[Any, Any, dict[str, Any]]:
     else:
         hf, name = model, str(getattr(model.config, "_name_or_path", "") or "in-memory model")
         info = {"model": name}
-    tokenizer = load_tokenizer(name)
     forward, check = choose_forward(hf, name, options.sites, options.path)
     cfg = hf.config
     info.update({
@@ -276,13 +275,13 @@ def load_forward(options: ExtractOptions) -> tuple[Any, Any, dict[str, Any]]:
         "weights": "pretrained" if reinit_seed is None else
         f"re-initialised at random with seed {reinit_seed} (same architecture)",
     })
-    return forward, tokenizer, info
+    return forward, info
 
 
-def _check_model_fits(options: ExtractOptions, dataset: TaggedDataset, tokenizer: Any,
-                      info: dict[str, Any], stories: Sequence[Story], n_ctx: int) -> None:
+def _check_model_fits(options: ExtractOptions, dataset: TaggedDataset, info: dict[str, Any],
+                      stories: Sequence[Story], n_ctx: int) -> None:
     """The model must share the dataset's tokenizer and take its longest story."""
-    if vocab_hash(tokenizer) != dataset.vocab_hash:
+    if not has_vocabulary(info["model"], dataset.vocab_hash):
         raise UsageError(f"the tokenizer of model {info['model']!r} differs from the one dataset "
                          f"{options.dataset_dir} was built with; rebuild the dataset with this "
                          "model's tokenizer")
@@ -368,8 +367,8 @@ def plan_extraction(options: ExtractOptions) -> ExtractPlan:
     stories = part.stories
     if not stories:
         raise UsageError(f"no stories in split {options.split!r}")
-    forward, tokenizer, info = load_forward(options)
-    _check_model_fits(options, dataset, tokenizer, info, stories, forward.n_ctx)
+    forward, info = load_forward(options)
+    _check_model_fits(options, dataset, info, stories, forward.n_ctx)
     if options.batch_tokens_auto and forward.device.type != "cuda":
         from extract.batch_trial import choose_batch_tokens
 

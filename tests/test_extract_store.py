@@ -217,7 +217,7 @@ def test_unknown_compression_is_a_usage_error(tmp_path):
 
 @pytest.mark.parametrize(("size", "raw_prefix"), [(200_000, 100_000), (5000, 0), (4, 2), (0, 0)])
 def test_fast_deflate_streams_are_plain_zlib(size, raw_prefix):
-    """Stored blocks (several past 64 KiB) followed by a Huffman-only block decode with zlib."""
+    """Stored blocks (several past 64 KiB) followed by ISA-L's deflate decode with zlib."""
     data = np.random.default_rng(size).integers(0, 8, size).astype(np.uint8)
     data[:raw_prefix] = np.random.default_rng(1).integers(0, 256, raw_prefix)
     packed = deflate(data, -1, raw_prefix)

@@ -42,3 +42,31 @@ def test_the_viewer_refuses_a_model_of_another_vocabulary(shared_model, gpt2_tok
     line = one_line_error(capsys)
     assert f"model {shared_model} has another vocabulary than the one {store}" in line, line
     assert not Path(tmp_path / "page.html").exists()
+
+
+def test_a_matching_tokenizer_json_is_enough(shared_model, monkeypatch):
+    """has_vocabulary reads a model directory's tokenizer.json alone when it matches."""
+    import headprobe.tokenization as tokenization
+
+    expected = vocab_hash(load_tokenizer(str(shared_model)))
+
+    def refuse(name):
+        raise AssertionError(f"{name} was loaded whole")
+
+    monkeypatch.setattr(tokenization, "load_tokenizer", refuse)
+    assert tokenization.has_vocabulary(str(shared_model), expected)
+
+
+def test_another_vocabulary_is_judged_on_the_loaded_tokenizer(shared_model, gpt2_tokenizer,
+                                                               monkeypatch):
+    """A tokenizer.json that does not match, or none, leaves the verdict to the whole
+    tokenizer, as loaded."""
+    import headprobe.tokenization as tokenization
+
+    gpt2 = vocab_hash(load_tokenizer(str(gpt2_tokenizer)))
+    loaded = []
+    monkeypatch.setattr(tokenization, "load_tokenizer",
+                        lambda name: loaded.append(name) or load_tokenizer(name))
+    assert not tokenization.has_vocabulary(str(shared_model), gpt2)
+    assert tokenization.has_vocabulary(str(gpt2_tokenizer), gpt2)   # no tokenizer.json there
+    assert loaded == [str(shared_model), str(gpt2_tokenizer)]

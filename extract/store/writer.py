@@ -263,7 +263,7 @@ def create_store(path: str | Path, n_tokens: int, arch: dict[str, Any],
     arch: needs n_layers, n_heads, d_head; n_kv_heads (default n_heads), rotary and qk_norm
     (default false) say how keys and queries are read (other entries are kept as attributes).
     sites: names from SITES; dtype: storage dtype of float sites ('float16' or 'float32');
-    compression: of the per-head datasets: "fast" (Huffman-only deflate), "none" or a gzip
+    compression: of the per-head datasets: "fast" (ISA-L deflate), "none" or a gzip
     level 1-9 (:func:`parse_compression`); the token table is always gzip-compressed;
     version: SCHEMA_VERSION, or PREVIOUS_VERSION for the layout without coordinates.
     """

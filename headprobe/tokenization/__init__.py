@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from headprobe.errors import UsageError
@@ -44,8 +45,33 @@ def check_vocabulary(tok: Any, name: str) -> None:
 
 def vocab_hash(tok: Any) -> str:
     """sha256 over the sorted (token, id) pairs: equal hashes mean equal vocabularies."""
-    items = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    return _mapping_hash(tok.get_vocab())
+
+
+def _mapping_hash(vocab: dict[str, int]) -> str:
+    items = sorted(vocab.items(), key=lambda kv: kv[1])
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
+
+
+def has_vocabulary(name: str, expected: str) -> bool:
+    """Whether the tokenizer of ``name`` (hub name or local dir) has the vocabulary whose
+    :func:`vocab_hash` is ``expected``.
+
+    A local ``tokenizer.json`` is read first with the tokenizers library alone, which takes
+    a fraction of loading the whole tokenizer; only when that does not give ``expected``
+    (no such file, or tokens the tokenizer's other files add) is the tokenizer loaded.
+    """
+    path = Path(name).expanduser() / "tokenizer.json"
+    if path.is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            quick = Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
+        except Exception:  # noqa: BLE001 - a file it cannot read: the full load says why
+            quick = None
+        if quick is not None and _mapping_hash(quick) == expected:
+            return True
+    return vocab_hash(load_tokenizer(name)) == expected
 
 
 def bos_id(tok: Any) -> int | None:
