@@ -5,9 +5,9 @@ HDF5 reader decodes without plugins. Blocks of rows that cover whole chunks are 
 to HDF5's filters: they are shuffled and deflated here and written with
 ``write_direct_chunk``. At the default level ("fast") the deflate streams store the
 near-random low-order byte planes as they are and code the high-order ones with ISA-L's
-fastest deflate (``isal``, level 1), which runs about four times as fast as zlib's
-Huffman-only coding and compresses those planes as well (both are plain deflate, which
-any zlib decodes; ``python -m extract bench`` prints the sizes).
+fastest deflate (``isal``, level 1), which is faster than zlib's Huffman-only coding and
+compresses those planes as well (both are plain deflate, which any zlib decodes; ``python
+-m extract bench`` prints the rates and sizes).
 
 Levels: -1 "fast", 0 none (no filters), 1-9 gzip. The level is kept in the root attribute
 ``compression_level``; ``compression`` says the same in words.
@@ -183,5 +183,6 @@ def _encoders() -> ThreadPoolExecutor:
     """Threads that shuffle and deflate the layers of a block side by side (numpy, zlib and
     ISA-L release the GIL), so that the last blocks, written after the model has run, take
     a fraction of the time; HDF5 then writes the chunks one after the other."""
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
-                              thread_name_prefix="headprobe-deflate")
+    usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else os.cpu_count() or 1)     # the cores this process may run on
+    return ThreadPoolExecutor(max_workers=usable, thread_name_prefix="headprobe-deflate")
