@@ -1,4 +1,4 @@
-"""The three findings a run is checked for, each beside its control, or "not found".
+"""The findings a run is checked for, each beside its control, or "not found".
 
 ``python -m probing summary`` starts with these lines. A finding is reported as found only
 when its effect clears the thresholds below; otherwise the line says "not found" and why.
@@ -13,6 +13,13 @@ when its effect clears the thresholds below; otherwise the line says "not found"
   predict. Found when the score clears :data:`probing.thresholds.INDUCTION_SCORE` and the
   second-half accuracy exceeds the first half's by
   :data:`probing.thresholds.INDUCTION_GAIN`.
+* previous-token head: the head below the induction head that attends most to the token
+  before (the circuit of ``probing repeated``). Control: ablating it (its mean output
+  instead of its output) must cost the second-half accuracy
+  :data:`probing.thresholds.PREV_TOKEN_DROP`, while ablating a random other head of its
+  layer costs at most :data:`probing.thresholds.PREV_TOKEN_RANDOM_DROP`. Found when its
+  score clears :data:`probing.thresholds.PREV_TOKEN_SCORE` and both drops their thresholds
+  (a layer of one head has no control: not found).
 * tag probe: for tag :data:`probing.thresholds.PROBE_TAG`, the head outside layer 0 whose
   probe F1 exceeds the same probe's F1 on the re-initialised model (``probing fit
   --control-store``) by the most. Layer 0 is left out: its keys and queries are a function
@@ -104,6 +111,28 @@ def induction_finding(r: StudyResults | None) -> Finding:
         f"score {th.INDUCTION_SCORE.bound:.2f}, accuracy gain {th.INDUCTION_GAIN.bound:.2f})"))
 
 
+def prev_token_finding(r: StudyResults | None) -> Finding:
+    """The previous-token head of a ``repeated`` study's circuit (None: not run)."""
+    name = "previous-token head"
+    if r is None:
+        return Finding(name, False, "no repeated study (run python -m probing repeated)")
+    c = r.meta.get("circuit") or {}
+    if "prev_token_head" not in c:
+        return Finding(name, False, f"no circuit ({c.get('reason', 'not measured')})")
+    head, ind = head_label(*c["prev_token_head"]), head_label(*c["induction_head"])
+    score, drop = float(c["prev_token_score"]), float(c["ablation_drop"])
+    random = c.get("random_drop")
+    other = ("no other head in its layer" if random is None else
+             f"random head {head_label(*c['random_head'])}: {random:.2f}")
+    measures = ((th.PREV_TOKEN_SCORE, score), (th.PREV_TOKEN_DROP, drop),
+                (th.PREV_TOKEN_RANDOM_DROP, float("nan") if random is None else float(random)))
+    return judged(name, measures, head, (
+        f"{head} previous-token score {score:.2f}, before induction head {ind}; ablating it "
+        f"drops the second-half accuracy by {drop:.2f} ({other}; thresholds: score "
+        f"{th.PREV_TOKEN_SCORE.bound:.2f}, drop {th.PREV_TOKEN_DROP.bound:.2f}, random head "
+        f"{th.PREV_TOKEN_RANDOM_DROP.words()})"))
+
+
 def probe_finding(results: ProbeResults | None, tag: str = th.PROBE_TAG) -> Finding:
     """The probe head for ``tag`` that beats the random-weights control by the most,
     outside layer 0 (None: no probe grid)."""
@@ -129,9 +158,11 @@ def probe_finding(results: ProbeResults | None, tag: str = th.PROBE_TAG) -> Find
 
 def findings(results: ProbeResults | None, studies: dict[str, StudyResults]
              ) -> list[Finding]:
-    """The three findings of a run: quotation head, induction head, tag probe."""
+    """The findings of a run: quotation head, induction head and the previous-token head
+    before it, tag probe."""
     return [quote_finding(studies.get(quote.STUDY)),
             induction_finding(studies.get(repeated.STUDY)),
+            prev_token_finding(studies.get(repeated.STUDY)),
             probe_finding(results)]
 
 

@@ -3,7 +3,7 @@
 ``python -m probing summary --run runs/NAME`` names, for the probe grid, the best head for
 each headline tag (by F1, selectivity or compression, with its controls) and, when MDL was
 measured, the most compressing head of each site; and for every case study found under
-``runs/NAME/studies`` its main number. It starts with the three findings of
+``runs/NAME/studies`` its main number. It starts with the findings of
 :mod:`probing.findings`, each with its control, or "not found".
 
 ``python -m probing summary --run runs/A runs/B ...`` (the demo at several seeds or thread

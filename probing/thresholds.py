@@ -71,6 +71,11 @@ QUOTE_ATTENTION = Threshold("attention from quoted tokens to the opening mark", 
 QUOTE_OVER_UNIFORM = Threshold("attention over uniform attention", 5.0, ratio=True)
 INDUCTION_SCORE = Threshold("induction score", 0.50)
 INDUCTION_GAIN = Threshold("top-1 accuracy gain, second half over first", 0.20)
+# the previous-token head feeding the induction head (the circuit of the repeated study)
+PREV_TOKEN_SCORE = Threshold("previous-token score of the head before the induction head", 0.50)
+PREV_TOKEN_DROP = Threshold("second-half accuracy drop when it is ablated", 0.50)
+PREV_TOKEN_RANDOM_DROP = Threshold("the drop when a random head of its layer is ablated", 0.10,
+                                   ceiling=True)
 PROBE_TAG = "``"                # the opening quotation mark (Penn Treebank tag)
 PROBE_MARGIN = Threshold("probe F1 minus the random-weights control's", 0.30)
 

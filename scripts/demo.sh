@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The offline demo: the whole headprobe pipeline on data and a model it makes itself.
+# The offline demo: the whole headprobe pipeline on two small models it trains itself.
 #
 #   bash scripts/demo.sh [RUN_DIR]        (default runs/demo)
 #
-# SEED (default 0) seeds the model's initial weights and batches; THREADS (default 1) is
-# the thread count it trains on. scripts/demo_seeds.sh runs the demo at several of each.
+# SEED (default 0) seeds both models' initial weights and batches; THREADS (default 1) is
+# the thread count they train on. scripts/demo_seeds.sh runs the demo at several of each.
 #
-# 1. trains a small GPT-Neo on synthetic children's stories, with repeated segments of
-#    random tokens mixed into every training window (cached in RUN_DIR/model),
-# 2. tags fresh stories with spaCy and aligns the tags to the model's tokens,
+# 1. trains a story model, a small GPT-Neo on TinyStories text from the shared assets
+#    (--recipe stories, cached in RUN_DIR/model), and an induction organism, a 2-layer
+#    attention-only rotary model (--recipe induction, cached in RUN_DIR/induction); on one
+#    thread the two train side by side, one per core,
+# 2. tags 300 held-out stories with spaCy and aligns the tags to the story model's tokens,
 # 3. extracts per-head keys, queries and activity, also from a re-initialised copy,
-# 4. fits the probe grid with its controls, runs the quotation and repeated-token studies,
+# 4. fits the probe grid with its controls, runs the quotation study on the story model and
+#    the repeated-token study on the organism,
 # 5. draws the figures and the attention viewer page, and prints the findings: each
 #    with its control, or "not found".
 set -euo pipefail
@@ -31,23 +34,32 @@ step() {
     printf '\n== %s\n' "$*"
 }
 
-if [ ! -f "$run/model/config.json" ]; then
-    step "training a small model on 4,000 synthetic stories (cached in $run/model)"
-    # 4 global layers of 4 heads, 64 wide; 3,000 steps on windows of 128 tokens, then 2,500
-    # on windows of 64 (--short-steps). Each window holds a segment of random tokens written
-    # twice (extract.training.repeats), which only an induction head predicts. The thread
-    # count is pinned (THREADS, default one): the heads that form depend on the order of
-    # floating-point sums (docs/organisms.md)
-    "$py" -m extract train --corpus demo:4000:1 --run "$run" --tokenizer bpe:512 \
-        --layers 4 --heads 4 --d-model 64 --attention global --ctx 128 --batch 16 --lr 5e-3 \
-        --steps 5500 --short-steps 2500 --repeat-frac 1 --repeat-min 8 --repeat-max 28 \
-        --repeat-gap 8 --ckpt-every 500 --seed "$seed" --threads "$threads"
+shared="${HEADPROBE_SHARED:-../shared}"
+train() {   # train DIR RECIPE: one model of a recipe, unless DIR holds it already
+    if [ ! -f "$1/config.json" ]; then
+        "$py" -m extract train --recipe "$2" --out "$1" --seed "$seed" --threads "$threads" \
+            --ckpt-every 500 --quiet
+    fi
+}
+if [ -f "$run/model/config.json" ] && [ -f "$run/induction/config.json" ]; then
+    step "using the models trained earlier: $run/model, $run/induction"
 else
-    step "using the model trained earlier: $run/model"
+    step "training the story model and the induction organism (cached in $run)"
+    # the heads that form depend on the seed and on the order of floating-point sums (the
+    # thread count); docs/organisms.md counts in how many seeds each finding holds
+    if [ "$threads" = 1 ]; then
+        train "$run/induction" induction & organism=$!
+        train "$run/model" stories
+        wait "$organism"
+    else
+        train "$run/model" stories
+        train "$run/induction" induction
+    fi
 fi
 
-step "tagging 300 new stories with spaCy"
-"$py" -m datasets_build --source demo:300:2 --tokenizer "$run/model" --run "$run" --overwrite
+step "tagging 300 held-out stories with spaCy"
+"$py" -m datasets_build --source "$shared/data/tinystories/valid-3117.txt" --limit 300 \
+    --tokenizer "$run/model" --run "$run" --overwrite
 
 step "extracting keys, queries and activity (trained and re-initialised weights)"
 "$py" -m extract --run "$run" --model "$run/model" --dtype float32 --overwrite
@@ -57,9 +69,9 @@ step "extracting keys, queries and activity (trained and re-initialised weights)
 step "fitting the probe grid with controls"
 "$py" -m probing fit --run "$run" --control-store "$run/activations-random.h5" --overwrite
 
-step "case studies: quotation heads, repeated random tokens"
+step "case studies: quotation heads (story model), repeated random tokens (organism)"
 "$py" -m probing quote --run "$run" --model "$run/model" --overwrite > /dev/null
-"$py" -m probing repeated --run "$run" --model "$run/model" --seq-len 24 --batch 20 \
+"$py" -m probing repeated --run "$run" --model "$run/induction" --no-mlp-grid \
     --overwrite > /dev/null
 
 step "figures and the attention viewer"

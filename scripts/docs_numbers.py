@@ -48,7 +48,8 @@ RULES = ("first", "last", "mid", "priority")
 CONTROLS = "control-task,lexical-lower"
 OPENING, CLOSING = "``", "''"
 HEADLINE_TAGS = (OPENING, CLOSING, "VBD", "PRP$")
-FINDINGS = ("quotation head", "induction head", "tag probe")  # summary lines the README quotes
+# the summary lines the README quotes
+FINDINGS = ("quotation head", "induction head", "previous-token head", "tag probe")
 
 
 @dataclass

@@ -78,7 +78,7 @@ def recipe_model_dir(shared_dir: Path, recipe) -> Path:
         return out
     texts, _ = read_corpus(str(shared_dir / recipe.corpus))
     with one_thread():
-        train_model(texts, out, recipe.tokenizer, progress=False, overwrite=True,
+        train_model(texts, out, recipe.tokenizer_spec(), progress=False, overwrite=True,
                     ckpt_every=10**6, info={"recipe": recipe.name}, **recipe.settings)
     return out
 

@@ -81,6 +81,14 @@ def test_summary_states_each_finding_with_its_control(
     (pl, ph), (il, ih) = circuit["prev_token_head"], circuit["induction_head"]
     assert (f"repeated: circuit: previous-token L{pl}H{ph} ({circuit['prev_token_score']:.2f})"
             f" -> induction L{il}H{ih} ") in out
+    # ... and its previous-token head is a finding of its own, beside its ablation control
+    score, drop, random = (circuit[k] for k in ("prev_token_score", "ablation_drop",
+                                                "random_drop"))
+    holds = score >= 0.5 and drop >= 0.5 and random <= 0.1
+    assert finding_line(out, "previous-token head").startswith(
+        f"  previous-token head: {'found' if holds else 'not found'}: L{pl}H{ph} previous-token "
+        f"score {score:.2f}, before induction head L{il}H{ih}; ablating it drops the "
+        f"second-half accuracy by {drop:.2f} (random head ")
 
     # the same results against stricter thresholds: each effect is now "not found"
     monkeypatch.setattr(th, "INDUCTION_SCORE", replace(th.INDUCTION_SCORE,
@@ -98,6 +106,7 @@ def test_summary_of_an_empty_run_finds_nothing(tmp_path, capsys):
     out = summary(tmp_path / "run", capsys)
     assert "quotation head: not found: no quote study (run python -m probing quote)" in out
     assert "induction head: not found: no repeated study" in out
+    assert "previous-token head: not found: no repeated study" in out
     assert "tag probe (``): not found: no probe grid (run python -m probing fit)" in out
 
 

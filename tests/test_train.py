@@ -271,6 +271,24 @@ def test_local_first_layers_alternate_from_layer_zero():
             TrainConfig(attention=bad).check()
 
 
+def test_stories_recipe_trains_on_the_shared_text_with_the_shared_tokenizer(
+        tmp_path, monkeypatch, valid_text):
+    from extract.__main__ import main
+    from extract.training.recipes import STORIES
+    from headprobe.tokenization import load_tokenizer
+
+    shared = valid_text.parents[2]
+    monkeypatch.setenv("HEADPROBE_SHARED", str(shared))
+    out = tmp_path / "stories"
+    assert main(["train", "--recipe", "stories", "--steps", "2", "--batch", "2", "--threads",
+                 "1", "--quiet", "--out", str(out)]) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["config"]["layers"] == STORIES.settings["layers"] == 4
+    assert record["corpus"] == str(shared / STORIES.corpus)
+    # the shared tokenizer is used as it is: the same vocabulary, no BPE trained
+    assert load_tokenizer(out).get_vocab() == load_tokenizer(shared / STORIES.tokenizer).get_vocab()
+
+
 def test_recipe_sets_defaults_that_flags_override(tmp_path, monkeypatch, valid_text):
     from extract.__main__ import main
     from extract.training.cli import config_from_args, parse_train_args
@@ -287,7 +305,11 @@ def test_recipe_sets_defaults_that_flags_override(tmp_path, monkeypatch, valid_t
     cfg = config_from_args(args)
     assert {k: getattr(cfg, k) for k in recipe.settings} == recipe.settings
     assert args.corpus == str(valid_text.parents[2] / recipe.corpus)
-    assert args.tokenizer == recipe.tokenizer
+    assert args.tokenizer == recipe.tokenizer == "char"
+    # a recipe's tokenizer directory lies in the shared assets, as its corpus does
+    args = parse("--recipe", "stories", "--out", str(tmp_path / "m"))
+    assert args.tokenizer == str(valid_text.parents[2] / RECIPES["stories"].tokenizer)
+    assert args.corpus == str(valid_text.parents[2] / RECIPES["stories"].corpus)
     args = parse("--recipe", "induction", "--steps", "7", "--corpus", "chatgen:50")
     assert config_from_args(args).steps == 7 and args.corpus == "chatgen:50"
     assert config_from_args(args).layers == recipe.settings["layers"]

@@ -120,7 +120,7 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> ar
     known, _ = parser.parse_known_args(argv)
     if known.recipe:
         recipe = get_recipe(known.recipe)
-        parser.set_defaults(tokenizer=recipe.tokenizer, **recipe.settings)
+        parser.set_defaults(tokenizer=recipe.tokenizer_spec(), **recipe.settings)
     args = parser.parse_args(argv)
     if args.recipe and not args.corpus:
         args.corpus = recipe_corpus(get_recipe(args.recipe))

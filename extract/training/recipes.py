@@ -26,12 +26,24 @@ class Recipe:
     name: str
     help: str
     corpus: str
-    tokenizer: str
+    tokenizer: str      # a spec (char, bpe:N) or a tokenizer directory under the shared assets
     settings: dict[str, Any] = field(default_factory=dict)
 
     def corpus_path(self) -> str:
         """The recipe's corpus under ``$HEADPROBE_SHARED`` (default ``../shared``)."""
-        return str(Path(os.environ.get("HEADPROBE_SHARED") or SHARED_DEFAULT) / self.corpus)
+        return str(shared_root() / self.corpus)
+
+    def tokenizer_spec(self) -> str:
+        """The tokenizer as ``--tokenizer`` takes it: a spec as it is, a shared directory
+        under ``$HEADPROBE_SHARED``."""
+        if self.tokenizer == "char" or self.tokenizer.startswith("bpe:"):
+            return self.tokenizer
+        return str(shared_root() / self.tokenizer)
+
+
+def shared_root() -> Path:
+    """The shared assets: ``$HEADPROBE_SHARED``, else ``../shared``."""
+    return Path(os.environ.get("HEADPROBE_SHARED") or SHARED_DEFAULT)
 
 
 INDUCTION = Recipe(
@@ -66,7 +78,18 @@ INDUCTION_LOCAL = Recipe(
                   weight_decay=0.2, repeat_frac=1.0, repeat_min=8, repeat_max=32,
                   repeat_gap=8),
 )
-RECIPES = {r.name: r for r in (INDUCTION, INDUCTION_LOCAL)}
+STORIES = Recipe(
+    name="stories",
+    help="4-layer GPT-Neo (global attention, 4 heads of 16) on TinyStories text with the "
+         "shared model's 4,096-token BPE: a quotation head in layer 2 or 3",
+    corpus="data/tinystories/train-3118.txt",
+    tokenizer="models/tinystories-8L",
+    # real dialogue, unlike the synthetic demo corpus, forms a head attending to the opening
+    # mark on every seed tried (docs/organisms.md, "The story organism")
+    settings=dict(layers=4, d_model=64, heads=4, ctx=128, attention="global", batch=16,
+                  steps=1500, lr=5e-3),
+)
+RECIPES = {r.name: r for r in (INDUCTION, INDUCTION_LOCAL, STORIES)}
 
 
 def get_recipe(name: str) -> Recipe:
