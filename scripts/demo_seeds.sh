@@ -8,7 +8,7 @@
 # thread count), OUT_DIR/seedS-threadsT, made by scripts/demo.sh with SEED=S THREADS=T, its
 # output in OUT_DIR/seedS-threadsT.log. A run whose model exists keeps it (scripts/demo.sh
 # caches it). --dry-run prints the commands instead of running them. Each demo takes about
-# ten minutes on two cores; ten of them run one after the other.
+# nine minutes on two idle cores; ten of them run one after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
