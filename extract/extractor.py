@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 import torch
 
+from extract.blocks import BlockAssembler
 from extract.feed import DeviceFeed
 from extract.models import DEFAULT_MODEL
 from extract.options import DEFAULT_BATCH_TOKENS, ExtractOptions
@@ -47,7 +48,7 @@ from extract.store.json_attrs import decode_attrs
 from extract.store.reader import H5_DAMAGE
 from extract.store.schema import DEFAULT_SITES, SCHEMA, SCHEMA_VERSION, store_version
 from extract.store.writer import StoreWriter, create_store, reopen_store
-from headprobe.devices import DEFAULT_MODEL_DTYPE
+from headprobe.devices import DEFAULT_MODEL_DTYPE, usable_cores
 from headprobe.errors import UsageError, opt
 from headprobe.failures import reading
 from headprobe.locks import output_lock
@@ -68,7 +69,8 @@ KILL_AT_ENV = "HEADPROBE_EXTRACT_KILL_AT"
 RESUME_KEYS = ("model", "model_weights_sha256", "reinit_seed", "dataset_vocab_hash",
                "dataset_n_tokens", "split", "shard", "sites", "dtype", "chunk_rows",
                "batch_tokens", "group_tokens", "forward_path", "model_dtype")
-# Blocks that may wait for the writer thread while the next ones are computed.
+# Blocks that may wait for the writer thread while the next ones are computed (when the
+# writer does not share the forward pass's cores: see write_queue).
 WRITE_QUEUE = 2
 # What a setting added since a store was started reads as when the store lacks it.
 RESUME_DEFAULTS = {"model_dtype": "float32"}
@@ -94,32 +96,34 @@ class Extractor:
     def run_group(self, group: Sequence[Story], keep: range | None = None
                   ) -> dict[str, np.ndarray]:
         """site -> [kept rows, n_layers, n_heads(, d_head)]: the rows of the stories of
-        ``group`` whose ``start`` lies in ``keep`` (all by default), in row order.
+        ``group`` whose ``start`` lies in ``keep`` (all by default), in row order."""
+        kept = [s for s in group if keep is None or s.start in keep]
+        if not kept:
+            return {}
+        total = sum(s.n_tokens for s in kept)       # kept stories are consecutive rows
+        blocks = BlockAssembler(0, total, total, self.dtype)
+        first = kept[0].start
+        self.place_group(group, keep, lambda story, rows: blocks.put(story.start - first, rows))
+        return next(blocks.complete(blocks.n_rows))[1]
+
+    def place_group(self, group: Sequence[Story], keep: range | None,
+                    place: Callable[[Story, dict[str, np.ndarray]], Any]) -> None:
+        """Run the stories of ``group`` and call ``place(story, site -> [n_tokens, ...])``
+        for each story whose ``start`` lies in ``keep`` (all when None).
 
         The whole group is batched, as without ``keep``, so every kept story is computed
         in the same batch as in a run of all stories; a batch that holds no kept story
         is skipped.
         """
-        kept = [s for s in group if keep is None or s.start in keep]
-        if not kept:
-            return {}
-        start = kept[0].start
-        total = sum(s.n_tokens for s in kept)
-        result: dict[str, np.ndarray] = {}
         for batch in plan_batches(group, self.batch_tokens):
             rows = [(row, s) for row, s in enumerate(batch) if keep is None or s.start in keep]
             if not rows:
                 continue
             values_of = self._forward(batch)
             with self.clock.phase("copies"):
-                for site, values in values_of.items():
-                    if site not in result:
-                        dtype = np.int32 if site == "argmax" else values.dtype
-                        result[site] = np.empty((total, *values.shape[2:]), dtype=dtype)
-                    for row, story in rows:
-                        at = story.start - start
-                        result[site][at:at + story.n_tokens] = values[row, :story.n_tokens]
-        return result
+                for row, story in rows:
+                    place(story, {site: values[row, :story.n_tokens]
+                                  for site, values in values_of.items()})
 
     def _forward(self, batch: Sequence[Story]) -> dict[str, np.ndarray]:
         """site -> [len(batch), longest story, ...] on the host, floats in ``dtype``."""
@@ -157,8 +161,7 @@ def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_r
     batched with the others but not kept.
     """
     keep = range(offset, offset + n_rows)
-    pending: list[dict[str, np.ndarray]] = []
-    pending_start, pending_rows = first_row, 0
+    blocks = BlockAssembler(first_row, chunk_rows, n_rows, extractor.dtype)
     for group in groups:
         inside = [s for s in group if s.start in keep]
         if not inside:
@@ -166,22 +169,11 @@ def iter_blocks(extractor: Extractor, groups: Sequence[Sequence[Story]], first_r
         begin, end = inside[0].start - offset, inside[-1].stop - offset
         if end <= first_row:
             continue
-        block = extractor.run_group(group, keep)
-        skip = max(0, first_row - begin)
-        pending.append({k: v[skip:] for k, v in block.items()})
-        pending_rows += end - begin - skip
+        extractor.place_group(group, keep,
+                              lambda story, rows: blocks.put(story.start - offset, rows))
         if computed is not None:
-            computed(end - begin - skip)
-        while pending_rows >= chunk_rows or (pending_rows and pending_start + pending_rows
-                                             == n_rows):
-            take = min(chunk_rows, pending_rows)
-            with extractor.clock.phase("copies"):   # one block is passed on as views
-                joined = pending[0] if len(pending) == 1 else {
-                    k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
-            yield pending_start, {k: v[:take] for k, v in joined.items()}
-            pending = [{k: v[take:] for k, v in joined.items()}]
-            pending_start += take
-            pending_rows -= take
+            computed(end - max(begin, first_row))
+        yield from blocks.complete(end)
 
 
 def _resume_problem(plan: ExtractPlan, tokens_hash: str) -> str:
@@ -271,15 +263,29 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
                 file=sys.stderr, desc="extract")
 
 
-def write_rows(plan: ExtractPlan, writer: StoreWriter, queue: int = WRITE_QUEUE) -> None:
+def write_queue(device: Any) -> int:
+    """Blocks that may wait for the writer while the model computes the next ones.
+
+    WRITE_QUEUE, unless the model runs on the CPU with as many torch threads as the process
+    has cores: then none, because the writer's threads would take cores from the forward
+    pass's threads, which wait for each other, and that stalls the forward by more than
+    the writer takes when it has the cores to itself.
+    """
+    if torch.device(device).type != "cpu" or usable_cores() > torch.get_num_threads():
+        return WRITE_QUEUE
+    return 0
+
+
+def write_rows(plan: ExtractPlan, writer: StoreWriter, queue: int | None = None) -> None:
     """Compute every row from the writer's first missing one and write it; finish the store.
 
-    Compressing and writing a block runs in a writer thread while the next blocks are
-    computed (zlib, HDF5 and torch release the GIL, so this uses a second core); at most
-    ``queue`` blocks wait for it (a bounded queue: memory stays bounded), and ``queue=0``
-    writes each block before computing the next. Blocks are written in order either way,
-    so the file is the same.
+    Compressing and writing a block runs in a writer thread (zlib, ISA-L, HDF5 and torch
+    release the GIL); at most ``queue`` blocks wait for it while the next blocks are
+    computed (a bounded queue: memory stays bounded; by default :func:`write_queue`), and
+    ``queue=0`` writes each block before computing the next. Blocks are written in order
+    either way, so the file is the same.
     """
+    queue = write_queue(plan.forward.device) if queue is None else queue
     options, first_row = plan.options, writer.rows_written
     extractor = Extractor(plan.forward, options.batch_tokens, options.dtype)
     clock = extractor.clock

@@ -16,7 +16,6 @@ the merged file as it is, so a merge job can be submitted twice.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from extract.store.schema import (
 )
 from extract.store.writer import create_coordinates, format_attrs, label_axes
 from headprobe.atomic import atomic_file, check_target
+from headprobe.checksums import crc32_of
 from headprobe.errors import UsageError, opt
 from headprobe.hdf5 import hdf5_image
 from headprobe.locks import output_lock
@@ -195,7 +195,7 @@ def _joined_column(paths: Sequence[Path], site: str, chunk_rows: int,
             while at < len(rows):
                 take = min(chunk_rows - filled, len(rows) - at)
                 piece = np.ascontiguousarray(rows[at:at + take])
-                crc = zlib.crc32(memoryview(piece).cast("B"), crc)
+                crc = crc32_of(piece, crc)
                 filled, at = filled + take, at + take
                 if filled == chunk_rows:
                     out[block], block, filled, crc = crc, block + 1, 0, 0

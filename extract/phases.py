@@ -19,9 +19,9 @@ PHASES = {
     "forward": "the model's blocks, less the key/query projections",
     "projection": "the input norm and the fused key/query/value projection",
     "copies": "casts to the storage dtype, copies to the host and into blocks",
-    "write": "compressing and writing blocks (writer thread, overlapped)",
-    "checksums": "checksums of written blocks (writer thread, overlapped)",
-    "wait": "waiting for the writer thread",
+    "write": "compressing and writing blocks (writer thread, beside the model or while it waits)",
+    "checksums": "checksums of written blocks (writer thread)",
+    "wait": "the model waiting for the writer thread",
 }
 
 

@@ -12,7 +12,6 @@ Every reader verifies by default. ``HEADPROBE_VERIFY=0`` in the environment (or
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from isal import isal_zlib
 
 from headprobe.failures import DamagedFile, first_line
 
@@ -51,14 +51,21 @@ def verification(on: bool) -> Iterator[None]:
             os.environ[VERIFY_ENV] = before
 
 
-def crc32_of(values: Any) -> int:
-    """CRC-32 of an array's values: its bytes in C order (strings: UTF-8, NUL-separated)."""
+def crc32(data: Any, value: int = 0) -> int:
+    """zlib's CRC-32 of a buffer, continued from ``value``; computed by ISA-L, which gives
+    the same number several times faster."""
+    return isal_zlib.crc32(data, value)
+
+
+def crc32_of(values: Any, value: int = 0) -> int:
+    """CRC-32 of an array's values: its bytes in C order (strings: UTF-8, NUL-separated),
+    continued from ``value``."""
     array = np.asarray(values)
     if array.dtype.kind in "OUS":
         items = (x.decode() if isinstance(x, bytes) else str(x) for x in array.ravel())
-        return zlib.crc32("\0".join(items).encode())
+        return crc32("\0".join(items).encode(), value)
     raw = np.ascontiguousarray(array).reshape(-1)
-    return zlib.crc32(raw.view(np.uint8).data)
+    return crc32(raw.view(np.uint8).data, value)
 
 
 def _stored(ds: h5py.Dataset) -> np.ndarray:

@@ -9,6 +9,7 @@ model's weights and activations (``float32``, ``bfloat16``, ``float16``; default
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from headprobe.errors import UsageError, opt
@@ -83,3 +84,10 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
     elif str(device).startswith("mps"):
         torch.mps.synchronize()
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

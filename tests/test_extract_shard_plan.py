@@ -113,6 +113,21 @@ def test_the_overlapped_writer_equals_the_synchronous_one(shared_dataset, shared
     assert_same_store(*stores)
 
 
+def test_the_writer_overlaps_the_model_only_where_it_has_cores_of_its_own(monkeypatch):
+    """On the CPU with a torch thread on every core, blocks are written before the next
+    are computed; with a spare core, or a model on a GPU, they wait in a queue."""
+    import torch
+
+    from extract import extractor
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(extractor, "usable_cores", lambda: threads)
+    assert extractor.write_queue("cpu") == 0
+    assert extractor.write_queue("cuda:0") == extractor.WRITE_QUEUE
+    monkeypatch.setattr(extractor, "usable_cores", lambda: threads + 1)
+    assert extractor.write_queue(torch.device("cpu")) == extractor.WRITE_QUEUE
+
+
 def test_the_device_feed_and_auto_batches_on_the_cpu(shared_dataset, shared_model,
                                                      tmp_path):
     import torch

@@ -16,6 +16,7 @@ from extract.store import (
     describe_compression,
     open_store,
     reopen_store,
+    shuffled_chunks,
     write_store,
 )
 from extract.store.writer import PREVIOUS_VERSION
@@ -224,6 +225,22 @@ def test_fast_deflate_streams_are_plain_zlib(size, raw_prefix):
     assert zlib.decompress(packed) == data.tobytes()
     if size > 1000:
         assert len(packed) < size
+
+
+@pytest.mark.parametrize("shape", [(700, 3, 5, 4), (700, 2, 16), (300, 2, 3, 3), (9, 2, 2, 64)])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_shuffled_chunks_are_the_byte_planes_of_each_chunk(shape, dtype):
+    """Each chunk (one layer, one head, or one layer's heads) becomes byte 0 of every value,
+    then byte 1, ..., for whole blocks and for one layer's strided slice of a block."""
+    block = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    for part in (block, block[:, 1:2]):
+        got = shuffled_chunks(part)
+        for layer in range(part.shape[1]):
+            chunks = [part[:, layer]] if part.ndim == 3 else list(part[:, layer].swapaxes(0, 1))
+            for index, chunk in enumerate(chunks):
+                planes = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1, part.itemsize)
+                row = got[layer] if part.ndim == 3 else got[layer, index]
+                np.testing.assert_array_equal(row, planes.T.ravel())
 
 
 @pytest.mark.parametrize(("compression", "level"), [("fast", -1), ("none", 0), ("1", 1), (6, 6)])

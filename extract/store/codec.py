@@ -16,7 +16,7 @@ Levels: -1 "fast", 0 none (no filters), 1-9 gzip. The level is kept in the root 
 from __future__ import annotations
 
 import functools
-import os
+import math
 import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 from isal import isal_zlib
 
+from headprobe.devices import usable_cores
 from headprobe.errors import UsageError, opt
 
 FAST = -1
@@ -37,6 +38,7 @@ DESCRIPTION_ATTR = "compression"
 # Rows HDF5 compresses itself (blocks not aligned to chunks) use this gzip level at "fast".
 FILTER_LEVEL_FAST = 1
 TOKEN_TABLE_FILTER = "gzip"
+SHUFFLE_TILE_BYTES = 64 * 2**10   # rows moved to chunk order at a time: fits a core's L2
 
 
 def parse_compression(spec: str | int) -> int:
@@ -106,7 +108,7 @@ def deflate(data: Any, level: int, raw_prefix: int = 0) -> bytes:
         parts += [b"\x00" + size.to_bytes(2, "little") + (size ^ 0xFFFF).to_bytes(2, "little"),
                   view[at:at + size]]
     parts += [isal_zlib.compress(view[raw_prefix:], FAST_ISAL_LEVEL, wbits=-15),  # raw deflate
-              zlib.adler32(view).to_bytes(4, "big")]
+              isal_zlib.adler32(view).to_bytes(4, "big")]
     return b"".join(parts)
 
 
@@ -118,7 +120,7 @@ def shuffled_chunks(block: np.ndarray) -> np.ndarray:
     chunks (rows, 1, n_heads). Each row is what HDF5's shuffle filter makes of the chunk:
     byte k of every element (in row-major element order), for k = 0 .. itemsize - 1.
     """
-    if block.ndim == 4 and block.dtype.str == "<f2":   # byte planes split arithmetically
+    if block.dtype.itemsize == 2 and block.strides[-1] == 2:
         return _shuffled_pairs(block)
     raw = np.ascontiguousarray(block)
     size = raw.dtype.itemsize
@@ -130,16 +132,30 @@ def shuffled_chunks(block: np.ndarray) -> np.ndarray:
     return out.reshape(raw.shape[1], -1)
 
 
-def _shuffled_pairs(block: np.ndarray) -> np.ndarray:
-    """:func:`shuffled_chunks` of a [rows, L, H, D] block of 2-byte values: the low bytes
-    (``x & 0xff``) then the high bytes (``x >> 8``) of each (layer, head), which is a
-    third faster than moving single bytes through a five-axis transpose."""
-    rows, n_layers, n_heads, width = block.shape
-    words = block.view("<u2").transpose(1, 2, 0, 3)            # [L, H, rows, D], any strides
-    out = np.empty((n_layers, n_heads, 2, rows, width), dtype=np.uint8)
-    np.bitwise_and(words, 0xFF, out=out[:, :, 0], casting="unsafe")
-    np.right_shift(words, 8, out=out[:, :, 1], casting="unsafe")
-    return out.reshape(n_layers, n_heads, -1)
+def _shuffled_pairs(block: np.ndarray, tile_bytes: int = SHUFFLE_TILE_BYTES) -> np.ndarray:
+    """:func:`shuffled_chunks` of a block of 2-byte values whose last axis is contiguous.
+
+    A chunk's run of ``unit`` values (d_head, or n_heads for [rows, L, H] blocks) moves as
+    whole machine words, a tile of rows at a time, so that the transpose to chunk order
+    stays in cache; the low bytes (``x & 0xff``) and high bytes (``x >> 8``) are then split
+    from contiguous words. Several times faster than moving single bytes.
+    """
+    rows, unit = block.shape[0], block.shape[-1]
+    chunks = int(np.prod(block.shape[1:-1]))               # L * H, or L
+    word = np.dtype(f"<u{math.gcd(2 * unit, 8)}")
+    per_row = 2 * unit // word.itemsize                    # words in one run of values
+    words = block.view(word).reshape(rows, chunks, per_row)
+    out = np.empty((chunks, 2, rows * unit), dtype=np.uint8)
+    tile = max(1, tile_bytes // max(1, chunks * 2 * unit))
+    buffer = np.empty((chunks, tile, per_row), dtype=word)
+    for first in range(0, rows, tile):
+        last = min(rows, first + tile)
+        part = buffer[:, :last - first]
+        np.copyto(part, words[first:last].transpose(1, 0, 2))
+        pairs = part.view("<u2").reshape(chunks, -1)
+        np.bitwise_and(pairs, 0xFF, out=out[:, 0, first * unit:last * unit], casting="unsafe")
+        np.right_shift(pairs, 8, out=out[:, 1, first * unit:last * unit], casting="unsafe")
+    return out.reshape(*block.shape[1:-1], -1)
 
 
 def _chunk_payloads(data: np.ndarray, level: int) -> np.ndarray:
@@ -158,31 +174,30 @@ def write_whole_chunks(ds: h5py.Dataset, start: int, data: np.ndarray, level: in
     HDF5 stores edge chunks at full size.
     """
     level = level if ds.compression == "gzip" else 0
+    per_head = data.ndim == 4
     rows = len(data)
     if rows < chunk_rows:
         pad = np.zeros((chunk_rows - rows, *data.shape[1:]), dtype=data.dtype)
         data = np.concatenate([data, pad])
     # the low half of the byte planes of floats holds mantissa bits: stored as they are,
     # except the zero padding of an edge chunk, which is left to the deflate coder
-    chunk_row = data[0, 0, 0] if ds.ndim == 4 else data[0, 0]      # one row of one chunk
+    chunk_row = data[0, 0, 0] if per_head else data[0, 0]      # one row of one chunk
     raw = rows * chunk_row.nbytes // 2 if data.dtype.kind == "f" else 0
 
     def encode(layer: int) -> list[Any]:
         chunks = _chunk_payloads(data[:, layer:layer + 1], level)[0]   # [heads, bytes] / [bytes]
-        chunks = list(chunks) if ds.ndim == 4 else [chunks]
+        chunks = list(chunks) if per_head else [chunks]
         return chunks if level == 0 else [deflate(c, level, raw) for c in chunks]
 
     for layer, payloads in enumerate(_encoders().map(encode, range(data.shape[1]))):
         for head, payload in enumerate(payloads):
-            ds.id.write_direct_chunk((start, layer, 0) if ds.ndim == 3
-                                     else (start, layer, head, 0), payload)
+            ds.id.write_direct_chunk((start, layer, head, 0) if per_head
+                                     else (start, layer, 0), payload)
 
 
 @functools.cache
 def _encoders() -> ThreadPoolExecutor:
     """Threads that shuffle and deflate the layers of a block side by side (numpy, zlib and
-    ISA-L release the GIL), so that the last blocks, written after the model has run, take
+    ISA-L release the GIL), one per usable core, so that a block the model waits for takes
     a fraction of the time; HDF5 then writes the chunks one after the other."""
-    usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-              else os.cpu_count() or 1)     # the cores this process may run on
-    return ThreadPoolExecutor(max_workers=usable, thread_name_prefix="headprobe-deflate")
+    return ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="headprobe-deflate")

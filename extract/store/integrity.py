@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 from extract.store.json_attrs import decode_attrs
 from extract.store.schema import SITES, TOKEN_GROUP, TOKEN_TABLE, token_path
 from extract.store.writer import label_axes
+from headprobe.checksums import crc32_of
 from headprobe.failures import DamagedFile, first_line
 from headprobe.layout import Dimensions
 
@@ -61,10 +61,6 @@ def create_checksums(file: h5py.File, n_tokens: int, chunk_rows: int, n_sites: i
                Dimensions(file) if "site" in file else None)
 
 
-def _crc(values: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(values)).cast("B"))
-
-
 def record_block(file: h5py.File, start: int, block: Mapping[str, np.ndarray],
                  sites: list[str], chunk_rows: int) -> None:
     """Record the checksums of rows [start, start + rows) of every site, written as
@@ -75,7 +71,7 @@ def record_block(file: h5py.File, start: int, block: Mapping[str, np.ndarray],
     rows = len(next(iter(block.values())))
     table = file[CHECKSUMS]
     for at in range(0, rows, chunk_rows):
-        table[(start + at) // chunk_rows] = [_crc(block[s][at:at + chunk_rows]) for s in sites]
+        table[(start + at) // chunk_rows] = [crc32_of(block[s][at:at + chunk_rows]) for s in sites]
 
 
 def _damage(file: h5py.File, sites: list[str], rows_written: int, chunk_rows: int) -> str:
@@ -88,7 +84,7 @@ def _damage(file: h5py.File, sites: list[str], rows_written: int, chunk_rows: in
                 values = file[SITES[site].dataset][start:stop]
             except (OSError, RuntimeError) as exc:
                 return f"rows {start}-{stop - 1} of site {site} cannot be read ({exc})"
-            if _crc(values) != int(table[index, column]):
+            if crc32_of(values) != int(table[index, column]):
                 return f"rows {start}-{stop - 1} of site {site} do not match their checksum"
     return ""
 
@@ -140,7 +136,7 @@ def read_block(file: h5py.File, name: str, start: int, stop: int,
     except (OSError, RuntimeError, ValueError) as exc:
         raise DamagedFile(f"{where} cannot be decoded ({first_line(exc)}); the file is "
                           "damaged, extract it again") from exc
-    if recorded is not None and _crc(values) != recorded:
+    if recorded is not None and crc32_of(values) != recorded:
         raise DamagedFile(f"{where} do not match their checksum; the file is damaged, "
                           "extract it again")
     if values.dtype.kind == "f" and not np.isfinite(values).all():
