@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from headprobe.errors import UsageError, opt
@@ -141,3 +141,14 @@ def task_failure(ray: Any, exc: BaseException, what: str) -> BaseException:
                           f"({type(exc).__name__}) after every retry; run the command again "
                           "to continue it")
     return cause if isinstance(cause, Exception) else exc
+
+
+def cancel_unfinished(ray: Any, refs: Iterable[Any]) -> None:
+    """Force-cancel the tasks of ``refs`` that have not finished; finished ones are left
+    alone, because cancelling a task whose result is arriving can abort this process (a
+    race inside Ray: "Tried to complete task that was not pending")."""
+    refs = list(refs)
+    if refs:
+        _, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in running:
+            ray.cancel(ref, force=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headprobe.cluster import connect, task_env, task_failure
+from headprobe.cluster import cancel_unfinished, connect, task_env, task_failure
 from headprobe.errors import UsageError, only_with, opt
 
 SHARD_DIR_SUFFIX = ".shards"
@@ -135,8 +135,7 @@ def _run_tasks(ray: Any, task: Any, todo: Sequence[int], n: int, args: tuple,
             rate = tokens / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix_str(f"{rate:,.0f} tokens/s")
     finally:
-        for ref in pending:                   # interrupted: stop what is still running
-            ray.cancel(ref, force=True)
+        cancel_unfinished(ray, pending)       # interrupted: stop what is still running
     return tokens, failures
 
 

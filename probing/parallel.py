@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from headprobe.cluster import connect, task_env, task_failure
+from headprobe.cluster import cancel_unfinished, connect, task_env, task_failure
 
 RETRIES = 2          # a block whose worker or node died is run again this many times
 
@@ -50,12 +50,12 @@ def _on_ray(func: Callable[..., Any], blocks: Sequence[tuple], shared: tuple,
             try:
                 result = ray.get(ref)
             except Exception as exc:
-                raise task_failure(ray, exc, f"block {block_name(blocks[done])}") from None
+                done += 1                     # this task has ended: it is not cancelled
+                raise task_failure(ray, exc, f"block {block_name(blocks[done - 1])}") from None
             done += 1
             yield result
     finally:
-        for ref in pending[done:]:            # stopped early: end what still runs
-            ray.cancel(ref, force=True)
+        cancel_unfinished(ray, pending[done:])   # stopped early: end what still runs
 
 
 def block_name(block: tuple) -> str:

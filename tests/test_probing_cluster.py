@@ -11,6 +11,7 @@ import pytest
 
 from extract.store import open_store
 from headprobe.cli import run_main
+from headprobe.cluster import cancel_unfinished
 from headprobe.errors import UsageError
 from probing.__main__ import main
 from probing.grid import GridConfig, run_grid
@@ -56,6 +57,24 @@ def test_a_block_task_retried_after_its_worker_died_and_failures_named(ray_clust
     with pytest.raises(UsageError) as exc:
         list(map_blocks(_block, [("key", 0), ("query", 1)], (None,), ray="local:2"))
     assert str(exc.value) == "block query layer 1: the store changed while it was read"
+
+
+def _sleep_then(seconds, value):
+    import time
+
+    time.sleep(seconds)
+    return value
+
+
+def test_only_unfinished_tasks_are_cancelled(ray_cluster):
+    """A finished task keeps its result; a running one is cancelled."""
+    task = ray_cluster.remote(_sleep_then)
+    done, running = task.remote(0, "done"), task.remote(60, "late")
+    assert ray_cluster.get(done) == "done"
+    cancel_unfinished(ray_cluster, [done, running])
+    assert ray_cluster.get(done) == "done"
+    with pytest.raises(ray_cluster.exceptions.TaskCancelledError):
+        ray_cluster.get(running, timeout=30)
 
 
 def _stories(n, seed):
